@@ -1,0 +1,1 @@
+"""CloudFormation templates, one per stack; shipped as package data."""

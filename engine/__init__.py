@@ -1,0 +1,1 @@
+"""The kernel: domain records, ports, errors, validation, the deploy runner and the agent loop."""

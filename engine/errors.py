@@ -1,0 +1,69 @@
+"""The one error hierarchy of Flotilla.
+
+Every error says what went wrong and what to do about it, and knows whether
+retrying the same call can help (`retryable`), so retry policies never guess
+from message text and the CLI can turn any of them into one clear line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FlotillaError(Exception):
+    """Root of every error Flotilla raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ValidationError(FlotillaError):
+    """Something a user gave is malformed; nothing was stored."""
+
+
+class ItemTooLargeError(ValidationError):
+    """A record would exceed DynamoDB's 400 KB item limit."""
+
+
+class NotFoundError(FlotillaError):
+    """A record that was asked for does not exist."""
+
+
+class AlreadyExistsError(FlotillaError):
+    """A record that must be new exists already."""
+
+
+class ConflictError(FlotillaError):
+    """Another writer changed the record first; `current` is what is stored now.
+
+    Never retried blindly: the caller re-applies its change to `current` (or gives up).
+    """
+
+    def __init__(self, message: str, current: Any = None) -> None:
+        super().__init__(message)
+        self.current = current
+
+
+class SchemaError(FlotillaError):
+    """A stored item was written in a shape this version cannot read."""
+
+
+class LockLostError(FlotillaError):
+    """A lease was not held any more when its holder tried to renew or use it."""
+
+
+class SecretError(FlotillaError):
+    """Encrypting or decrypting an environment failed (wrong key, wrong service, tampering)."""
+
+
+class TransientError(FlotillaError):
+    """A remote service was throttling, unavailable or timed out; the same call may succeed."""
+
+    retryable = True
+
+
+class ConfigurationError(FlotillaError):
+    """Flotilla is not set up the way this command needs (missing region, tables, tool)."""

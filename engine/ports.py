@@ -1,0 +1,165 @@
+"""The ports: what the engine needs from the outside world, as small protocols.
+
+Each port has a real adapter in `adapters/` (DynamoDB, KMS, ELB, SQS, systemd) and an
+in-memory one that passes the same contract suite (tests/contract/). Adapters
+translate their library's errors into `engine.errors` at the edge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Protocol
+
+from flotilla.engine.checkpoint import DeployCheckpoint
+from flotilla.engine.records import Instance, Lease, Revision, SealedEnvironment, Service
+
+
+class StateStore(Protocol):
+    """Services, revisions, instances and deploy checkpoints.
+
+    Every write that several parties can race is conditional: a losing writer gets a
+    `ConflictError` carrying the current record, never a silent overwrite.
+    """
+
+    # Services: `update_service` writes only if the stored version equals `service.version`.
+    def create_service(self, service: Service) -> Service: ...
+    def get_service(self, name: str) -> Service: ...
+    def list_services(self, *, segment: int = 0, segments: int = 1) -> list[Service]: ...
+    def update_service(self, service: Service) -> Service: ...
+    def delete_service(self, name: str, *, expected_version: int) -> None: ...
+
+    # Revisions are immutable: putting the same id twice is a no-op.
+    def put_revision(self, revision: Revision) -> Revision: ...
+    def get_revision(self, service: str, revision_id: str) -> Revision: ...
+    def list_revisions(self, service: str) -> list[Revision]: ...
+
+    # Instances: each writer updates only its own fields (see `Instance`).
+    def register_instance(self, instance: Instance) -> Instance: ...
+    def record_heartbeat(self, instance_id: str, at: datetime, expires_at: datetime) -> None: ...
+    def set_assignment(
+        self, instance_id: str, revision_id: str | None, *, expected_version: int
+    ) -> Instance: ...
+    def set_current_revision(self, instance_id: str, revision_id: str | None) -> None: ...
+    def get_instance(self, instance_id: str) -> Instance: ...
+    def list_instances(self, service: str) -> list[Instance]: ...
+    def delete_instance(self, instance_id: str) -> None: ...
+
+    # Deploys: `update_deploy` writes only if the stored version equals `checkpoint.version`.
+    def create_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint: ...
+    def get_deploy(self, deploy_id: str) -> DeployCheckpoint: ...
+    def update_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint: ...
+    def list_deploys(self, service: str, *, since: datetime | None = None) -> list[DeployCheckpoint]: ...
+    def list_instance_deploys(self, instance_id: str) -> list[DeployCheckpoint]: ...
+
+
+class LockService(Protocol):
+    """Named leases with N slots each (a counting semaphore) and fencing tokens."""
+
+    def acquire(self, name: str, owner: str, *, slots: int, lease: timedelta) -> Lease | None:
+        """Take a free (or expired) slot, or return None if all `slots` are held."""
+        ...
+
+    def renew(self, lease: Lease, *, duration: timedelta) -> Lease:
+        """Extend a lease its holder still has; `LockLostError` if it lapsed or was taken."""
+        ...
+
+    def release(self, lease: Lease) -> bool:
+        """Free the slot if `lease` still holds it; False (and no change) otherwise."""
+        ...
+
+    def holders(self, name: str) -> list[Lease]:
+        """The unexpired leases of `name`."""
+        ...
+
+
+class SecretBox(Protocol):
+    """Envelope encryption of a revision's environments, bound to its service."""
+
+    def seal(self, service: str, environments: Mapping[str, Mapping[str, str]]) -> SealedEnvironment:
+        """Encrypt each unit's variables under one fresh data key."""
+        ...
+
+    def open(self, service: str, sealed: SealedEnvironment) -> dict[str, dict[str, str]]:
+        """Decrypt; `SecretError` if the key, the service or the ciphertext does not match."""
+        ...
+
+
+class TargetState(StrEnum):
+    """Where a load balancer has an instance, in words common to classic ELB and ELBv2."""
+
+    UNUSED = "unused"  # not registered (deregistration finished)
+    DRAINING = "draining"
+    INITIAL = "initial"  # registered, health checks not yet passed
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+class LoadBalancer(Protocol):
+    """Move traffic away from an instance and back."""
+
+    def deregister(self, instance_id: str) -> None: ...
+    def register(self, instance_id: str) -> None: ...
+    def state(self, instance_id: str) -> TargetState: ...
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    """What systemd (or the process runtime) says about one unit."""
+
+    name: str  # the installed name, e.g. "flotilla-web-3f2a9c1b7d4e.service"
+    active_state: str  # active, activating, deactivating, inactive, failed
+    sub_state: str
+    result: str  # systemd's Result: success, exit-code, signal, timeout, ...
+    exit_status: int | None = None
+
+
+class UnitRuntime(Protocol):
+    """Installs, starts, stops and removes the units Flotilla owns, and only those."""
+
+    def owned_units(self) -> list[str]:
+        """Installed names of every unit Flotilla owns on this machine."""
+        ...
+
+    def install(
+        self,
+        revision_id: str,
+        units: Mapping[str, str],
+        environments: Mapping[str, Mapping[str, str]],
+    ) -> list[str]:
+        """Write unit and environment files (idempotent), reload; return installed names."""
+        ...
+
+    def start(self, names: Sequence[str]) -> None:
+        """Start and wait for the start jobs; `UnitFailedError`-style errors carry systemd's reason."""
+        ...
+
+    def status(self, names: Sequence[str]) -> list[UnitStatus]: ...
+
+    def stop(self, names: Sequence[str]) -> None:
+        """Stop (idempotent: stopping a stopped or missing unit is fine)."""
+        ...
+
+    def remove(self, names: Sequence[str]) -> None:
+        """Delete unit and environment files of owned units, reload (idempotent)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Event:
+    """A wake-up for the scheduler or an agent, carried by SQS."""
+
+    kind: str  # service_changed, instance_joined, instance_left, deploy_finished, deploy_failed
+    service: str
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    receipt: str | None = None  # set on received events, used to acknowledge them
+
+
+class EventQueue(Protocol):
+    """At-least-once delivery of events."""
+
+    def send(self, event: Event) -> None: ...
+    def receive(self, *, wait: timedelta, max_events: int = 10) -> list[Event]: ...
+    def ack(self, event: Event) -> None: ...

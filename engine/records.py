@@ -1,0 +1,123 @@
+"""The domain records: what Flotilla stores about services, revisions and instances.
+
+Records are frozen dataclasses. Stored items are made from them in `engine.items`;
+every item carries a schema number so a newer agent can read an older item, or refuse
+a newer one clearly. Times are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class LoadBalancerKind(StrEnum):
+    CLASSIC = "classic"  # a classic ELB, named
+    TARGET_GROUP = "target_group"  # an ELBv2 target group, by ARN
+
+
+@dataclass(frozen=True)
+class LoadBalancerRef:
+    """Which load balancer moves traffic away from an instance while it upgrades."""
+
+    kind: LoadBalancerKind
+    name: str  # classic ELB name, or target group ARN
+
+
+@dataclass(frozen=True)
+class RolloutPolicy:
+    """How fast a rollout may go and when it must stop."""
+
+    max_in_flight: str = "1"  # a count ("2") or a share of the live instances ("25%")
+    max_failures: int = 1  # failed deploys of a new revision before the rollout stops
+    auto_revert: bool = True  # restore the previous weights when the budget is spent
+
+    def slots(self, live_instances: int) -> int:
+        """How many instances may deploy at once; never fewer than one."""
+        text = self.max_in_flight.strip()
+        if text.endswith("%"):
+            share = int(text[:-1])
+            return max(1, live_instances * share // 100)
+        return max(1, int(text))
+
+
+@dataclass(frozen=True)
+class Service:
+    """A named group of instances that run the same units."""
+
+    name: str
+    load_balancer: LoadBalancerRef | None = None
+    drain_timeout_seconds: int = 300
+    health_timeout_seconds: int = 300
+    settle_seconds: int = 5  # how long units must stay active before a deploy counts as healthy
+    rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
+    weights: dict[str, int] = field(default_factory=dict)  # revision id -> weight
+    paused: bool = False
+    version: int = 0  # bumped by every stored change; writes are conditional on it
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class SealedBlob:
+    """One unit's environment, encrypted with the revision's data key (AES-256-GCM)."""
+
+    nonce: bytes
+    ciphertext: bytes
+
+
+@dataclass(frozen=True)
+class SealedEnvironment:
+    """A revision's environments, envelope-encrypted under one data key.
+
+    `variable_names` are stored in the clear so that `revision show` can list them;
+    values exist only inside `blobs`.
+    """
+
+    key_id: str  # the KMS key (or local master key) that wrapped the data key
+    encrypted_data_key: bytes
+    blobs: dict[str, SealedBlob]  # unit name -> its sealed variables
+    variable_names: dict[str, tuple[str, ...]]  # unit name -> its variable names, sorted
+
+
+@dataclass(frozen=True)
+class Revision:
+    """An immutable set of unit files plus their sealed environment."""
+
+    service: str
+    id: str  # sha256 of the stored content (units and ciphertexts, never plaintext)
+    label: str
+    units: dict[str, str]  # unit name ("web.service") -> unit file text
+    environment: SealedEnvironment | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One machine running the agent, born into one service.
+
+    Each field has one writer, and writers update only their own fields: the agent
+    owns the heartbeat and `current_revision`, the scheduler owns the assignment
+    (conditional on `assignment_version`). So a heartbeat can never undo an assignment.
+    """
+
+    id: str
+    service: str
+    agent_version: str
+    registered_at: datetime
+    heartbeat_at: datetime
+    assigned_revision: str | None = None
+    assignment_version: int = 0
+    current_revision: str | None = None
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One slot of a named lock, held by `owner` until `expires_at` unless renewed."""
+
+    name: str
+    slot: int
+    owner: str
+    token: int  # fencing token: larger than that of every earlier holder of this name
+    expires_at: datetime

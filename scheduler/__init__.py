@@ -1,0 +1,1 @@
+"""Apportionment and rollout policy as pure functions, and the scheduler service loop."""
