@@ -1,1 +1,1 @@
-"""One module per real thing behind a port (DynamoDB, KMS, ELB, SQS, systemd), plus in-memory ones."""
+"""Adapters: one module per real thing behind a port, plus in-memory twins."""

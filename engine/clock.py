@@ -56,7 +56,7 @@ class FakeClock:
 
 def to_epoch_ms(moment: datetime) -> int:
     """Milliseconds since the epoch: how times are stored in items."""
-    return int(round(moment.timestamp() * 1000))
+    return round(moment.timestamp() * 1000)
 
 
 def from_epoch_ms(value: int) -> datetime:

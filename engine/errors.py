@@ -67,3 +67,13 @@ class TransientError(FlotillaError):
 
 class ConfigurationError(FlotillaError):
     """Flotilla is not set up the way this command needs (missing region, tables, tool)."""
+
+
+class UnitFailedError(FlotillaError):
+    """A unit did not start or did not stay active; carries systemd's own reason."""
+
+    def __init__(self, message: str, *, unit: str, result: str, exit_status: int | None = None):
+        super().__init__(message)
+        self.unit = unit
+        self.result = result
+        self.exit_status = exit_status
