@@ -1,0 +1,138 @@
+"""The edge between Flotilla and botocore for DynamoDB: item codec and error translation.
+
+Items (see `engine.items`) become DynamoDB attribute values and back; botocore's errors
+become engine errors, so nothing outside `adapters/` names a botocore type.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+
+from flotilla.engine.errors import (
+    ConfigurationError,
+    FlotillaError,
+    ItemTooLargeError,
+    TransientError,
+)
+
+_serializer = TypeSerializer()
+_deserializer = TypeDeserializer()
+
+# botocore's own retries are set explicitly (standard mode, few attempts) so that they do
+# not multiply with the engine's step-level tenacity policies (DESIGN.md).
+CLIENT_CONFIG = Config(
+    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10
+)
+
+THROTTLING_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "Throttling",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "InternalServerError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "TransactionInProgressException",
+    }
+)
+
+# boto3's stubs type attribute values as TypedDicts; items here are built and read
+# generically, so they are kept as plain dicts.
+AttributeValue = Any
+
+
+def to_attributes(item: Mapping[str, Any]) -> dict[str, AttributeValue]:
+    return {key: to_attribute(value) for key, value in item.items()}
+
+
+def to_attribute(value: Any) -> AttributeValue:
+    serialized: AttributeValue = _serializer.serialize(value)
+    return serialized
+
+
+def from_attributes(attributes: Mapping[str, AttributeValue]) -> dict[str, Any]:
+    return {key: _plain(_deserializer.deserialize(value)) for key, value in attributes.items()}
+
+
+def _plain(value: Any) -> Any:
+    """Decimals back to ints, Binary back to bytes, recursively."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, Binary):
+        raw: Any = getattr(value, "value")  # noqa: B009 -- the stubs omit `value`
+        return bytes(raw)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, set):
+        return {_plain(v) for v in value}
+    return value
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def is_condition_failure(exc: ClientError) -> bool:
+    return error_code(exc) == "ConditionalCheckFailedException"
+
+
+def item_from_condition_failure(exc: ClientError) -> dict[str, Any] | None:
+    """The current item returned with a failed condition (ReturnValuesOnConditionCheckFailure)."""
+    attributes: Any = exc.response.get("Item")
+    return None if not attributes else from_attributes(attributes)
+
+
+@contextmanager
+def translated_errors(what: str) -> Iterator[None]:
+    """Turn botocore failures of `what` into engine errors; condition failures pass through."""
+    try:
+        yield
+    except ClientError as exc:
+        if is_condition_failure(exc):
+            raise
+        raise translate(exc, what) from exc
+    except (ConnectionError, HTTPClientError) as exc:
+        raise TransientError(f"{what}: cannot reach DynamoDB ({exc}); will retry") from exc
+    except BotoCoreError as exc:
+        raise FlotillaError(f"{what}: {exc}") from exc
+
+
+def translate(exc: ClientError, what: str) -> FlotillaError:
+    code = error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in THROTTLING_CODES or status >= 500:
+        return TransientError(f"{what}: DynamoDB is throttling or unavailable ({code})")
+    if code == "ResourceNotFoundException":
+        return ConfigurationError(
+            f"{what}: a Flotilla table does not exist ({message}); create the environment "
+            "first with `flotilla init`, or check --env and --region"
+        )
+    if code == "ValidationException" and "size" in message.lower():
+        return ItemTooLargeError(f"{what}: DynamoDB refused the item as too large ({message})")
+    if code in {"AccessDeniedException", "UnrecognizedClientException"}:
+        return ConfigurationError(f"{what}: AWS refused the request ({code}); check credentials")
+    return FlotillaError(f"{what}: DynamoDB answered {code}: {message}")
+
+
+def paginate(call: Callable[..., dict[str, Any]], **request: Any) -> Iterator[dict[str, Any]]:
+    """Every item of a Query or Scan, following LastEvaluatedKey."""
+    while True:
+        page = call(**request)
+        for attributes in page.get("Items", []):
+            yield from_attributes(attributes)
+        last = page.get("LastEvaluatedKey")
+        if not last:
+            return
+        request["ExclusiveStartKey"] = last

@@ -1,0 +1,401 @@
+"""The state store on DynamoDB.
+
+Writes that several parties can race are conditional: services and deploy checkpoints
+on their `version`, assignments on `assignment_version`; a losing writer gets a
+`ConflictError` with the current record (returned by the failed write itself through
+ReturnValuesOnConditionCheckFailure, so a conflict costs no extra read). Instance
+fields are updated one owner at a time (heartbeat vs assignment), never by whole-item
+puts, so a heartbeat cannot undo an assignment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from botocore.exceptions import ClientError
+
+from flotilla.adapters.dynamodb_codec import (
+    from_attributes,
+    is_condition_failure,
+    item_from_condition_failure,
+    paginate,
+    to_attribute,
+    to_attributes,
+    translated_errors,
+)
+from flotilla.engine import items
+from flotilla.engine.checkpoint import DeployCheckpoint
+from flotilla.engine.clock import Clock, to_epoch_ms
+from flotilla.engine.config import TableNames
+from flotilla.engine.errors import AlreadyExistsError, ConflictError, NotFoundError
+from flotilla.engine.records import Instance, Revision, Service
+
+T = TypeVar("T")
+
+
+class DynamoDBStateStore:
+    """`StateStore` on the tables of one environment."""
+
+    def __init__(self, client: Any, tables: TableNames, clock: Clock) -> None:
+        self._client = client
+        self._tables = tables
+        self._clock = clock
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def _get(self, table: str, key: dict[str, Any], what: str) -> dict[str, Any]:
+        with translated_errors(f"reading {what}"):
+            response = self._client.get_item(
+                TableName=table, Key=to_attributes(key), ConsistentRead=True
+            )
+        if "Item" not in response:
+            raise NotFoundError(f"{what} does not exist")
+        return from_attributes(response["Item"])
+
+    def _conditional(
+        self,
+        what: str,
+        write: Callable[[], Any],
+        on_conflict: Callable[[dict[str, Any] | None], Exception],
+    ) -> None:
+        """Run a conditional write; a failed condition becomes `on_conflict(current item)`."""
+        try:
+            with translated_errors(what):
+                write()
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+            raise on_conflict(item_from_condition_failure(exc)) from exc
+
+    def _now_ms(self) -> int:
+        return to_epoch_ms(self._clock.now())
+
+    # --- services --------------------------------------------------------------------
+
+    def create_service(self, service: Service) -> Service:
+        now = self._clock.now()
+        stored = dataclasses.replace(service, version=1, created_at=now, updated_at=now)
+        self._conditional(
+            f"creating service {service.name!r}",
+            lambda: self._client.put_item(
+                TableName=self._tables.services,
+                Item=to_attributes(items.service_to_item(stored)),
+                ConditionExpression="attribute_not_exists(#name)",
+                ExpressionAttributeNames={"#name": "name"},
+            ),
+            lambda _current: AlreadyExistsError(f"service {service.name!r} exists already"),
+        )
+        return stored
+
+    def get_service(self, name: str) -> Service:
+        item = self._get(self._tables.services, {"name": name}, f"service {name!r}")
+        return items.service_from_item(item)
+
+    def list_services(self, *, segment: int = 0, segments: int = 1) -> list[Service]:
+        with translated_errors("listing services"):
+            found = list(
+                paginate(
+                    self._client.scan,
+                    TableName=self._tables.services,
+                    Segment=segment,
+                    TotalSegments=segments,
+                    ConsistentRead=True,
+                )
+            )
+        return sorted((items.service_from_item(i) for i in found), key=lambda s: s.name)
+
+    def update_service(self, service: Service) -> Service:
+        stored = dataclasses.replace(
+            service, version=service.version + 1, updated_at=self._clock.now()
+        )
+        self._conditional(
+            f"updating service {service.name!r}",
+            lambda: self._client.put_item(
+                TableName=self._tables.services,
+                Item=to_attributes(items.service_to_item(stored)),
+                ConditionExpression="#version = :expected",
+                ExpressionAttributeNames={"#version": "version"},
+                ExpressionAttributeValues={":expected": to_attribute(service.version)},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            ),
+            lambda current: self._service_conflict(service.name, service.version, current),
+        )
+        return stored
+
+    def _service_conflict(
+        self, name: str, expected: int, current: dict[str, Any] | None
+    ) -> Exception:
+        if current is None:
+            return NotFoundError(f"service {name!r} does not exist")
+        record = items.service_from_item(current)
+        return ConflictError(
+            f"service {name!r} changed meanwhile (version {record.version}, expected "
+            f"{expected}); re-read it and apply the change again",
+            current=record,
+        )
+
+    def delete_service(self, name: str, *, expected_version: int) -> None:
+        self._conditional(
+            f"deleting service {name!r}",
+            lambda: self._client.delete_item(
+                TableName=self._tables.services,
+                Key=to_attributes({"name": name}),
+                ConditionExpression="#version = :expected",
+                ExpressionAttributeNames={"#version": "version"},
+                ExpressionAttributeValues={":expected": to_attribute(expected_version)},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            ),
+            lambda current: self._service_conflict(name, expected_version, current),
+        )
+
+    # --- revisions -------------------------------------------------------------------
+
+    def put_revision(self, revision: Revision) -> Revision:
+        item = items.revision_to_item(revision)
+        items.check_item_size(item, f"revision {revision.id[:12]} of {revision.service}")
+        try:
+            with translated_errors(f"storing revision {revision.id[:12]}"):
+                self._client.put_item(
+                    TableName=self._tables.revisions,
+                    Item=to_attributes(item),
+                    ConditionExpression="attribute_not_exists(id)",
+                )
+        except ClientError as exc:
+            if not is_condition_failure(exc):
+                raise
+            # Content-addressed: the same id is the same content, so this is a no-op.
+            return self.get_revision(revision.service, revision.id)
+        return revision
+
+    def get_revision(self, service: str, revision_id: str) -> Revision:
+        key = {"service": service, "id": revision_id}
+        item = self._get(self._tables.revisions, key, f"revision {revision_id!r} of {service!r}")
+        return items.revision_from_item(item)
+
+    def list_revisions(self, service: str) -> list[Revision]:
+        with translated_errors(f"listing revisions of {service!r}"):
+            found = list(
+                paginate(
+                    self._client.query,
+                    TableName=self._tables.revisions,
+                    KeyConditionExpression="service = :service",
+                    ExpressionAttributeValues={":service": to_attribute(service)},
+                    ConsistentRead=True,
+                )
+            )
+        revisions = (items.revision_from_item(i) for i in found)
+        return sorted(revisions, key=lambda r: (r.created_at, r.id))
+
+    # --- instances -------------------------------------------------------------------
+
+    def register_instance(self, instance: Instance, *, expires_at: datetime) -> Instance:
+        """Create the instance, or refresh agent version and heartbeat of an existing one."""
+        item = items.instance_to_item(instance, expires_at=expires_at)
+        names = {"#service": "service"}
+        values = {
+            ":service": item["service"],
+            ":agent": item["agent_version"],
+            ":registered": item["registered_ms"],
+            ":heartbeat": item["heartbeat_ms"],
+            ":expires": item["expires_at_epoch"],
+            ":schema": item["schema"],
+            ":zero": 0,
+        }
+        self._conditional(
+            f"registering instance {instance.id!r}",
+            lambda: self._client.update_item(
+                TableName=self._tables.instances,
+                Key=to_attributes({"id": instance.id}),
+                UpdateExpression=(
+                    "SET #service = :service, agent_version = :agent, heartbeat_ms = :heartbeat,"
+                    " expires_at_epoch = :expires, #schema = :schema,"
+                    " registered_ms = if_not_exists(registered_ms, :registered),"
+                    " assignment_version = if_not_exists(assignment_version, :zero)"
+                ),
+                ConditionExpression="attribute_not_exists(id) OR #service = :service",
+                ExpressionAttributeNames={**names, "#schema": "schema"},
+                ExpressionAttributeValues=to_attributes(values),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            ),
+            lambda current: ConflictError(
+                f"instance {instance.id!r} belongs to service "
+                f"{(current or {}).get('service')!r}, not {instance.service!r}; an instance "
+                "is born into one service",
+                current=None if current is None else items.instance_from_item(current),
+            ),
+        )
+        return self.get_instance(instance.id)
+
+    def record_heartbeat(self, instance_id: str, at: datetime, expires_at: datetime) -> None:
+        self._conditional(
+            f"recording the heartbeat of {instance_id!r}",
+            lambda: self._client.update_item(
+                TableName=self._tables.instances,
+                Key=to_attributes({"id": instance_id}),
+                UpdateExpression="SET heartbeat_ms = :at, expires_at_epoch = :expires",
+                ConditionExpression="attribute_exists(id)",
+                ExpressionAttributeValues=to_attributes(
+                    {":at": to_epoch_ms(at), ":expires": int(expires_at.timestamp())}
+                ),
+            ),
+            lambda _current: NotFoundError(
+                f"instance {instance_id!r} is not registered (it may have expired); "
+                "the agent registers it again"
+            ),
+        )
+
+    def set_assignment(
+        self, instance_id: str, revision_id: str | None, *, expected_version: int
+    ) -> Instance:
+        with translated_errors(f"assigning {instance_id!r}"):
+            try:
+                response = self._client.update_item(
+                    TableName=self._tables.instances,
+                    Key=to_attributes({"id": instance_id}),
+                    UpdateExpression=(
+                        "SET assigned_revision = :revision, assignment_version = :next"
+                    ),
+                    ConditionExpression="assignment_version = :expected",
+                    ExpressionAttributeValues=to_attributes(
+                        {
+                            ":revision": revision_id,
+                            ":expected": expected_version,
+                            ":next": expected_version + 1,
+                        }
+                    ),
+                    ReturnValues="ALL_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if not is_condition_failure(exc):
+                    raise
+                current = item_from_condition_failure(exc)
+                if current is None:
+                    raise NotFoundError(f"instance {instance_id!r} does not exist") from exc
+                record = items.instance_from_item(current)
+                raise ConflictError(
+                    f"the assignment of {instance_id!r} changed meanwhile (version "
+                    f"{record.assignment_version}, expected {expected_version})",
+                    current=record,
+                ) from exc
+        return items.instance_from_item(from_attributes(response["Attributes"]))
+
+    def set_current_revision(self, instance_id: str, revision_id: str | None) -> None:
+        self._conditional(
+            f"recording the current revision of {instance_id!r}",
+            lambda: self._client.update_item(
+                TableName=self._tables.instances,
+                Key=to_attributes({"id": instance_id}),
+                UpdateExpression="SET current_revision = :revision",
+                ConditionExpression="attribute_exists(id)",
+                ExpressionAttributeValues=to_attributes({":revision": revision_id}),
+            ),
+            lambda _current: NotFoundError(f"instance {instance_id!r} does not exist"),
+        )
+
+    def get_instance(self, instance_id: str) -> Instance:
+        item = self._get(self._tables.instances, {"id": instance_id}, f"instance {instance_id!r}")
+        return items.instance_from_item(item)
+
+    def list_instances(self, service: str) -> list[Instance]:
+        # The by-service index is eventually consistent: a just-registered instance can be
+        # missing for a moment, which the scheduler's next pass absorbs.
+        with translated_errors(f"listing instances of {service!r}"):
+            found = list(
+                paginate(
+                    self._client.query,
+                    TableName=self._tables.instances,
+                    IndexName="by-service",
+                    KeyConditionExpression="#service = :service",
+                    ExpressionAttributeNames={"#service": "service"},
+                    ExpressionAttributeValues={":service": to_attribute(service)},
+                )
+            )
+        return sorted((items.instance_from_item(i) for i in found), key=lambda i: i.id)
+
+    def delete_instance(self, instance_id: str) -> None:
+        with translated_errors(f"deleting instance {instance_id!r}"):
+            self._client.delete_item(
+                TableName=self._tables.instances, Key=to_attributes({"id": instance_id})
+            )
+
+    # --- deploys ---------------------------------------------------------------------
+
+    def create_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint:
+        stored = dataclasses.replace(checkpoint, version=1)
+        self._conditional(
+            f"creating deploy {checkpoint.id!r}",
+            lambda: self._client.put_item(
+                TableName=self._tables.deploys,
+                Item=to_attributes(items.deploy_to_item(stored)),
+                ConditionExpression="attribute_not_exists(id)",
+            ),
+            lambda _current: AlreadyExistsError(f"deploy {checkpoint.id!r} exists already"),
+        )
+        return stored
+
+    def get_deploy(self, deploy_id: str) -> DeployCheckpoint:
+        item = self._get(self._tables.deploys, {"id": deploy_id}, f"deploy {deploy_id!r}")
+        return items.deploy_from_item(item)
+
+    def update_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint:
+        stored = dataclasses.replace(checkpoint, version=checkpoint.version + 1)
+        item = items.deploy_to_item(stored)
+        items.check_item_size(item, f"deploy {checkpoint.id!r}")
+
+        def conflict(current: dict[str, Any] | None) -> Exception:
+            if current is None:
+                return NotFoundError(f"deploy {checkpoint.id!r} does not exist")
+            record = items.deploy_from_item(current)
+            return ConflictError(
+                f"deploy {checkpoint.id!r} was advanced by another runner (version "
+                f"{record.version}, expected {checkpoint.version}); this runner stops",
+                current=record,
+            )
+
+        self._conditional(
+            f"checkpointing deploy {checkpoint.id!r}",
+            lambda: self._client.put_item(
+                TableName=self._tables.deploys,
+                Item=to_attributes(item),
+                ConditionExpression="#version = :expected",
+                ExpressionAttributeNames={"#version": "version"},
+                ExpressionAttributeValues={":expected": to_attribute(checkpoint.version)},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            ),
+            conflict,
+        )
+        return stored
+
+    def list_deploys(
+        self, service: str, *, since: datetime | None = None
+    ) -> list[DeployCheckpoint]:
+        return self._query_deploys("by-service", "service", service, since)
+
+    def list_instance_deploys(self, instance_id: str) -> list[DeployCheckpoint]:
+        return self._query_deploys("by-instance", "instance_id", instance_id, None)
+
+    def _query_deploys(
+        self, index: str, attribute: str, value: str, since: datetime | None
+    ) -> list[DeployCheckpoint]:
+        condition = "#key = :value"
+        values: dict[str, Any] = {":value": value}
+        if since is not None:
+            condition += " AND created_ms >= :since"
+            values[":since"] = to_epoch_ms(since)
+        with translated_errors(f"listing deploys of {value!r}"):
+            found = list(
+                paginate(
+                    self._client.query,
+                    TableName=self._tables.deploys,
+                    IndexName=index,
+                    KeyConditionExpression=condition,
+                    ExpressionAttributeNames={"#key": attribute},
+                    ExpressionAttributeValues=to_attributes(values),
+                )
+            )
+        deploys = (items.deploy_from_item(i) for i in found)
+        return sorted(deploys, key=lambda d: (d.created_at, d.id))

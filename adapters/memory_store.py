@@ -1,0 +1,252 @@
+"""The state store in memory: a real implementation for unit tests, simulations and the demo.
+
+It keeps the same stored items as the DynamoDB store (through `engine.items`), so a
+record that does not survive a round-trip fails here too, and it applies the same
+conditions under one lock. It passes the same contract suite as the DynamoDB store.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import threading
+import zlib
+from datetime import datetime
+from typing import Any
+
+from flotilla.engine import items
+from flotilla.engine.checkpoint import DeployCheckpoint
+from flotilla.engine.clock import Clock, to_epoch_ms
+from flotilla.engine.errors import AlreadyExistsError, ConflictError, NotFoundError
+from flotilla.engine.records import Instance, Revision, Service
+
+Item = dict[str, Any]
+
+
+class MemoryStateStore:
+    """`StateStore` held in dicts of stored items."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._services: dict[str, Item] = {}
+        self._revisions: dict[tuple[str, str], Item] = {}
+        self._instances: dict[str, Item] = {}
+        self._deploys: dict[str, Item] = {}
+
+    def items(self) -> list[Item]:
+        """A copy of every stored item (what a full scan of every table returns)."""
+        with self._lock:
+            tables = (self._services, self._revisions, self._instances, self._deploys)
+            return [copy.deepcopy(item) for table in tables for item in table.values()]
+
+    # --- services --------------------------------------------------------------------
+
+    def create_service(self, service: Service) -> Service:
+        now = self._clock.now()
+        stored = dataclasses.replace(service, version=1, created_at=now, updated_at=now)
+        with self._lock:
+            if service.name in self._services:
+                raise AlreadyExistsError(f"service {service.name!r} exists already")
+            self._services[service.name] = items.service_to_item(stored)
+        return stored
+
+    def get_service(self, name: str) -> Service:
+        with self._lock:
+            item = self._services.get(name)
+        if item is None:
+            raise NotFoundError(f"service {name!r} does not exist")
+        return items.service_from_item(copy.deepcopy(item))
+
+    def list_services(self, *, segment: int = 0, segments: int = 1) -> list[Service]:
+        with self._lock:
+            found = [
+                copy.deepcopy(item)
+                for name, item in self._services.items()
+                if _segment_of(name, segments) == segment
+            ]
+        return sorted((items.service_from_item(i) for i in found), key=lambda s: s.name)
+
+    def update_service(self, service: Service) -> Service:
+        stored = dataclasses.replace(
+            service, version=service.version + 1, updated_at=self._clock.now()
+        )
+        with self._lock:
+            self._check_service_version(service.name, service.version)
+            self._services[service.name] = items.service_to_item(stored)
+        return stored
+
+    def delete_service(self, name: str, *, expected_version: int) -> None:
+        with self._lock:
+            self._check_service_version(name, expected_version)
+            del self._services[name]
+
+    def _check_service_version(self, name: str, expected: int) -> None:
+        current = self._services.get(name)
+        if current is None:
+            raise NotFoundError(f"service {name!r} does not exist")
+        if current["version"] != expected:
+            record = items.service_from_item(copy.deepcopy(current))
+            raise ConflictError(
+                f"service {name!r} changed meanwhile (version {record.version}, expected "
+                f"{expected}); re-read it and apply the change again",
+                current=record,
+            )
+
+    # --- revisions -------------------------------------------------------------------
+
+    def put_revision(self, revision: Revision) -> Revision:
+        item = items.revision_to_item(revision)
+        items.check_item_size(item, f"revision {revision.id[:12]} of {revision.service}")
+        with self._lock:
+            existing = self._revisions.setdefault((revision.service, revision.id), item)
+        return items.revision_from_item(copy.deepcopy(existing))
+
+    def get_revision(self, service: str, revision_id: str) -> Revision:
+        with self._lock:
+            item = self._revisions.get((service, revision_id))
+        if item is None:
+            raise NotFoundError(f"revision {revision_id!r} of {service!r} does not exist")
+        return items.revision_from_item(copy.deepcopy(item))
+
+    def list_revisions(self, service: str) -> list[Revision]:
+        with self._lock:
+            found = [copy.deepcopy(i) for (s, _), i in self._revisions.items() if s == service]
+        revisions = (items.revision_from_item(i) for i in found)
+        return sorted(revisions, key=lambda r: (r.created_at, r.id))
+
+    # --- instances -------------------------------------------------------------------
+
+    def register_instance(self, instance: Instance, *, expires_at: datetime) -> Instance:
+        fresh = items.instance_to_item(instance, expires_at=expires_at)
+        with self._lock:
+            current = self._instances.get(instance.id)
+            if current is None:
+                fresh.update(assigned_revision=None, assignment_version=0, current_revision=None)
+                self._instances[instance.id] = fresh
+            elif current["service"] != instance.service:
+                raise ConflictError(
+                    f"instance {instance.id!r} belongs to service {current['service']!r}, not "
+                    f"{instance.service!r}; an instance is born into one service",
+                    current=items.instance_from_item(copy.deepcopy(current)),
+                )
+            else:
+                for field in ("agent_version", "heartbeat_ms", "expires_at_epoch", "schema"):
+                    current[field] = fresh[field]
+            stored = copy.deepcopy(self._instances[instance.id])
+        return items.instance_from_item(stored)
+
+    def record_heartbeat(self, instance_id: str, at: datetime, expires_at: datetime) -> None:
+        with self._lock:
+            current = self._instances.get(instance_id)
+            if current is None:
+                raise NotFoundError(
+                    f"instance {instance_id!r} is not registered (it may have expired); "
+                    "the agent registers it again"
+                )
+            current["heartbeat_ms"] = to_epoch_ms(at)
+            current["expires_at_epoch"] = int(expires_at.timestamp())
+
+    def set_assignment(
+        self, instance_id: str, revision_id: str | None, *, expected_version: int
+    ) -> Instance:
+        with self._lock:
+            current = self._instance_item(instance_id)
+            if current["assignment_version"] != expected_version:
+                record = items.instance_from_item(copy.deepcopy(current))
+                raise ConflictError(
+                    f"the assignment of {instance_id!r} changed meanwhile (version "
+                    f"{record.assignment_version}, expected {expected_version})",
+                    current=record,
+                )
+            current["assigned_revision"] = revision_id
+            current["assignment_version"] = expected_version + 1
+            stored = copy.deepcopy(current)
+        return items.instance_from_item(stored)
+
+    def set_current_revision(self, instance_id: str, revision_id: str | None) -> None:
+        with self._lock:
+            self._instance_item(instance_id)["current_revision"] = revision_id
+
+    def _instance_item(self, instance_id: str) -> Item:
+        current = self._instances.get(instance_id)
+        if current is None:
+            raise NotFoundError(f"instance {instance_id!r} does not exist")
+        return current
+
+    def get_instance(self, instance_id: str) -> Instance:
+        with self._lock:
+            stored = copy.deepcopy(self._instance_item(instance_id))
+        return items.instance_from_item(stored)
+
+    def list_instances(self, service: str) -> list[Instance]:
+        with self._lock:
+            found = [copy.deepcopy(i) for i in self._instances.values() if i["service"] == service]
+        return sorted((items.instance_from_item(i) for i in found), key=lambda i: i.id)
+
+    def delete_instance(self, instance_id: str) -> None:
+        with self._lock:
+            self._instances.pop(instance_id, None)
+
+    # --- deploys ---------------------------------------------------------------------
+
+    def create_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint:
+        stored = dataclasses.replace(checkpoint, version=1)
+        with self._lock:
+            if checkpoint.id in self._deploys:
+                raise AlreadyExistsError(f"deploy {checkpoint.id!r} exists already")
+            self._deploys[checkpoint.id] = items.deploy_to_item(stored)
+        return stored
+
+    def get_deploy(self, deploy_id: str) -> DeployCheckpoint:
+        with self._lock:
+            item = self._deploys.get(deploy_id)
+        if item is None:
+            raise NotFoundError(f"deploy {deploy_id!r} does not exist")
+        return items.deploy_from_item(copy.deepcopy(item))
+
+    def update_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint:
+        stored = dataclasses.replace(checkpoint, version=checkpoint.version + 1)
+        item = items.deploy_to_item(stored)
+        items.check_item_size(item, f"deploy {checkpoint.id!r}")
+        with self._lock:
+            current = self._deploys.get(checkpoint.id)
+            if current is None:
+                raise NotFoundError(f"deploy {checkpoint.id!r} does not exist")
+            if current["version"] != checkpoint.version:
+                record = items.deploy_from_item(copy.deepcopy(current))
+                raise ConflictError(
+                    f"deploy {checkpoint.id!r} was advanced by another runner (version "
+                    f"{record.version}, expected {checkpoint.version}); this runner stops",
+                    current=record,
+                )
+            self._deploys[checkpoint.id] = item
+        return stored
+
+    def list_deploys(
+        self, service: str, *, since: datetime | None = None
+    ) -> list[DeployCheckpoint]:
+        floor = None if since is None else to_epoch_ms(since)
+        with self._lock:
+            found = [
+                copy.deepcopy(i)
+                for i in self._deploys.values()
+                if i["service"] == service and (floor is None or i["created_ms"] >= floor)
+            ]
+        return sorted(
+            (items.deploy_from_item(i) for i in found), key=lambda d: (d.created_at, d.id)
+        )
+
+    def list_instance_deploys(self, instance_id: str) -> list[DeployCheckpoint]:
+        with self._lock:
+            found = [
+                copy.deepcopy(i) for i in self._deploys.values() if i["instance_id"] == instance_id
+            ]
+        return sorted(
+            (items.deploy_from_item(i) for i in found), key=lambda d: (d.created_at, d.id)
+        )
+
+
+def _segment_of(name: str, segments: int) -> int:
+    """A stable shard for a name, as DynamoDB's parallel scan spreads keys over segments."""
+    return zlib.crc32(name.encode("utf-8")) % segments
