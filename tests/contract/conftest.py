@@ -17,12 +17,14 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
+from flotilla.adapters.dynamodb_locks import DynamoDBLockService
 from flotilla.adapters.dynamodb_store import DynamoDBStateStore
+from flotilla.adapters.memory_locks import MemoryLockService
 from flotilla.adapters.memory_store import MemoryStateStore
 from flotilla.adapters.templates import create_tables
 from flotilla.engine.clock import FakeClock
 from flotilla.engine.config import TableNames
-from flotilla.engine.ports import StateStore
+from flotilla.engine.ports import LockService, StateStore
 from tests.support.aws import CallCounter, create_environment_stack, dynamodb_client, dynamodb_local
 
 _environments = itertools.count(1)
@@ -35,6 +37,7 @@ class Backend:
     kind: str  # "memory", "moto" or "dynamodb_local"
     clock: FakeClock
     store: StateStore
+    locks: LockService
     tables: TableNames | None = None
     client: Any = None  # the boto3 DynamoDB client, for the DynamoDB-backed kinds
     calls: CallCounter | None = None
@@ -65,6 +68,7 @@ def _dynamodb_backend(kind: str, client: Any, environment: str) -> Backend:
         kind=kind,
         clock=clock,
         store=DynamoDBStateStore(client, tables, clock),
+        locks=DynamoDBLockService(client, tables.locks, clock),
         tables=tables,
         client=client,
         calls=CallCounter(client),
@@ -74,7 +78,9 @@ def _dynamodb_backend(kind: str, client: Any, environment: str) -> Backend:
 def _make_backend(kind: str, request: pytest.FixtureRequest) -> Iterator[Backend]:
     if kind == "memory":
         clock = FakeClock()
-        yield Backend(kind=kind, clock=clock, store=MemoryStateStore(clock))
+        yield Backend(
+            kind=kind, clock=clock, store=MemoryStateStore(clock), locks=MemoryLockService(clock)
+        )
     elif kind == "moto":
         with mock_aws():
             create_environment_stack("contract")
@@ -94,4 +100,10 @@ def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 @pytest.fixture(params=["memory", "dynamodb_local"])
 def concurrent_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    yield from _make_backend(request.param, request)
+
+
+@pytest.fixture(params=["moto", "dynamodb_local"])
+def dynamodb_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    """Only the DynamoDB-backed kinds: for what costs DynamoDB calls."""
     yield from _make_backend(request.param, request)
