@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -28,6 +29,12 @@ from flotilla.engine.ports import LockService, StateStore
 from tests.support.aws import CallCounter, create_environment_stack, dynamodb_client, dynamodb_local
 
 _environments = itertools.count(1)
+
+
+def _clock() -> FakeClock:
+    # Start at the real time: DynamoDB Local really deletes items whose TTL attribute lies
+    # in the past, so a fake clock set in the past would see its leases vanish at random.
+    return FakeClock(datetime.now(UTC).replace(microsecond=0))
 
 
 @dataclass
@@ -62,7 +69,7 @@ def dynamodb_local_endpoint() -> Iterator[str]:
 
 
 def _dynamodb_backend(kind: str, client: Any, environment: str) -> Backend:
-    clock = FakeClock()
+    clock = _clock()
     tables = TableNames.for_environment(environment)
     return Backend(
         kind=kind,
@@ -77,7 +84,7 @@ def _dynamodb_backend(kind: str, client: Any, environment: str) -> Backend:
 
 def _make_backend(kind: str, request: pytest.FixtureRequest) -> Iterator[Backend]:
     if kind == "memory":
-        clock = FakeClock()
+        clock = _clock()
         yield Backend(
             kind=kind, clock=clock, store=MemoryStateStore(clock), locks=MemoryLockService(clock)
         )
