@@ -1,0 +1,29 @@
+"""Which instances are alive: a heartbeat younger than the TTL.
+
+DynamoDB's TTL deletes expired instance items lazily (up to days later), so readers
+never rely on it alone: they check the heartbeat explicitly.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from flotilla.engine.ports import StateStore
+from flotilla.engine.records import Instance
+
+DEFAULT_INSTANCE_TTL = timedelta(minutes=5)
+
+
+def is_alive(instance: Instance, now: datetime, ttl: timedelta = DEFAULT_INSTANCE_TTL) -> bool:
+    return now - instance.heartbeat_at < ttl
+
+
+def live_instances(
+    store: StateStore, service: str, now: datetime, ttl: timedelta = DEFAULT_INSTANCE_TTL
+) -> list[Instance]:
+    return [i for i in store.list_instances(service) if is_alive(i, now, ttl)]
+
+
+def expiry_for(heartbeat_at: datetime, ttl: timedelta = DEFAULT_INSTANCE_TTL) -> datetime:
+    """When DynamoDB may delete the item: a while after it stops counting as alive."""
+    return heartbeat_at + 2 * ttl
