@@ -1,0 +1,97 @@
+"""The composition root: builds real adapters from settings. The only place that does.
+
+Settings come from command-line options first, then `FLOTILLA_*` environment variables,
+then defaults; AWS credentials and region follow boto3's standard chain (profiles,
+`AWS_REGION`, `AWS_ENDPOINT_URL`), so nothing here reinvents them.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import boto3
+from botocore.exceptions import NoRegionError, ProfileNotFound
+
+from flotilla.adapters.dynamodb_codec import CLIENT_CONFIG
+from flotilla.adapters.dynamodb_locks import DynamoDBLockService
+from flotilla.adapters.dynamodb_store import DynamoDBStateStore
+from flotilla.engine.clock import Clock, SystemClock
+from flotilla.engine.config import TableNames
+from flotilla.engine.errors import ConfigurationError
+from flotilla.engine.validation import environment_name
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where Flotilla's AWS resources are: environment name, region, profile, endpoint."""
+
+    environment: str = "default"
+    region: str | None = None
+    profile: str | None = None
+    endpoint_url: str | None = None  # a moto server or DynamoDB Local, for the demo and tests
+
+    @classmethod
+    def resolve(
+        cls,
+        environment: str | None = None,
+        region: str | None = None,
+        profile: str | None = None,
+        endpoint_url: str | None = None,
+    ) -> AwsSettings:
+        return cls(
+            environment=environment_name(
+                environment or os.environ.get("FLOTILLA_ENV") or "default"
+            ),
+            region=region or os.environ.get("FLOTILLA_REGION"),
+            profile=profile or os.environ.get("FLOTILLA_PROFILE"),
+            endpoint_url=endpoint_url or os.environ.get("FLOTILLA_ENDPOINT_URL"),
+        )
+
+
+class Wiring:
+    """Builds each adapter once, on first use."""
+
+    def __init__(self, settings: AwsSettings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.tables = TableNames.for_environment(settings.environment)
+
+    @cached_property
+    def session(self) -> boto3.Session:
+        try:
+            session = boto3.Session(
+                profile_name=self.settings.profile, region_name=self.settings.region
+            )
+        except ProfileNotFound as exc:
+            raise ConfigurationError(
+                f"AWS profile {self.settings.profile!r} is not configured; "
+                "check --profile or ~/.aws/config"
+            ) from exc
+        if session.region_name is None:
+            raise ConfigurationError(
+                "no AWS region: pass --region, or set AWS_REGION (or a region in your profile)"
+            )
+        return session
+
+    def client(self, service: str) -> Any:
+        try:
+            return self.session.client(
+                service, endpoint_url=self.settings.endpoint_url, config=CLIENT_CONFIG
+            )
+        except NoRegionError as exc:
+            raise ConfigurationError("no AWS region: pass --region or set AWS_REGION") from exc
+
+    @cached_property
+    def dynamodb(self) -> Any:
+        return self.client("dynamodb")
+
+    @cached_property
+    def store(self) -> DynamoDBStateStore:
+        return DynamoDBStateStore(self.dynamodb, self.tables, self.clock)
+
+    @cached_property
+    def locks(self) -> DynamoDBLockService:
+        return DynamoDBLockService(self.dynamodb, self.tables.locks, self.clock)
