@@ -77,8 +77,9 @@ class Wiring:
         return session
 
     def client(self, service: str) -> Any:
+        make_client: Any = self.session.client  # typed per service name; ours is dynamic
         try:
-            return self.session.client(
+            return make_client(
                 service, endpoint_url=self.settings.endpoint_url, config=CLIENT_CONFIG
             )
         except NoRegionError as exc:
