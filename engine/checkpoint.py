@@ -62,9 +62,23 @@ class DeployCheckpoint:
     trace_parent: str | None = None  # W3C traceparent of the deploy's root span
     last_span_id: str | None = None  # linked from the resume span after a crash
     outcome: Outcome | None = None
-    error: str | None = None
+    error: str | None = None  # why the new revision failed, if it did
+    rollback_error: str | None = None  # why restoring the previous revision failed, if it did
     history: tuple[Transition, ...] = ()
 
     @property
     def finished(self) -> bool:
         return self.outcome is not None
+
+    def outcome_when_done(self) -> Outcome:
+        if self.error is None:
+            return Outcome.SUCCEEDED
+        return Outcome.FAILED if self.rollback_error is not None else Outcome.ROLLED_BACK
+
+    def failed_in(self) -> str | None:
+        """The state whose step failed (the one visited just before `failed`)."""
+        states = [t.state for t in self.history]
+        if "failed" not in states:
+            return None
+        index = states.index("failed")
+        return states[index - 1] if index > 0 else None

@@ -261,6 +261,7 @@ def deploy_to_item(checkpoint: DeployCheckpoint) -> Item:
         "last_span_id": checkpoint.last_span_id,
         "outcome": None if checkpoint.outcome is None else checkpoint.outcome.value,
         "error": checkpoint.error,
+        "rollback_error": checkpoint.rollback_error,
         "history": [_transition_to_item(t) for t in checkpoint.history],
     }
 
@@ -331,6 +332,7 @@ def deploy_from_item(item: Mapping[str, Any]) -> DeployCheckpoint:
             last_span_id=_optional_str(item.get("last_span_id")),
             outcome=None if outcome is None else Outcome(outcome),
             error=_optional_str(item.get("error")),
+            rollback_error=_optional_str(item.get("rollback_error")),
             history=tuple(_transition_from_item(t) for t in item["history"]),
         )
 

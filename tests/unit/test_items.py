@@ -105,6 +105,7 @@ checkpoints = st.builds(
     last_span_id=st.none() | ids,
     outcome=st.none() | st.sampled_from(Outcome),
     error=st.none() | texts,
+    rollback_error=st.none() | texts,
     history=st.lists(transitions, max_size=5).map(tuple),
 )
 
