@@ -11,6 +11,7 @@ puts, so a heartbeat cannot undo an assignment.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
@@ -34,6 +35,7 @@ from flotilla.engine.errors import AlreadyExistsError, ConflictError, NotFoundEr
 from flotilla.engine.records import Instance, Revision, Service
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class DynamoDBStateStore:
@@ -168,7 +170,18 @@ class DynamoDBStateStore:
                 raise
             # Content-addressed: the same id is the same content, so this is a no-op.
             return self.get_revision(revision.service, revision.id)
+        self._log_revision(revision)
         return revision
+
+    def _log_revision(self, revision: Revision) -> None:
+        names = {} if revision.environment is None else revision.environment.variable_names
+        log.debug(
+            "stored revision %s of %s: units %s, variables %s",
+            revision.id[:12],
+            revision.service,
+            sorted(revision.units),
+            names,
+        )
 
     def get_revision(self, service: str, revision_id: str) -> Revision:
         key = {"service": service, "id": revision_id}

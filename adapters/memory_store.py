@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import threading
 import zlib
 from datetime import datetime
@@ -21,6 +22,7 @@ from flotilla.engine.errors import AlreadyExistsError, ConflictError, NotFoundEr
 from flotilla.engine.records import Instance, Revision, Service
 
 Item = dict[str, Any]
+log = logging.getLogger(__name__)
 
 
 class MemoryStateStore:
@@ -100,7 +102,18 @@ class MemoryStateStore:
         items.check_item_size(item, f"revision {revision.id[:12]} of {revision.service}")
         with self._lock:
             existing = self._revisions.setdefault((revision.service, revision.id), item)
+        self._log_revision(revision)
         return items.revision_from_item(copy.deepcopy(existing))
+
+    def _log_revision(self, revision: Revision) -> None:
+        names = {} if revision.environment is None else revision.environment.variable_names
+        log.debug(
+            "stored revision %s of %s: units %s, variables %s",
+            revision.id[:12],
+            revision.service,
+            sorted(revision.units),
+            names,
+        )
 
     def get_revision(self, service: str, revision_id: str) -> Revision:
         with self._lock:

@@ -1,0 +1,80 @@
+"""Building revisions: validated, sealed, and content-addressed.
+
+A revision's id is the sha256 of what is stored: the service, the unit files and the
+SEALED environment (key id, wrapped data key, nonces, ciphertexts, variable names),
+never of plaintext values, because a hash of a secret is itself a leak (DESIGN.md).
+So adding the same files twice gives the same id when there is no environment, and a
+new id when there is one (each sealing uses a fresh data key): by design.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import datetime
+
+from flotilla.engine import validation
+from flotilla.engine.errors import ValidationError
+from flotilla.engine.ports import SecretBox
+from flotilla.engine.records import Revision, SealedEnvironment
+
+
+def build_revision(
+    service: str,
+    label: str,
+    units: Mapping[str, str | bytes],
+    environments: Mapping[str, Mapping[str, str]],
+    secret_box: SecretBox,
+    created_at: datetime,
+) -> Revision:
+    """Validate everything, seal the environments, and compute the id."""
+    validation.service_name(service)
+    validation.revision_label(label)
+    if not units:
+        raise ValidationError("a revision needs at least one unit file (.service, .socket, .timer)")
+    checked_units = {
+        validation.unit_name(name): validation.unit_file(name, text) for name, text in units.items()
+    }
+    checked_envs: dict[str, dict[str, str]] = {}
+    for unit, variables in environments.items():
+        if unit not in checked_units:
+            raise ValidationError(
+                f"there is an environment for {unit}, but no unit file of that name; "
+                f"name the .env file after its unit (units: {', '.join(sorted(checked_units))})"
+            )
+        checked = validation.environment_variables(unit, variables)
+        if checked:
+            checked_envs[unit] = checked
+    sealed = secret_box.seal(service, checked_envs) if checked_envs else None
+    return Revision(
+        service=service,
+        id=revision_id(service, checked_units, sealed),
+        label=label,
+        units=checked_units,
+        environment=sealed,
+        created_at=created_at,
+    )
+
+
+def revision_id(service: str, units: Mapping[str, str], sealed: SealedEnvironment | None) -> str:
+    content: dict[str, object] = {"service": service, "units": dict(sorted(units.items()))}
+    if sealed is not None:
+        content["environment"] = {
+            "key_id": sealed.key_id,
+            "encrypted_data_key": sealed.encrypted_data_key.hex(),
+            "blobs": {
+                unit: [blob.nonce.hex(), blob.ciphertext.hex()]
+                for unit, blob in sorted(sealed.blobs.items())
+            },
+            "variable_names": {
+                unit: list(names) for unit, names in sorted(sealed.variable_names.items())
+            },
+        }
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def verify_revision_id(revision: Revision) -> bool:
+    """Whether the stored content still hashes to the revision's id."""
+    return revision_id(revision.service, revision.units, revision.environment) == revision.id
