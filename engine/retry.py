@@ -71,7 +71,7 @@ def with_retries(
 
     retrying = Retrying(
         retry=retry_if_exception(_retryable),
-        wait=wait_exponential_jitter(initial=policy.initial_seconds, max=policy.max_seconds),
+        wait=wait_exponential_jitter(multiplier=policy.initial_seconds, max=policy.max_seconds),
         stop=stop_after_attempt(policy.attempts),
         sleep=clock.sleep,
         before_sleep=before_sleep,

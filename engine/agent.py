@@ -1,0 +1,174 @@
+"""The agent loop: the daemon on every instance.
+
+On start it takes the instance's agent lock (so two agent processes for one instance
+never both run deploys), registers the instance, and FIRST resumes any deploy it had
+in flight. Then it heartbeats, watches its assignment (polling; an optional wake-up
+callable shortens the wait) and runs a deploy whenever the assignment changes. An
+agent that cannot reach AWS keeps the units it has running and simply waits: only a
+deploy changes units (DESIGN.md). A stop request (SIGTERM) is honoured between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flotilla.engine.clock import Clock
+from flotilla.engine.errors import FlotillaError, NotFoundError
+from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL, expiry_for
+from flotilla.engine.ports import LockService, StateStore
+from flotilla.engine.records import Instance, Lease
+from flotilla.engine.runner import DeployRunner
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    instance_id: str
+    service: str
+    agent_version: str
+    owner: str  # unique per agent process: instance id, pid and start time
+    poll_interval: timedelta = timedelta(seconds=10)
+    heartbeat_interval: timedelta = timedelta(seconds=30)
+    instance_ttl: timedelta = DEFAULT_INSTANCE_TTL
+    agent_lease: timedelta = timedelta(seconds=15)
+
+
+class Agent:
+    """Runs until `stop` is set; every iteration is safe to interrupt."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        store: StateStore,
+        locks: LockService,
+        runner: DeployRunner,
+        clock: Clock,
+        stop: threading.Event,
+        wait_for_wakeup: Callable[[float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.locks = locks
+        self.runner = runner
+        self.clock = clock
+        self.stop = stop
+        self._wait = wait_for_wakeup or self._sleep
+        self._lease: Lease | None = None
+        self._last_heartbeat: datetime | None = None
+        self._lost_agent_lock = False
+        # The runner renews our lock from inside its waits, and stops between steps when
+        # asked to stop or when another agent took the instance over.
+        runner.keep_alive = self._keep_alive
+        runner.stop_requested = lambda: self.stop.is_set() or self._lost_agent_lock
+
+    def _sleep(self, seconds: float) -> None:
+        # Wake at once on SIGTERM; the fake clock in tests just moves on.
+        if not self.stop.wait(0) and seconds > 0:
+            self.clock.sleep(seconds)
+
+    # --- the agent lock --------------------------------------------------------------
+
+    def _hold_agent_lock(self) -> bool:
+        """Take or renew `agent/<instance>`; a standby agent waits for it."""
+        name = f"agent/{self.settings.instance_id}"
+        try:
+            if self._lease is not None:
+                self._lease = self.locks.renew(self._lease, duration=self.settings.agent_lease)
+            else:
+                self._lease = self.locks.acquire(
+                    name, self.settings.owner, slots=1, lease=self.settings.agent_lease
+                )
+        except FlotillaError as failed:
+            log.warning("agent lock: %s", failed.message)
+            self._lease = None
+        return self._lease is not None
+
+    def _keep_alive(self) -> None:
+        if self._lease is None:
+            return
+        if self._lease.expires_at - self.clock.now() > self.settings.agent_lease / 3:
+            return
+        if not self._hold_agent_lock():
+            self._lost_agent_lock = True
+
+    # --- the loop --------------------------------------------------------------------
+
+    def run(self) -> None:
+        registered = False
+        resumed = False
+        while not self.stop.is_set():
+            try:
+                self._lost_agent_lock = False
+                if not self._hold_agent_lock():
+                    log.info("another agent runs this instance; standing by")
+                    self._wait(self.settings.agent_lease.total_seconds() / 3)
+                    continue
+                if not registered:
+                    self._register()
+                    registered = True
+                if not resumed:
+                    self._resume_unfinished()
+                    resumed = True
+                self._heartbeat_if_due()
+                self._deploy_if_assigned()
+            except FlotillaError as failed:
+                # AWS unreachable or throttling: keep the running units, try again later.
+                log.warning("agent iteration failed: %s", failed.message)
+            self._wait(self.settings.poll_interval.total_seconds())
+        if self._lease is not None:
+            try:
+                self.locks.release(self._lease)
+            except FlotillaError as failed:
+                log.warning("could not release the agent lock: %s", failed.message)
+
+    def _register(self) -> None:
+        now = self.clock.now()
+        instance = Instance(
+            self.settings.instance_id,
+            self.settings.service,
+            self.settings.agent_version,
+            registered_at=now,
+            heartbeat_at=now,
+        )
+        self.store.register_instance(
+            instance, expires_at=expiry_for(now, self.settings.instance_ttl)
+        )
+        self._last_heartbeat = now
+        log.info("registered instance %s in %s", instance.id, instance.service)
+
+    def _heartbeat_if_due(self) -> None:
+        now = self.clock.now()
+        if (
+            self._last_heartbeat is not None
+            and now - self._last_heartbeat < self.settings.heartbeat_interval
+        ):
+            return
+        try:
+            self.store.record_heartbeat(
+                self.settings.instance_id, now, expiry_for(now, self.settings.instance_ttl)
+            )
+        except NotFoundError:
+            self._register()  # expired and deleted while we were away: join again
+        self._last_heartbeat = now
+
+    def _resume_unfinished(self) -> None:
+        for checkpoint in self.store.list_instance_deploys(self.settings.instance_id):
+            if not checkpoint.finished and not self.stop.is_set():
+                log.info("resuming deploy %s in state %s", checkpoint.id, checkpoint.state)
+                self.runner.run(checkpoint.id, self.store.get_service(checkpoint.service))
+
+    def _deploy_if_assigned(self) -> None:
+        instance = self.store.get_instance(self.settings.instance_id)
+        target = instance.assigned_revision
+        if target is None or target == instance.current_revision:
+            return
+        service = self.store.get_service(instance.service)
+        checkpoint = self.runner.create(instance, service)
+        if not checkpoint.finished:
+            self.runner.run(checkpoint.id, service)

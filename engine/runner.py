@@ -1,0 +1,313 @@
+"""The deploy runner: load the checkpoint, perform the state's step, advance, persist.
+
+The loop, for one deploy:
+1. load the checkpoint; if the last runner was interrupted in a state, record the
+   interruption and a `resume` span linked to the interrupted one;
+2. perform the current state's step through the ports (idempotent, see `steps`);
+3. fire the step's trigger on the state machine and write the checkpoint conditionally
+   on its version; a runner that loses that race stops at once (another one is ahead).
+Deadlines and attempt counts live in the checkpoint, so a resumed deploy gets no fresh
+budget, and a deploy whose agent keeps dying in one state gives up and rolls back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from opentelemetry import trace
+
+from flotilla.engine import telemetry
+from flotilla.engine.checkpoint import DeployCheckpoint, Transition
+from flotilla.engine.errors import AlreadyExistsError, ConflictError, FlotillaError
+from flotilla.engine.lease_keeper import LeaseKeeper
+from flotilla.engine.ports import Event, EventQueue
+from flotilla.engine.records import Instance, Lease, Service
+from flotilla.engine.steps import Advance, Ports, StepFailed, Steps, StepSettings
+from flotilla.machines import deploy as machine
+
+log = logging.getLogger(__name__)
+
+# Fault injection points for crash tests: (point, state) with point "before-step" or
+# "after-effect" (the step's effect is done, its checkpoint not yet written).
+FaultHook = Callable[[str, str], None]
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    overall_timeout: timedelta = timedelta(minutes=30)
+    max_attempts_per_state: int = 3
+    steps: StepSettings = field(default_factory=StepSettings)
+
+
+def deploy_id_for(instance: Instance) -> str:
+    """One deploy per assignment: a restarted agent finds it again instead of starting anew."""
+    return f"{instance.id}.{instance.assignment_version}"
+
+
+def _no_fault(_point: str, _state: str) -> None:
+    return None
+
+
+class DeployRunner:
+    """Runs the deploys of one instance to completion, surviving a crash at every step."""
+
+    def __init__(
+        self,
+        ports_for: Callable[[Service], Ports],
+        *,
+        settings: RunnerSettings | None = None,
+        events: EventQueue | None = None,
+        stop_requested: Callable[[], bool] = lambda: False,
+        keep_alive: Callable[[], None] = lambda: None,
+        fault: FaultHook = _no_fault,
+    ) -> None:
+        self.ports_for = ports_for
+        self.settings = settings or RunnerSettings()
+        self.events = events
+        self.stop_requested = stop_requested
+        self.keep_alive = keep_alive
+        self.fault = fault
+
+    # --- creating --------------------------------------------------------------------
+
+    def create(self, instance: Instance, service: Service) -> DeployCheckpoint:
+        """The checkpoint for the instance's current assignment, created once."""
+        if instance.assigned_revision is None:
+            raise FlotillaError(f"instance {instance.id} has no assignment to deploy")
+        ports = self.ports_for(service)
+        deploy_id = deploy_id_for(instance)
+        now = ports.clock.now()
+        checkpoint = DeployCheckpoint(
+            id=deploy_id,
+            service=instance.service,
+            instance_id=instance.id,
+            from_revision=instance.current_revision,
+            to_revision=instance.assigned_revision,
+            state=machine.INITIAL_STATE,
+            machine_version=machine.MACHINE_VERSION,
+            created_at=now,
+            updated_at=now,
+            history=(Transition(machine.INITIAL_STATE, now),),
+        )
+        checkpoint = dataclasses.replace(
+            checkpoint, trace_parent=telemetry.start_trace("deploy", _attributes(checkpoint))
+        )
+        try:
+            return ports.store.create_deploy(checkpoint)
+        except AlreadyExistsError:
+            return ports.store.get_deploy(deploy_id)
+
+    # --- running ---------------------------------------------------------------------
+
+    def run(self, deploy_id: str, service: Service) -> DeployCheckpoint:
+        """Advance the deploy until it is done, a stop is requested, or another runner is ahead."""
+        ports = self.ports_for(service)
+        checkpoint = ports.store.get_deploy(deploy_id)
+        if checkpoint.finished:
+            return checkpoint
+        if not machine.can_resume(checkpoint.machine_version, checkpoint.state):
+            raise FlotillaError(
+                f"deploy {deploy_id} was written by state machine version "
+                f"{checkpoint.machine_version} in state {checkpoint.state!r}, which this agent "
+                f"(machine version {machine.MACHINE_VERSION}) cannot resume; "
+                "finish it with an agent of that version"
+            )
+        steps = Steps(ports, service, self.settings.steps, self._keeper(ports), _retry_event)
+        steps.keep_alive = self.keep_alive
+        try:
+            checkpoint = self._mark_resume(ports, checkpoint)
+            while not checkpoint.finished:
+                if self.stop_requested():
+                    log.info("stopping between steps", extra=_log_fields(checkpoint))
+                    break
+                checkpoint = self._step(ports, steps, service, checkpoint)
+        except ConflictError as ahead:
+            log.warning("another runner is ahead; stopping: %s", ahead.message)
+        finally:
+            telemetry.flush()
+        return checkpoint
+
+    def _keeper(self, ports: Ports) -> Callable[[Lease], LeaseKeeper]:
+        return lambda lease: LeaseKeeper(ports.locks, ports.clock, lease, self.settings.steps.lease)
+
+    def _mark_resume(self, ports: Ports, checkpoint: DeployCheckpoint) -> DeployCheckpoint:
+        """A state left open by an earlier runner means that runner was interrupted."""
+        last = checkpoint.history[-1] if checkpoint.history else None
+        if last is None or last.ended_at is not None or checkpoint.state == machine.INITIAL_STATE:
+            return checkpoint
+        now = ports.clock.now()
+        attempt = checkpoint.attempts.get(checkpoint.state, 1) + 1
+        with telemetry.child_span(
+            checkpoint.trace_parent,
+            "resume",
+            {**_attributes(checkpoint), "flotilla.attempt": attempt},
+            links=telemetry.link_to(checkpoint.trace_parent, checkpoint.last_span_id),
+        ) as span:
+            interrupted = dataclasses.replace(
+                last, ended_at=checkpoint.updated_at, error="interrupted: the agent stopped here"
+            )
+            resumed = Transition(checkpoint.state, now, attempt=attempt, resumed=True)
+            log.info("resuming an interrupted deploy", extra=_log_fields(checkpoint))
+            return ports.store.update_deploy(
+                dataclasses.replace(
+                    checkpoint,
+                    updated_at=now,
+                    attempts={**checkpoint.attempts, checkpoint.state: attempt},
+                    last_span_id=telemetry.span_id_of(span),
+                    history=(*checkpoint.history[:-1], interrupted, resumed),
+                )
+            )
+
+    def _step(
+        self, ports: Ports, steps: Steps, service: Service, checkpoint: DeployCheckpoint
+    ) -> DeployCheckpoint:
+        state = checkpoint.state
+        attempt = checkpoint.attempts.get(state, 1)
+        attributes = {**_attributes(checkpoint), "flotilla.attempt": attempt}
+        with telemetry.child_span(checkpoint.trace_parent, f"deploy.{state}", attributes) as span:
+            self.fault("before-step", state)
+            error: str | None = None
+            rollback_error: str | None = None
+            try:
+                advance = self._perform(ports, steps, checkpoint, attempt)
+            except StepFailed as failed:
+                if state == "rolling_back":
+                    rollback_error = failed.message
+                    advance = Advance("rollback_failed")
+                else:
+                    error = failed.message
+                    advance = Advance(machine.FAIL_TRIGGER)
+            except FlotillaError as failed:
+                if failed.retryable or state not in machine.WORKING_STATES:
+                    raise  # an outage: leave the state open, a later run resumes it
+                error = failed.message  # anything else in a working state fails the deploy
+                advance = Advance(machine.FAIL_TRIGGER)
+            self.fault("after-effect", state)
+            if error or rollback_error:
+                telemetry.mark_error(span, error or rollback_error or "")
+            checkpoint = self._advance(
+                ports, service, checkpoint, advance, error, rollback_error, span
+            )
+        if checkpoint.finished:
+            self._report(checkpoint)
+        return checkpoint
+
+    def _perform(
+        self, ports: Ports, steps: Steps, checkpoint: DeployCheckpoint, attempt: int
+    ) -> Advance:
+        state = checkpoint.state
+        now = ports.clock.now()
+        if state == machine.INITIAL_STATE:
+            return Advance("begin", deadlines={"overall": now + self.settings.overall_timeout})
+        if attempt > self.settings.max_attempts_per_state:
+            raise StepFailed(
+                f"the agent stopped {attempt - 1} times in state {state}; giving up on it"
+            )
+        if state == "failed":
+            return Advance("rollback")
+        if state == "rolling_back":
+            return steps.rolling_back(
+                checkpoint, units=machine.rollback_needed(checkpoint.failed_in() or state)
+            )
+        overall = checkpoint.deadlines.get("overall")
+        if state in machine.WORKING_STATES and overall is not None and now > overall:
+            raise StepFailed(
+                f"the deploy ran past its overall timeout ({self.settings.overall_timeout})"
+            )
+        perform: Callable[[DeployCheckpoint], Advance] = getattr(steps, state)
+        return perform(checkpoint)
+
+    def _advance(
+        self,
+        ports: Ports,
+        service: Service,
+        checkpoint: DeployCheckpoint,
+        advance: Advance,
+        error: str | None,
+        rollback_error: str | None,
+        span: trace.Span,
+    ) -> DeployCheckpoint:
+        now = ports.clock.now()
+        new_state = machine.next_state(
+            checkpoint.state,
+            advance.trigger,
+            has_load_balancer=service.load_balancer is not None,
+        )
+        span_id = telemetry.span_id_of(span)
+        closed = dataclasses.replace(
+            checkpoint.history[-1],
+            ended_at=now,
+            error=error or rollback_error,
+            skipped=advance.skipped,
+            span_id=span_id,
+        )
+        history = (*checkpoint.history[:-1], closed)
+        if new_state != machine.DONE_STATE:
+            history = (*history, Transition(new_state, now))
+        updated = dataclasses.replace(
+            checkpoint,
+            state=new_state,
+            updated_at=now,
+            deadlines={**advance.deadlines, **checkpoint.deadlines},
+            attempts={**checkpoint.attempts, new_state: 1},
+            lease=None if advance.clear_lease else (advance.lease or checkpoint.lease),
+            last_span_id=span_id,
+            error=checkpoint.error or error,
+            rollback_error=checkpoint.rollback_error or rollback_error,
+            history=history,
+        )
+        if new_state == machine.DONE_STATE:
+            updated = dataclasses.replace(updated, outcome=updated.outcome_when_done())
+        stored = ports.store.update_deploy(updated)
+        telemetry.flush()  # a SIGKILL now must not lose this state's span
+        log.info(
+            "deploy %s: %s -> %s", stored.id, checkpoint.state, new_state, extra=_log_fields(stored)
+        )
+        return stored
+
+    def _report(self, checkpoint: DeployCheckpoint) -> None:
+        if self.events is None:
+            return
+        kind = "deploy_finished" if checkpoint.error is None else "deploy_failed"
+        detail = {
+            "deploy_id": checkpoint.id,
+            "instance_id": checkpoint.instance_id,
+            "revision": checkpoint.to_revision,
+            "outcome": str(checkpoint.outcome),
+            "reason": checkpoint.error or "",
+        }
+        try:
+            self.events.send(Event(kind, checkpoint.service, detail))
+        except FlotillaError as unsent:
+            # The scheduler also reads outcomes from the checkpoints on its timer.
+            log.warning("could not report the end of deploy %s: %s", checkpoint.id, unsent.message)
+
+
+def _retry_event(error: BaseException, attempt: int) -> None:
+    """Retries show up as events on the span of the call being retried."""
+    trace.get_current_span().add_event("retry", {"attempt": attempt, "error": type(error).__name__})
+
+
+def _attributes(checkpoint: DeployCheckpoint) -> dict[str, str | int | bool | float]:
+    """Span attributes: identifiers only, never an environment value."""
+    return {
+        "flotilla.service": checkpoint.service,
+        "flotilla.instance": checkpoint.instance_id,
+        "flotilla.deploy": checkpoint.id,
+        "flotilla.from_revision": checkpoint.from_revision or "",
+        "flotilla.to_revision": checkpoint.to_revision,
+        "flotilla.state": checkpoint.state,
+    }
+
+
+def _log_fields(checkpoint: DeployCheckpoint) -> dict[str, object]:
+    return {
+        "deploy_id": checkpoint.id,
+        "service": checkpoint.service,
+        "instance": checkpoint.instance_id,
+        "state": checkpoint.state,
+    }

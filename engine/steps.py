@@ -1,0 +1,336 @@
+"""What each state of a deploy does to the world, through the ports.
+
+Every step is idempotent: the agent may crash after a step's effect and before its
+checkpoint, and the restarted agent runs the step again. Deregistering twice,
+stopping a stopped unit, starting an active unit, releasing a released lock: all fine.
+A step returns an `Advance` (the trigger to fire plus what to remember in the
+checkpoint); a step that fails for good raises `StepFailed` with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TypeVar
+
+from flotilla.engine import units as unit_names
+from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef
+from flotilla.engine.clock import Clock
+from flotilla.engine.errors import FlotillaError, UnitFailedError
+from flotilla.engine.lease_keeper import LeaseKeeper
+from flotilla.engine.liveness import live_instances
+from flotilla.engine.ports import (
+    LoadBalancer,
+    LockService,
+    SecretBox,
+    StateStore,
+    TargetState,
+    UnitRuntime,
+)
+from flotilla.engine.records import Lease, Revision, Service
+from flotilla.engine.retry import DeadlineExceededError, poll_until, with_retries
+from flotilla.engine.telemetry import call_span
+
+T = TypeVar("T")
+
+
+class StepFailed(FlotillaError):
+    """A step failed for good; the deploy goes down the failure path with this reason."""
+
+
+@dataclass(frozen=True)
+class Advance:
+    """The outcome of a step: fire `trigger`; record the rest in the checkpoint."""
+
+    trigger: str
+    skipped: bool = False
+    lease: LeaseRef | None = None
+    clear_lease: bool = False
+    deadlines: dict[str, datetime] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    lease: timedelta = timedelta(seconds=120)
+    lock_poll_seconds: float = 2.0
+    rollback_health_timeout: timedelta = timedelta(minutes=5)
+
+
+@dataclass
+class Ports:
+    store: StateStore
+    locks: LockService
+    runtime: UnitRuntime
+    secrets: SecretBox
+    load_balancer: LoadBalancer | None
+    clock: Clock
+
+
+class Steps:
+    """The effect of each working state, for one deploy."""
+
+    def __init__(
+        self,
+        ports: Ports,
+        service: Service,
+        settings: StepSettings,
+        keeper_factory: Callable[[Lease], LeaseKeeper],
+        on_retry: Callable[[BaseException, int], None],
+    ) -> None:
+        self.ports = ports
+        self.service = service
+        self.settings = settings
+        self._keeper_factory = keeper_factory
+        self._on_retry = on_retry
+        self.keeper: LeaseKeeper | None = None
+        # Called from every wait: the agent renews its own lock through it.
+        self.keep_alive: Callable[[], None] = lambda: None
+
+    # --- plumbing --------------------------------------------------------------------
+
+    def call(self, name: str, action: Callable[[], T]) -> T:
+        """One port call: its own span, retried on throttling and 5xx."""
+        with call_span(name, {"flotilla.call": name}):
+            return with_retries(action, clock=self.ports.clock, on_retry=self._on_retry)
+
+    def keep_lease(self) -> None:
+        self.keep_alive()
+        if self.keeper is not None:
+            self.keeper.keep()
+            if self.keeper.lost_reason is not None:
+                raise StepFailed(f"lost the deploy lock: {self.keeper.lost_reason}")
+
+    def wait(self, what: str, check: Callable[[], bool], deadline: datetime) -> None:
+        def checked() -> bool:
+            self.keep_lease()
+            return check()
+
+        try:
+            poll_until(checked, deadline=deadline, clock=self.ports.clock, what=what)
+        except DeadlineExceededError as late:
+            raise StepFailed(late.message) from late
+
+    def adopt_lease(self, checkpoint: DeployCheckpoint) -> None:
+        """After a restart, take up the lease the checkpoint says this deploy holds."""
+        if self.keeper is not None or checkpoint.lease is None:
+            return
+        ref = checkpoint.lease
+        held = [
+            lease
+            for lease in self.call("lock.holders", lambda: self.ports.locks.holders(ref.name))
+            if lease.slot == ref.slot and lease.token == ref.token and lease.owner == ref.owner
+        ]
+        if held:
+            self.keeper = self._keeper_factory(held[0])
+        # A lapsed lease is not silently retaken: keep_lease() reports nothing to renew,
+        # and the states that need the lock check `keeper` themselves.
+
+    def _deadline(self, checkpoint: DeployCheckpoint, name: str, length: timedelta) -> datetime:
+        """A deadline is computed once and stored: a resumed deploy gets no fresh budget."""
+        return checkpoint.deadlines.get(name) or self.ports.clock.now() + length
+
+    # --- the states ------------------------------------------------------------------
+
+    def locking(self, checkpoint: DeployCheckpoint) -> Advance:
+        lock_name = f"deploy/{self.service.name}"
+        owner = checkpoint.id  # the deploy owns the slot, so a restarted agent can adopt it
+        self.adopt_lease(checkpoint)
+        if self.keeper is not None and self.keeper.lease is not None:
+            lease = self.keeper.lease
+            return Advance("lock_acquired", lease=_ref(lease))
+        for existing in self.call("lock.holders", lambda: self.ports.locks.holders(lock_name)):
+            if existing.owner == owner:  # taken before a crash, not yet checkpointed
+                self.keeper = self._keeper_factory(existing)
+                return Advance("lock_acquired", lease=_ref(existing))
+        acquired: list[Lease] = []
+
+        def try_acquire() -> bool:
+            live = live_instances(self.ports.store, self.service.name, self.ports.clock.now())
+            slots = self.service.rollout.slots(max(len(live), 1))
+            lease = self.call(
+                "lock.acquire",
+                lambda: self.ports.locks.acquire(
+                    lock_name, owner, slots=slots, lease=self.settings.lease
+                ),
+            )
+            if lease is not None:
+                acquired.append(lease)
+            return lease is not None
+
+        self.wait("the deploy lock", try_acquire, checkpoint.deadlines["overall"])
+        self.keeper = self._keeper_factory(acquired[0])
+        return Advance("lock_acquired", lease=_ref(acquired[0]))
+
+    def deregistering(self, checkpoint: DeployCheckpoint) -> Advance:
+        balancer = self.ports.load_balancer
+        if balancer is None:
+            return Advance("lb_skipped", skipped=True)
+        self.keep_lease()
+        self.call("lb.deregister", lambda: balancer.deregister(checkpoint.instance_id))
+        drain = timedelta(seconds=self.service.drain_timeout_seconds)
+        return Advance(
+            "deregistered", deadlines={"drain": self._deadline(checkpoint, "drain", drain)}
+        )
+
+    def draining(self, checkpoint: DeployCheckpoint) -> Advance:
+        balancer = self.ports.load_balancer
+        if balancer is None:
+            return Advance("lb_skipped", skipped=True)
+        drain = timedelta(seconds=self.service.drain_timeout_seconds)
+        deadline = self._deadline(checkpoint, "drain", drain)
+        self.wait(
+            "connection draining",
+            lambda: (
+                self.call("lb.state", lambda: balancer.state(checkpoint.instance_id))
+                is TargetState.UNUSED
+            ),
+            deadline,
+        )
+        return Advance("drained")
+
+    def stopping(self, checkpoint: DeployCheckpoint) -> Advance:
+        self.keep_lease()
+        self._stop_all_but(checkpoint.to_revision)
+        return Advance("units_stopped")
+
+    def _stop_all_but(self, keep_revision: str | None) -> None:
+        runtime = self.ports.runtime
+        owned = self.call("runtime.owned_units", runtime.owned_units)
+        doomed = [
+            name
+            for name in owned
+            if keep_revision is None or not unit_names.belongs_to(name, keep_revision)
+        ]
+        if doomed:
+            self.call("runtime.stop", lambda: runtime.stop(doomed))
+            self.call("runtime.remove", lambda: runtime.remove(doomed))
+
+    def starting(self, checkpoint: DeployCheckpoint) -> Advance:
+        self.keep_lease()
+        self._start_revision(checkpoint.to_revision)
+        health = timedelta(seconds=self.service.health_timeout_seconds)
+        return Advance(
+            "units_started", deadlines={"health": self._deadline(checkpoint, "health", health)}
+        )
+
+    def _start_revision(self, revision_id: str) -> list[str]:
+        """Install, start, and check that every unit stays active through the settle period."""
+        revision: Revision = self.call(
+            "store.get_revision",
+            lambda: self.ports.store.get_revision(self.service.name, revision_id),
+        )
+        environments: dict[str, dict[str, str]] = {}
+        if revision.environment is not None:
+            sealed = revision.environment
+            environments = self.call(
+                "secrets.open", lambda: self.ports.secrets.open(self.service.name, sealed)
+            )
+        runtime = self.ports.runtime
+        names = self.call(
+            "runtime.install", lambda: runtime.install(revision.id, revision.units, environments)
+        )
+        try:
+            self.call("runtime.start", lambda: runtime.start(names))
+            settle_until = self.ports.clock.now() + timedelta(seconds=self.service.settle_seconds)
+            while True:
+                self._require_active(names)
+                if self.ports.clock.now() >= settle_until:
+                    break
+                self.keep_lease()
+                self.ports.clock.sleep(
+                    min(1.0, (settle_until - self.ports.clock.now()).total_seconds())
+                )
+        except UnitFailedError as failed:
+            raise StepFailed(failed.message) from failed
+        return names
+
+    def _require_active(self, names: Sequence[str]) -> None:
+        statuses = self.call("runtime.status", lambda: self.ports.runtime.status(names))
+        for status in statuses:
+            if status.active_state != "active":
+                exit_note = (
+                    "" if status.exit_status is None else f", exit status {status.exit_status}"
+                )
+                raise UnitFailedError(
+                    f"unit {status.name} is {status.active_state} ({status.sub_state}; "
+                    f"result {status.result}{exit_note})",
+                    unit=status.name,
+                    result=status.result,
+                    exit_status=status.exit_status,
+                )
+
+    def registering(self, checkpoint: DeployCheckpoint) -> Advance:
+        balancer = self.ports.load_balancer
+        if balancer is None:
+            return Advance("lb_skipped", skipped=True)
+        self.keep_lease()
+        self.call("lb.register", lambda: balancer.register(checkpoint.instance_id))
+        return Advance("registered")
+
+    def healthy(self, checkpoint: DeployCheckpoint) -> Advance:
+        balancer = self.ports.load_balancer
+        names = [
+            name
+            for name in self.call("runtime.owned_units", self.ports.runtime.owned_units)
+            if unit_names.belongs_to(name, checkpoint.to_revision)
+        ]
+        try:
+            self._require_active(names)
+        except UnitFailedError as failed:
+            raise StepFailed(failed.message) from failed
+        if balancer is not None:
+            health = timedelta(seconds=self.service.health_timeout_seconds)
+            self.wait(
+                "the load balancer's health check",
+                lambda: (
+                    self.call("lb.state", lambda: balancer.state(checkpoint.instance_id))
+                    is TargetState.HEALTHY
+                ),
+                self._deadline(checkpoint, "health", health),
+            )
+        self.call(
+            "store.set_current_revision",
+            lambda: self.ports.store.set_current_revision(
+                checkpoint.instance_id, checkpoint.to_revision
+            ),
+        )
+        return Advance("health_passed")
+
+    def unlocked(self, checkpoint: DeployCheckpoint) -> Advance:
+        self.adopt_lease(checkpoint)
+        if self.keeper is not None:
+            keeper = self.keeper
+            self.call("lock.release", keeper.release)
+            self.keeper = None
+        return Advance("lock_released", clear_lease=True)
+
+    def rolling_back(self, checkpoint: DeployCheckpoint, *, units: bool) -> Advance:
+        """Put the previous revision back (if units were touched) and the instance in service."""
+        if units:
+            self._stop_all_but(checkpoint.from_revision)
+            if checkpoint.from_revision is not None:
+                self._start_revision(checkpoint.from_revision)
+        balancer = self.ports.load_balancer
+        if balancer is not None:
+            self.call("lb.register", lambda: balancer.register(checkpoint.instance_id))
+            deadline = self._deadline(checkpoint, "rollback", self.settings.rollback_health_timeout)
+            self.wait(
+                "the load balancer's health check after rollback",
+                lambda: (
+                    self.call("lb.state", lambda: balancer.state(checkpoint.instance_id))
+                    is TargetState.HEALTHY
+                ),
+                deadline,
+            )
+        self.call(
+            "store.set_current_revision",
+            lambda: self.ports.store.set_current_revision(
+                checkpoint.instance_id, checkpoint.from_revision
+            ),
+        )
+        return Advance("rollback_finished")
+
+
+def _ref(lease: Lease) -> LeaseRef:
+    return LeaseRef(lease.name, lease.slot, lease.owner, lease.token)
