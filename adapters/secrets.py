@@ -20,7 +20,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
@@ -162,8 +170,12 @@ class KmsSecretBox:
     def open(self, service: str, sealed: SealedEnvironment) -> dict[str, dict[str, str]]:
         response = self._call(
             "decrypting the data key",
+            # Naming the key that sealed it is KMS's own advice: Decrypt then refuses a data
+            # key wrapped by any other key instead of trying whatever the blob names.
             lambda: self._kms.decrypt(
-                CiphertextBlob=sealed.encrypted_data_key, EncryptionContext={CONTEXT_KEY: service}
+                CiphertextBlob=sealed.encrypted_data_key,
+                KeyId=sealed.key_id,
+                EncryptionContext={CONTEXT_KEY: service},
             ),
             service=service,
         )
@@ -193,7 +205,8 @@ class KmsSecretBox:
             if code in refused:
                 raise SecretError(
                     f"{what}: KMS refused it for service {service!r} ({code}); the revision "
-                    "belongs to another service, or was altered"
+                    "belongs to another service or key, was altered, or this role may not "
+                    "decrypt for that service"
                 ) from exc
             if code in {
                 "AccessDeniedException",
@@ -206,5 +219,13 @@ class KmsSecretBox:
                     "permission to use it"
                 ) from exc
             raise SecretError(f"{what}: KMS answered {code}") from exc
-        except BotoCoreError as exc:
+        except (ConnectionError, HTTPClientError) as exc:
             raise TransientError(f"{what}: cannot reach KMS ({type(exc).__name__})") from exc
+        except (NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
+            raise ConfigurationError(
+                f"{what}: no usable AWS credentials or region ({type(exc).__name__}); set "
+                "AWS_PROFILE or AWS_REGION, or give this host an instance role"
+            ) from exc
+        except BotoCoreError as exc:
+            # Parameter validation and the like: the same call would fail the same way.
+            raise SecretError(f"{what}: botocore refused the call ({type(exc).__name__})") from exc
