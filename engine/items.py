@@ -17,17 +17,23 @@ from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Tran
 from flotilla.engine.clock import from_epoch_ms, to_epoch_ms
 from flotilla.engine.errors import ItemTooLargeError, SchemaError
 from flotilla.engine.records import (
+    HistoryEntry,
     Instance,
     LoadBalancerKind,
     LoadBalancerRef,
     Revision,
     RolloutPolicy,
+    RolloutState,
+    RolloutStatus,
     SealedBlob,
     SealedEnvironment,
     Service,
 )
 
-SERVICE_SCHEMA = 1
+# Schema 2 added the scheduler's rollout state and the service history. Schema-1 items
+# read with their defaults; a schema-1 flotilla refuses schema-2 items instead of
+# writing the whole item back without them.
+SERVICE_SCHEMA = 2
 REVISION_SCHEMA = 1
 INSTANCE_SCHEMA = 1
 DEPLOY_SCHEMA = 1
@@ -100,7 +106,58 @@ def service_to_item(service: Service) -> Item:
         "version": service.version,
         "created_ms": _ms(service.created_at),
         "updated_ms": _ms(service.updated_at),
+        "rollout_state": _rollout_state_to_item(service.rollout_state),
+        "history": [
+            {"at_ms": _ms(e.at), "kind": e.kind, "reason": e.reason, "weights": dict(e.weights)}
+            for e in service.history
+        ],
     }
+
+
+def _rollout_state_to_item(state: RolloutState) -> Item:
+    return {
+        "weights": dict(state.weights),
+        "status": state.status.value,
+        "started_ms": _ms(state.started_at),
+        "watch_since_ms": _ms(state.watch_since),
+        "failures": dict(state.failures),
+        "reason": state.reason,
+        "previous_weights": None
+        if state.previous_weights is None
+        else dict(state.previous_weights),
+        "fence_lock": state.fence_lock,
+        "fence": state.fence,
+    }
+
+
+def _weights(value: Mapping[str, Any]) -> dict[str, int]:
+    return {str(k): int(v) for k, v in value.items()}
+
+
+def _rollout_state_from_item(item: Mapping[str, Any] | None) -> RolloutState:
+    if item is None:  # a schema-1 item: no rollout seen yet
+        return RolloutState()
+    previous = item.get("previous_weights")
+    return RolloutState(
+        weights=_weights(item["weights"]),
+        status=RolloutStatus(item["status"]),
+        started_at=_time(item.get("started_ms")),
+        watch_since=_time(item.get("watch_since_ms")),
+        failures=_weights(item.get("failures") or {}),
+        reason=_optional_str(item.get("reason")),
+        previous_weights=None if previous is None else _weights(previous),
+        fence_lock=_optional_str(item.get("fence_lock")),
+        fence=int(item.get("fence", 0)),
+    )
+
+
+def _history_entry_from_item(item: Mapping[str, Any]) -> HistoryEntry:
+    at = _time(item["at_ms"])
+    if at is None:
+        raise ValueError("history at_ms is empty")
+    return HistoryEntry(
+        at=at, kind=str(item["kind"]), reason=str(item["reason"]), weights=_weights(item["weights"])
+    )
 
 
 def service_from_item(item: Mapping[str, Any]) -> Service:
@@ -127,6 +184,8 @@ def service_from_item(item: Mapping[str, Any]) -> Service:
             version=int(item["version"]),
             created_at=_time(item.get("created_ms")),
             updated_at=_time(item.get("updated_ms")),
+            rollout_state=_rollout_state_from_item(item.get("rollout_state")),
+            history=tuple(_history_entry_from_item(e) for e in item.get("history") or ()),
         )
 
     return _read("service", item, build)

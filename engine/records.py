@@ -42,6 +42,48 @@ class RolloutPolicy:
         return max(1, int(text))
 
 
+class RolloutStatus(StrEnum):
+    ROLLING = "rolling"  # instances are being moved towards the rollout's weights
+    COMPLETE = "complete"  # every live instance reached them (or failed on them)
+    STOPPED = "stopped"  # the failure budget was spent: nothing more moves to that revision
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """The scheduler's record of a service's current rollout. Only the scheduler writes it.
+
+    A rollout begins whenever the scheduler sees weights different from `weights`.
+    `previous_weights` are the weights of the last rollout that completed without a
+    single failed deploy: what an automatic revert restores (None until one has).
+    """
+
+    weights: dict[str, int] = field(default_factory=dict)  # the weights being rolled out
+    status: RolloutStatus = RolloutStatus.COMPLETE
+    started_at: datetime | None = None
+    # Deploys created since then may still be unfinished; None once the rollout completed.
+    watch_since: datetime | None = None
+    failures: dict[str, int] = field(default_factory=dict)  # revision -> failed deploys
+    reason: str | None = None  # why the rollout stopped
+    previous_weights: dict[str, int] | None = None
+    # The fencing token (and its lock's name) of the scheduler that last wrote this state:
+    # a scheduler holding an older token of the same lock has lost its lease and must stop.
+    fence_lock: str | None = None
+    fence: int = 0
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One line of a service's history: a rollout started, completed, stopped or reverted."""
+
+    at: datetime
+    kind: str  # rollout_started, rollout_complete, rollout_stopped, reverted
+    reason: str
+    weights: dict[str, int]  # the weights in force after this entry
+
+
+HISTORY_LIMIT = 100  # entries kept on the service item; older ones are dropped
+
+
 @dataclass(frozen=True)
 class Service:
     """A named group of instances that run the same units."""
@@ -57,6 +99,8 @@ class Service:
     version: int = 0  # bumped by every stored change; writes are conditional on it
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    rollout_state: RolloutState = field(default_factory=RolloutState)
+    history: tuple[HistoryEntry, ...] = ()  # the last HISTORY_LIMIT entries, oldest first
 
 
 @dataclass(frozen=True)
