@@ -1,0 +1,163 @@
+"""The event queue on SQS: wake-ups for the scheduler, sent by agents and the CLI.
+
+A standard queue (at-least-once, unordered) named `flotilla-<env>-events`, created by the
+environment stack with a dead-letter queue. Receiving long-polls (up to SQS's 20 s, and
+never longer than the client's read timeout allows) and hides the received messages for
+the visibility timeout; a receiver acknowledges (deletes) an event only once it has
+handled it, so a receiver that dies before that leaves the event to reappear for the next
+one. Messages that cannot be read are left alone: SQS moves them to the dead-letter queue
+after `maxReceiveCount` receives. botocore's errors become engine errors here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+
+from flotilla.engine import items
+from flotilla.engine.errors import (
+    ConfigurationError,
+    FlotillaError,
+    SchemaError,
+    TransientError,
+    ValidationError,
+)
+from flotilla.engine.ports import Event
+from flotilla.engine.validation import environment_name
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_SECONDS = 20  # SQS's longest long poll
+MAX_BATCH = 10  # SQS returns at most ten messages per receive
+
+_THROTTLING = frozenset(
+    {
+        "ThrottlingException",
+        "Throttling",
+        "RequestThrottled",
+        "ServiceUnavailable",
+        "InternalError",
+        "InternalFailure",
+        "KmsThrottled",
+    }
+)
+_MISSING_QUEUE = frozenset({"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"})
+_REFUSED = frozenset(
+    {"AccessDenied", "AccessDeniedException", "InvalidClientTokenId", "UnrecognizedClientException"}
+)
+
+
+def queue_name(environment: str) -> str:
+    """The events queue of an environment, as cfn_templates/environment.yaml names it."""
+    return f"flotilla-{environment_name(environment)}-events"
+
+
+class SqsEventQueue:
+    """`EventQueue` on one SQS queue."""
+
+    def __init__(
+        self,
+        client: Any,
+        queue_url: str,
+        *,
+        visibility_timeout: timedelta = timedelta(seconds=30),
+    ) -> None:
+        self._client = client
+        self._url = queue_url
+        self._visibility = max(0, round(visibility_timeout.total_seconds()))
+        # A long poll must end before the client gives up reading the answer.
+        read_timeout = getattr(client.meta.config, "read_timeout", 60) or 60
+        self._max_wait = max(0, min(MAX_WAIT_SECONDS, int(read_timeout) - 2))
+
+    @classmethod
+    def for_environment(
+        cls,
+        client: Any,
+        environment: str,
+        *,
+        visibility_timeout: timedelta = timedelta(seconds=30),
+    ) -> SqsEventQueue:
+        name = queue_name(environment)
+        with translated_errors(f"finding the events queue {name}"):
+            url = str(client.get_queue_url(QueueName=name)["QueueUrl"])
+        return cls(client, url, visibility_timeout=visibility_timeout)
+
+    def send(self, event: Event) -> None:
+        body = items.event_to_json(event)
+        with translated_errors(f"sending a {event.kind} event of {event.service!r}"):
+            self._client.send_message(
+                QueueUrl=self._url,
+                MessageBody=body,
+                # Attributes let operators filter and inspect without parsing bodies.
+                MessageAttributes={
+                    "kind": {"DataType": "String", "StringValue": event.kind},
+                    "service": {"DataType": "String", "StringValue": event.service},
+                },
+            )
+
+    def receive(self, *, wait: timedelta, max_events: int = 10) -> list[Event]:
+        # Whole seconds, rounded down: a poll never outlasts what the caller can afford.
+        seconds = max(0, min(self._max_wait, int(wait.total_seconds())))
+        with translated_errors("receiving events"):
+            response = self._client.receive_message(
+                QueueUrl=self._url,
+                MaxNumberOfMessages=max(1, min(MAX_BATCH, max_events)),
+                WaitTimeSeconds=seconds,
+                VisibilityTimeout=self._visibility,
+                MessageAttributeNames=["All"],
+            )
+        events = []
+        for message in response.get("Messages", []):
+            try:
+                events.append(items.event_from_json(message["Body"], message["ReceiptHandle"]))
+            except SchemaError as unreadable:
+                log.warning(
+                    "leaving unreadable message %s for the dead-letter queue: %s",
+                    message.get("MessageId"),
+                    unreadable.message,
+                )
+        return events
+
+    def ack(self, event: Event) -> None:
+        if event.receipt is None:
+            raise ValidationError(
+                f"event {event.kind!r} of {event.service!r} was not received from a queue; "
+                "only received events can be acknowledged"
+            )
+        with translated_errors(f"acknowledging a {event.kind} event of {event.service!r}"):
+            self._client.delete_message(QueueUrl=self._url, ReceiptHandle=event.receipt)
+
+
+@contextmanager
+def translated_errors(what: str) -> Iterator[None]:
+    """Turn botocore failures of `what` into engine errors."""
+    try:
+        yield
+    except ClientError as exc:
+        raise translate(exc, what) from exc
+    except (ConnectionError, HTTPClientError) as exc:
+        raise TransientError(f"{what}: cannot reach SQS ({exc}); will retry") from exc
+    except BotoCoreError as exc:
+        raise FlotillaError(f"{what}: {exc}") from exc
+
+
+def translate(exc: ClientError, what: str) -> FlotillaError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    message = str(error.get("Message", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in _THROTTLING or status >= 500:
+        return TransientError(f"{what}: SQS is throttling or unavailable ({code})")
+    if code in _MISSING_QUEUE:
+        return ConfigurationError(
+            f"{what}: the events queue does not exist; create the environment first with "
+            "`flotilla init`, or check --env and --region"
+        )
+    if code in _REFUSED:
+        return ConfigurationError(f"{what}: AWS refused the request ({code}); check credentials")
+    return FlotillaError(f"{what}: SQS answered {code}: {message}")
