@@ -1,0 +1,225 @@
+"""One scheduler pass: read each service of the shard, plan it, write what changed.
+
+Reads per service: its instances (one query), its recent deploys only while a rollout
+is under way (one query), and the deploy of each instance assigned a revision it does
+not run when that deploy was not in the listing (one read each). A service whose inputs
+did not change plans no write at all. Writes are conditional: the service record through
+`modify_service` (re-applied on a conflict only if the weights and rollout state it was
+planned on are still the stored ones; otherwise the service is planned again on fresh
+inputs, so a concurrent weight change is never overwritten), each assignment on its
+`assignment_version`. `guard` is called before every write; it raises `LockLostError`
+when leadership is gone, which aborts the pass at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from opentelemetry import trace
+
+from flotilla.engine.clock import Clock
+from flotilla.engine.errors import ConflictError, FlotillaError, LockLostError, NotFoundError
+from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
+from flotilla.engine.ports import StateStore
+from flotilla.engine.records import Service
+from flotilla.engine.runner import deploy_id_for
+from flotilla.engine.updates import modify_service
+from flotilla.scheduler.rollout import (
+    ServiceInputs,
+    ServicePlan,
+    bounded_history,
+    deploy_window,
+    needs_deploy_list,
+    plan_service,
+    split_live,
+    unsettled,
+)
+
+log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("flotilla.scheduler")
+
+
+@dataclass(frozen=True)
+class PassSettings:
+    instance_ttl: timedelta = DEFAULT_INSTANCE_TTL
+    segment: int = 0
+    segments: int = 1
+    fence_lock: str = "scheduler"
+    max_replans: int = 3  # fresh plans of one service per pass when it keeps changing
+
+
+@dataclass
+class PassReport:
+    """What a pass did; services that failed keep their events unacknowledged."""
+
+    services: list[str] = field(default_factory=list)  # planned (successfully or not)
+    missing: set[str] = field(default_factory=set)  # named but not stored
+    failed: dict[str, str] = field(default_factory=dict)  # service -> error message
+    assignments_written: int = 0
+    service_writes: int = 0
+    conflicts: int = 0
+    in_flight: int = 0
+    waiting: int = 0
+
+    def handled(self, service: str) -> bool:
+        return service in self.missing or (service in self.services and service not in self.failed)
+
+
+class SchedulerPass:
+    """Runs passes over the services of one shard."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        clock: Clock,
+        settings: PassSettings,
+        guard: Callable[[], int],
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.guard = guard
+
+    def run(self, names: Collection[str] | None = None) -> PassReport:
+        """A pass over the whole shard, or over the named services only."""
+        report = PassReport()
+        kind = "full" if names is None else "events"
+        with _tracer.start_as_current_span(
+            "scheduler.pass",
+            attributes={
+                "flotilla.pass": kind,
+                "flotilla.segment": self.settings.segment,
+                "flotilla.segments": self.settings.segments,
+            },
+        ) as span:
+            for service in self._services(names, report):
+                report.services.append(service.name)
+                try:
+                    self._service(service, report)
+                except LockLostError:
+                    raise
+                except FlotillaError as failed:
+                    report.failed[service.name] = failed.message
+                    log.warning("pass over %s failed: %s", service.name, failed.message)
+            span.set_attributes(
+                {
+                    "flotilla.services": len(report.services),
+                    "flotilla.assignments_written": report.assignments_written,
+                    "flotilla.service_writes": report.service_writes,
+                    "flotilla.waiting": report.waiting,
+                    "flotilla.failed_services": len(report.failed),
+                }
+            )
+        return report
+
+    def _services(self, names: Collection[str] | None, report: PassReport) -> list[Service]:
+        if names is None:
+            return self.store.list_services(
+                segment=self.settings.segment, segments=self.settings.segments
+            )
+        found = []
+        for name in sorted(set(names)):
+            try:
+                found.append(self.store.get_service(name))
+            except NotFoundError:
+                report.missing.add(name)
+        return found
+
+    def _service(self, service: Service, report: PassReport) -> None:
+        for attempt in range(self.settings.max_replans):
+            if attempt:
+                service = self.store.get_service(service.name)
+            plan = plan_service(
+                self._inputs(service), fence_lock=self.settings.fence_lock, fence=self.guard()
+            )
+            if plan.updated is not None:
+                if not self._store_service(plan, plan.updated):
+                    continue  # the record changed under the plan: plan again on fresh inputs
+                report.service_writes += 1
+            self._assign(plan, report)
+            report.in_flight += plan.in_flight
+            report.waiting += plan.waiting
+            return
+        log.info("%s kept changing during this pass; the next pass plans it again", service.name)
+
+    def _inputs(self, service: Service) -> ServiceInputs:
+        now = self.clock.now()
+        live, dead = split_live(
+            self.store.list_instances(service.name), now, self.settings.instance_ttl
+        )
+        deploys = {}
+        if needs_deploy_list(service):
+            listed = self.store.list_deploys(service.name, since=deploy_window(service))
+            deploys = {d.id: d for d in listed}
+        for instance in live:
+            deploy_id = deploy_id_for(instance)
+            if unsettled(instance) and deploy_id not in deploys:
+                with contextlib.suppress(NotFoundError):  # not started by its agent yet
+                    deploys[deploy_id] = self.store.get_deploy(deploy_id)
+        return ServiceInputs(service, live, dead, deploys, now)
+
+    def _store_service(self, plan: ServicePlan, planned: Service) -> bool:
+        """Store the plan's record changes; False if the record changed under the plan."""
+        base = plan.service
+
+        def change(current: Service) -> Service:
+            token = self.guard()  # before every write attempt
+            fence = current.rollout_state
+            if fence.fence_lock == self.settings.fence_lock and fence.fence > token:
+                raise LockLostError(
+                    f"{current.name} was written by a newer leader (token {fence.fence} > "
+                    f"{token}); this scheduler stands down"
+                )
+            if (
+                current.weights != base.weights
+                or current.rollout_state != base.rollout_state
+                or current.paused != base.paused
+                or current.rollout != base.rollout
+            ):
+                return current  # planned on other inputs: write nothing, plan again
+            return dataclasses.replace(
+                current,
+                weights=planned.weights,
+                rollout_state=planned.rollout_state,
+                history=bounded_history(current.history, plan.new_history),
+            )
+
+        stored = modify_service(self.store, base.name, change)
+        if (stored.rollout_state, stored.weights) != (planned.rollout_state, planned.weights):
+            return False
+        for entry in plan.new_history:
+            alarming = entry.kind in ("rollout_stopped", "reverted")
+            level = logging.WARNING if alarming else logging.INFO
+            log.log(level, "%s: %s: %s", base.name, entry.kind, entry.reason)
+        return True
+
+    def _assign(self, plan: ServicePlan, report: PassReport) -> None:
+        written = 0
+        for assignment in plan.assignments:
+            self.guard()
+            try:
+                self.store.set_assignment(
+                    assignment.instance_id,
+                    assignment.revision,
+                    expected_version=assignment.expected_version,
+                )
+                written += 1
+            except ConflictError:
+                report.conflicts += 1  # changed since we read it: the next pass sees it
+            except NotFoundError:
+                pass  # the instance went away
+        report.assignments_written += written
+        if written or plan.waiting:
+            log.info(
+                "%s: %d assignment(s) written, %d waiting, %d/%d in flight",
+                plan.service.name,
+                written,
+                plan.waiting,
+                plan.in_flight,
+                plan.slots,
+            )
