@@ -1,0 +1,607 @@
+"""The unit runtime over systemd's D-Bus API (pydbus), and the unit files both runtimes write.
+
+Production talks to the system manager on the system bus, with unit files in
+/run/systemd/system and environment files in /run/flotilla/env (both tmpfs: decrypted
+secrets never reach a disk, and a reboot leaves nothing half-installed). Development and
+tests talk to a `systemd --user` manager at a given bus address.
+
+Only units Flotilla owns (named by `flotilla.engine.units`) are ever started, stopped or
+removed; any other name is refused with `ValidationError` before anything happens.
+
+Waiting for systemd: a start or stop job is followed through `JobRemoved` signals (after
+`Manager.Subscribe()`, on a private GLib main context iterated here), with a check that
+the job still exists as a fallback. For most service types the start job is "done" as
+soon as the process is forked or exec'd, even if it exits a moment later, so a started
+service is also watched for a short settle period and must not fail during it. Waits use
+the injected clock and are bounded. GLib and D-Bus errors become engine errors here.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from flotilla.engine.clock import Clock, SystemClock
+from flotilla.engine.errors import (
+    ConfigurationError,
+    FlotillaError,
+    TransientError,
+    UnitFailedError,
+    ValidationError,
+)
+from flotilla.engine.ports import UnitStatus
+from flotilla.engine.units import (
+    PlannedUnit,
+    environment_file_name,
+    is_owned,
+    plan_installation,
+    require_owned,
+)
+
+SYSTEM_UNIT_DIR = Path("/run/systemd/system")
+SYSTEM_ENVIRONMENT_DIR = Path("/run/flotilla/env")
+_SYSTEMD = "org.freedesktop.systemd1"
+_TRANSIENT_ERRORS = {
+    "org.freedesktop.DBus.Error.NoReply",
+    "org.freedesktop.DBus.Error.Timeout",
+    "org.freedesktop.DBus.Error.TimedOut",
+    "org.freedesktop.DBus.Error.Disconnected",
+    "org.freedesktop.DBus.Error.ServiceUnknown",
+    "org.freedesktop.DBus.Error.NameHasNoOwner",
+    "org.freedesktop.DBus.Error.LimitsExceeded",
+    "org.freedesktop.systemd1.TransactionIsDestructive",
+    "org.freedesktop.systemd1.ShuttingDown",
+}
+_REFUSED_TO_LOAD = {
+    "org.freedesktop.systemd1.BadUnitSetting": "bad-setting",
+    "org.freedesktop.systemd1.LoadFailed": "error",
+    "org.freedesktop.systemd1.UnitMasked": "masked",
+    "org.freedesktop.systemd1.NoSuchUnit": "not-found",
+}
+_RUNNING_STATES = ("active", "reloading")
+_CLD_EXITED = 1  # ExecMainCode: the main process exited (rather than being killed)
+
+
+class UnitFiles:
+    """Unit and environment files of owned units, written atomically and only when changed.
+
+    Environment files hold decrypted secrets: mode 0600 from creation on (never a moment
+    wider), in a 0700 directory owned by this process's user, one file per unit.
+    """
+
+    def __init__(self, unit_dir: Path, environment_dir: Path) -> None:
+        self.unit_dir = unit_dir
+        self.environment_dir = environment_dir
+
+    def unit_path(self, name: str) -> Path:
+        return self.unit_dir / name
+
+    def environment_path(self, name: str) -> Path:
+        return self.environment_dir / environment_file_name(name)
+
+    def installed(self) -> list[str]:
+        """Owned names that have a unit file here."""
+        with _file_errors("list", self.unit_dir):
+            if not self.unit_dir.is_dir():
+                return []
+            return sorted(p.name for p in self.unit_dir.iterdir() if is_owned(p.name))
+
+    def write(self, planned: Sequence[PlannedUnit]) -> list[str]:
+        """Write what differs (environment files first); return the unit files rewritten."""
+        if any(unit.environment is not None for unit in planned):
+            self._prepare_environment_dir()
+        for unit in planned:
+            if unit.environment is not None:
+                self._write_if_changed(
+                    self.environment_path(unit.installed), unit.environment.encode(), 0o600
+                )
+        with _file_errors("create", self.unit_dir):
+            self.unit_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        return [
+            unit.installed
+            for unit in planned
+            if self._write_if_changed(self.unit_path(unit.installed), unit.text.encode(), 0o644)
+        ]
+
+    def remove(self, names: Sequence[str]) -> list[str]:
+        """Delete unit files, then environment files; return the unit files that existed."""
+        removed = []
+        for name in require_owned(names):
+            for path in (self.unit_path(name), self.environment_path(name)):
+                with _file_errors("remove", path), suppress(FileNotFoundError):
+                    path.unlink()
+                    if path.parent == self.unit_dir:
+                        removed.append(name)
+        return removed
+
+    def _prepare_environment_dir(self) -> None:
+        directory = self.environment_dir
+        with _file_errors("create", directory):
+            directory.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            with suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+            info = directory.stat()
+            if info.st_uid != os.geteuid():
+                raise ConfigurationError(
+                    f"environment directory {directory} belongs to uid {info.st_uid}, not to "
+                    "this agent: secrets will not be written there; remove it or pick another"
+                )
+            if info.st_mode & 0o777 != 0o700:
+                directory.chmod(0o700)
+
+    def _write_if_changed(self, path: Path, content: bytes, mode: int) -> bool:
+        with _file_errors("write", path):
+            try:
+                info = path.stat()
+                if info.st_mode & 0o777 == mode and path.read_bytes() == content:
+                    return False
+            except FileNotFoundError:
+                pass
+            write_atomically(path, content, mode)
+            return True
+
+
+def write_atomically(path: Path, content: bytes, mode: int) -> None:
+    """Temp file (0600 from creation), fsync, chmod, rename over `path`, fsync the directory."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="~")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+@contextmanager
+def _file_errors(action: str, path: Path) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise ConfigurationError(
+                f"cannot {action} {path}: {exc.strerror}; run the agent as root or configure "
+                "unit and environment directories it may write"
+            ) from exc
+        raise TransientError(f"cannot {action} {path}: {exc.strerror}") from exc
+
+
+class SystemdRuntime:
+    """`UnitRuntime` over systemd's D-Bus API.
+
+    `bus_address` None means the system bus (production); otherwise e.g.
+    "unix:path=$XDG_RUNTIME_DIR/bus" of a user manager, whose unit directory is then
+    typically $XDG_RUNTIME_DIR/systemd/user.
+    """
+
+    def __init__(
+        self,
+        *,
+        bus_address: str | None = None,
+        unit_dir: Path = SYSTEM_UNIT_DIR,
+        environment_dir: Path = SYSTEM_ENVIRONMENT_DIR,
+        clock: Clock | None = None,
+        job_timeout: float = 120.0,
+        settle_seconds: float = 0.5,
+        poll_interval: float = 0.02,
+    ) -> None:
+        self.bus_address = bus_address
+        self.files = UnitFiles(Path(unit_dir), Path(environment_dir))
+        self.clock: Clock = clock or SystemClock()
+        self.job_timeout = job_timeout
+        self.settle_seconds = settle_seconds
+        self.poll_interval = poll_interval
+        self._bus: Any = None
+        self._manager: Any = None
+        self._gi: Any = None  # (GLib, Gio) once connected
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        bus_address: str | None = None,
+        unit_dir: Path | None = None,
+        env_dir: Path | None = None,
+        clock: Clock | None = None,
+    ) -> SystemdRuntime:
+        """A runtime connected now, so a misconfigured agent fails at start, not mid-deploy.
+
+        Without `unit_dir`: /run/systemd/system on the system bus, and
+        $XDG_RUNTIME_DIR/systemd/user for a user manager's bus.
+        """
+        if unit_dir is None and bus_address is not None:
+            runtime_dir = os.environ.get("XDG_RUNTIME_DIR")
+            if not runtime_dir:
+                raise ConfigurationError(
+                    "a user manager's unit directory is $XDG_RUNTIME_DIR/systemd/user, but "
+                    "XDG_RUNTIME_DIR is not set: set it or give the unit directory"
+                )
+            unit_dir = Path(runtime_dir) / "systemd" / "user"
+        runtime = cls(
+            bus_address=bus_address,
+            unit_dir=unit_dir or SYSTEM_UNIT_DIR,
+            environment_dir=env_dir or SYSTEM_ENVIRONMENT_DIR,
+            clock=clock,
+        )
+        runtime._connect()
+        return runtime
+
+    # The port.
+
+    def owned_units(self) -> list[str]:
+        with self._dbus("list units"):
+            loaded = self._connect().ListUnitsByPatterns([], ["flotilla-*"])
+        # A unit whose file is gone but which still runs (or failed) is still ours to stop.
+        busy = {row[0] for row in loaded if is_owned(row[0]) and row[3] != "inactive"}
+        return sorted(busy | set(self.files.installed()))
+
+    def install(
+        self,
+        revision_id: str,
+        units: Mapping[str, str],
+        environments: Mapping[str, Mapping[str, str]],
+    ) -> list[str]:
+        planned = plan_installation(
+            revision_id, units, environments, str(self.files.environment_dir)
+        )
+        names = [unit.installed for unit in planned]
+        rewritten = self.files.write(planned)
+        with self._dbus("reload"):
+            # Also reload when nothing changed on disk but systemd has not seen it yet (an
+            # agent that crashed between writing and reloading).
+            if rewritten or any(self._stale(name) for name in names):
+                self._connect().Reload(timeout=int(self.job_timeout))
+        return names
+
+    def start(self, names: Sequence[str]) -> None:
+        names = _startable(require_owned(names))
+        if not names:
+            return
+        with self._dbus("start units"):
+            manager = self._connect()
+            for name in names:  # refuse a broken revision before starting any of it
+                self._require_loaded(name)
+            kinds = {name: self._service_type(name) for name in names}
+            with self._job_watch() as watch:
+                jobs: dict[str, str] = {}
+                for name in names:
+                    try:
+                        jobs[manager.StartUnit(name, "replace")] = name
+                    except self._gi[0].Error as exc:
+                        self._raise_refusal(name, exc)
+                results = watch.wait(jobs, self._deadline(), "start")
+            for job, name in jobs.items():
+                state = self._status(name)
+                if results[job] != "done" or startup_failed(state, kinds[name]):
+                    done = results[job] == "done"
+                    raise start_failure(
+                        state, "exited right after it started" if done else f"job {results[job]}"
+                    )
+            self._settle([name for name in names if kinds[name] != "oneshot"])
+
+    def status(self, names: Sequence[str]) -> list[UnitStatus]:
+        with self._dbus("read unit status"):
+            return [self._status(name) for name in names]
+
+    def stop(self, names: Sequence[str]) -> None:
+        names = require_owned(names)
+        with self._dbus("stop units"):
+            manager = self._connect()
+            targets = [instance for name in names for instance in self._instances(name)]
+            with self._job_watch() as watch:
+                jobs: dict[str, str] = {}
+                for name in targets:
+                    try:
+                        jobs[manager.StopUnit(name, "replace")] = name
+                    except self._gi[0].Error as exc:
+                        if self._error_name(exc) != "org.freedesktop.systemd1.NoSuchUnit":
+                            raise
+                results = watch.wait(jobs, self._deadline(), "stop")
+            for job, name in jobs.items():
+                state = self._status(name)
+                if state.active_state not in ("inactive", "failed"):
+                    raise TransientError(
+                        f"unit {name} did not stop (job {results[job]}, now "
+                        f"{state.active_state}/{state.sub_state}); stopping again may help"
+                    )
+
+    def remove(self, names: Sequence[str]) -> None:
+        names = require_owned(names)
+        removed = self.files.remove(names)
+        with self._dbus("remove units"):
+            manager = self._connect()
+            if removed:
+                manager.Reload(timeout=int(self.job_timeout))
+            for name in names:
+                # A failed unit would otherwise stay loaded (and listed) until reset.
+                try:
+                    manager.ResetFailedUnit(name)
+                except self._gi[0].Error as exc:
+                    if self._error_name(exc) not in (
+                        "org.freedesktop.systemd1.NoSuchUnit",
+                        "org.freedesktop.DBus.Error.InvalidArgs",
+                    ):
+                        raise
+
+    def close(self) -> None:
+        """Close the bus connection; the next call opens a new one."""
+        bus, self._bus, self._manager = self._bus, None, None
+        if bus is not None:
+            with suppress(Exception):
+                bus.con.close_sync(None)
+
+    # D-Bus plumbing.
+
+    def _connect(self) -> Any:
+        if self._manager is not None:
+            return self._manager
+        try:
+            import pydbus
+            from gi.repository import Gio, GLib
+        except ImportError as exc:
+            raise ConfigurationError(
+                "SystemdRuntime needs pydbus and PyGObject: pip install 'flotilla[systemd]'"
+            ) from exc
+        self._gi = (GLib, Gio)
+        with self._dbus("connect to systemd"):
+            # A private connection even to the system bus: the shared one that
+            # pydbus.SystemBus() returns exits the whole process when the bus goes away.
+            address = self.bus_address or Gio.dbus_address_get_for_bus_sync(Gio.BusType.SYSTEM)
+            bus = pydbus.connect(address)
+            manager = bus.get(_SYSTEMD, "/org/freedesktop/systemd1")
+            manager.Subscribe()  # else systemd sends no JobRemoved signals to this client
+        self._bus, self._manager = bus, manager
+        return manager
+
+    @contextmanager
+    def _dbus(self, action: str) -> Iterator[None]:
+        """Translate GLib/D-Bus errors into engine errors; drop a connection that broke."""
+        try:
+            yield
+        except FlotillaError:
+            raise
+        except Exception as exc:
+            if self._gi is None or not isinstance(exc, self._gi[0].Error):
+                raise
+            name = self._error_name(exc)
+            where = self.bus_address or "the system bus"
+            message = f"systemd could not {action} ({where}): {exc.message}"
+            gio = self._gi[1]
+            closed = exc.matches(gio.io_error_quark(), gio.IOErrorEnum.CLOSED)
+            if name in _TRANSIENT_ERRORS or closed or name is None:
+                self.close()
+                raise TransientError(message) from exc
+            if name in (
+                "org.freedesktop.DBus.Error.AccessDenied",
+                "org.freedesktop.DBus.Error.InteractiveAuthorizationRequired",
+            ):
+                raise ConfigurationError(message + "; run the agent as root") from exc
+            raise FlotillaError(message) from exc
+
+    def _error_name(self, exc: Any) -> str | None:
+        name: str | None = self._gi[1].DBusError.get_remote_error(exc)
+        return name
+
+    def _properties(self, name: str, interface: str = "Unit") -> dict[str, Any]:
+        path = self._connect().LoadUnit(name)
+        glib = self._gi[0]
+        reply = self._bus.con.call_sync(
+            _SYSTEMD,
+            path,
+            "org.freedesktop.DBus.Properties",
+            "GetAll",
+            glib.Variant("(s)", (f"{_SYSTEMD}.{interface}",)),
+            glib.VariantType.new("(a{sv})"),
+            0,
+            int(self.job_timeout * 1000),
+            None,
+        )
+        properties: dict[str, Any] = reply.unpack()[0]
+        return properties
+
+    def _status(self, name: str) -> UnitStatus:
+        if name.rpartition(".")[0].endswith("@"):  # a template is never active itself
+            return UnitStatus(name, "inactive", "dead", "success")
+        unit = self._properties(name)
+        load_state = unit["LoadState"]
+        kind = name.rsplit(".", 1)[-1].capitalize()
+        typed = self._properties(name, kind) if load_state == "loaded" else {}
+        if load_state not in ("loaded", "not-found"):
+            typed["Result"] = load_state  # bad-setting, error, masked: why it cannot run
+        exit_status = None
+        if typed.get("ExecMainCode") == _CLD_EXITED:
+            exit_status = int(typed["ExecMainStatus"])
+        return UnitStatus(
+            name=name,
+            active_state=unit["ActiveState"],
+            sub_state=unit["SubState"],
+            result=typed.get("Result", "success"),
+            exit_status=exit_status,
+        )
+
+    def _service_type(self, name: str) -> str:
+        if not name.endswith(".service"):
+            return name.rsplit(".", 1)[-1]
+        kind: str = self._properties(name, "Service")["Type"]
+        return kind
+
+    def _stale(self, name: str) -> bool:
+        if name.rpartition(".")[0].endswith("@"):
+            return False
+        unit = self._properties(name)
+        return bool(unit["NeedDaemonReload"]) or unit["LoadState"] == "not-found"
+
+    def _instances(self, name: str) -> list[str]:
+        """A template stands for its loaded instances; any other name for itself."""
+        stem, _, suffix = name.rpartition(".")
+        if not stem.endswith("@"):
+            return [name]
+        loaded = self._connect().ListUnitsByPatterns([], [f"{stem}*.{suffix}"])
+        return [row[0] for row in loaded]
+
+    def _job_watch(self) -> _JobWatch:
+        manager = self._connect()
+        return _JobWatch(manager, self._bus, self._gi[0], self.clock, self.poll_interval)
+
+    def _deadline(self) -> datetime:
+        return self.clock.now() + timedelta(seconds=self.job_timeout)
+
+    # Deciding whether a start worked.
+
+    def _require_loaded(self, name: str) -> None:
+        unit = self._properties(name)
+        if unit["LoadState"] != "loaded":
+            reason = unit["LoadError"][1] or f"its unit file is {unit['LoadState']}"
+            raise UnitFailedError(
+                f"systemd refused to load unit {name}: {reason} (LoadState "
+                f"{unit['LoadState']}); check the unit file of the revision",
+                unit=name,
+                result=unit["LoadState"],
+            )
+
+    def _raise_refusal(self, name: str, exc: Any) -> None:
+        load_state = _REFUSED_TO_LOAD.get(self._error_name(exc) or "")
+        if load_state is None:
+            raise exc
+        raise UnitFailedError(
+            f"systemd refused to start unit {name}: {exc.message}",
+            unit=name,
+            result=load_state,
+        ) from exc
+
+    def _settle(self, names: Sequence[str]) -> None:
+        """Watch started units for the settle period: exiting at once is failing to start."""
+        if not names or self.settle_seconds <= 0:
+            return
+        until = self.clock.now() + timedelta(seconds=self.settle_seconds)
+        while True:
+            for name in names:
+                state = self._status(name)
+                if startup_failed(state, "service"):
+                    raise start_failure(
+                        state, f"stopped within {self.settle_seconds} s of starting"
+                    )
+            if self.clock.now() >= until:
+                return
+            self.clock.sleep(self.poll_interval)
+
+
+def _startable(names: list[str]) -> list[str]:
+    templates = [name for name in names if name.rpartition(".")[0].endswith("@")]
+    if templates:
+        raise ValidationError(
+            f"cannot start template unit(s) {', '.join(templates)} without an instance; "
+            "start an instance such as 'name@1.service' or a socket that spawns them"
+        )
+    return names
+
+
+def startup_failed(state: UnitStatus, service_type: str) -> bool:
+    if state.active_state == "failed" or state.sub_state == "auto-restart":
+        return True
+    if state.active_state in ("inactive", "deactivating"):
+        # A oneshot that ran and exited cleanly has done what starting it means.
+        return not (service_type == "oneshot" and state.result == "success")
+    return False
+
+
+def start_failure(state: UnitStatus, what: str, hint: str = "") -> UnitFailedError:
+    exit_note = "" if state.exit_status is None else f", exit status {state.exit_status}"
+    return UnitFailedError(
+        f"unit {state.name} failed to start ({what}): {state.active_state}/{state.sub_state}, "
+        f"result {state.result}{exit_note}; {hint or f'see `systemctl status {state.name}`'}",
+        unit=state.name,
+        result=state.result,
+        exit_status=state.exit_status,
+    )
+
+
+class _JobWatch:
+    """Collects `JobRemoved` signals on a private GLib main context while jobs run."""
+
+    def __init__(self, manager: Any, bus: Any, glib: Any, clock: Clock, poll: float) -> None:
+        self.manager, self.bus, self.glib = manager, bus, glib
+        self.clock, self.poll = clock, poll
+        self.finished: dict[str, str] = {}  # job path -> result
+        self.context: Any = None
+        self.subscription: Any = None
+
+    def __enter__(self) -> _JobWatch:
+        self.context = self.glib.MainContext()
+        # Signals are dispatched on the context that is thread-default when subscribing.
+        self.context.push_thread_default()
+        try:
+            self.subscription = self.manager.JobRemoved.connect(self._removed)
+        finally:
+            self.context.pop_thread_default()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        with suppress(Exception):
+            self.subscription.disconnect()
+
+    def _removed(self, _id: int, job: str, _unit: str, result: str) -> None:
+        self.finished[job] = result
+
+    def _dispatch(self) -> None:
+        while self.context.iteration(False):
+            pass
+
+    def wait(self, jobs: Mapping[str, str], deadline: datetime, what: str) -> dict[str, str]:
+        """Each job's result (done, failed, dependency, timeout, canceled, skipped)."""
+        next_check = self.clock.now()
+        while True:
+            self._dispatch()
+            pending = [job for job in jobs if job not in self.finished]
+            if not pending:
+                return {job: self.finished[job] for job in jobs}
+            now = self.clock.now()
+            if now >= next_check:
+                # A job that is gone although its signal never came: judge by the unit.
+                gone = [job for job in pending if not self._exists(job)]
+                self._dispatch()  # its signal may have come meanwhile
+                for job in gone:
+                    self.finished.setdefault(job, "done")
+                next_check = now + timedelta(seconds=0.5)
+            if now >= deadline:
+                raise UnitFailedError(
+                    f"systemd did not finish the {what} job of "
+                    f"{', '.join(jobs[job] for job in pending)} in time; it is still queued",
+                    unit=jobs[pending[0]],
+                    result="timeout",
+                )
+            self.clock.sleep(self.poll)
+
+    def _exists(self, job: str) -> bool:
+        try:
+            self.bus.con.call_sync(
+                _SYSTEMD,
+                job,
+                "org.freedesktop.DBus.Properties",
+                "Get",
+                self.glib.Variant("(ss)", (f"{_SYSTEMD}.Job", "State")),
+                None,
+                0,
+                5000,
+                None,
+            )
+        except self.glib.Error:
+            return False
+        return True

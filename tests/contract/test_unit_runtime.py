@@ -1,0 +1,501 @@
+"""The unit runtime contract: one suite, run against a real systemd and the process runtime.
+
+`runtime` is parametrized over `SystemdRuntime` talking to a private `systemd --user`
+manager (started per test by tests/support/systemd_manager.py, a fraction of a second)
+and `ProcessRuntime` on a state directory. The classes at the end hold what only one of
+them does (timers, dependencies, the manager helper itself; refusing sockets).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from flotilla.adapters.process_runtime import ProcessRuntime
+from flotilla.adapters.systemd import SystemdRuntime
+from flotilla.engine.errors import ConfigurationError, UnitFailedError, ValidationError
+from flotilla.engine.ports import UnitRuntime
+from flotilla.engine.units import installed_name, parse_environment_file
+from tests.support.systemd_manager import PrivateSystemdManager, require_private_manager
+
+REVISION_A = "3f2a9c1b7d4e" + "a" * 52
+REVISION_B = "9c0ffee15bad" + "b" * 52
+SLEEPER = "[Service]\nType=exec\nExecStart=/bin/sleep 300\n"
+FOREIGN = "plain.service"
+# Values that break naive quoting; each must reach the process exactly as given.
+TRICKY_VALUES = {
+    "SPACES": "  two  spaces  ",
+    "QUOTES": "say \"hi\" and 'bye'",
+    "DOLLARS": "$HOME ${HOME} $$ $(id) `id`",
+    "BACKSLASHES": "a\\b\\\\c\\n\\",
+    "NEWLINES": "line one\nline two\n",
+    "CARRIAGE": "a\rb",
+    "TABS": "\tx\t",
+    "SPECIFIERS": "100%n %% %i",
+    "HASH": "# not a comment ; nor this",
+    "UNICODE": "ünïcødé ☃ 日本",
+    "EQUALS": "a=b=c",
+    "EMPTY": "",
+    "CONTROL": "\x1b[0m\x7f",
+}
+
+
+@dataclass
+class Harness:
+    """One runtime implementation, ready for a test, with ways to look behind it."""
+
+    kind: str
+    runtime: UnitRuntime
+    unit_dir: Path
+    environment_dir: Path
+    work: Path  # scratch space for what units write
+    fresh: Callable[[], UnitRuntime]  # the same machine seen by a restarted agent
+    start_foreign: Callable[[str], None]  # a unit (or process) Flotilla does not own
+    foreign_running: Callable[[str], bool]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def systemd_harness(tmp_path: Path) -> Iterator[Harness]:
+    require_private_manager()
+    with PrivateSystemdManager() as manager:
+
+        def make() -> SystemdRuntime:
+            return SystemdRuntime(
+                bus_address=manager.bus_address,
+                unit_dir=manager.unit_dir,
+                environment_dir=tmp_path / "env",
+            )
+
+        def start_foreign(name: str) -> None:
+            (manager.unit_dir / name).write_text(SLEEPER)
+            for command in (["daemon-reload"], ["start", name]):
+                done = manager.systemctl(*command)
+                assert done.returncode == 0, done.stderr
+
+        def foreign_running(name: str) -> bool:
+            active = manager.systemctl("is-active", name).stdout.strip() == "active"
+            return active and (manager.unit_dir / name).exists()
+
+        runtime = make()
+        (tmp_path / "work").mkdir()
+        try:
+            yield Harness(
+                "systemd",
+                runtime,
+                manager.unit_dir,
+                tmp_path / "env",
+                tmp_path / "work",
+                make,
+                start_foreign,
+                foreign_running,
+            )
+        finally:
+            runtime.close()
+
+
+@pytest.fixture
+def process_harness(tmp_path: Path) -> Iterator[Harness]:
+    state_dir = tmp_path / "state"
+    runtime = ProcessRuntime(state_dir)
+    foreign: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start_foreign(name: str) -> None:
+        # Nothing owns it but the test: a file among the runtime's units and a process.
+        (state_dir / "units").mkdir(parents=True, exist_ok=True)
+        (state_dir / "units" / name).write_text(SLEEPER)
+        foreign[name] = subprocess.Popen(["/bin/sleep", "300"])
+
+    def foreign_running(name: str) -> bool:
+        return foreign[name].poll() is None and (state_dir / "units" / name).exists()
+
+    (tmp_path / "work").mkdir()
+    try:
+        yield Harness(
+            "process",
+            runtime,
+            state_dir / "units",
+            state_dir / "env",
+            tmp_path / "work",
+            lambda: ProcessRuntime(state_dir),
+            start_foreign,
+            foreign_running,
+        )
+    finally:
+        runtime.stop(runtime.owned_units())
+        for process in foreign.values():
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(params=["systemd", "process"])
+def harness(request: pytest.FixtureRequest) -> Harness:
+    found: Harness = request.getfixturevalue(f"{request.param}_harness")
+    return found
+
+
+def env_dumper(harness: Harness, out: Path) -> str:
+    """A unit that writes the environment it sees to `out` (JSON), then keeps running."""
+    script = harness.work / "dump_env.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "with open(sys.argv[1] + '.tmp', 'w') as f:\n"
+        "    json.dump(dict(os.environ), f)\n"
+        "os.rename(sys.argv[1] + '.tmp', sys.argv[1])\n"
+        "os.execv('/bin/sleep', ['sleep', '300'])\n"
+    )
+    return f'[Service]\nType=exec\nExecStart="{sys.executable}" "{script}" "{out}"\n'
+
+
+def seen_environment(out: Path) -> dict[str, str]:
+    wait_for(out.exists)
+    seen: dict[str, str] = json.loads(out.read_text())
+    return seen
+
+
+def states(harness: Harness, names: list[str]) -> list[tuple[str, str]]:
+    return [(s.active_state, s.sub_state) for s in harness.runtime.status(names)]
+
+
+# The contract.
+
+
+def test_installed_units_start_and_are_exactly_the_owned_ones(harness: Harness) -> None:
+    runtime = harness.runtime
+    names = runtime.install(REVISION_A, {"web.service": SLEEPER, "worker.service": SLEEPER}, {})
+
+    runtime.start(names)
+
+    assert names == [
+        installed_name("web.service", REVISION_A),
+        installed_name("worker.service", REVISION_A),
+    ]
+    assert names == ["flotilla-web-3f2a9c1b7d4e.service", "flotilla-worker-3f2a9c1b7d4e.service"]
+    assert states(harness, names) == [("active", "running")] * 2
+    assert [s.result for s in runtime.status(names)] == ["success"] * 2
+    assert runtime.owned_units() == names
+
+
+def test_every_operation_twice_is_harmless(harness: Harness) -> None:
+    runtime = harness.runtime
+    units = {"web.service": SLEEPER}
+    environments = {"web.service": {"TOKEN": "s3cret"}}
+    names = runtime.install(REVISION_A, units, environments)
+    files = [harness.unit_dir / names[0], harness.environment_dir / f"{names[0]}.env"]
+    before = [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files]
+
+    assert runtime.install(REVISION_A, units, environments) == names
+    assert [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files] == before, "rewritten"
+    runtime.start(names)
+    runtime.start(names)
+    assert states(harness, names) == [("active", "running")]
+    runtime.stop(names)
+    runtime.stop(names)
+    assert states(harness, names) == [("inactive", "dead")]
+    runtime.remove(names)
+    runtime.remove(names)
+
+    assert runtime.owned_units() == []
+    assert not any(f.exists() for f in files)
+
+
+def test_a_unit_never_installed_is_inactive_and_stopping_it_is_fine(harness: Harness) -> None:
+    ghost = installed_name("ghost.service", REVISION_A)
+
+    assert states(harness, [ghost]) == [("inactive", "dead")]
+    harness.runtime.stop([ghost])
+    harness.runtime.remove([ghost])
+    assert harness.runtime.owned_units() == []
+
+
+def test_units_flotilla_does_not_own_are_never_touched(harness: Harness) -> None:
+    runtime = harness.runtime
+    harness.start_foreign(FOREIGN)
+    names = runtime.install(REVISION_A, {"web.service": SLEEPER}, {})
+    runtime.start(names)
+
+    for not_ours in ([FOREIGN], ["flotilla-web.service"], [names[0], FOREIGN]):
+        for refused in (runtime.stop, runtime.remove, runtime.start):
+            with pytest.raises(ValidationError, match="only stops or removes the units it"):
+                refused(not_ours)
+    assert runtime.owned_units() == names
+    assert states(harness, names) == [("active", "running")], "refused lists touch nothing"
+
+    runtime.stop(runtime.owned_units())
+    runtime.remove(runtime.owned_units())
+    assert runtime.owned_units() == []
+    assert harness.foreign_running(FOREIGN)
+
+
+def test_references_to_units_of_others_stay_and_do_not_block(harness: Harness) -> None:
+    unit = "[Unit]\nAfter=docker.service\nWants=nonexistent-foreign.service\n" + SLEEPER
+    names = harness.runtime.install(REVISION_A, {"web.service": unit}, {})
+
+    harness.runtime.start(names)
+
+    assert states(harness, names) == [("active", "running")]
+    installed = (harness.unit_dir / names[0]).read_text()
+    assert "After=docker.service\nWants=nonexistent-foreign.service\n" in installed
+
+
+def test_each_unit_has_its_own_environment_file_and_sees_only_it(harness: Harness) -> None:
+    runtime = harness.runtime
+    out = {unit: harness.work / f"{unit}.json" for unit in ("web.service", "db.service")}
+    environments = {
+        "web.service": {"WEB_TOKEN": "w e b", "SHARED": "web's"},
+        "db.service": {"DB_PASSWORD": 'p"a$s\\s', "SHARED": "db's"},
+    }
+    names = runtime.install(
+        REVISION_A, {unit: env_dumper(harness, path) for unit, path in out.items()}, environments
+    )
+    runtime.start(names)
+
+    for unit, variables in environments.items():
+        name = installed_name(unit, REVISION_A)
+        env_file = harness.environment_dir / f"{name}.env"
+        assert parse_environment_file(env_file.read_text()) == variables
+        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+        seen = seen_environment(out[unit])
+        assert {key: seen.get(key) for key in variables} == variables
+        others = {key for env in environments.values() for key in env} - set(variables)
+        assert not others & set(seen), f"{unit} sees another unit's variables"
+    assert stat.S_IMODE(harness.environment_dir.stat().st_mode) == 0o700
+    assert sorted(os.listdir(harness.environment_dir)) == [f"{name}.env" for name in names]
+
+
+def test_environment_values_reach_the_process_exactly(harness: Harness) -> None:
+    generator = random.Random(7)
+    alphabet = " \t\n\r\"'\\$`%#;=~*?[]{}()<>|&!\x01\x1f\x7fé☃日\u2028"
+    variables = dict(TRICKY_VALUES)
+    for number in range(40):
+        length = generator.randint(0, 24)
+        variables[f"RANDOM_{number}"] = "".join(generator.choices(alphabet, k=length))
+    out = harness.work / "env.json"
+    names = harness.runtime.install(
+        REVISION_A, {"web.service": env_dumper(harness, out)}, {"web.service": variables}
+    )
+
+    harness.runtime.start(names)
+
+    seen = seen_environment(out)
+    assert {key: seen.get(key) for key in variables} == variables
+
+
+def test_an_environment_for_a_unit_not_in_the_revision_is_refused(harness: Harness) -> None:
+    with pytest.raises(ValidationError, match="does not contain"):
+        harness.runtime.install(
+            REVISION_A, {"web.service": SLEEPER}, {"db.service": {"PASSWORD": "hunter2"}}
+        )
+
+    assert harness.runtime.owned_units() == []
+    assert not harness.environment_dir.exists() or not os.listdir(harness.environment_dir)
+
+
+def test_a_unit_that_cannot_load_fails_to_start(harness: Harness) -> None:
+    names = harness.runtime.install(REVISION_A, {"web.service": "[Service]\nType=exec\n"}, {})
+
+    with pytest.raises(UnitFailedError) as failed:
+        harness.runtime.start(names)
+
+    assert failed.value.unit == names[0]
+    assert failed.value.result == "bad-setting"
+    assert harness.runtime.owned_units() == names
+
+
+@pytest.mark.parametrize(
+    ("service", "exit_status"),
+    [
+        ("[Service]\nType=exec\nExecStart=/bin/false\n", 1),
+        ("[Service]\nType=simple\nExecStart=/bin/sh -c 'exit 3'\n", 3),
+        ("[Service]\nType=exec\nExecStart=/nonexistent/binary\n", 203),
+    ],
+    ids=["exec-false", "simple-exit-3", "exec-missing-binary"],
+)
+def test_a_unit_that_exits_at_once_fails_to_start(
+    harness: Harness, service: str, exit_status: int
+) -> None:
+    runtime = harness.runtime
+    names = runtime.install(REVISION_A, {"web.service": service}, {})
+
+    with pytest.raises(UnitFailedError) as failed:
+        runtime.start(names)
+
+    assert (failed.value.unit, failed.value.result) == (names[0], "exit-code")
+    assert failed.value.exit_status == exit_status
+    assert f"exit status {exit_status}" in failed.value.message
+    [status] = runtime.status(names)
+    assert (status.active_state, status.result, status.exit_status) == (
+        "failed",
+        "exit-code",
+        exit_status,
+    )
+    assert runtime.owned_units() == names, "a failed unit stays listed until removed"
+    runtime.stop(names)
+    runtime.remove(names)
+    assert runtime.owned_units() == []
+
+
+def test_siblings_are_renamed_within_their_own_revision(harness: Harness) -> None:
+    runtime = harness.runtime
+    web = "[Unit]\nRequires=db.service\nAfter=db.service docker.service\n" + SLEEPER
+    units = {"web.service": web, "db.service": SLEEPER}
+    first = runtime.install(REVISION_A, units, {"web.service": {"WHO": "a"}})
+    second = runtime.install(REVISION_B, units, {"web.service": {"WHO": "b"}})
+
+    for revision, other in ((REVISION_A, REVISION_B), (REVISION_B, REVISION_A)):
+        text = (harness.unit_dir / installed_name("web.service", revision)).read_text()
+        own_db, other_db = (installed_name("db.service", r) for r in (revision, other))
+        assert f"Requires={own_db}\nAfter={own_db} docker.service\n" in text
+        assert other_db not in text
+        env_file = harness.environment_dir / f"{installed_name('web.service', revision)}.env"
+        assert f"EnvironmentFile={env_file}\n" in text
+    runtime.start(first)
+    assert states(harness, first) == [("active", "running")] * 2
+    assert states(harness, second) == [("inactive", "dead")] * 2
+    assert runtime.owned_units() == sorted(first + second)
+
+
+def test_a_restarted_agent_finds_and_stops_the_units(harness: Harness) -> None:
+    names = harness.runtime.install(REVISION_A, {"web.service": SLEEPER}, {})
+    harness.runtime.start(names)
+
+    restarted = harness.fresh()
+
+    assert restarted.owned_units() == names
+    assert [s.active_state for s in restarted.status(names)] == ["active"]
+    restarted.stop(names)
+    assert states(harness, names) == [("inactive", "dead")]
+
+
+def test_a_unit_removed_while_running_is_still_owned_until_stopped(harness: Harness) -> None:
+    names = harness.runtime.install(REVISION_A, {"web.service": SLEEPER}, {})
+    harness.runtime.start(names)
+
+    harness.runtime.remove(names)
+
+    assert harness.runtime.owned_units() == names
+    harness.runtime.stop(names)
+    assert harness.runtime.owned_units() == []
+
+
+# What only one runtime does.
+
+
+class TestSystemd:
+    def test_a_timer_triggers_its_renamed_service(self, systemd_harness: Harness) -> None:
+        marker = systemd_harness.work / "ticked"
+        units = {
+            "tick.timer": "[Timer]\nOnActiveSec=1ms\nAccuracySec=1ms\n",
+            "tick.service": f"[Service]\nType=oneshot\nExecStart=/bin/touch {marker}\n",
+        }
+        names = systemd_harness.runtime.install(REVISION_A, units, {})
+
+        systemd_harness.runtime.start([installed_name("tick.timer", REVISION_A)])
+
+        wait_for(marker.exists)
+        assert names == ["flotilla-tick-3f2a9c1b7d4e.service", "flotilla-tick-3f2a9c1b7d4e.timer"]
+
+    def test_requires_pulls_in_the_sibling_of_the_same_revision(
+        self, systemd_harness: Harness
+    ) -> None:
+        runtime = systemd_harness.runtime
+        web = "[Unit]\nRequires=db.service\nAfter=db.service\n" + SLEEPER
+        units = {"web.service": web, "db.service": SLEEPER}
+        runtime.install(REVISION_A, units, {})
+        runtime.install(REVISION_B, units, {})
+
+        runtime.start([installed_name("web.service", REVISION_A)])
+
+        db_a, db_b = (installed_name("db.service", r) for r in (REVISION_A, REVISION_B))
+        assert states(systemd_harness, [db_a, db_b]) == [
+            ("active", "running"),
+            ("inactive", "dead"),
+        ]
+
+    def test_a_template_needs_an_instance(self, systemd_harness: Harness) -> None:
+        runtime = systemd_harness.runtime
+        names = runtime.install(REVISION_A, {"worker@.service": SLEEPER}, {})
+        assert names == ["flotilla-worker-3f2a9c1b7d4e@.service"]
+
+        with pytest.raises(ValidationError, match="without an instance"):
+            runtime.start(names)
+        instance = "flotilla-worker-3f2a9c1b7d4e@1.service"
+        runtime.start([instance])
+        assert runtime.owned_units() == [*names, instance]
+        runtime.stop(names)  # a template stands for its instances
+        assert states(systemd_harness, [instance]) == [("inactive", "dead")]
+
+    def test_a_socket_with_an_environment_gets_the_file(self, systemd_harness: Harness) -> None:
+        socket = "[Socket]\nListenStream=%t/flotilla-test.sock\n"
+        units = {"web.socket": socket, "web.service": SLEEPER}
+        names = systemd_harness.runtime.install(REVISION_A, units, {"web.socket": {"A": "1"}})
+
+        text = (systemd_harness.unit_dir / "flotilla-web-3f2a9c1b7d4e.socket").read_text()
+        assert text.endswith(
+            "EnvironmentFile=" + str(systemd_harness.environment_dir) + "/"
+            "flotilla-web-3f2a9c1b7d4e.socket.env\n"
+        )
+        systemd_harness.runtime.start([names[1]])
+        assert states(systemd_harness, [names[1]]) == [("active", "listening")]
+
+
+class TestPrivateManager:
+    def test_two_managers_do_not_share_units(self) -> None:
+        require_private_manager()
+        with PrivateSystemdManager() as first, PrivateSystemdManager() as second:
+            for manager in (first, second):
+                (manager.unit_dir / "same.service").write_text(SLEEPER)
+                for command in (["daemon-reload"], ["start", "same.service"]):
+                    assert manager.systemctl(*command).returncode == 0
+
+            assert first.systemctl("stop", "same.service").returncode == 0
+
+            assert second.systemctl("is-active", "same.service").stdout.strip() == "active"
+
+    def test_leftovers_of_a_killed_manager_are_swept(self) -> None:
+        require_private_manager()
+        manager = PrivateSystemdManager()
+        with manager:
+            (manager.unit_dir / "left.service").write_text(SLEEPER)
+            for command in (["daemon-reload"], ["start", "left.service"]):
+                assert manager.systemctl(*command).returncode == 0
+            pid = int(manager.systemctl("show", "-P", "MainPID", "left.service").stdout)
+            os.kill(manager.pid, signal.SIGKILL)
+            wait_for(lambda: Path(f"/proc/{manager.pid}/stat").read_text().split()[2] == "Z")
+            assert pid in manager.cgroup_pids()
+
+        assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+        assert manager.root is None, "its directory is removed"
+
+
+class TestProcessRuntime:
+    @pytest.mark.parametrize(
+        "unit", ["web.socket", "tick.timer", "worker@.service"], ids=lambda u: u.split(".")[-1]
+    )
+    def test_activation_and_templates_are_refused(
+        self, process_harness: Harness, unit: str
+    ) -> None:
+        units = {unit: "[Unit]\n", "web.service": SLEEPER}
+
+        with pytest.raises(ConfigurationError, match="no socket or timer activation"):
+            process_harness.runtime.install(REVISION_A, units, {})
+
+        assert process_harness.runtime.owned_units() == []
+        assert not process_harness.unit_dir.exists() or not os.listdir(process_harness.unit_dir)
