@@ -64,7 +64,6 @@ _REFUSED_TO_LOAD = {
     "org.freedesktop.systemd1.UnitMasked": "masked",
     "org.freedesktop.systemd1.NoSuchUnit": "not-found",
 }
-_RUNNING_STATES = ("active", "reloading")
 _CLD_EXITED = 1  # ExecMainCode: the main process exited (rather than being killed)
 
 
@@ -113,11 +112,11 @@ class UnitFiles:
         """Delete unit files, then environment files; return the unit files that existed."""
         removed = []
         for name in require_owned(names):
-            for path in (self.unit_path(name), self.environment_path(name)):
-                with _file_errors("remove", path), suppress(FileNotFoundError):
-                    path.unlink()
-                    if path.parent == self.unit_dir:
-                        removed.append(name)
+            with _file_errors("remove", self.unit_dir), suppress(FileNotFoundError):
+                self.unit_path(name).unlink()
+                removed.append(name)
+            with _file_errors("remove", self.environment_dir), suppress(FileNotFoundError):
+                self.environment_path(name).unlink()
         return removed
 
     def _prepare_environment_dir(self) -> None:
