@@ -1,0 +1,138 @@
+"""The edge between Flotilla and botocore for AWS services other than DynamoDB.
+
+One translation, shared by the load balancer adapters (and open to any other): botocore's
+exceptions become engine errors that say what went wrong and what to do, and carry
+whether the same call may succeed later (`retryable`), so no caller parses messages.
+
+- throttling, 5xx answers and failures to connect or read → `TransientError` (retryable);
+  botocore has already retried these (standard mode, `CLIENT_CONFIG`), the engine's
+  step-level policy decides whether to try again;
+- access denied and unusable credentials or region → `ConfigurationError`;
+- error codes that mean "the thing you named does not exist" → `ConfigurationError` with the
+  message the adapter gives (which names the thing and says how to fix it);
+- anything else → `FlotillaError`, not retryable: the same request would fail the same way.
+
+Adapters catch the codes that are answers rather than failures (an instance that is not
+registered, say) inside the `translated_errors` block, before it sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
+
+from flotilla.engine.errors import ConfigurationError, FlotillaError, TransientError
+
+# The codes AWS query and JSON services use for "slow down" and "try again": the ones
+# botocore's standard retry mode treats as throttling or transient, plus ELB's own.
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalError",
+        "InternalFailure",
+        "InternalServerError",
+    }
+)
+
+ACCESS_DENIED_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedAccess"}
+)
+
+CREDENTIAL_CODES = frozenset(
+    {
+        "UnrecognizedClientException",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+        "AuthFailure",
+        "ExpiredToken",
+        "ExpiredTokenException",
+    }
+)
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def error_message(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Message", ""))
+
+
+def http_status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+@contextmanager
+def translated_errors(
+    service: str, what: str, *, missing: Mapping[str, str] | None = None
+) -> Iterator[None]:
+    """Turn botocore failures of `what` (a call to `service`) into engine errors.
+
+    `missing` maps error codes that mean a named resource does not exist to the
+    sentence to show: what is missing and what to do about it.
+    """
+    try:
+        yield
+    except ClientError as exc:
+        raise translate(exc, service, what, missing=missing) from exc
+    except (NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
+        raise ConfigurationError(
+            f"{what}: no usable AWS credentials or region ({type(exc).__name__}); set "
+            "AWS_PROFILE or AWS_REGION, or give this host an instance role"
+        ) from exc
+    except (ConnectionError, HTTPClientError) as exc:
+        raise TransientError(
+            f"{what}: cannot reach {service} ({type(exc).__name__}); will retry"
+        ) from exc
+    except BotoCoreError as exc:
+        # Parameter validation and the like: the same call would fail the same way.
+        raise FlotillaError(f"{what}: botocore refused the call ({exc})") from exc
+
+
+def translate(
+    exc: ClientError, service: str, what: str, *, missing: Mapping[str, str] | None = None
+) -> FlotillaError:
+    code = error_code(exc)
+    if code in THROTTLING_CODES or http_status(exc) >= 500:
+        return TransientError(
+            f"{what}: {service} is throttling or unavailable ({code}); will retry"
+        )
+    if missing and code in missing:
+        return ConfigurationError(f"{what}: {missing[code]}")
+    if code in ACCESS_DENIED_CODES:
+        return ConfigurationError(
+            f"{what}: AWS refused {exc.operation_name} ({code}); give this host's role "
+            f"permission for it"
+        )
+    if code in CREDENTIAL_CODES:
+        return ConfigurationError(
+            f"{what}: AWS did not accept the credentials ({code}); check AWS_PROFILE, the "
+            "instance role and the machine's clock"
+        )
+    return FlotillaError(f"{what}: {service} answered {code}: {error_message(exc)}")
