@@ -1,33 +1,49 @@
-"""The deploy state machine: states, triggers and guards, nothing else.
+"""The deploy state machine: states, triggers, guards and the facts derived from them.
 
 Happy path (DESIGN.md):
 
     pending → locking → deregistering → draining → stopping → starting → registering
             → healthy → unlocked → done
 
-Failure path: any working state can `fail` → failed → rolling_back → unlocked → done.
-A service without a load balancer still passes through deregistering, draining and
-registering, by the explicit `lb_skipped` trigger, so the history shows them as skipped
-rather than silently missing. Guards check that `lb_skipped` is used only without a load
-balancer and the load-balancer triggers only with one.
+Failure path: `fail` from any working state (locking … healthy) → failed → rolling_back
+→ unlocked → done. The outcome is `succeeded`, `rolled_back`, or `failed` when even the
+rollback failed; `outcome()` derives it from two facts the checkpoint keeps (see there).
 
-Pure: no I/O, no clock. The engine performs each state's step and fires its trigger.
-Restoring at a stored state (`DeployMachine(state)`) fires no callbacks, which suits the
-engine: on resume it performs the current state's step itself.
+A service without a load balancer still visits deregistering, draining and registering and
+leaves each by the explicit `lb_skipped` trigger, so its history shows them as skipped
+rather than missing. Guards keep `lb_skipped` for services without a load balancer and
+the load-balancer triggers for services with one.
+
+Pure: no I/O, no clock. The engine performs the current state's step and then fires its
+trigger (`success_trigger`, or `fail`). Restoring at a stored state fires no `on_enter`
+callback (a `transitions` rule), which suits the engine: on resume it performs the current
+state's step itself. A trigger the current state does not allow raises `InvalidTransition`;
+a checkpoint this definition cannot follow raises `CannotResume` from `DeployMachine.restore`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
 
 from transitions import Machine, MachineError
 
-# Bump when states or transitions change in a way an older checkpoint cannot follow.
-MACHINE_VERSION = 1
+# The definition's version, stored in every checkpoint. Bump it when states or transitions
+# change so that a checkpoint written by this definition could not be followed by the new
+# one (a state removed or renamed, a step's meaning changed); then list in
+# `_RESUMABLE_STATES` which states of the older versions the new definition can still take
+# over. Removing a transition that a stored state does not depend on needs no bump.
+MACHINE_VERSION: Final[int] = 1
 
-INITIAL_STATE = "pending"
-DONE_STATE = "done"
-HAPPY_PATH = (
+INITIAL_STATE: Final = "pending"
+FAILED_STATE: Final = "failed"
+ROLLING_BACK_STATE: Final = "rolling_back"
+UNLOCKED_STATE: Final = "unlocked"
+DONE_STATE: Final = "done"
+
+HAPPY_PATH: Final = (
     "pending",
     "locking",
     "deregistering",
@@ -39,19 +55,28 @@ HAPPY_PATH = (
     "unlocked",
     "done",
 )
-FAILURE_STATES = ("failed", "rolling_back")
-STATES = (*HAPPY_PATH, *FAILURE_STATES)
-# States whose step can fail for good; `fail` leads from each to the failure path.
-WORKING_STATES = HAPPY_PATH[:8]
-LOAD_BALANCER_STATES = ("deregistering", "draining", "registering")
-# States before any unit was touched: a failure there needs no units restored.
-UNTOUCHED_STATES = ("pending", "locking", "deregistering", "draining")
+FAILURE_STATES: Final = (FAILED_STATE, ROLLING_BACK_STATE)
+# Every state, in order: the happy path, then the two states only a failure visits.
+STATES: Final = (*HAPPY_PATH, *FAILURE_STATES)
+TERMINAL_STATES: Final = (DONE_STATE,)
+# States in which the engine performs a step (and where a crash can leave a deploy).
+STEP_STATES: Final = tuple(state for state in STATES if state not in TERMINAL_STATES)
+# States whose step can fail for good; `fail` leads from each of them to `failed`.
+WORKING_STATES: Final = HAPPY_PATH[1:8]
+# States that talk to the load balancer; without one they are left by `lb_skipped`.
+LOAD_BALANCER_STATES: Final = ("deregistering", "draining", "registering")
+# A failure in these states has touched no unit: there are no units to restore.
+UNITS_UNTOUCHED_STATES: Final = ("pending", "locking", "deregistering", "draining")
+# A failure in these states has not deregistered the instance: nothing to re-register.
+LB_UNTOUCHED_STATES: Final = ("pending", "locking")
 
-FAIL_TRIGGER = "fail"
-LB_SKIPPED = "lb_skipped"
+FAIL_TRIGGER: Final = "fail"
+LB_SKIPPED: Final = "lb_skipped"
+ROLLBACK_FAILED: Final = "rollback_failed"
 
-# The trigger a working state's step fires when it succeeded (with a load balancer).
-SUCCESS_TRIGGER = {
+# The trigger each step fires when it succeeded (for a service with a load balancer; see
+# `success_trigger` for one without).
+SUCCESS_TRIGGER: Final[Mapping[str, str]] = {
     "pending": "begin",
     "locking": "lock_acquired",
     "deregistering": "deregistered",
@@ -62,62 +87,228 @@ SUCCESS_TRIGGER = {
     "healthy": "health_passed",
     "unlocked": "lock_released",
     "failed": "rollback",
+    "rolling_back": "rollback_finished",
 }
 
 _WITH_LB = "has_load_balancer"
 _WITHOUT_LB = "lacks_load_balancer"
 
-TRANSITIONS: list[dict[str, Any]] = [
-    {"trigger": "begin", "source": "pending", "dest": "locking"},
-    {"trigger": "lock_acquired", "source": "locking", "dest": "deregistering"},
-    {
-        "trigger": "deregistered",
-        "source": "deregistering",
-        "dest": "draining",
-        "conditions": _WITH_LB,
-    },
-    {
-        "trigger": LB_SKIPPED,
-        "source": "deregistering",
-        "dest": "draining",
-        "conditions": _WITHOUT_LB,
-    },
-    {"trigger": "drained", "source": "draining", "dest": "stopping", "conditions": _WITH_LB},
-    {"trigger": LB_SKIPPED, "source": "draining", "dest": "stopping", "conditions": _WITHOUT_LB},
-    {"trigger": "units_stopped", "source": "stopping", "dest": "starting"},
-    {"trigger": "units_started", "source": "starting", "dest": "registering"},
-    {"trigger": "registered", "source": "registering", "dest": "healthy", "conditions": _WITH_LB},
-    {"trigger": LB_SKIPPED, "source": "registering", "dest": "healthy", "conditions": _WITHOUT_LB},
-    {"trigger": "health_passed", "source": "healthy", "dest": "unlocked"},
-    {"trigger": "lock_released", "source": "unlocked", "dest": "done"},
-    {"trigger": FAIL_TRIGGER, "source": list(WORKING_STATES), "dest": "failed"},
-    {"trigger": "rollback", "source": "failed", "dest": "rolling_back"},
-    {"trigger": "rollback_finished", "source": "rolling_back", "dest": "unlocked"},
-    {"trigger": "rollback_failed", "source": "rolling_back", "dest": "unlocked"},
-]
+
+def _move(
+    trigger: str, source: str | tuple[str, ...], dest: str, **options: str
+) -> Mapping[str, Any]:
+    sources = list(source) if isinstance(source, tuple) else source
+    return {"trigger": trigger, "source": sources, "dest": dest, **options}
 
 
-class InvalidTransition(Exception):
-    """A trigger that the current state (or its guard) does not allow."""
+# The whole definition. `conditions` name guard methods of `DeployMachine`; `before` and
+# `after` name the methods that note the facts `outcome` and `rollback_work` need.
+TRANSITIONS: Final = (
+    _move("begin", "pending", "locking"),
+    _move("lock_acquired", "locking", "deregistering"),
+    _move("deregistered", "deregistering", "draining", conditions=_WITH_LB),
+    _move(LB_SKIPPED, "deregistering", "draining", conditions=_WITHOUT_LB),
+    _move("drained", "draining", "stopping", conditions=_WITH_LB),
+    _move(LB_SKIPPED, "draining", "stopping", conditions=_WITHOUT_LB),
+    _move("units_stopped", "stopping", "starting"),
+    _move("units_started", "starting", "registering"),
+    _move("registered", "registering", "healthy", conditions=_WITH_LB),
+    _move(LB_SKIPPED, "registering", "healthy", conditions=_WITHOUT_LB),
+    _move("health_passed", "healthy", "unlocked"),
+    _move("lock_released", "unlocked", "done"),
+    _move(FAIL_TRIGGER, WORKING_STATES, "failed", before="_note_failure"),
+    _move("rollback", "failed", "rolling_back"),
+    _move("rollback_finished", "rolling_back", "unlocked"),
+    _move(ROLLBACK_FAILED, "rolling_back", "unlocked", after="_note_rollback_failed"),
+)
+# Every trigger, in the order of first use.
+TRIGGERS: Final = tuple(dict.fromkeys(t["trigger"] for t in TRANSITIONS))
+
+# For each machine version whose checkpoints this definition can follow, the states it can
+# take them over from. Only this version so far.
+_RESUMABLE_STATES: Final[Mapping[int, frozenset[str]]] = {MACHINE_VERSION: frozenset(STATES)}
+
+
+class Outcome(StrEnum):
+    """How a finished deploy ended (the engine's checkpoint stores the same words)."""
+
+    SUCCEEDED = "succeeded"
+    ROLLED_BACK = "rolled_back"  # the new revision failed; the previous one runs again
+    FAILED = "failed"  # even the rollback failed
+
+
+@dataclass(frozen=True)
+class RollbackWork:
+    """What `rolling_back` has to undo, given the state whose step failed."""
+
+    restore_units: bool  # stop the new revision's units, start the previous revision's
+    reregister: bool  # put the instance back into the load balancer
+
+    @property
+    def needed(self) -> bool:
+        return self.restore_units or self.reregister
+
+
+class DeployMachineError(Exception):
+    """Root of this module's errors (machines/ cannot import the engine's error types)."""
+
+
+class InvalidTransition(DeployMachineError):
+    """A trigger that the current state, or its load-balancer guard, does not allow."""
+
+    def __init__(self, state: str, trigger: str, *, has_load_balancer: bool) -> None:
+        self.state = state
+        self.trigger = trigger
+        self.has_load_balancer = has_load_balancer
+        allowed = allowed_triggers(state, has_load_balancer=has_load_balancer)
+        known = "" if trigger in TRIGGERS else "unknown trigger "
+        balancer = "with" if has_load_balancer else "without"
+        super().__init__(
+            f"{known}{trigger!r} is not allowed in state {state!r} ({balancer} a load "
+            f"balancer); allowed there: {', '.join(allowed) or 'nothing (a final state)'}"
+        )
+
+
+class CannotResume(DeployMachineError):
+    """A stored (machine version, state) that this definition cannot take over."""
+
+    def __init__(self, machine_version: int, state: str) -> None:
+        self.machine_version = machine_version
+        self.state = state
+        if machine_version == MACHINE_VERSION:
+            message = f"{state!r} is not a state of deploy machine version {MACHINE_VERSION}"
+        else:
+            message = (
+                f"a checkpoint at state {state!r} written by deploy machine version "
+                f"{machine_version} cannot be resumed by version {MACHINE_VERSION}; "
+                "finish it with an agent of that version"
+            )
+        super().__init__(message)
+
+
+def can_resume(machine_version: int, state: str) -> bool:
+    """Whether this definition can take over a checkpoint written at (version, state)."""
+    return state in _RESUMABLE_STATES.get(machine_version, frozenset())
+
+
+def allowed_triggers(state: str, *, has_load_balancer: bool) -> tuple[str, ...]:
+    """The triggers that `state` allows, with its load-balancer guard applied."""
+    guard_passes = {_WITH_LB: has_load_balancer, _WITHOUT_LB: not has_load_balancer}
+    return tuple(
+        dict.fromkeys(
+            t["trigger"]
+            for t in TRANSITIONS
+            if state in _sources(t) and guard_passes.get(t.get("conditions", ""), True)
+        )
+    )
+
+
+def success_trigger(state: str, *, has_load_balancer: bool) -> str:
+    """The trigger to fire once `state`'s step has succeeded (or was skipped)."""
+    if state not in SUCCESS_TRIGGER:
+        raise InvalidTransition(state, "<success>", has_load_balancer=has_load_balancer)
+    if state in LOAD_BALANCER_STATES and not has_load_balancer:
+        return LB_SKIPPED
+    return SUCCESS_TRIGGER[state]
+
+
+def outcome(*, failed: bool, rollback_failed: bool) -> Outcome:
+    """The outcome of a deploy that reached `unlocked`.
+
+    `unlocked` is entered three ways, and needs two facts to tell them apart: whether the
+    deploy went through `failed` (the engine: the checkpoint records an error) and whether
+    `rolling_back` ended with `rollback_failed` (the engine: it records a rollback error).
+    health_passed → succeeded; rollback_finished → rolled_back; rollback_failed → failed.
+    """
+    if rollback_failed and not failed:
+        raise ValueError("a rollback can only have failed in a deploy that failed")
+    if not failed:
+        return Outcome.SUCCEEDED
+    return Outcome.FAILED if rollback_failed else Outcome.ROLLED_BACK
+
+
+def rollback_work(failed_in: str | None, *, has_load_balancer: bool) -> RollbackWork:
+    """What to undo after a failure in `failed_in`.
+
+    Steps before `stopping` touched no unit; steps before `deregistering` did not take the
+    instance out of the load balancer (a failure *in* deregistering may already have). A
+    state that is unknown here (a lost history, or an older definition) gets everything
+    undone: every rollback step is idempotent, so doing too much is safe.
+    """
+    if failed_in not in WORKING_STATES:
+        return RollbackWork(restore_units=True, reregister=has_load_balancer)
+    return RollbackWork(
+        restore_units=failed_in not in UNITS_UNTOUCHED_STATES,
+        reregister=has_load_balancer and failed_in not in LB_UNTOUCHED_STATES,
+    )
+
+
+def rollback_needed(failed_in: str | None) -> bool:
+    """Whether the previous revision's units must be restored after a failure in `failed_in`."""
+    return rollback_work(failed_in, has_load_balancer=False).restore_units
 
 
 class DeployMachine:
-    """One deploy's position in the machine; `fire` moves it."""
+    """One deploy's position in the machine, and the facts its guards and outcome need.
 
-    state: str
+    Drive it with `fire`; the methods `transitions` adds (`begin()`, `may_fail()`, …) also
+    work but return False where `fire` raises.
+    """
 
-    def __init__(self, state: str = INITIAL_STATE, *, has_load_balancer: bool = True) -> None:
+    state: str  # set by transitions
+    trigger: Callable[[str], bool]  # added by transitions
+
+    def __init__(
+        self,
+        state: str = INITIAL_STATE,
+        *,
+        has_load_balancer: bool,
+        failed_in: str | None = None,
+        rollback_failed: bool = False,
+    ) -> None:
         if state not in STATES:
-            raise InvalidTransition(f"unknown state {state!r}")
+            raise CannotResume(MACHINE_VERSION, state)
+        if failed_in is not None and failed_in not in STATES:
+            raise ValueError(f"failed_in must be a state, not {failed_in!r}")
+        if rollback_failed and (failed_in is None or state not in (UNLOCKED_STATE, DONE_STATE)):
+            raise ValueError("only a failed deploy past rolling_back can have a failed rollback")
         self._has_load_balancer = has_load_balancer
+        self._failed_in = failed_in
+        self._failed = failed_in is not None or state in FAILURE_STATES
+        self._rollback_failed = rollback_failed
         self._machine = Machine(
             model=self,
             states=list(STATES),
-            transitions=TRANSITIONS,
+            transitions=[dict(t) for t in TRANSITIONS],
             initial=state,
             auto_transitions=False,
             send_event=False,
         )
+
+    @classmethod
+    def restore(
+        cls,
+        machine_version: int,
+        state: str,
+        *,
+        has_load_balancer: bool,
+        failed_in: str | None = None,
+        rollback_failed: bool = False,
+    ) -> DeployMachine:
+        """The machine at a checkpoint's state; `CannotResume` if this definition can't.
+
+        No `on_enter` runs for the restored state: the engine performs its step itself.
+        """
+        if not can_resume(machine_version, state):
+            raise CannotResume(machine_version, state)
+        return cls(
+            state,
+            has_load_balancer=has_load_balancer,
+            failed_in=failed_in,
+            rollback_failed=rollback_failed,
+        )
+
+    # --- guards and the facts noted on the way -------------------------------------------
 
     def has_load_balancer(self) -> bool:
         return self._has_load_balancer
@@ -125,44 +316,76 @@ class DeployMachine:
     def lacks_load_balancer(self) -> bool:
         return not self._has_load_balancer
 
+    def _note_failure(self) -> None:
+        self._failed = True
+        self._failed_in = self.state  # `before` runs while the source is still current
+
+    def _note_rollback_failed(self) -> None:
+        self._rollback_failed = True
+
+    @property
+    def failed_in(self) -> str | None:
+        """The state whose step failed, if one did and it is known."""
+        return self._failed_in
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The outcome, once `unlocked` or `done` is reached; None before."""
+        if self.state not in (UNLOCKED_STATE, DONE_STATE):
+            return None
+        return outcome(failed=self._failed, rollback_failed=self._rollback_failed)
+
+    @property
+    def rollback_work(self) -> RollbackWork | None:
+        """What `rolling_back` has to undo; None while nothing has failed."""
+        if not self._failed:
+            return None
+        return rollback_work(self._failed_in, has_load_balancer=self._has_load_balancer)
+
+    @property
+    def allowed_triggers(self) -> tuple[str, ...]:
+        return allowed_triggers(self.state, has_load_balancer=self._has_load_balancer)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+    # --- moving ----------------------------------------------------------------------------
+
     def fire(self, trigger: str) -> str:
         """Fire `trigger`; return the new state, or raise `InvalidTransition`."""
         before = self.state
+
+        def refused() -> InvalidTransition:
+            return InvalidTransition(before, trigger, has_load_balancer=self._has_load_balancer)
+
+        if trigger not in TRIGGERS:
+            raise refused()
         try:
-            moved = self.trigger(trigger)  # type: ignore[attr-defined]  # added by transitions
-        except (MachineError, AttributeError) as exc:
-            raise InvalidTransition(f"{trigger!r} is not allowed in state {before!r}") from exc
-        if not moved:  # a guard said no
-            raise InvalidTransition(
-                f"{trigger!r} is not allowed in state {before!r} "
-                f"({'with' if self._has_load_balancer else 'without'} a load balancer)"
-            )
+            moved = self.trigger(trigger)
+        except MachineError as exc:  # no transition for this trigger from this state
+            raise refused() from exc
+        if not moved:  # a load-balancer guard said no
+            raise refused()
         return self.state
 
 
-def next_state(state: str, trigger: str, *, has_load_balancer: bool = True) -> str:
+def next_state(state: str, trigger: str, *, has_load_balancer: bool) -> str:
+    """The state `trigger` leads to from `state`, or `InvalidTransition`."""
     return DeployMachine(state, has_load_balancer=has_load_balancer).fire(trigger)
 
 
-def can_resume(machine_version: int, state: str) -> bool:
-    """Whether this definition can take over a checkpoint written at (version, state)."""
-    return machine_version == MACHINE_VERSION and state in STATES
-
-
-def rollback_needed(failed_in: str) -> bool:
-    """Units need restoring only if the failure came once units were touched."""
-    return failed_in not in UNTOUCHED_STATES
-
-
 def mermaid() -> str:
-    """The machine as a Mermaid state diagram (rendered in docs/deploy-machine.md)."""
+    """The machine as a Mermaid `stateDiagram-v2` (rendered in docs/deploy-machine.md)."""
+    guard_labels = {_WITH_LB: " [with LB]", _WITHOUT_LB: " [no LB]"}
     lines = ["stateDiagram-v2", f"    [*] --> {INITIAL_STATE}"]
     for transition in TRANSITIONS:
-        sources = transition["source"]
-        for source in sources if isinstance(sources, list) else [sources]:
-            label = transition["trigger"]
-            if "conditions" in transition:
-                label += " [LB]" if transition["conditions"] == _WITH_LB else " [no LB]"
-            lines.append(f"    {source} --> {transition['dest']}: {label}")
-    lines.append(f"    {DONE_STATE} --> [*]")
+        label = transition["trigger"] + guard_labels.get(transition.get("conditions", ""), "")
+        lines += [f"    {s} --> {transition['dest']}: {label}" for s in _sources(transition)]
+    lines += [f"    {state} --> [*]" for state in TERMINAL_STATES]
     return "\n".join(lines) + "\n"
+
+
+def _sources(transition: Mapping[str, Any]) -> list[str]:
+    source = transition["source"]
+    return list(source) if isinstance(source, list) else [source]
