@@ -26,9 +26,10 @@ _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
 # botocore's own retries are set explicitly (standard mode, few attempts) so that they do
-# not multiply with the engine's step-level tenacity policies (DESIGN.md).
+# not multiply with the engine's step-level tenacity policies (DESIGN.md): three requests
+# in all per call (total_max_attempts counts the first one; max_attempts would not).
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 3}, connect_timeout=5, read_timeout=10
+    retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5, read_timeout=10
 )
 
 THROTTLING_CODES = frozenset(

@@ -1,10 +1,17 @@
-"""The `flotilla` command: the root group that every subcommand hangs from."""
+"""The `flotilla` command: the root group that every subcommand hangs from.
+
+Errors Flotilla raises on purpose become one clear line and an exit code (2 for bad
+input, 1 for anything else that failed), never a traceback.
+"""
 
 from __future__ import annotations
 
+import sys
 from importlib.metadata import version
 
 import click
+
+from flotilla.engine.errors import FlotillaError, ValidationError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,6 +24,29 @@ def cli() -> None:
     """
 
 
+def _register_commands() -> None:
+    from flotilla.cli.agent_command import agent
+
+    cli.add_command(agent)
+
+
+_register_commands()
+
+
 def main() -> None:
     """Console-script entry point."""
-    cli()
+    try:
+        code = cli(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as usage:
+        usage.show()
+        sys.exit(usage.exit_code)
+    except ValidationError as bad_input:
+        click.echo(f"error: {bad_input.message}", err=True)
+        sys.exit(2)
+    except FlotillaError as failure:
+        click.echo(f"error: {failure.message}", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

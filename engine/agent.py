@@ -50,7 +50,7 @@ class Agent:
         runner: DeployRunner,
         clock: Clock,
         stop: threading.Event,
-        wait_for_wakeup: Callable[[float], None] | None = None,
+        wait_for_wakeup: Callable[[float], object] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store

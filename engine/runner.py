@@ -173,7 +173,7 @@ class DeployRunner:
             error: str | None = None
             rollback_error: str | None = None
             try:
-                advance = self._perform(ports, steps, checkpoint, attempt)
+                advance = self._perform(ports, steps, service, checkpoint, attempt)
             except StepFailed as failed:
                 if state == "rolling_back":
                     rollback_error = failed.message
@@ -197,7 +197,12 @@ class DeployRunner:
         return checkpoint
 
     def _perform(
-        self, ports: Ports, steps: Steps, checkpoint: DeployCheckpoint, attempt: int
+        self,
+        ports: Ports,
+        steps: Steps,
+        service: Service,
+        checkpoint: DeployCheckpoint,
+        attempt: int,
     ) -> Advance:
         state = checkpoint.state
         now = ports.clock.now()
@@ -210,9 +215,10 @@ class DeployRunner:
         if state == "failed":
             return Advance("rollback")
         if state == "rolling_back":
-            return steps.rolling_back(
-                checkpoint, units=machine.rollback_needed(checkpoint.failed_in() or state)
+            work = machine.rollback_work(
+                checkpoint.failed_in(), has_load_balancer=service.load_balancer is not None
             )
+            return steps.rolling_back(checkpoint, work)
         overall = checkpoint.deadlines.get("overall")
         if state in machine.WORKING_STATES and overall is not None and now > overall:
             raise StepFailed(

@@ -31,6 +31,7 @@ from flotilla.engine.ports import (
 from flotilla.engine.records import Lease, Revision, Service
 from flotilla.engine.retry import DeadlineExceededError, poll_until, with_retries
 from flotilla.engine.telemetry import call_span
+from flotilla.machines.deploy import RollbackWork
 
 T = TypeVar("T")
 
@@ -305,14 +306,15 @@ class Steps:
             self.keeper = None
         return Advance("lock_released", clear_lease=True)
 
-    def rolling_back(self, checkpoint: DeployCheckpoint, *, units: bool) -> Advance:
-        """Put the previous revision back (if units were touched) and the instance in service."""
-        if units:
+    def rolling_back(self, checkpoint: DeployCheckpoint, work: RollbackWork) -> Advance:
+        """Undo what the failed deploy did: units back to the previous revision, and the
+        instance back in the load balancer if it may have left it."""
+        if work.restore_units:
             self._stop_all_but(checkpoint.from_revision)
             if checkpoint.from_revision is not None:
                 self._start_revision(checkpoint.from_revision)
         balancer = self.ports.load_balancer
-        if balancer is not None:
+        if balancer is not None and work.reregister:
             self.call("lb.register", lambda: balancer.register(checkpoint.instance_id))
             deadline = self._deadline(checkpoint, "rollback", self.settings.rollback_health_timeout)
             self.wait(
@@ -323,12 +325,13 @@ class Steps:
                 ),
                 deadline,
             )
-        self.call(
-            "store.set_current_revision",
-            lambda: self.ports.store.set_current_revision(
-                checkpoint.instance_id, checkpoint.from_revision
-            ),
-        )
+        if work.restore_units:
+            self.call(
+                "store.set_current_revision",
+                lambda: self.ports.store.set_current_revision(
+                    checkpoint.instance_id, checkpoint.from_revision
+                ),
+            )
         return Advance("rollback_finished")
 
 

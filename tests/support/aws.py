@@ -111,6 +111,9 @@ def moto_server() -> Iterator[str]:
     )
     try:
         _wait_for_port(port, process, timeout=30)
+        time.sleep(0.3)
+        if process.poll() is not None:  # another server held the port and ours could not bind
+            raise RuntimeError(f"moto_server on port {port} exited with {process.returncode}")
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()

@@ -1,0 +1,209 @@
+"""`flotilla agent`: the daemon on every instance (run it as a systemd service itself)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import timedelta
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flotilla.cli.observability import configure_logging, configure_tracing
+from flotilla.cli.options import aws_options, settings_from
+from flotilla.cli.otlp_file import OtlpJsonFileExporter
+from flotilla.cli.wiring import Wiring
+from flotilla.engine.agent import Agent, AgentSettings
+from flotilla.engine.errors import ValidationError
+from flotilla.engine.ports import LoadBalancer, UnitRuntime
+from flotilla.engine.records import LoadBalancerKind, Service
+from flotilla.engine.runner import DeployRunner, FaultHook, RunnerSettings
+from flotilla.engine.steps import Ports, StepSettings
+from flotilla.engine.validation import service_name
+
+FAULT_VARIABLE = "FLOTILLA_FAULT_KILL_AT"
+
+
+@click.command()
+@click.option("--service", "service", required=True, help="The service this instance is born into.")
+@click.option("--instance-id", help="This instance's id [default: EC2 instance metadata, IMDSv2]")
+@click.option(
+    "--runtime",
+    type=click.Choice(["systemd", "process"]),
+    help="Where units run [default: systemd when it is PID 1's manager, else process]",
+)
+@click.option("--bus-address", help="D-Bus address of a systemd user manager (development)")
+@click.option("--unit-dir", type=click.Path(path_type=Path), help="Where unit files are written")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    default=Path("/run/flotilla"),
+    show_default=True,
+    help="Runtime state: env files (0600, on tmpfs), process runtime pid files",
+)
+@click.option(
+    "--kms-key-id",
+    envvar="FLOTILLA_KMS_KEY_ID",
+    help="KMS key of the environment [default: alias/flotilla-ENV]",
+)
+@click.option("--poll-interval", type=click.FloatRange(0.1, 3600), default=5.0, show_default=True)
+@click.option(
+    "--heartbeat-interval", type=click.FloatRange(1, 3600), default=30.0, show_default=True
+)
+@click.option(
+    "--lease-seconds",
+    type=click.FloatRange(3, 3600),
+    default=120.0,
+    show_default=True,
+    help="Deploy lock lease, renewed while a deploy runs",
+)
+@click.option(
+    "--agent-lease-seconds",
+    type=click.FloatRange(1, 3600),
+    default=15.0,
+    show_default=True,
+    help="Lease of this agent on its instance",
+)
+@click.option(
+    "--trace-file",
+    envvar="FLOTILLA_TRACE_FILE",
+    type=click.Path(path_type=Path),
+    help="Append spans as OTLP JSON lines",
+)
+@aws_options
+def agent(**options: Any) -> None:
+    """Run the agent: resume any interrupted deploy, then deploy each new assignment.
+
+    Logs one JSON object per line on standard error. SIGTERM finishes the current step,
+    checkpoints it, and exits 0; the deploy resumes at the next start.
+    """
+    configure_logging(json_lines=True)
+    exporter = OtlpJsonFileExporter(options["trace_file"]) if options["trace_file"] else None
+    configure_tracing("flotilla-agent", exporter)
+    service = service_name(options["service"])
+    if options["agent_lease_seconds"] <= options["poll_interval"] * 1.5:
+        raise ValidationError("--agent-lease-seconds must be well above --poll-interval (x1.5)")
+    wiring = Wiring(
+        settings_from(
+            options["environment"], options["region"], options["profile"], options["endpoint_url"]
+        )
+    )
+    instance_id = options["instance_id"] or _instance_id_from_metadata()
+    runtime = _runtime(options, wiring)
+    secrets = _secret_box(wiring, options["kms_key_id"])
+    balancers: dict[str, LoadBalancer | None] = {}
+
+    def ports_for(record: Service) -> Ports:
+        if record.name not in balancers:
+            balancers[record.name] = _load_balancer(record, wiring)
+        return Ports(
+            wiring.store, wiring.locks, runtime, secrets, balancers[record.name], wiring.clock
+        )
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    runner = DeployRunner(
+        ports_for,
+        settings=RunnerSettings(
+            steps=StepSettings(lease=timedelta(seconds=options["lease_seconds"]))
+        ),
+        fault=_fault_from_environment(),
+    )
+    Agent(
+        AgentSettings(
+            instance_id=instance_id,
+            service=service,
+            agent_version=version("flotilla"),
+            owner=f"{instance_id}/{socket.gethostname()}/{os.getpid()}/{time.time_ns()}",
+            poll_interval=timedelta(seconds=options["poll_interval"]),
+            heartbeat_interval=timedelta(seconds=options["heartbeat_interval"]),
+            agent_lease=timedelta(seconds=options["agent_lease_seconds"]),
+        ),
+        store=wiring.store,
+        locks=wiring.locks,
+        runner=runner,
+        clock=wiring.clock,
+        stop=stop,
+        wait_for_wakeup=stop.wait,
+    ).run()
+
+
+def _runtime(options: dict[str, Any], wiring: Wiring) -> UnitRuntime:
+    kind = options["runtime"] or ("systemd" if Path("/run/systemd/system").is_dir() else "process")
+    state_dir: Path = options["state_dir"]
+    if kind == "process":
+        from flotilla.adapters.process_runtime import ProcessRuntime
+
+        return ProcessRuntime(state_dir / "process")
+    from flotilla.adapters.systemd import SystemdRuntime
+
+    return SystemdRuntime.connect(
+        bus_address=options["bus_address"],
+        unit_dir=options["unit_dir"],
+        env_dir=state_dir / "env",
+    )
+
+
+def _secret_box(wiring: Wiring, key_id: str | None) -> Any:
+    from flotilla.adapters.secrets import KmsSecretBox
+
+    return KmsSecretBox(
+        wiring.client("kms"), key_id or f"alias/flotilla-{wiring.settings.environment}"
+    )
+
+
+def _load_balancer(service: Service, wiring: Wiring) -> LoadBalancer | None:
+    balancer = service.load_balancer
+    if balancer is None:
+        return None
+    if balancer.kind is LoadBalancerKind.CLASSIC:
+        from flotilla.adapters.elb_classic import ClassicLoadBalancer
+
+        return ClassicLoadBalancer(wiring.client("elb"), balancer.name)
+    from flotilla.adapters.elbv2 import TargetGroupLoadBalancer
+
+    return TargetGroupLoadBalancer(wiring.client("elbv2"), balancer.name)
+
+
+def _instance_id_from_metadata() -> str:
+    """IMDSv2: a session token first, then the instance id."""
+    import urllib.request
+
+    base = "http://169.254.169.254/latest"
+    try:
+        token_request = urllib.request.Request(  # noqa: S310 -- a fixed http URL
+            f"{base}/api/token",
+            method="PUT",
+            headers={"X-aws-ec2-metadata-token-ttl-seconds": "60"},
+        )
+        with urllib.request.urlopen(token_request, timeout=2) as answer:  # noqa: S310 -- fixed URL
+            token = answer.read().decode()
+        id_request = urllib.request.Request(  # noqa: S310 -- a fixed http URL
+            f"{base}/meta-data/instance-id", headers={"X-aws-ec2-metadata-token": token}
+        )
+        with urllib.request.urlopen(id_request, timeout=2) as answer:  # noqa: S310 -- fixed URL
+            return str(answer.read().decode())
+    except OSError as exc:
+        raise ValidationError(
+            "cannot read the instance id from EC2 instance metadata; off EC2, pass --instance-id"
+        ) from exc
+
+
+def _fault_from_environment() -> FaultHook:
+    """Crash tests set FLOTILLA_FAULT_KILL_AT=STATE:POINT to SIGKILL the agent right there."""
+    target = os.environ.get(FAULT_VARIABLE, "")
+    if not target:
+        return lambda _point, _state: None
+    state, _, point = target.partition(":")
+
+    def kill_at(at_point: str, at_state: str) -> None:
+        if (at_state, at_point) == (state, point or "before-step"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return kill_at
