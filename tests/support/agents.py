@@ -90,8 +90,9 @@ def start_agent(
     instance_id: str,
     *,
     fault: str | None = None,
-    extra: list[str] | None = None,
+    runtime: list[str] | None = None,
 ) -> AgentProcess:
+    """An agent process; `runtime` gives its runtime options (default: the process runtime)."""
     env = world.agent_environment()
     env.pop("FLOTILLA_FAULT_KILL_AT", None)
     if fault:
@@ -101,13 +102,12 @@ def start_agent(
         FLOTILLA, "agent",
         "--service", service,
         "--instance-id", instance_id,
-        "--runtime", "process",
         "--state-dir", str(work / instance_id),
         "--poll-interval", "0.3",
         "--agent-lease-seconds", "3",
         "--lease-seconds", "20",
         "--trace-file", str(work / "spans.jsonl"),
-        *(extra or []),
+        *(runtime or ["--runtime", "process"]),
     ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
