@@ -22,7 +22,6 @@ from flotilla.engine.checkpoint import Outcome
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import Instance, Revision, Service
 from flotilla.engine.revisions import build_revision
-from flotilla.machines import deploy as machine
 from tests.support.agents import AwsWorld, aws_world, start_agent, wait_for
 
 pytestmark = pytest.mark.slow
