@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TypeVar
 
 from opentelemetry import trace
 
@@ -26,10 +27,12 @@ from flotilla.engine.errors import AlreadyExistsError, ConflictError, FlotillaEr
 from flotilla.engine.lease_keeper import LeaseKeeper
 from flotilla.engine.ports import Event, EventQueue
 from flotilla.engine.records import Instance, Lease, Service
+from flotilla.engine.retry import with_retries
 from flotilla.engine.steps import Advance, Ports, StepFailed, Steps, StepSettings
 from flotilla.machines import deploy as machine
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Fault injection points for crash tests: (point, state) with point "before-step" or
 # "after-effect" (the step's effect is done, its checkpoint not yet written).
@@ -97,16 +100,16 @@ class DeployRunner:
             checkpoint, trace_parent=telemetry.start_trace("deploy", _attributes(checkpoint))
         )
         try:
-            return ports.store.create_deploy(checkpoint)
+            return _retried(ports, lambda: ports.store.create_deploy(checkpoint))
         except AlreadyExistsError:
-            return ports.store.get_deploy(deploy_id)
+            return _retried(ports, lambda: ports.store.get_deploy(deploy_id))
 
     # --- running ---------------------------------------------------------------------
 
     def run(self, deploy_id: str, service: Service) -> DeployCheckpoint:
         """Advance the deploy until it is done, a stop is requested, or another runner is ahead."""
         ports = self.ports_for(service)
-        checkpoint = ports.store.get_deploy(deploy_id)
+        checkpoint = _retried(ports, lambda: ports.store.get_deploy(deploy_id))
         if checkpoint.finished:
             return checkpoint
         if not machine.can_resume(checkpoint.machine_version, checkpoint.state):
@@ -152,15 +155,14 @@ class DeployRunner:
             )
             resumed = Transition(checkpoint.state, now, attempt=attempt, resumed=True)
             log.info("resuming an interrupted deploy", extra=_log_fields(checkpoint))
-            return ports.store.update_deploy(
-                dataclasses.replace(
-                    checkpoint,
-                    updated_at=now,
-                    attempts={**checkpoint.attempts, checkpoint.state: attempt},
-                    last_span_id=telemetry.span_id_of(span),
-                    history=(*checkpoint.history[:-1], interrupted, resumed),
-                )
+            marked = dataclasses.replace(
+                checkpoint,
+                updated_at=now,
+                attempts={**checkpoint.attempts, checkpoint.state: attempt},
+                last_span_id=telemetry.span_id_of(span),
+                history=(*checkpoint.history[:-1], interrupted, resumed),
             )
+            return _retried(ports, lambda: ports.store.update_deploy(marked))
 
     def _step(
         self, ports: Ports, steps: Steps, service: Service, checkpoint: DeployCheckpoint
@@ -268,7 +270,7 @@ class DeployRunner:
         )
         if new_state == machine.DONE_STATE:
             updated = dataclasses.replace(updated, outcome=updated.outcome_when_done())
-        stored = ports.store.update_deploy(updated)
+        stored = _retried(ports, lambda: ports.store.update_deploy(updated))
         telemetry.flush()  # a SIGKILL now must not lose this state's span
         log.info(
             "deploy %s: %s -> %s", stored.id, checkpoint.state, new_state, extra=_log_fields(stored)
@@ -291,6 +293,11 @@ class DeployRunner:
         except FlotillaError as unsent:
             # The scheduler also reads outcomes from the checkpoints on its timer.
             log.warning("could not report the end of deploy %s: %s", checkpoint.id, unsent.message)
+
+
+def _retried(ports: Ports, call: Callable[[], T]) -> T:
+    """A checkpoint read or write, retried through throttling (never through a conflict)."""
+    return with_retries(call, clock=ports.clock, on_retry=_retry_event)
 
 
 def _retry_event(error: BaseException, attempt: int) -> None:
