@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from flotilla.adapters.sqs_events import SqsEventQueue
 from flotilla.cli.observability import configure_logging, configure_tracing
 from flotilla.cli.options import aws_options, settings_from
 from flotilla.cli.otlp_file import OtlpJsonFileExporter
@@ -108,8 +109,10 @@ def agent(**options: Any) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    events = SqsEventQueue.for_environment(wiring.client("sqs"), wiring.settings.environment)
     runner = DeployRunner(
         ports_for,
+        events=events,
         settings=RunnerSettings(
             steps=StepSettings(lease=timedelta(seconds=options["lease_seconds"]))
         ),
@@ -131,6 +134,7 @@ def agent(**options: Any) -> None:
         clock=wiring.clock,
         stop=stop,
         wait_for_wakeup=stop.wait,
+        events=events,
     ).run()
 
 

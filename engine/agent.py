@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from flotilla.engine.clock import Clock
 from flotilla.engine.errors import FlotillaError, NotFoundError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL, expiry_for
-from flotilla.engine.ports import LockService, StateStore
+from flotilla.engine.ports import Event, EventQueue, LockService, StateStore
 from flotilla.engine.records import Instance, Lease
 from flotilla.engine.runner import DeployRunner
 
@@ -51,6 +51,7 @@ class Agent:
         clock: Clock,
         stop: threading.Event,
         wait_for_wakeup: Callable[[float], object] | None = None,
+        events: EventQueue | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -59,6 +60,7 @@ class Agent:
         self.clock = clock
         self.stop = stop
         self._wait = wait_for_wakeup or self._sleep
+        self.events = events
         self._lease: Lease | None = None
         self._last_heartbeat: datetime | None = None
         self._lost_agent_lock = False
@@ -141,6 +143,13 @@ class Agent:
         )
         self._last_heartbeat = now
         log.info("registered instance %s in %s", instance.id, instance.service)
+        if self.events is not None:
+            # Wakes the scheduler at once; its timer would find the instance anyway.
+            detail = {"instance_id": instance.id}
+            try:
+                self.events.send(Event("instance_joined", instance.service, detail))
+            except FlotillaError as unsent:
+                log.warning("could not announce the instance: %s", unsent.message)
 
     def _heartbeat_if_due(self) -> None:
         now = self.clock.now()

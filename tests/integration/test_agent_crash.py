@@ -12,11 +12,14 @@ import itertools
 import json
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
+import boto3
 import pytest
 
 from flotilla.adapters.process_runtime import ProcessRuntime
+from flotilla.adapters.sqs_events import SqsEventQueue
 from flotilla.engine import units
 from flotilla.engine.checkpoint import Outcome
 from flotilla.engine.liveness import expiry_for
@@ -124,6 +127,20 @@ def test_an_agent_killed_anywhere_finishes_the_deploy_after_a_restart(
         runtime.stop(runtime.owned_units())
 
 
+def events_of(world: AwsWorld, service: str) -> list[str]:
+    """Kinds of the events agents sent about `service` (acknowledging them)."""
+    queue = SqsEventQueue.for_environment(
+        boto3.client("sqs", region_name="us-east-1", endpoint_url=world.endpoint), world.environment
+    )
+    kinds: list[str] = []
+    while received := queue.receive(wait=timedelta(0), max_events=10):
+        for event in received:
+            if event.service == service:
+                kinds.append(event.kind)
+                queue.ack(event)
+    return kinds
+
+
 def spans_of(path: Path, traceparent: str | None) -> list[str]:
     """Names of the spans of one trace, from the agents' OTLP JSON file."""
     assert traceparent
@@ -158,6 +175,9 @@ def test_sigterm_finishes_the_step_and_exits_zero(world: AwsWorld, tmp_path: Pat
         wait_for(lambda: world.store.get_deploy(deploy.id).finished, 60, "the deploy to finish")
         assert again.terminate() == 0
         assert world.store.get_deploy(deploy.id).outcome is Outcome.SUCCEEDED
+        kinds = events_of(world, service)
+        assert "instance_joined" in kinds
+        assert kinds.count("deploy_finished") == 2  # v1, then v2 (reported once, when done)
     finally:
         runtime = runtime_of(tmp_path, instance_id)
         runtime.stop(runtime.owned_units())
