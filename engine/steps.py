@@ -9,12 +9,13 @@ checkpoint); a step that fails for good raises `StepFailed` with the reason.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TypeVar
 
 from flotilla.engine import units as unit_names
+from flotilla.engine.activation import is_well, plan_activation
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef
 from flotilla.engine.clock import Clock
 from flotilla.engine.errors import FlotillaError, UnitFailedError
@@ -215,12 +216,15 @@ class Steps:
             "units_started", deadlines={"health": self._deadline(checkpoint, "health", health)}
         )
 
-    def _start_revision(self, revision_id: str) -> list[str]:
-        """Install, start, and check that every unit stays active through the settle period."""
-        revision: Revision = self.call(
+    def _revision(self, revision_id: str) -> Revision:
+        return self.call(
             "store.get_revision",
             lambda: self.ports.store.get_revision(self.service.name, revision_id),
         )
+
+    def _start_revision(self, revision_id: str) -> None:
+        """Install, start, and check that the units run well through the settle period."""
+        revision = self._revision(revision_id)
         environments: dict[str, dict[str, str]] = {}
         if revision.environment is not None:
             sealed = revision.environment
@@ -228,14 +232,16 @@ class Steps:
                 "secrets.open", lambda: self.ports.secrets.open(self.service.name, sealed)
             )
         runtime = self.ports.runtime
-        names = self.call(
+        self.call(
             "runtime.install", lambda: runtime.install(revision.id, revision.units, environments)
         )
+        plan = plan_activation(revision.units)
+        to_start = [unit_names.installed_name(name, revision.id) for name in plan.start]
         try:
-            self.call("runtime.start", lambda: runtime.start(names))
+            self.call("runtime.start", lambda: runtime.start(to_start))
             settle_until = self.ports.clock.now() + timedelta(seconds=self.service.settle_seconds)
             while True:
-                self._require_active(names)
+                self._require_well(revision)
                 if self.ports.clock.now() >= settle_until:
                     break
                 self.keep_lease()
@@ -244,12 +250,15 @@ class Steps:
                 )
         except UnitFailedError as failed:
             raise StepFailed(failed.message) from failed
-        return names
 
-    def _require_active(self, names: Sequence[str]) -> None:
+    def _require_well(self, revision: Revision) -> None:
+        """Every started unit active (or, for a oneshot, done with success)."""
+        plan = plan_activation(revision.units)
+        installed = {unit_names.installed_name(name, revision.id): name for name in plan.start}
+        names = list(installed)
         statuses = self.call("runtime.status", lambda: self.ports.runtime.status(names))
         for status in statuses:
-            if status.active_state != "active":
+            if not is_well(status, run_once=installed.get(status.name) in plan.run_once):
                 exit_note = (
                     "" if status.exit_status is None else f", exit status {status.exit_status}"
                 )
@@ -271,13 +280,8 @@ class Steps:
 
     def healthy(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
-        names = [
-            name
-            for name in self.call("runtime.owned_units", self.ports.runtime.owned_units)
-            if unit_names.belongs_to(name, checkpoint.to_revision)
-        ]
         try:
-            self._require_active(names)
+            self._require_well(self._revision(checkpoint.to_revision))
         except UnitFailedError as failed:
             raise StepFailed(failed.message) from failed
         if balancer is not None:

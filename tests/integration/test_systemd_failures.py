@@ -12,6 +12,7 @@ import pytest
 from flotilla.adapters.systemd import SystemdRuntime
 from flotilla.engine import units
 from flotilla.engine.checkpoint import Outcome
+from flotilla.engine.revisions import build_revision
 from tests.support.cluster import SLEEPER, Cluster
 from tests.support.systemd_manager import PrivateSystemdManager
 
@@ -58,3 +59,27 @@ def test_a_unit_systemd_will_not_run_rolls_back_with_its_reason(
     assert active == [units.installed_name("app.service", v1.id)]
     assert runtime.owned_units() == [units.installed_name("app.service", v1.id)]
     assert cluster.store.get_instance("i-1").current_revision == v1.id
+
+
+def test_timers_start_without_running_their_job_and_oneshots_may_finish(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    job_ran = tmp_path / "job-ran"
+    units_of_revision = {
+        "app.service": SLEEPER,
+        "job.timer": "[Timer]\nOnCalendar=2099-01-01\n",
+        "job.service": f"[Service]\nType=oneshot\nExecStart=/bin/touch {job_ran}\n",
+        "migrate.service": "[Service]\nType=oneshot\nExecStart=/bin/true\n",
+    }
+    revision = cluster.store.put_revision(
+        build_revision("api", "v1", units_of_revision, {}, cluster.secrets, cluster.clock.now())
+    )
+    cluster.instance("i-1")
+    cluster.assign("i-1", revision)
+    done = cluster.store.get_deploy(cluster.deploy("i-1"))
+    assert done.outcome is Outcome.SUCCEEDED, done.error
+    runtime = cluster.runtime("i-1")
+    states = {s.name: s.active_state for s in runtime.status(runtime.owned_units())}
+    assert states[units.installed_name("job.timer", revision.id)] == "active"
+    assert states[units.installed_name("app.service", revision.id)] == "active"
+    assert not job_ran.exists()  # the timer's job waits for its time
