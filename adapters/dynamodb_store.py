@@ -170,18 +170,8 @@ class DynamoDBStateStore:
                 raise
             # Content-addressed: the same id is the same content, so this is a no-op.
             return self.get_revision(revision.service, revision.id)
-        self._log_revision(revision)
+        log.debug("stored %s", items.describe_revision(revision))
         return revision
-
-    def _log_revision(self, revision: Revision) -> None:
-        names = {} if revision.environment is None else revision.environment.variable_names
-        log.debug(
-            "stored revision %s of %s: units %s, variables %s",
-            revision.id[:12],
-            revision.service,
-            sorted(revision.units),
-            names,
-        )
 
     def get_revision(self, service: str, revision_id: str) -> Revision:
         key = {"service": service, "id": revision_id}

@@ -102,18 +102,8 @@ class MemoryStateStore:
         items.check_item_size(item, f"revision {revision.id[:12]} of {revision.service}")
         with self._lock:
             existing = self._revisions.setdefault((revision.service, revision.id), item)
-        self._log_revision(revision)
+        log.debug("stored %s", items.describe_revision(revision))
         return items.revision_from_item(copy.deepcopy(existing))
-
-    def _log_revision(self, revision: Revision) -> None:
-        names = {} if revision.environment is None else revision.environment.variable_names
-        log.debug(
-            "stored revision %s of %s: units %s, variables %s",
-            revision.id[:12],
-            revision.service,
-            sorted(revision.units),
-            names,
-        )
 
     def get_revision(self, service: str, revision_id: str) -> Revision:
         with self._lock:

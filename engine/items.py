@@ -220,6 +220,15 @@ def revision_to_item(revision: Revision) -> Item:
     }
 
 
+def describe_revision(revision: Revision) -> str:
+    """A log-safe summary: ids, unit names and variable NAMES, never values."""
+    names = {} if revision.environment is None else revision.environment.variable_names
+    return (
+        f"revision {revision.id[:12]} of {revision.service}: units {sorted(revision.units)}, "
+        f"variables {names}"
+    )
+
+
 def revision_from_item(item: Mapping[str, Any]) -> Revision:
     _check_schema(item, "revision", REVISION_SCHEMA)
 
