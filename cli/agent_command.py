@@ -114,7 +114,10 @@ def agent(**options: Any) -> None:
         ports_for,
         events=events,
         settings=RunnerSettings(
-            steps=StepSettings(lease=timedelta(seconds=options["lease_seconds"]))
+            steps=StepSettings(
+                lease=timedelta(seconds=options["lease_seconds"]),
+                max_poll_seconds=min(5.0, options["agent_lease_seconds"] / 4),
+            )
         ),
         fault=_fault_from_environment(),
     )

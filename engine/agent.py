@@ -21,7 +21,7 @@ from flotilla.engine.errors import FlotillaError, NotFoundError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL, expiry_for
 from flotilla.engine.ports import Event, EventQueue, LockService, StateStore
 from flotilla.engine.records import Instance, Lease
-from flotilla.engine.runner import DeployRunner
+from flotilla.engine.runner import DeployRunner, deploy_id_for
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class Agent:
         self._lease: Lease | None = None
         self._last_heartbeat: datetime | None = None
         self._lost_agent_lock = False
+        self._finished: set[str] = set()  # deploys done in this process, not to be retried
         # The runner renews our lock from inside its waits, and stops between steps when
         # asked to stop or when another agent took the instance over.
         runner.keep_alive = self._keep_alive
@@ -94,7 +95,8 @@ class Agent:
     def _keep_alive(self) -> None:
         if self._lease is None:
             return
-        if self._lease.expires_at - self.clock.now() > self.settings.agent_lease / 3:
+        # Renew once a third of the lease has passed, so one more poll can never outlast it.
+        if self._lease.expires_at - self.clock.now() > self.settings.agent_lease * 2 / 3:
             return
         if not self._hold_agent_lock():
             self._lost_agent_lock = True
@@ -177,7 +179,11 @@ class Agent:
         target = instance.assigned_revision
         if target is None or target == instance.current_revision:
             return
+        if deploy_id_for(instance) in self._finished:
+            return  # this assignment was tried and rolled back; wait for a new one
         service = self.store.get_service(instance.service)
         checkpoint = self.runner.create(instance, service)
         if not checkpoint.finished:
-            self.runner.run(checkpoint.id, service)
+            checkpoint = self.runner.run(checkpoint.id, service)
+        if checkpoint.finished:
+            self._finished.add(checkpoint.id)

@@ -55,7 +55,9 @@ class Advance:
 @dataclass(frozen=True)
 class StepSettings:
     lease: timedelta = timedelta(seconds=120)
-    lock_poll_seconds: float = 2.0
+    # The longest sleep between two polls of a wait: short enough that the leases renewed
+    # from inside waits (this deploy's slot, the agent's own lock) never lapse in between.
+    max_poll_seconds: float = 5.0
     rollback_health_timeout: timedelta = timedelta(minutes=5)
 
 
@@ -109,7 +111,13 @@ class Steps:
             return check()
 
         try:
-            poll_until(checked, deadline=deadline, clock=self.ports.clock, what=what)
+            poll_until(
+                checked,
+                deadline=deadline,
+                clock=self.ports.clock,
+                what=what,
+                max_wait=self.settings.max_poll_seconds,
+            )
         except DeadlineExceededError as late:
             raise StepFailed(late.message) from late
 

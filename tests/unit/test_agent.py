@@ -1,0 +1,129 @@
+"""The agent loop: resume first, deploy new assignments once, stand by for another agent."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from flotilla.engine import units
+from flotilla.engine.agent import Agent, AgentSettings
+from flotilla.engine.checkpoint import Outcome
+from tests.support.cluster import BROKEN, Cluster
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    made = Cluster(tmp_path)
+    yield made
+    made.shutdown()
+
+
+def run_agent(cluster: Cluster, owner: str = "agent-a", iterations: int = 3) -> Agent:
+    stop = threading.Event()
+    left = [iterations]
+
+    def wait(seconds: float) -> None:
+        cluster.clock.advance(seconds)
+        left[0] -= 1
+        if left[0] <= 0:
+            stop.set()
+
+    agent = Agent(
+        AgentSettings(instance_id="i-1", service="api", agent_version="test", owner=owner),
+        store=cluster.store,
+        locks=cluster.locks,
+        runner=cluster.runner("i-1"),
+        clock=cluster.clock,
+        stop=stop,
+        wait_for_wakeup=wait,
+    )
+    agent.run()
+    return agent
+
+
+class Crash(BaseException):
+    pass
+
+
+def test_the_agent_registers_and_deploys_its_assignment(cluster: Cluster) -> None:
+    v1 = cluster.revision("v1")
+    cluster.instance("i-1")
+    cluster.assign("i-1", v1)
+    run_agent(cluster)
+    instance = cluster.store.get_instance("i-1")
+    assert instance.current_revision == v1.id
+    assert instance.agent_version == "test"
+    assert cluster.locks.holders("agent/i-1") == []  # released on stop
+
+
+def test_an_interrupted_deploy_is_resumed_before_anything_else(cluster: Cluster) -> None:
+    v1 = cluster.revision("v1")
+    cluster.instance("i-1")
+    cluster.assign("i-1", v1)
+
+    def crash(point: str, state: str) -> None:
+        if (point, state) == ("before-step", "draining"):
+            raise Crash
+
+    with pytest.raises(Crash):
+        cluster.deploy("i-1", fault=crash)
+    run_agent(cluster)
+    (deploy,) = cluster.store.list_instance_deploys("i-1")
+    assert deploy.outcome is Outcome.SUCCEEDED
+    assert [t.state for t in deploy.history if t.resumed] == ["draining"]
+
+
+def test_a_rolled_back_assignment_is_not_tried_again(cluster: Cluster) -> None:
+    v1, bad = cluster.revision("v1"), cluster.revision("bad", unit=BROKEN)
+    cluster.instance("i-1")
+    cluster.assign("i-1", v1)
+    run_agent(cluster)
+    cluster.assign("i-1", bad)
+    created: list[str] = []
+    agent_runner = cluster.runner("i-1")
+    original_create = agent_runner.create
+
+    def counting_create(*args, **kwargs):  # type: ignore[no-untyped-def]
+        checkpoint = original_create(*args, **kwargs)
+        created.append(checkpoint.id)
+        return checkpoint
+
+    agent_runner.create = counting_create  # type: ignore[method-assign]
+    stop = threading.Event()
+    left = [6]
+
+    def wait(seconds: float) -> None:
+        cluster.clock.advance(seconds)
+        left[0] -= 1
+        if left[0] <= 0:
+            stop.set()
+
+    Agent(
+        AgentSettings(instance_id="i-1", service="api", agent_version="test", owner="a"),
+        store=cluster.store,
+        locks=cluster.locks,
+        runner=agent_runner,
+        clock=cluster.clock,
+        stop=stop,
+        wait_for_wakeup=wait,
+    ).run()
+    assert len(created) == 1  # six iterations, one attempt
+    deploys = cluster.store.list_instance_deploys("i-1")
+    assert deploys[-1].outcome is Outcome.ROLLED_BACK
+    runtime = cluster.runtime("i-1")
+    assert runtime.owned_units() == [units.installed_name("app.service", v1.id)]
+
+
+def test_a_second_agent_stands_by_while_the_first_holds_the_instance(cluster: Cluster) -> None:
+    v1 = cluster.revision("v1")
+    cluster.instance("i-1")
+    cluster.assign("i-1", v1)
+    held = cluster.locks.acquire("agent/i-1", "agent-a", slots=1, lease=timedelta(minutes=10))
+    assert held is not None
+    run_agent(cluster, owner="agent-b")
+    assert cluster.store.get_instance("i-1").current_revision is None
+    assert cluster.store.list_instance_deploys("i-1") == []
