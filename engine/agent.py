@@ -118,6 +118,7 @@ class Agent:
                     registered = True
                 if not resumed:
                     self._resume_unfinished()
+                    self._restore_units()
                     resumed = True
                 self._heartbeat_if_due()
                 self._deploy_if_assigned()
@@ -173,6 +174,11 @@ class Agent:
             if not checkpoint.finished and not self.stop.is_set():
                 log.info("resuming deploy %s in state %s", checkpoint.id, checkpoint.state)
                 self.runner.run(checkpoint.id, self.store.get_service(checkpoint.service))
+
+    def _restore_units(self) -> None:
+        instance = self.store.get_instance(self.settings.instance_id)
+        if instance.current_revision is not None:
+            self.runner.restore_units(instance, self.store.get_service(instance.service))
 
     def _deploy_if_assigned(self) -> None:
         instance = self.store.get_instance(self.settings.instance_id)

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from opentelemetry import trace
 
-from flotilla.engine import telemetry
+from flotilla.engine import telemetry, units
 from flotilla.engine.checkpoint import DeployCheckpoint, Transition
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, FlotillaError
 from flotilla.engine.lease_keeper import LeaseKeeper
@@ -133,6 +133,27 @@ class DeployRunner:
         finally:
             telemetry.flush()
         return checkpoint
+
+    def restore_units(self, instance: Instance, service: Service) -> bool:
+        """Start the current revision's units again if they are gone (after a reboot: unit
+        and environment files live on tmpfs). Returns whether anything was restored."""
+        current = instance.current_revision
+        ports = self.ports_for(service)
+        if current is None:
+            return False
+        owned = _retried(ports, ports.runtime.owned_units)
+        if any(units.belongs_to(name, current) for name in owned):
+            return False
+        steps = Steps(ports, service, self.settings.steps, self._keeper(ports), _retry_event)
+        attributes = {
+            "flotilla.service": service.name,
+            "flotilla.instance": instance.id,
+            "flotilla.to_revision": current,
+        }
+        with telemetry.call_span("restore", attributes):
+            log.info("the units of revision %s are gone; starting them again", current[:12])
+            steps.start_revision(current)
+        return True
 
     def _keeper(self, ports: Ports) -> Callable[[Lease], LeaseKeeper]:
         return lambda lease: LeaseKeeper(ports.locks, ports.clock, lease, self.settings.steps.lease)

@@ -218,7 +218,7 @@ class Steps:
 
     def starting(self, checkpoint: DeployCheckpoint) -> Advance:
         self.keep_lease()
-        self._start_revision(checkpoint.to_revision)
+        self.start_revision(checkpoint.to_revision)
         health = timedelta(seconds=self.service.health_timeout_seconds)
         return Advance(
             "units_started", deadlines={"health": self._deadline(checkpoint, "health", health)}
@@ -230,7 +230,7 @@ class Steps:
             lambda: self.ports.store.get_revision(self.service.name, revision_id),
         )
 
-    def _start_revision(self, revision_id: str) -> None:
+    def start_revision(self, revision_id: str) -> None:
         """Install, start, and check that the units run well through the settle period."""
         revision = self._revision(revision_id)
         environments: dict[str, dict[str, str]] = {}
@@ -324,7 +324,7 @@ class Steps:
         if work.restore_units:
             self._stop_all_but(checkpoint.from_revision)
             if checkpoint.from_revision is not None:
-                self._start_revision(checkpoint.from_revision)
+                self.start_revision(checkpoint.from_revision)
         balancer = self.ports.load_balancer
         if balancer is not None and work.reregister:
             self.call("lb.register", lambda: balancer.register(checkpoint.instance_id))

@@ -127,3 +127,20 @@ def test_a_second_agent_stands_by_while_the_first_holds_the_instance(cluster: Cl
     run_agent(cluster, owner="agent-b")
     assert cluster.store.get_instance("i-1").current_revision is None
     assert cluster.store.list_instance_deploys("i-1") == []
+
+
+def test_units_lost_in_a_reboot_are_started_again(cluster: Cluster) -> None:
+    v1 = cluster.revision("v1")
+    cluster.instance("i-1")
+    cluster.assign("i-1", v1)
+    run_agent(cluster)
+    runtime = cluster.runtime("i-1")
+    owned = runtime.owned_units()
+    runtime.stop(owned)
+    runtime.remove(owned)  # what a reboot does to units and files on tmpfs
+    assert runtime.owned_units() == []
+    run_agent(cluster)
+    name = units.installed_name("app.service", v1.id)
+    assert runtime.owned_units() == [name]
+    assert [s.active_state for s in runtime.status([name])] == ["active"]
+    assert len(cluster.store.list_instance_deploys("i-1")) == 1  # no new deploy was needed
