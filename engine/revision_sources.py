@@ -1,0 +1,296 @@
+"""Reading a revision's source files: unit files and env files, from a directory or a tar.
+
+A revision is given as a flat set of files, as in the original Flotilla:
+
+    web.service, web.socket, cleanup.timer   unit files, deployed as they are
+    web.env                                  the environment of web.service only
+    cache.env with DOCKER_IMAGE=…            and no cache.service: a generated unit that
+                                             runs the image with `docker run`
+
+`X.env` belongs to `X.service` (or to `X` itself when `X` is a unit name, e.g.
+`web.socket.env`), so two units never share or mix their variables. Everything here is
+pure apart from reading the directory; nothing is stored, and a bad input raises
+`ValidationError` naming the file (never a variable's value).
+
+The generated container unit passes variables with `-e NAME` rather than `--env-file`:
+systemd already loads the unit's EnvironmentFile= (added at install time, its path known
+only to the agent) into the docker client's environment, and docker's own env-file
+format keeps quotes literally, so pointing docker at systemd's file would corrupt values.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flotilla.engine.errors import ValidationError
+from flotilla.engine.validation import UNIT_SUFFIXES, environment_variables, unit_name
+
+MAX_FILE_BYTES = 64 * 1024  # per file, unit or env
+MAX_FILES = 100
+MAX_ARCHIVE_BYTES = 8 * 1024 * 1024  # what `revision add -` reads from standard input
+ENV_SUFFIX = ".env"
+DOCKER_IMAGE = "DOCKER_IMAGE"
+DOCKER_PORT_PREFIX = "DOCKER_PORT_"
+DOCKER = "/usr/bin/docker"
+
+# File names become unit names and parts of paths and command lines: no shell
+# metacharacters, no spaces, no path separators.
+_SAFE_FILE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:_.@-]*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
+_PORT = re.compile(r"^[0-9]{1,5}$")
+_CONTAINER_PORT = re.compile(r"^(?P<port>[0-9]{1,5})(?:/(?:tcp|udp))?$")
+
+
+@dataclass(frozen=True)
+class RevisionSources:
+    """Unit files and each unit's own environment, ready for `build_revision`."""
+
+    units: dict[str, str]
+    environments: dict[str, dict[str, str]] = field(repr=False)  # values may be secret
+    generated: tuple[str, ...] = ()  # units generated from a DOCKER_IMAGE env file
+
+
+def from_directory(path: Path) -> RevisionSources:
+    """Every file directly inside `path` (subdirectories are refused, not searched)."""
+    try:
+        entries = sorted(path.iterdir())
+    except FileNotFoundError as exc:
+        raise ValidationError(f"directory {str(path)!r} does not exist") from exc
+    except NotADirectoryError as exc:
+        raise ValidationError(
+            f"{str(path)!r} is not a directory; give a directory or '-' for a tar on stdin"
+        ) from exc
+    except OSError as exc:
+        raise ValidationError(
+            f"cannot read directory {str(path)!r}: {exc.strerror or exc}"
+        ) from exc
+    if len(entries) > MAX_FILES:
+        raise ValidationError(f"{str(path)!r} holds more than {MAX_FILES} files")
+    files: dict[str, bytes] = {}
+    for entry in entries:
+        if entry.is_dir():
+            raise ValidationError(
+                f"{entry.name!r} in {str(path)!r} is a directory; a revision is a flat set "
+                "of .service, .socket, .timer and .env files"
+            )
+        _safe_file_name(entry.name)
+        try:
+            size = entry.stat().st_size
+            if size > MAX_FILE_BYTES:
+                raise _too_large(entry.name)
+            with entry.open("rb") as stream:
+                data = stream.read(MAX_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ValidationError(f"cannot read {str(entry)!r}: {exc.strerror or exc}") from exc
+        if len(data) > MAX_FILE_BYTES:
+            raise _too_large(entry.name)
+        files[entry.name] = data
+    return from_files(files)
+
+
+def from_tar(data: bytes) -> RevisionSources:
+    """A tar archive (plain or compressed) of the files, e.g. `tar -C DIR -c .`."""
+    if not data:
+        raise ValidationError("standard input is empty; pipe a tar archive of the files into it")
+    if len(data) > MAX_ARCHIVE_BYTES:
+        raise ValidationError(f"the archive is larger than {MAX_ARCHIVE_BYTES // 1024 // 1024} MB")
+    files: dict[str, bytes] = {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
+            for member in archive:
+                name = member.name
+                while name.startswith("./"):
+                    name = name[2:]
+                if member.isdir():
+                    if name.strip("/") in ("", "."):
+                        continue
+                    raise ValidationError(
+                        f"the archive holds a directory {member.name!r}; archive the files "
+                        "themselves, e.g. `tar -C DIR -c .`"
+                    )
+                if not member.isfile():
+                    raise ValidationError(
+                        f"{member.name!r} in the archive is not a regular file (links and "
+                        "devices are refused)"
+                    )
+                if "/" in name:
+                    raise ValidationError(
+                        f"{member.name!r} in the archive is inside a directory; archive the "
+                        "files themselves, e.g. `tar -C DIR -c .`"
+                    )
+                _safe_file_name(name)
+                if member.size > MAX_FILE_BYTES:
+                    raise _too_large(name)
+                if name in files:
+                    raise ValidationError(f"{name!r} appears twice in the archive")
+                if len(files) >= MAX_FILES:
+                    raise ValidationError(f"the archive holds more than {MAX_FILES} files")
+                extracted = archive.extractfile(member)
+                files[name] = extracted.read() if extracted is not None else b""
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise ValidationError(
+            "standard input is not a readable tar archive; pipe one in, e.g. "
+            "`tar -C DIR -c . | flotilla revision add SERVICE -`"
+        ) from exc
+    return from_files(files)
+
+
+def from_files(files: Mapping[str, bytes]) -> RevisionSources:
+    """The pure core: file name -> content, for a flat set of files."""
+    units: dict[str, str] = {}
+    env_files: dict[str, dict[str, str]] = {}
+    for name, data in sorted(files.items()):
+        _safe_file_name(name)
+        if len(data) > MAX_FILE_BYTES:
+            raise _too_large(name)
+        text = _text(name, data)
+        if name.endswith(UNIT_SUFFIXES):
+            units[unit_name(name)] = text
+        elif name.endswith(ENV_SUFFIX) and len(name) > len(ENV_SUFFIX):
+            env_files[name] = parse_env_file(name, text)
+        else:
+            raise ValidationError(
+                f"unknown kind of file {name!r}: a revision holds .service, .socket, .timer "
+                "and .env files only"
+            )
+    environments: dict[str, dict[str, str]] = {}
+    generated: list[str] = []
+    for name, variables in sorted(env_files.items()):
+        stem = name[: -len(ENV_SUFFIX)]
+        target = stem if stem.endswith(UNIT_SUFFIXES) else f"{stem}.service"
+        if target in units:
+            environments[target] = variables
+        elif DOCKER_IMAGE in variables and not stem.endswith(UNIT_SUFFIXES):
+            unit_name(target)
+            units[target], environments[target] = docker_unit(name, stem, variables)
+            generated.append(target)
+        else:
+            raise ValidationError(
+                f"{name} has no unit: add {target}, or set {DOCKER_IMAGE} in it to run a container"
+            )
+        if environments[target] == {}:
+            del environments[target]
+    if not units:
+        raise ValidationError(
+            "no unit files found: a revision needs at least one .service, .socket or .timer "
+            f"file, or an .env file with {DOCKER_IMAGE}"
+        )
+    return RevisionSources(units, environments, tuple(generated))
+
+
+def docker_unit(
+    file_name: str, stem: str, variables: Mapping[str, str]
+) -> tuple[str, dict[str, str]]:
+    """A unit that runs DOCKER_IMAGE, and the variables left for the container itself."""
+    image = variables[DOCKER_IMAGE].strip()
+    if not _IMAGE.match(image):
+        raise ValidationError(
+            f"{DOCKER_IMAGE} in {file_name} is not an image reference (e.g. nginx:1.27 or "
+            "registry.example.com/team/app@sha256:…)"
+        )
+    ports: list[str] = []
+    container_env: dict[str, str] = {}
+    for key, value in sorted(variables.items()):
+        if key == DOCKER_IMAGE:
+            continue
+        if key.startswith(DOCKER_PORT_PREFIX):
+            host = key[len(DOCKER_PORT_PREFIX) :]
+            container = _CONTAINER_PORT.match(value.strip())
+            if (
+                not _PORT.match(host)
+                or container is None
+                or not 0 < int(host) < 65536
+                or not 0 < int(container.group("port")) < 65536
+            ):
+                raise ValidationError(
+                    f"{key} in {file_name}: write DOCKER_PORT_<host port>=<container port>, "
+                    "e.g. DOCKER_PORT_8080=80 (ports 1-65535, optionally /tcp or /udp)"
+                )
+            ports.append(f"{int(host)}:{value.strip()}")
+            continue
+        container_env[key] = value
+    arguments = ["run", "--rm", "--name", "%N"]
+    for mapping in ports:
+        arguments += ["-p", mapping]
+    for key in sorted(container_env):
+        arguments += ["-e", key]  # the value comes from the unit's EnvironmentFile=
+    arguments.append(image)
+    text = (
+        "[Unit]\n"
+        f"Description={stem} (container {image}, generated by Flotilla from {file_name})\n"
+        "After=docker.service\n"
+        "Requires=docker.service\n"
+        "\n"
+        "[Service]\n"
+        f"ExecStartPre=-{DOCKER} rm -f %N\n"
+        f"ExecStart={DOCKER} {' '.join(arguments)}\n"
+        f"ExecStop={DOCKER} stop %N\n"
+        "Restart=always\n"
+        "RestartSec=5\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+    return text, container_env
+
+
+def parse_env_file(name: str, text: str) -> dict[str, str]:
+    """KEY=VALUE lines; blank lines and `#`/`;` comments skipped; `export ` allowed;
+    a value may be wrapped in single quotes (literal) or double quotes (\\ escapes)."""
+    variables: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, equals, value = line.partition("=")
+        key = key.strip()
+        if not equals or not _ENV_KEY.match(key):
+            # The line is not shown: it may hold a secret.
+            raise ValidationError(
+                f"{name}, line {number}: expected NAME=VALUE with a name of letters, digits "
+                "and underscores"
+            )
+        variables[key] = _unquote(name, number, value.strip())
+    return environment_variables(name, variables)
+
+
+def _unquote(name: str, number: int, value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == "'":
+        return value[1:-1]
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return re.sub(r'\\(["\\`$])', r"\1", value[1:-1])
+    if value[:1] in ("'", '"'):
+        raise ValidationError(f"{name}, line {number}: a quoted value is not closed")
+    return value
+
+
+def _text(name: str, data: bytes) -> str:
+    if b"\x00" in data:
+        raise ValidationError(f"{name} is binary, not text; a revision holds text files only")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(
+            f"{name} is not UTF-8 text (byte {exc.start}); a revision holds text files only"
+        ) from exc
+
+
+def _safe_file_name(name: str) -> str:
+    if not _SAFE_FILE_NAME.match(name) or len(name) > 200:
+        raise ValidationError(
+            f"file name {name[:60]!r} is not allowed: use letters, digits and ':_.@-' only "
+            "(no spaces, slashes or shell metacharacters)"
+        )
+    return name
+
+
+def _too_large(name: str) -> ValidationError:
+    return ValidationError(f"{name} is larger than {MAX_FILE_BYTES // 1024} KB")
