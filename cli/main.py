@@ -26,8 +26,14 @@ def cli() -> None:
 
 def _register_commands() -> None:
     from flotilla.cli.agent_command import agent
+    from flotilla.cli.revision_commands import revision
+    from flotilla.cli.service_commands import service
+    from flotilla.cli.weights_command import weights
 
     cli.add_command(agent)
+    cli.add_command(service)
+    cli.add_command(revision)
+    cli.add_command(weights)
 
 
 _register_commands()

@@ -1,0 +1,189 @@
+"""`flotilla revision add|list|show`: immutable sets of unit files and sealed environments.
+
+`add` reads the files (engine.revision_sources), seals each unit's environment with the
+environment's KMS key, stores the revision and prints its id. `list` and `show` print
+variable NAMES only: values are never decrypted here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flotilla.cli.options import aws_options
+from flotilla.cli.output import output_option, print_fields, print_json, print_table
+from flotilla.cli.service_commands import wiring_from
+from flotilla.cli.wiring import Wiring
+from flotilla.engine import revision_sources, validation
+from flotilla.engine.errors import ValidationError
+from flotilla.engine.records import Revision
+from flotilla.engine.revisions import build_revision
+
+ID_CHARS = 12  # how much of an id tables show; any unique prefix names a revision
+
+
+@click.group()
+def revision() -> None:
+    """Add, list and show a service's revisions."""
+
+
+@revision.command()
+@click.argument("service")
+@click.argument("source", metavar="DIR|-")
+@click.option("--label", help="A name for the revision, e.g. v2 [default: a timestamp]")
+@click.option(
+    "--kms-key-id",
+    envvar="FLOTILLA_KMS_KEY_ID",
+    help="KMS key that seals environments [default: alias/flotilla-ENV]",
+)
+@output_option
+@aws_options
+def add(
+    service: str, source: str, label: str | None, kms_key_id: str | None, output: str,
+    **options: Any,
+) -> None:  # fmt: skip
+    """Add a revision of SERVICE from the files in DIR, or from a tar archive on stdin (-).
+
+    DIR holds *.service, *.socket and *.timer unit files and *.env files; X.env is the
+    environment of X.service only. An X.env with DOCKER_IMAGE (and DOCKER_PORT_<host>=
+    <container> mappings) and no X.service becomes a unit running that container.
+    Prints the new revision's id.
+    """
+    validation.service_name(service)
+    if label is not None:
+        validation.revision_label(label)
+    # Everything the user gave is checked before any AWS call.
+    if source == "-":
+        data = sys.stdin.buffer.read(revision_sources.MAX_ARCHIVE_BYTES + 1)
+        sources = revision_sources.from_tar(data)
+    else:
+        sources = revision_sources.from_directory(Path(source))
+    wiring = wiring_from(options)
+    store = wiring.store
+    store.get_service(service)  # an unknown service fails here, before anything is sealed
+    now = wiring.clock.now()
+    label = label or now.strftime("%Y%m%d-%H%M%S")
+    existing = store.list_revisions(service)
+    if any(r.label == label for r in existing):
+        raise ValidationError(
+            f"service {service!r} already has a revision labelled {label!r}; choose another --label"
+        )
+    built = build_revision(
+        service, label, sources.units, sources.environments, _secret_box(wiring, kms_key_id), now
+    )
+    stored = store.put_revision(built)
+    if output == "json":
+        print_json({"id": stored.id, "label": stored.label, "service": service})
+    else:
+        click.echo(stored.id)
+
+
+@revision.command(name="list")
+@click.argument("service")
+@output_option
+@aws_options
+def list_(service: str, output: str, **options: Any) -> None:
+    """List SERVICE's revisions, oldest first, with their current weights."""
+    store = wiring_from(options).store
+    record = store.get_service(validation.service_name(service))
+    revisions = store.list_revisions(service)
+    if output == "json":
+        print_json([_summary(r, record.weights.get(r.id)) for r in revisions])
+        return
+    print_table(
+        ["ID", "LABEL", "CREATED", "UNITS", "WEIGHT"],
+        [
+            [
+                r.id[:ID_CHARS],
+                r.label,
+                r.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                ", ".join(sorted(r.units)),
+                record.weights.get(r.id, "-"),
+            ]
+            for r in revisions
+        ],
+    )
+
+
+@revision.command()
+@click.argument("service")
+@click.argument("revision_name", metavar="REVISION")
+@click.option("--units", "show_units", is_flag=True, help="Also print the unit files")
+@output_option
+@aws_options
+def show(service: str, revision_name: str, show_units: bool, output: str, **options: Any) -> None:
+    """Show one revision (named by label or id prefix): units and variable NAMES."""
+    store = wiring_from(options).store
+    record = store.get_service(validation.service_name(service))
+    found = resolve_revision(store.list_revisions(service), revision_name, service)
+    summary = _summary(found, record.weights.get(found.id))
+    if output == "json":
+        if show_units:
+            summary["unit_files"] = dict(sorted(found.units.items()))
+        print_json(summary)
+        return
+    print_fields(
+        [
+            ("id", found.id),
+            ("label", found.label),
+            ("service", found.service),
+            ("created", found.created_at.isoformat()),
+            ("weight", summary["weight"] if summary["weight"] is not None else "-"),
+        ]
+    )
+    click.echo("units:")
+    names = summary["variables"]
+    for unit in sorted(found.units):
+        variables = ", ".join(names.get(unit, [])) or "(no environment)"
+        click.echo(f"  {unit}: {variables}")
+        if show_units:
+            for line in found.units[unit].splitlines():
+                click.echo(f"    | {line}")
+
+
+def resolve_revision(revisions: list[Revision], name: str, service: str) -> Revision:
+    """The one revision `name` names: an exact id, a label, or a unique id prefix."""
+    exact = [r for r in revisions if r.id == name]
+    if exact:
+        return exact[0]
+    by_label = [r for r in revisions if r.label == name]
+    if len(by_label) == 1:
+        return by_label[0]
+    by_prefix = [r for r in revisions if r.id.startswith(name.lower())] if name else []
+    matches = {r.id: r for r in by_label + by_prefix}
+    if len(matches) == 1:
+        return next(iter(matches.values()))
+    if not matches:
+        raise ValidationError(
+            f"service {service!r} has no revision labelled {name[:70]!r} or with an id "
+            f"starting with it; see `flotilla revision list {service}`"
+        )
+    listed = ", ".join(f"{r.id[:ID_CHARS]} ({r.label})" for r in matches.values())
+    raise ValidationError(
+        f"{name[:70]!r} names more than one revision of {service!r} ({listed}); "
+        "give a longer id prefix"
+    )
+
+
+def _summary(revision: Revision, weight: int | None) -> dict[str, Any]:
+    variables = revision.environment.variable_names if revision.environment else {}
+    return {
+        "id": revision.id,
+        "label": revision.label,
+        "service": revision.service,
+        "created_at": revision.created_at.isoformat(),
+        "units": sorted(revision.units),
+        "variables": {unit: list(names) for unit, names in sorted(variables.items())},
+        "weight": weight,
+    }
+
+
+def _secret_box(wiring: Wiring, key_id: str | None) -> Any:
+    from flotilla.adapters.secrets import KmsSecretBox
+
+    return KmsSecretBox(
+        wiring.client("kms"), key_id or f"alias/flotilla-{wiring.settings.environment}"
+    )

@@ -1,0 +1,242 @@
+"""`flotilla service create|update|show|list|delete`: a service's settings and weights.
+
+Every change is validated before it is written, and written conditionally on the
+version it was based on (`engine.updates`), so a bad option stores nothing and two
+operators never overwrite each other's changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any, TypeVar
+
+import click
+
+from flotilla.cli.options import aws_options, settings_from
+from flotilla.cli.output import output_option, print_fields, print_json, print_table
+from flotilla.cli.wiring import Wiring
+from flotilla.engine import validation
+from flotilla.engine.errors import ValidationError
+from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef, Service
+from flotilla.engine.updates import modify_service
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def wiring_from(options: dict[str, Any]) -> Wiring:
+    return Wiring(
+        settings_from(
+            options["environment"], options["region"], options["profile"], options["endpoint_url"]
+        )
+    )
+
+
+def parse_load_balancer(text: str) -> LoadBalancerRef | None:
+    """`classic:NAME`, `target_group:ARN` or `none`."""
+    if text.strip().lower() == "none":
+        return None
+    kind, colon, name = text.partition(":")
+    kinds = {k.value: k for k in LoadBalancerKind}
+    if not colon or kind not in kinds or not name:
+        raise ValidationError(
+            f"invalid --load-balancer {text[:80]!r}: give classic:NAME, target_group:ARN or none"
+        )
+    return validation.load_balancer(LoadBalancerRef(kinds[kind], name))
+
+
+def settings_options(command: F) -> F:
+    """The options create and update share; each left out means "unchanged" (or default)."""
+    options = [
+        click.option(
+            "--load-balancer",
+            metavar="classic:NAME|target_group:ARN|none",
+            help="Load balancer that instances leave while they upgrade",
+        ),
+        click.option("--drain-timeout", type=int, metavar="SECONDS", help="[default: 300]"),
+        click.option("--health-timeout", type=int, metavar="SECONDS", help="[default: 300]"),
+        click.option(
+            "--settle",
+            type=int,
+            metavar="SECONDS",
+            help="How long units must stay active to count as healthy [default: 5]",
+        ),
+        click.option(
+            "--max-in-flight",
+            metavar="N|P%",
+            help="Instances deploying at once: a count or a share [default: 1]",
+        ),
+        click.option(
+            "--max-failures",
+            type=int,
+            metavar="N",
+            help="Failed deploys before a rollout stops [default: 1]",
+        ),
+        click.option(
+            "--auto-revert/--no-auto-revert",
+            default=None,
+            help="Restore the previous weights when a rollout stops [default: on]",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def apply_settings(service: Service, options: dict[str, Any]) -> Service:
+    """The service with every given option applied; a pure function of both."""
+    changes: dict[str, Any] = {}
+    if options["load_balancer"] is not None:
+        changes["load_balancer"] = parse_load_balancer(options["load_balancer"])
+    for option, attribute in (
+        ("drain_timeout", "drain_timeout_seconds"),
+        ("health_timeout", "health_timeout_seconds"),
+        ("settle", "settle_seconds"),
+    ):
+        if options[option] is not None:
+            changes[attribute] = options[option]
+    rollout: dict[str, Any] = {}
+    if options["max_in_flight"] is not None:
+        rollout["max_in_flight"] = validation.max_in_flight(options["max_in_flight"])
+    if options["max_failures"] is not None:
+        rollout["max_failures"] = options["max_failures"]
+    if options["auto_revert"] is not None:
+        rollout["auto_revert"] = options["auto_revert"]
+    if rollout:
+        changes["rollout"] = replace(service.rollout, **rollout)
+    return validation.service(replace(service, **changes))
+
+
+def service_summary(service: Service) -> dict[str, Any]:
+    """What `show` and `list` report: settings, policy and weights (no secrets live here)."""
+    balancer = service.load_balancer
+    return {
+        "name": service.name,
+        "load_balancer": None
+        if balancer is None
+        else {"kind": balancer.kind.value, "name": balancer.name},
+        "drain_timeout_seconds": service.drain_timeout_seconds,
+        "health_timeout_seconds": service.health_timeout_seconds,
+        "settle_seconds": service.settle_seconds,
+        "rollout_policy": {
+            "max_in_flight": service.rollout.max_in_flight,
+            "max_failures": service.rollout.max_failures,
+            "auto_revert": service.rollout.auto_revert,
+        },
+        "weights": dict(service.weights),
+        "paused": service.paused,
+        "version": service.version,
+        "created_at": service.created_at.isoformat() if service.created_at else None,
+        "updated_at": service.updated_at.isoformat() if service.updated_at else None,
+    }
+
+
+def _balancer_text(service: Service) -> str:
+    balancer = service.load_balancer
+    return "none" if balancer is None else f"{balancer.kind.value}:{balancer.name}"
+
+
+def _weights_text(weights: dict[str, int]) -> str:
+    return ", ".join(f"{rev[:12]}={w}" for rev, w in sorted(weights.items())) or "-"
+
+
+def _show(service: Service, output: str) -> None:
+    if output == "json":
+        print_json(service_summary(service))
+        return
+    print_fields(
+        [
+            ("name", service.name),
+            ("load balancer", _balancer_text(service)),
+            ("drain timeout", f"{service.drain_timeout_seconds}s"),
+            ("health timeout", f"{service.health_timeout_seconds}s"),
+            ("settle", f"{service.settle_seconds}s"),
+            ("max in flight", service.rollout.max_in_flight),
+            ("max failures", service.rollout.max_failures),
+            ("auto revert", "yes" if service.rollout.auto_revert else "no"),
+            ("weights", _weights_text(service.weights)),
+            ("paused", "yes" if service.paused else "no"),
+            ("version", service.version),
+        ]
+    )
+
+
+@click.group()
+def service() -> None:
+    """Create, change, show, list and delete services."""
+
+
+@service.command()
+@click.argument("name")
+@settings_options
+@output_option
+@aws_options
+def create(name: str, output: str, **options: Any) -> None:
+    """Create the service NAME (it runs nothing until a revision gets a weight)."""
+    record = apply_settings(Service(name=validation.service_name(name)), options)
+    stored = wiring_from(options).store.create_service(record)
+    _show(stored, output)
+
+
+@service.command()
+@click.argument("name")
+@settings_options
+@output_option
+@aws_options
+def update(name: str, output: str, **options: Any) -> None:
+    """Change the given settings of NAME; the others stay as they are."""
+    validation.service_name(name)
+    apply_settings(Service(name=name), options)  # bad options fail before any AWS call
+    stored = modify_service(
+        wiring_from(options).store, name, lambda current: apply_settings(current, options)
+    )
+    _show(stored, output)
+
+
+@service.command()
+@click.argument("name")
+@output_option
+@aws_options
+def show(name: str, output: str, **options: Any) -> None:
+    """Show NAME's settings, rollout policy and weights."""
+    _show(wiring_from(options).store.get_service(validation.service_name(name)), output)
+
+
+@service.command(name="list")
+@output_option
+@aws_options
+def list_(output: str, **options: Any) -> None:
+    """List every service of the environment."""
+    services = wiring_from(options).store.list_services()
+    if output == "json":
+        print_json([service_summary(s) for s in services])
+        return
+    print_table(
+        ["NAME", "LOAD BALANCER", "MAX IN FLIGHT", "WEIGHTS", "VERSION"],
+        [
+            [
+                s.name,
+                _balancer_text(s),
+                s.rollout.max_in_flight,
+                _weights_text(s.weights),
+                s.version,
+            ]
+            for s in services
+        ],
+    )
+
+
+@service.command()
+@click.argument("name")
+@click.option(
+    "--expected-version",
+    type=click.IntRange(min=1),
+    help="Delete only if the service is still at this version [default: the version read now]",
+)
+@aws_options
+def delete(name: str, expected_version: int | None, **options: Any) -> None:
+    """Delete the service NAME (its revisions and instances are left as they are)."""
+    store = wiring_from(options).store
+    current = store.get_service(validation.service_name(name))
+    store.delete_service(name, expected_version=expected_version or current.version)
+    click.echo(f"deleted service {name}")
