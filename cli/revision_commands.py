@@ -149,9 +149,8 @@ def resolve_revision(revisions: list[Revision], name: str, service: str) -> Revi
     exact = [r for r in revisions if r.id == name]
     if exact:
         return exact[0]
+    # A label that is also a prefix of another revision's id is ambiguous, not a label.
     by_label = [r for r in revisions if r.label == name]
-    if len(by_label) == 1:
-        return by_label[0]
     by_prefix = [r for r in revisions if r.id.startswith(name.lower())] if name else []
     matches = {r.id: r for r in by_label + by_prefix}
     if len(matches) == 1:

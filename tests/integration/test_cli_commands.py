@@ -1,0 +1,270 @@
+"""The `flotilla` console script, as an operator runs it, against a moto server.
+
+Each bad-input case compares a full scan of every table of the environment before and
+after: a mistake must print one line (no traceback), exit 2 (or 1) and change nothing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.agents import FLOTILLA
+from tests.support.aws import REGION, create_environment_stack, dynamodb_client, moto_server
+
+SECRET = "hunter2-very-secret"
+WEB = "[Unit]\nAfter=docker.service\nRequires=docker.service\n[Service]\nExecStart=/usr/bin/web\n"
+WORKER = "[Service]\nExecStart=/usr/bin/worker\n"
+
+
+@dataclass
+class Cli:
+    endpoint: str
+    environment: str
+
+    def run(
+        self, *args: str, stdin: bytes | None = None, with_region: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("AWS_REGION", "AWS_DEFAULT_REGION")
+        }
+        aws = ["--endpoint-url", self.endpoint, "--env", self.environment]
+        if with_region:
+            aws += ["--region", REGION]
+        completed = subprocess.run(
+            [FLOTILLA, *args, *aws],
+            input=stdin,
+            capture_output=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+        return subprocess.CompletedProcess(
+            completed.args,
+            completed.returncode,
+            completed.stdout.decode(),
+            completed.stderr.decode(),
+        )
+
+    def ok(self, *args: str, stdin: bytes | None = None) -> str:
+        result = self.run(*args, stdin=stdin)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def snapshot(self) -> dict[str, list[Any]]:
+        client = dynamodb_client(self.endpoint)
+        prefix = f"flotilla-{self.environment}-"
+        tables = [t for t in client.list_tables()["TableNames"] if t.startswith(prefix)]
+        assert len(tables) >= 5
+        scans: dict[str, list[Any]] = {}
+        for table in sorted(tables):
+            items = client.scan(TableName=table, ConsistentRead=True)["Items"]
+            scans[table] = sorted(
+                items, key=lambda item: json.dumps(item, sort_keys=True, default=repr)
+            )
+        return scans
+
+
+@pytest.fixture(scope="module")
+def cli() -> Iterator[Cli]:
+    environment = f"cli{os.getpid()}"
+    with moto_server() as endpoint:
+        create_environment_stack(environment, endpoint)
+        yield Cli(endpoint, environment)
+
+
+@pytest.fixture(scope="module")
+def service(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Service `shop` with two revisions: `v1` from a directory, `v2` from a tar on stdin."""
+    cli.ok("service", "create", "shop", "--max-in-flight", "25%", "--drain-timeout", "30")
+    directory = tmp_path_factory.mktemp("v1")
+    (directory / "web.service").write_text(WEB)
+    (directory / "web.env").write_text(f"DB_PASSWORD='{SECRET}'\nPORT=8080\n")
+    (directory / "worker.service").write_text(WORKER)
+    (directory / "worker.env").write_text("QUEUE=jobs\n")
+    v1 = cli.ok("revision", "add", "shop", str(directory), "--label", "v1").strip()
+    assert len(v1) == 64
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, data in {
+            "cache.env": f"DOCKER_IMAGE=redis:7\nDOCKER_PORT_6380=6379\nPASSWORD={SECRET}\n",
+            "web.service": WEB,
+        }.items():
+            info = tarfile.TarInfo(f"./{name}")
+            info.size = len(data.encode())
+            tar.addfile(info, io.BytesIO(data.encode()))
+    added = json.loads(
+        cli.ok(
+            "revision", "add", "shop", "-", "--label", "v2", "-o", "json", stdin=archive.getvalue()
+        )
+    )
+    assert added["label"] == "v2"
+    return "shop"
+
+
+def test_service_show_and_list(cli: Cli, service: str) -> None:
+    shown = json.loads(cli.ok("service", "show", service, "--output", "json"))
+    assert shown["rollout_policy"]["max_in_flight"] == "25%"
+    assert shown["drain_timeout_seconds"] == 30
+    assert shown["load_balancer"] is None
+    listed = json.loads(cli.ok("service", "list", "-o", "json"))
+    assert service in [s["name"] for s in listed]
+    assert service in cli.ok("service", "list")
+
+
+def test_service_update_changes_only_the_given_settings(cli: Cli) -> None:
+    cli.ok("service", "create", "upd")
+    updated = json.loads(
+        cli.ok(
+            "service", "update", "upd", "--load-balancer", "classic:web-elb", "--no-auto-revert",
+            "--settle", "10", "-o", "json",
+        )
+    )  # fmt: skip
+    assert updated["load_balancer"] == {"kind": "classic", "name": "web-elb"}
+    assert updated["rollout_policy"]["auto_revert"] is False
+    assert updated["settle_seconds"] == 10
+    assert updated["drain_timeout_seconds"] == 300
+    assert updated["version"] == 2
+    cli.ok("service", "delete", "upd")
+    assert "upd" not in [s["name"] for s in json.loads(cli.ok("service", "list", "-o", "json"))]
+
+
+def test_revision_list_and_show_never_print_secret_values(cli: Cli, service: str) -> None:
+    listed = json.loads(cli.ok("revision", "list", service, "-o", "json"))
+    assert [r["label"] for r in listed] == ["v1", "v2"]
+    v1, v2 = listed
+    assert v1["variables"] == {
+        "web.service": ["DB_PASSWORD", "PORT"],
+        "worker.service": ["QUEUE"],
+    }
+    assert v2["units"] == ["cache.service", "web.service"]
+    assert v2["variables"] == {"cache.service": ["PASSWORD"]}
+    outputs = [
+        cli.ok("revision", "list", service),
+        cli.ok("revision", "show", service, "v1"),
+        cli.ok("revision", "show", service, "v2", "--units"),
+        cli.ok("revision", "show", service, "v2", "--units", "-o", "json"),
+    ]
+    for output in outputs:
+        assert SECRET not in output
+    assert "DB_PASSWORD" in outputs[1]
+    assert "docker run" in outputs[2]  # the generated container unit
+    assert "-e PASSWORD redis:7" in outputs[2]
+
+
+def test_weights_by_label_and_by_id_prefix(cli: Cli, service: str) -> None:
+    revisions = json.loads(cli.ok("revision", "list", service, "-o", "json"))
+    v1, v2 = (r["id"] for r in revisions)
+    cli.ok("weights", service, "v1=100")
+    result = json.loads(cli.ok("weights", service, f"{v2[:8]}=25", "v1=75", "-o", "json"))
+    assert {w["id"]: w["weight"] for w in result["weights"]} == {v1: 75, v2: 25}
+    shown = json.loads(cli.ok("service", "show", service, "-o", "json"))
+    assert shown["weights"] == {v1: 75, v2: 25}
+    assert "v2" in cli.ok("weights", service, "v2=25")
+
+
+def assert_refused(
+    cli: Cli, *args: str, code: int = 2, stdin: bytes | None = None, **kw: Any
+) -> str:
+    before = cli.snapshot()
+    result = cli.run(*args, stdin=stdin, **kw)
+    after = cli.snapshot()
+    assert result.returncode == code, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert after == before
+    return lines[0]
+
+
+def test_weights_mistakes_change_nothing(cli: Cli, service: str, tmp_path: Path) -> None:
+    assert "invalid weight" in assert_refused(cli, "weights", service, "v1=-3")
+    assert "invalid weight" in assert_refused(cli, "weights", service, "v1=10", "v2=lots")
+    assert "no revision labelled 'v9'" in assert_refused(cli, "weights", service, "v1=5", "v9=5")
+    assert "REVISION=WEIGHT" in assert_refused(cli, "weights", service, "v1")
+    assert "REVISION=WEIGHT" in assert_refused(cli, "weights", service, "=5")
+    assert "named twice" in assert_refused(cli, "weights", service, "v1=5", "v1=6")
+    assert "does not exist" in assert_refused(cli, "weights", "nosuch", "v1=5", code=1)
+
+
+def test_a_name_matching_two_revisions_is_refused(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("service", "create", "amb")
+    (tmp_path / "web.service").write_text(WORKER)
+    first = cli.ok("revision", "add", "amb", str(tmp_path), "--label", "one").strip()
+    # A second revision labelled with a prefix of the first one's id.
+    (tmp_path / "web.service").write_text(WEB)
+    cli.ok("revision", "add", "amb", str(tmp_path), "--label", first[:6])
+    line = assert_refused(cli, "weights", "amb", f"{first[:6]}=5")
+    assert "more than one revision" in line
+    assert "longer id prefix" in line
+    cli.ok("weights", "amb", f"{first[:12]}=5")
+
+
+def test_revision_add_mistakes_change_nothing(cli: Cli, service: str, tmp_path: Path) -> None:
+    assert "does not exist" in assert_refused(
+        cli, "revision", "add", service, str(tmp_path / "missing")
+    )
+    (tmp_path / "web.service").write_bytes(b"\x00\x01\x02garbage")
+    assert "binary" in assert_refused(cli, "revision", "add", service, str(tmp_path))
+    (tmp_path / "web.service").write_text(WEB)
+    assert "already has a revision labelled 'v1'" in assert_refused(
+        cli, "revision", "add", service, str(tmp_path), "--label", "v1"
+    )
+    assert "not a readable tar" in assert_refused(
+        cli, "revision", "add", service, "-", stdin=b"not a tar at all" * 100
+    )
+    (tmp_path / "notes.txt").write_text("hello")
+    assert "unknown kind of file" in assert_refused(cli, "revision", "add", service, str(tmp_path))
+    (tmp_path / "notes.txt").unlink()
+    assert "invalid revision label" in assert_refused(
+        cli, "revision", "add", service, str(tmp_path), "--label", "bad label!"
+    )
+    assert "does not exist" in assert_refused(
+        cli, "revision", "add", "nosuch", str(tmp_path), code=1
+    )
+    assert "no AWS region" in assert_refused(
+        cli, "revision", "add", service, str(tmp_path), code=1, with_region=False
+    )
+
+
+def test_service_mistakes_change_nothing(cli: Cli, service: str) -> None:
+    assert "invalid service name" in assert_refused(cli, "service", "create", "Bad_Name")
+    assert "--load-balancer" in assert_refused(
+        cli, "service", "create", "lb", "--load-balancer", "alb:thing"
+    )
+    assert "max_in_flight" in assert_refused(
+        cli, "service", "update", service, "--max-in-flight", "0"
+    )
+    assert "drain timeout" in assert_refused(
+        cli, "service", "update", service, "--drain-timeout", "-1"
+    )
+    assert "exists already" in assert_refused(cli, "service", "create", service, code=1)
+    assert "does not exist" in assert_refused(cli, "service", "show", "nosuch", code=1)
+    assert "changed meanwhile" in assert_refused(
+        cli, "service", "delete", service, "--expected-version", "999", code=1
+    )
+    assert "no revision" in assert_refused(cli, "revision", "show", service, "zzz")
+
+
+def test_every_command_has_help(cli: Cli) -> None:
+    for command in (
+        ["service", "create"], ["service", "update"], ["service", "show"], ["service", "list"],
+        ["service", "delete"], ["revision", "add"], ["revision", "list"], ["revision", "show"],
+        ["weights"],
+    ):  # fmt: skip
+        result = subprocess.run(
+            [FLOTILLA, *command, "--help"], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert "Usage:" in result.stdout
