@@ -15,7 +15,7 @@ import click
 
 from flotilla.cli.options import aws_options
 from flotilla.cli.output import output_option, print_fields, print_json, print_table
-from flotilla.cli.service_commands import wiring_from
+from flotilla.cli.service_commands import existing_service, wiring_from
 from flotilla.cli.wiring import Wiring
 from flotilla.engine import revision_sources, validation
 from flotilla.engine.errors import ValidationError
@@ -57,17 +57,27 @@ def add(
         validation.revision_label(label)
     # Everything the user gave is checked before any AWS call.
     if source == "-":
+        if sys.stdin.isatty():
+            raise ValidationError(
+                "'-' reads a tar archive from standard input, which is a terminal; pipe one in, "
+                f"e.g. `tar -C DIR -c . | flotilla revision add {service} -`"
+            )
         data = sys.stdin.buffer.read(revision_sources.MAX_ARCHIVE_BYTES + 1)
         sources = revision_sources.from_tar(data)
     else:
         sources = revision_sources.from_directory(Path(source))
     wiring = wiring_from(options)
     store = wiring.store
-    store.get_service(service)  # an unknown service fails here, before anything is sealed
+    existing_service(store, service, wiring)  # fails before anything is sealed
     now = wiring.clock.now()
-    label = label or now.strftime("%Y%m%d-%H%M%S")
-    existing = store.list_revisions(service)
-    if any(r.label == label for r in existing):
+    taken = {r.label for r in store.list_revisions(service)}
+    if label is None:
+        label = stamp = now.strftime("%Y%m%d-%H%M%S")
+        suffix = 1
+        while label in taken:  # two adds within the same second
+            suffix += 1
+            label = f"{stamp}-{suffix}"
+    if label in taken:
         raise ValidationError(
             f"service {service!r} already has a revision labelled {label!r}; choose another --label"
         )
@@ -87,8 +97,9 @@ def add(
 @aws_options
 def list_(service: str, output: str, **options: Any) -> None:
     """List SERVICE's revisions, oldest first, with their current weights."""
-    store = wiring_from(options).store
-    record = store.get_service(validation.service_name(service))
+    wiring = wiring_from(options)
+    store = wiring.store
+    record = existing_service(store, service, wiring)
     revisions = store.list_revisions(service)
     if output == "json":
         print_json([_summary(r, record.weights.get(r.id)) for r in revisions])
@@ -116,8 +127,9 @@ def list_(service: str, output: str, **options: Any) -> None:
 @aws_options
 def show(service: str, revision_name: str, show_units: bool, output: str, **options: Any) -> None:
     """Show one revision (named by label or id prefix): units and variable NAMES."""
-    store = wiring_from(options).store
-    record = store.get_service(validation.service_name(service))
+    wiring = wiring_from(options)
+    store = wiring.store
+    record = existing_service(store, service, wiring)
     found = resolve_revision(store.list_revisions(service), revision_name, service)
     summary = _summary(found, record.weights.get(found.id))
     if output == "json":
@@ -141,7 +153,7 @@ def show(service: str, revision_name: str, show_units: bool, output: str, **opti
         click.echo(f"  {unit}: {variables}")
         if show_units:
             for line in found.units[unit].splitlines():
-                click.echo(f"    | {line}")
+                click.echo(f"    | {line}".rstrip())
 
 
 def resolve_revision(revisions: list[Revision], name: str, service: str) -> Revision:

@@ -17,7 +17,8 @@ from flotilla.cli.options import aws_options, settings_from
 from flotilla.cli.output import output_option, print_fields, print_json, print_table
 from flotilla.cli.wiring import Wiring
 from flotilla.engine import validation
-from flotilla.engine.errors import ValidationError
+from flotilla.engine.errors import NotFoundError, ValidationError
+from flotilla.engine.ports import StateStore
 from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef, Service
 from flotilla.engine.updates import modify_service
 
@@ -30,6 +31,17 @@ def wiring_from(options: dict[str, Any]) -> Wiring:
             options["environment"], options["region"], options["profile"], options["endpoint_url"]
         )
     )
+
+
+def existing_service(store: StateStore, name: str, wiring: Wiring) -> Service:
+    """The stored service, or a NotFoundError that says where we looked and what to do."""
+    try:
+        return store.get_service(validation.service_name(name))
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"service {name!r} does not exist in environment {wiring.settings.environment!r}; "
+            "see `flotilla service list`, or create it with `flotilla service create`"
+        ) from exc
 
 
 def parse_load_balancer(text: str) -> LoadBalancerRef | None:
@@ -187,9 +199,9 @@ def update(name: str, output: str, **options: Any) -> None:
     """Change the given settings of NAME; the others stay as they are."""
     validation.service_name(name)
     apply_settings(Service(name=name), options)  # bad options fail before any AWS call
-    stored = modify_service(
-        wiring_from(options).store, name, lambda current: apply_settings(current, options)
-    )
+    wiring = wiring_from(options)
+    existing_service(wiring.store, name, wiring)
+    stored = modify_service(wiring.store, name, lambda current: apply_settings(current, options))
     _show(stored, output)
 
 
@@ -199,7 +211,8 @@ def update(name: str, output: str, **options: Any) -> None:
 @aws_options
 def show(name: str, output: str, **options: Any) -> None:
     """Show NAME's settings, rollout policy and weights."""
-    _show(wiring_from(options).store.get_service(validation.service_name(name)), output)
+    wiring = wiring_from(options)
+    _show(existing_service(wiring.store, name, wiring), output)
 
 
 @service.command(name="list")
@@ -236,7 +249,8 @@ def list_(output: str, **options: Any) -> None:
 @aws_options
 def delete(name: str, expected_version: int | None, **options: Any) -> None:
     """Delete the service NAME (its revisions and instances are left as they are)."""
-    store = wiring_from(options).store
-    current = store.get_service(validation.service_name(name))
+    wiring = wiring_from(options)
+    store = wiring.store
+    current = existing_service(store, name, wiring)
     store.delete_service(name, expected_version=expected_version or current.version)
     click.echo(f"deleted service {name}")

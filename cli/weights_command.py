@@ -14,7 +14,7 @@ import click
 from flotilla.cli.options import aws_options
 from flotilla.cli.output import output_option, print_json, print_table
 from flotilla.cli.revision_commands import ID_CHARS, resolve_revision
-from flotilla.cli.service_commands import wiring_from
+from flotilla.cli.service_commands import existing_service, wiring_from
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.updates import set_weights
@@ -47,8 +47,9 @@ def weights(service: str, pairs: tuple[str, ...], output: str, **options: Any) -
     """
     validation.service_name(service)
     parsed = parse_pairs(pairs)
-    store = wiring_from(options).store
-    store.get_service(service)
+    wiring = wiring_from(options)
+    store = wiring.store
+    existing_service(store, service, wiring)
     revisions = store.list_revisions(service)
     chosen: dict[str, int] = {}
     for name, weight in parsed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import tarfile
 from collections.abc import Iterator
@@ -209,6 +210,10 @@ def test_a_name_matching_two_revisions_is_refused(cli: Cli, tmp_path: Path) -> N
     assert "more than one revision" in line
     assert "longer id prefix" in line
     cli.ok("weights", "amb", f"{first[:12]}=5")
+    # Without --label, a revision is labelled with the time it was added.
+    (tmp_path / "web.service").write_text(WEB + "Restart=always\n")
+    added = json.loads(cli.ok("revision", "add", "amb", str(tmp_path), "-o", "json"))
+    assert re.fullmatch(r"20[0-9]{6}-[0-9]{6}(-[0-9]+)?", added["label"])
 
 
 def test_revision_add_mistakes_change_nothing(cli: Cli, service: str, tmp_path: Path) -> None:
@@ -250,7 +255,7 @@ def test_service_mistakes_change_nothing(cli: Cli, service: str) -> None:
         cli, "service", "update", service, "--drain-timeout", "-1"
     )
     assert "exists already" in assert_refused(cli, "service", "create", service, code=1)
-    assert "does not exist" in assert_refused(cli, "service", "show", "nosuch", code=1)
+    assert "flotilla service create" in assert_refused(cli, "service", "show", "nosuch", code=1)
     assert "changed meanwhile" in assert_refused(
         cli, "service", "delete", service, "--expected-version", "999", code=1
     )
