@@ -1,0 +1,198 @@
+"""The scheduler daemon's loop: lead (or stand by), pass on a timer and at once on events.
+
+A standby only polls the leader lease: it never receives from the queue, so it can
+neither consume nor drop an event. The leader runs a full pass of its shard as soon as
+it becomes leader and then every `interval`; between passes it long-polls the queue (never
+longer than its lease allows before renewal) and runs a pass over the services the events
+name. An event is acknowledged only after the pass that handled its service succeeded,
+so one received by a leader that dies, loses its lease or fails on that service comes
+back after the visibility timeout to whoever leads then. Events are wake-ups, not data:
+every pass reads the truth from the store, so handling one twice is harmless.
+
+With shards (`segments > 1`) an event may name a service of another shard; a leader
+acknowledges only events of its own services (or of services that do not exist) and
+leaves the others to reappear for their shard's leader.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from flotilla.engine.clock import Clock
+from flotilla.engine.errors import FlotillaError, LockLostError, NotFoundError
+from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
+from flotilla.engine.ports import Event, EventQueue, LockService, StateStore
+from flotilla.scheduler.leader import Leadership, lock_name
+from flotilla.scheduler.pass_ import PassReport, PassSettings, SchedulerPass
+
+log = logging.getLogger(__name__)
+
+MAX_POLL = timedelta(seconds=20)  # SQS's longest long poll
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    owner: str  # unique per scheduler process
+    segment: int = 0
+    segments: int = 1
+    interval: timedelta = timedelta(seconds=15)  # between full passes
+    lease: timedelta = timedelta(seconds=15)
+    instance_ttl: timedelta = DEFAULT_INSTANCE_TTL
+    max_events: int = 10
+    retry_after: timedelta = timedelta(seconds=2)  # after a failed iteration
+
+    def __post_init__(self) -> None:
+        if self.segments < 1 or not 0 <= self.segment < self.segments:
+            raise ValueError(
+                f"segment {self.segment} of {self.segments}: need 0 <= segment < segments"
+            )
+        if self.interval <= timedelta(0) or self.lease <= timedelta(0):
+            raise ValueError("interval and lease must be positive")
+
+    @property
+    def lock_name(self) -> str:
+        return lock_name(self.segment, self.segments)
+
+
+class Scheduler:
+    """One scheduler process. `run()` loops until `stop` is set; `step()` is one iteration."""
+
+    def __init__(
+        self,
+        settings: SchedulerSettings,
+        *,
+        store: StateStore,
+        locks: LockService,
+        events: EventQueue,
+        clock: Clock,
+        stop: threading.Event | None = None,
+        wait: Callable[[float], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.events = events
+        self.clock = clock
+        self.stop = stop or threading.Event()
+        self._wait = wait or clock.sleep
+        self.leadership = Leadership(
+            locks, clock, name=settings.lock_name, owner=settings.owner, lease=settings.lease
+        )
+        self.passes = SchedulerPass(
+            store,
+            clock,
+            PassSettings(
+                instance_ttl=settings.instance_ttl,
+                segment=settings.segment,
+                segments=settings.segments,
+                fence_lock=settings.lock_name,
+            ),
+            guard=self.leadership.guard,
+        )
+        self._next_full_pass: datetime | None = None
+        self._known: set[str] = set()  # the services of this shard, as of the last full pass
+        self.last_report: PassReport | None = None
+
+    # --- the loop --------------------------------------------------------------------
+
+    def run(self) -> None:
+        log.info("scheduler %s starting for %s", self.settings.owner, self.settings.lock_name)
+        try:
+            while not self.stop.is_set():
+                self.step()
+        finally:
+            self.leadership.step_down()
+            log.info("scheduler %s stopped", self.settings.owner)
+
+    def step(self) -> None:
+        if not self.leadership.is_leader:
+            if not self._try_to_lead():
+                self._wait(self._standby_poll())
+                return
+            self._next_full_pass = None  # a new leader first reconciles everything
+        try:
+            self.leadership.keep()
+            if self._next_full_pass is None or self.clock.now() >= self._next_full_pass:
+                self._full_pass()
+            self._receive_and_handle()
+        except LockLostError as lost:
+            self.leadership.forget()
+            log.warning("no longer leading %s: %s", self.settings.lock_name, lost.message)
+        except FlotillaError as failed:
+            log.warning("scheduler iteration failed: %s", failed.message)
+            self._wait(self.settings.retry_after.total_seconds())
+
+    def _try_to_lead(self) -> bool:
+        try:
+            return self.leadership.try_acquire()
+        except FlotillaError as failed:
+            log.warning("cannot reach the lock service: %s", failed.message)
+            return False
+
+    def _standby_poll(self) -> float:
+        # A third of the lease: a standby takes over at most that long after it lapsed.
+        return self.settings.lease.total_seconds() / 3
+
+    # --- passes ----------------------------------------------------------------------
+
+    def _full_pass(self) -> PassReport:
+        started = self.clock.now()
+        report = self.passes.run()
+        self._known = set(report.services)
+        self._next_full_pass = started + self.settings.interval
+        self.last_report = report
+        return report
+
+    def _receive_and_handle(self) -> None:
+        wake_at = self._next_full_pass or self.clock.now()
+        budget = min(
+            (wake_at - self.clock.now()).total_seconds(),
+            self.leadership.seconds_until_renewal(),
+            MAX_POLL.total_seconds(),
+        )
+        budget = max(0.0, budget)
+        events = self.events.receive(
+            wait=timedelta(seconds=budget), max_events=self.settings.max_events
+        )
+        if events:
+            self._handle(events)
+            return
+        # A queue may answer early (SQS waits whole seconds): sleep out the rest.
+        rest = min(
+            (wake_at - self.clock.now()).total_seconds(), self.leadership.seconds_until_renewal()
+        )
+        if rest > 0 and not self.stop.is_set():
+            self._wait(rest)
+
+    def _handle(self, events: list[Event]) -> None:
+        names = {event.service for event in events}
+        log.info("woken by %d event(s) for %s", len(events), ", ".join(sorted(names)))
+        # A service this shard has not seen yet calls for a full pass of the shard.
+        report = self.passes.run(names) if names <= self._known else self._full_pass()
+        self.last_report = report
+        for event in events:
+            if self._ours_and_handled(event, report):
+                self._ack(event)
+
+    def _ours_and_handled(self, event: Event, report: PassReport) -> bool:
+        if report.handled(event.service):
+            return True
+        if event.service in report.failed:
+            return False  # comes back after the visibility timeout
+        if self.settings.segments == 1:
+            return True  # a full pass saw every service: this one does not exist
+        try:
+            self.store.get_service(event.service)
+        except NotFoundError:
+            return True
+        return False  # another shard's service: leave it to that shard's leader
+
+    def _ack(self, event: Event) -> None:
+        try:
+            self.events.ack(event)
+        except FlotillaError as failed:
+            # It comes back and is handled again: harmless, passes are idempotent.
+            log.warning("could not acknowledge a %s event: %s", event.kind, failed.message)
