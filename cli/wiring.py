@@ -18,6 +18,7 @@ from botocore.exceptions import NoRegionError, ProfileNotFound
 from flotilla.adapters.dynamodb_codec import CLIENT_CONFIG
 from flotilla.adapters.dynamodb_locks import DynamoDBLockService
 from flotilla.adapters.dynamodb_store import DynamoDBStateStore
+from flotilla.adapters.sqs_events import SqsEventQueue
 from flotilla.engine.clock import Clock, SystemClock
 from flotilla.engine.config import TableNames
 from flotilla.engine.errors import ConfigurationError
@@ -96,3 +97,7 @@ class Wiring:
     @cached_property
     def locks(self) -> DynamoDBLockService:
         return DynamoDBLockService(self.dynamodb, self.tables.locks, self.clock)
+
+    @cached_property
+    def events(self) -> SqsEventQueue:
+        return SqsEventQueue.for_environment(self.client("sqs"), self.settings.environment)

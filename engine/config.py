@@ -20,6 +20,7 @@ class TableNames:
     instances: str
     deploys: str
     locks: str
+    users: str
 
     @classmethod
     def for_environment(cls, environment: str) -> TableNames:
@@ -30,4 +31,5 @@ class TableNames:
             instances=f"{prefix}-instances",
             deploys=f"{prefix}-deploys",
             locks=f"{prefix}-locks",
+            users=f"{prefix}-users",
         )
