@@ -15,7 +15,7 @@ from flotilla.engine.records import Instance
 from tests.contract.conftest import Backend
 from tests.support.aws import create_environment_stack, dynamodb_client
 
-EXPECTED = {"services", "revisions", "instances", "deploys", "locks"}
+EXPECTED = {"services", "revisions", "instances", "deploys", "locks", "users"}
 
 
 def test_the_template_defines_every_table_on_demand_with_ttl_where_items_expire() -> None:
