@@ -27,6 +27,7 @@ def cli() -> None:
 def _register_commands() -> None:
     from flotilla.cli.agent_command import agent
     from flotilla.cli.revision_commands import revision
+    from flotilla.cli.scheduler_command import scheduler
     from flotilla.cli.service_commands import service
     from flotilla.cli.weights_command import weights
 
@@ -34,6 +35,7 @@ def _register_commands() -> None:
     cli.add_command(service)
     cli.add_command(revision)
     cli.add_command(weights)
+    cli.add_command(scheduler)
 
 
 _register_commands()

@@ -1,0 +1,113 @@
+"""`flotilla scheduler`: the leader-elected service that turns weights into assignments.
+
+Run several (one per availability zone, say): one leads, the others stand by and take
+over within about a third of the lease after the leader dies or stops.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flotilla.cli.observability import configure_logging, configure_tracing
+from flotilla.cli.options import aws_options, settings_from
+from flotilla.cli.otlp_file import OtlpJsonFileExporter
+from flotilla.cli.wiring import Wiring
+from flotilla.engine.errors import ValidationError
+from flotilla.scheduler.service import Scheduler, SchedulerSettings
+
+
+@click.command()
+@click.option(
+    "--interval",
+    type=click.FloatRange(1, 3600),
+    default=15.0,
+    show_default=True,
+    help="Seconds between full passes over every service (events trigger passes in between)",
+)
+@click.option(
+    "--lease-seconds",
+    type=click.FloatRange(3, 3600),
+    default=15.0,
+    show_default=True,
+    help="Leader lease; a standby takes over at most this long plus a third after a crash",
+)
+@click.option(
+    "--instance-ttl",
+    type=click.FloatRange(10, 86400),
+    default=300.0,
+    show_default=True,
+    help="Seconds without a heartbeat after which an instance counts as dead",
+)
+@click.option(
+    "--shard",
+    default="0/1",
+    show_default=True,
+    help="SEGMENT/SEGMENTS: lead only this share of the services (each shard elects its own)",
+)
+@click.option("--owner", help="This scheduler's name in the lease [default: host/pid/time]")
+@click.option(
+    "--trace-file",
+    envvar="FLOTILLA_TRACE_FILE",
+    type=click.Path(path_type=Path),
+    help="Append spans as OTLP JSON lines",
+)
+@aws_options
+def scheduler(**options: Any) -> None:
+    """Run the scheduler: lead or stand by; pass on a timer and at once on SQS events.
+
+    Logs one JSON object per line on standard error. SIGTERM (or Ctrl-C) releases the
+    leader lease so that a standby takes over at once, and exits 0.
+    """
+    segment, segments = parse_shard(options["shard"])
+    interval = timedelta(seconds=options["interval"])
+    lease = timedelta(seconds=options["lease_seconds"])
+    configure_logging(json_lines=True)
+    exporter = OtlpJsonFileExporter(options["trace_file"]) if options["trace_file"] else None
+    configure_tracing("flotilla-scheduler", exporter)
+    wiring = Wiring(
+        settings_from(
+            options["environment"], options["region"], options["profile"], options["endpoint_url"]
+        )
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    owner = options["owner"] or f"{socket.gethostname()}/{os.getpid()}/{time.time_ns()}"
+    Scheduler(
+        SchedulerSettings(
+            owner=owner,
+            segment=segment,
+            segments=segments,
+            interval=interval,
+            lease=lease,
+            instance_ttl=timedelta(seconds=options["instance_ttl"]),
+        ),
+        store=wiring.store,
+        locks=wiring.locks,
+        events=wiring.events,
+        clock=wiring.clock,
+        stop=stop,
+        wait=stop.wait,  # a SIGTERM ends any wait at once
+    ).run()
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """`2/4` → (2, 4); a clear error for anything else."""
+    segment_text, slash, segments_text = text.partition("/")
+    if not slash or not segment_text.isdigit() or not segments_text.isdigit():
+        raise ValidationError(f"--shard {text!r}: write SEGMENT/SEGMENTS, e.g. 0/1 or 2/4")
+    segment, segments = int(segment_text), int(segments_text)
+    if not 1 <= segments <= 64 or segment >= segments:
+        raise ValidationError(
+            f"--shard {text!r}: need 1 <= SEGMENTS <= 64 and 0 <= SEGMENT < SEGMENTS"
+        )
+    return segment, segments
