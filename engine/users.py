@@ -85,6 +85,9 @@ KEY_TYPES: dict[str, tuple[str, ...]] = {
 MIN_RSA_BITS = 2048
 MAX_KEY_LINE = 8192  # a 16384-bit RSA key is under 3 KB of base64
 MAX_COMMENT = 256
+# Keeps a user's item far below DynamoDB's 400 KB even with 16384-bit RSA keys.
+MAX_KEYS_PER_USER = 50
+MAX_SERVICES_PER_USER = 500
 _OPENSSH_PRIVATE_BODY = base64.b64encode(b"openssh-key-v1\x00")[:16].decode()
 _PRIVATE_MARKERS = ("PRIVATE KEY", "PuTTY-User-Key-File", _OPENSSH_PRIVATE_BODY)
 
@@ -265,6 +268,12 @@ def user(record: User) -> User:
             seen.add(key.blob)
             lines.append(key.line)
     services = tuple(dict.fromkeys(_service(s) for s in record.services))
+    if len(lines) > MAX_KEYS_PER_USER or len(services) > MAX_SERVICES_PER_USER:
+        raise ValidationError(
+            f"user {record.name!r} would have {len(lines)} keys and {len(services)} services; "
+            f"at most {MAX_KEYS_PER_USER} keys and {MAX_SERVICES_PER_USER} services (make it "
+            "an admin instead of listing every service)"
+        )
     if not isinstance(record.admin, bool) or not isinstance(record.active, bool):
         raise ValidationError("admin and active are yes/no flags")
     return _replace(record, name=user_name(record.name), keys=tuple(lines), services=services)
