@@ -1,0 +1,332 @@
+"""The workers' (and the scheduler's) IAM policies grant exactly what the agent needs.
+
+The templates are resolved here the way CloudFormation would for each load balancer kind
+(a small resolver for the intrinsics they use), and the resulting statements are compared
+with the complete list of allowed (action, resource, condition) grants: anything more,
+anything less, fails.
+
+Resource "*" appears only where AWS offers nothing narrower: Elastic Load Balancing's
+Describe* actions support no resource-level permissions (DescribeInstanceHealth and
+DescribeLoadBalancers for a classic ELB, DescribeTargetHealth for a target group). They
+only read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+
+from flotilla.adapters.secrets import CONTEXT_KEY
+from flotilla.adapters.templates import load_template
+
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+ENV = "prod"
+SERVICE = "api"
+TARGET_GROUP_ARN = (
+    f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:targetgroup/api-tg/0123456789abcdef"
+)
+ELB_NAME = "api-elb"
+
+# Resource "*" is allowed for these actions only (see the module docstring).
+NO_RESOURCE_LEVEL_PERMISSIONS = {
+    "elasticloadbalancing:DescribeInstanceHealth",
+    "elasticloadbalancing:DescribeLoadBalancers",
+    "elasticloadbalancing:DescribeTargetHealth",
+}
+
+
+def imported(export: str) -> str:
+    """What the environment stack exports, for ENV in REGION/ACCOUNT."""
+    prefix = f"flotilla-{ENV}-"
+    assert export.startswith(prefix), export
+    name = export[len(prefix) :]
+    tables = {
+        "ServicesTableArn": "services",
+        "RevisionsTableArn": "revisions",
+        "InstancesTableArn": "instances",
+        "DeploysTableArn": "deploys",
+        "LocksTableArn": "locks",
+    }
+    if name in tables:
+        return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/flotilla-{ENV}-{tables[name]}"
+    if name == "EnvironmentKeyArn":
+        return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1111-key"
+    if name == "EventsQueueArn":
+        return f"arn:aws:sqs:{REGION}:{ACCOUNT}:flotilla-{ENV}-events"
+    raise AssertionError(f"the service stack imports an unknown export {export!r}")
+
+
+def table(name: str) -> str:
+    return f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/flotilla-{ENV}-{name}"
+
+
+NO_VALUE = object()
+
+
+class Resolver:
+    """Resolves the intrinsic functions our templates use, as CloudFormation would."""
+
+    def __init__(self, template: dict[str, Any], parameters: dict[str, str]) -> None:
+        self.template = template
+        self.values: dict[str, Any] = {
+            name: spec.get("Default") for name, spec in template["Parameters"].items()
+        }
+        self.values.update(parameters)
+        self.values.update(
+            {
+                "AWS::Partition": "aws",
+                "AWS::Region": REGION,
+                "AWS::AccountId": ACCOUNT,
+                "AWS::StackName": "stack",
+            }
+        )
+        self.conditions = {
+            name: self.condition(body) for name, body in template.get("Conditions", {}).items()
+        }
+
+    def condition(self, body: Any) -> bool:
+        if isinstance(body, dict) and "Condition" in body:
+            return self.conditions[body["Condition"]]
+        (function, arguments), *_ = body.items()
+        if function == "Fn::Equals":
+            left, right = (self.resolve(a) for a in arguments)
+            return bool(left == right)
+        if function == "Fn::Not":
+            return not self.condition(arguments[0])
+        if function == "Fn::And":
+            return all(self.condition(a) for a in arguments)
+        if function == "Fn::Or":
+            return any(self.condition(a) for a in arguments)
+        raise AssertionError(f"unsupported condition {function}")
+
+    def ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
+        if name in self.values:
+            return self.values[name]
+        resource = self.template["Resources"][name]
+        assert self.conditions.get(resource.get("Condition", ""), True), (
+            f"{name} is referenced but not created"
+        )
+        physical = {"TargetGroup": TARGET_GROUP_ARN, "ClassicLoadBalancer": ELB_NAME}
+        return physical.get(name, f"physical-{name}")
+
+    def sub(self, text: str, extra: dict[str, Any]) -> str:
+        def one(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name in extra:
+                return str(extra[name])
+            if "." in name:
+                return f"physical-{name}"
+            return str(self.ref(name))
+
+        return re.sub(r"\$\{([A-Za-z0-9:.]+)\}", one, text)
+
+    def resolve(self, value: Any) -> Any:
+        if isinstance(value, list):
+            items = [self.resolve(v) for v in value]
+            return [v for v in items if v is not NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if len(value) == 1:
+            (key, argument), *_ = value.items()
+            if key == "Ref":
+                return self.ref(argument)
+            if key == "Fn::Sub":
+                if isinstance(argument, str):
+                    return self.sub(argument, {})
+                text, variables = argument
+                return self.sub(text, {k: self.resolve(v) for k, v in variables.items()})
+            if key == "Fn::ImportValue":
+                return imported(self.resolve(argument))
+            if key == "Fn::If":
+                name, then, otherwise = argument
+                return self.resolve(then if self.conditions[name] else otherwise)
+            if key == "Fn::Join":
+                separator, parts = argument
+                return separator.join(self.resolve(parts))
+            if key == "Fn::GetAtt":
+                return f"physical-{'.'.join(argument)}"
+        resolved = {k: self.resolve(v) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
+
+
+def role_policy(template_name: str, role: str, parameters: dict[str, str]) -> dict[str, Any]:
+    template = load_template(template_name)
+    resolver = Resolver(template, parameters)
+    properties = resolver.resolve(template["Resources"][role]["Properties"])
+    trust = properties["AssumeRolePolicyDocument"]["Statement"]
+    assert trust == [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ]
+    assert "ManagedPolicyArns" not in properties
+    (policy,) = properties["Policies"]
+    document: dict[str, Any] = policy["PolicyDocument"]
+    return document
+
+
+def worker_policy(kind: str) -> dict[str, Any]:
+    parameters = {
+        "EnvironmentName": ENV,
+        "ServiceName": SERVICE,
+        "LoadBalancerKind": kind,
+        "LoadBalancerName": {"none": "", "classic": ELB_NAME, "target_group": "api-tg"}[kind],
+        "VpcId": "vpc-0123abcd" if kind == "target_group" else "",
+    }
+    return role_policy("service.yaml", "WorkerRole", parameters)
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def grants(document: dict[str, Any]) -> set[tuple[str, str, str]]:
+    """Every (action, resource, condition as JSON) the document allows."""
+    found = set()
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert set(statement) <= {"Sid", "Effect", "Action", "Resource", "Condition"}, statement
+        condition = json.dumps(statement.get("Condition"), sort_keys=True)
+        for action in _listed(statement["Action"]):
+            for resource in _listed(statement["Resource"]):
+                found.add((action, resource, condition))
+    return found
+
+
+def leading_keys(operator: str, *keys: str) -> str:
+    return json.dumps({operator: {"dynamodb:LeadingKeys": list(keys)}}, sort_keys=True)
+
+
+NONE = json.dumps(None)
+OWN_SERVICE = leading_keys("ForAllValues:StringEquals", SERVICE)
+INSTANCE_SHAPED = leading_keys("ForAllValues:StringLike", "i-*")
+DEPLOY_SHAPED = leading_keys("ForAllValues:StringLike", "i-*.*")
+LOCKS = leading_keys("ForAllValues:StringLike", f"deploy/{SERVICE}", "agent/i-*")
+OWN_CONTEXT = json.dumps({"StringEquals": {f"kms:EncryptionContext:{CONTEXT_KEY}": SERVICE}})
+KEY = imported(f"flotilla-{ENV}-EnvironmentKeyArn")
+QUEUE = imported(f"flotilla-{ENV}-EventsQueueArn")
+
+COMMON = {
+    ("dynamodb:GetItem", table("services"), OWN_SERVICE),
+    ("dynamodb:GetItem", table("revisions"), OWN_SERVICE),
+    ("dynamodb:Query", table("revisions"), OWN_SERVICE),
+    ("dynamodb:GetItem", table("instances"), INSTANCE_SHAPED),
+    ("dynamodb:UpdateItem", table("instances"), INSTANCE_SHAPED),
+    ("dynamodb:GetItem", table("deploys"), DEPLOY_SHAPED),
+    ("dynamodb:PutItem", table("deploys"), DEPLOY_SHAPED),
+    ("dynamodb:Query", table("deploys") + "/index/by-instance", INSTANCE_SHAPED),
+    ("dynamodb:Query", table("locks"), LOCKS),
+    ("dynamodb:UpdateItem", table("locks"), LOCKS),
+    ("sqs:GetQueueUrl", QUEUE, NONE),
+    ("sqs:SendMessage", QUEUE, NONE),
+    ("kms:Decrypt", KEY, OWN_CONTEXT),
+}
+ELB_ARN = f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/{ELB_NAME}"
+BY_KIND = {
+    "none": set(),
+    "classic": {
+        ("elasticloadbalancing:RegisterInstancesWithLoadBalancer", ELB_ARN, NONE),
+        ("elasticloadbalancing:DeregisterInstancesFromLoadBalancer", ELB_ARN, NONE),
+        ("elasticloadbalancing:DescribeInstanceHealth", "*", NONE),
+        ("elasticloadbalancing:DescribeLoadBalancers", "*", NONE),
+    },
+    "target_group": {
+        ("elasticloadbalancing:RegisterTargets", TARGET_GROUP_ARN, NONE),
+        ("elasticloadbalancing:DeregisterTargets", TARGET_GROUP_ARN, NONE),
+        ("elasticloadbalancing:DescribeTargetHealth", "*", NONE),
+    },
+}
+
+
+@pytest.mark.parametrize("kind", ["none", "classic", "target_group"])
+def test_the_worker_gets_exactly_the_allowed_grants(kind: str) -> None:
+    assert grants(worker_policy(kind)) == COMMON | BY_KIND[kind]
+
+
+@pytest.mark.parametrize("kind", ["none", "classic", "target_group"])
+def test_no_wildcard_action_and_resource_star_only_where_aws_requires_it(kind: str) -> None:
+    for action, resource, _ in grants(worker_policy(kind)):
+        assert "*" not in action
+        assert "?" not in action
+        if resource == "*":
+            assert action in NO_RESOURCE_LEVEL_PERMISSIONS
+        else:
+            assert "*" not in resource, (action, resource)
+
+
+@pytest.mark.parametrize("kind", ["none", "classic", "target_group"])
+def test_decrypt_is_always_bound_to_the_services_encryption_context(kind: str) -> None:
+    decrypting = [
+        s for s in worker_policy(kind)["Statement"] if "kms:Decrypt" in _listed(s["Action"])
+    ]
+    assert decrypting
+    for statement in decrypting:
+        assert statement["Condition"] == {
+            "StringEquals": {f"kms:EncryptionContext:{CONTEXT_KEY}": SERVICE}
+        }
+    assert {a for a, _, _ in grants(worker_policy(kind)) if a.startswith("kms:")} == {"kms:Decrypt"}
+
+
+def test_every_dynamodb_grant_names_its_keys_and_none_can_go_without_one() -> None:
+    for action, _, condition in grants(worker_policy("classic")):
+        if action.startswith("dynamodb:"):
+            assert "dynamodb:LeadingKeys" in condition
+            # ForAllValues passes when a request names no key at all (a Scan, a batch):
+            # so none of those may be granted.
+            assert action in {
+                "dynamodb:GetItem",
+                "dynamodb:Query",
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+            }
+
+
+def test_another_services_worker_gets_its_own_service_only() -> None:
+    document = role_policy(
+        "service.yaml",
+        "WorkerRole",
+        {"EnvironmentName": ENV, "ServiceName": "billing", "LoadBalancerKind": "none"},
+    )
+    text = json.dumps(document)
+    assert '"api"' not in text
+    assert "deploy/api" not in text
+    assert "deploy/billing" in text
+
+
+def test_the_scheduler_reads_and_writes_only_its_environments_tables_and_queue() -> None:
+    template = load_template("environment.yaml")
+    resolver = Resolver(template, {"EnvironmentName": ENV})
+    properties = resolver.resolve(template["Resources"]["SchedulerRole"]["Properties"])
+    (policy,) = properties["Policies"]
+    found = grants(policy["PolicyDocument"])
+    actions = {a for a, _, _ in found}
+    assert not any("*" in a for a in actions)
+    assert not any(a.startswith(("kms:", "iam:", "ec2:")) for a in actions)
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= actions
+    assert "sqs:SendMessage" not in actions
+    resources = {r for _, r, _ in found}
+    assert "*" not in resources
+    # GetAtt of this stack's own tables and queue (and their indexes), nothing else.
+    allowed = {
+        f"physical-{name}.Arn"
+        for name in (
+            "ServicesTable",
+            "InstancesTable",
+            "RevisionsTable",
+            "DeploysTable",
+            "LocksTable",
+            "EventsQueue",
+        )
+    }
+    for resource in resources:
+        base = resource.split("/index/")[0]
+        assert base in allowed, resource
+    assert not any("UsersTable" in r for r in resources)
