@@ -1,0 +1,247 @@
+"""The rollout view as text: a header with totals, then one timeline row per instance.
+
+Every row shares one time axis. Each cell shows the state that fills most of it, as a
+letter (see LEGEND) on that state's colour; `~` is a crash gap (no agent was working),
+`↻` the resume, `✗` the step that failed. Under each row: the time spent per state,
+the crash and resume, and the reason a deploy did not succeed. Without colour
+(`NO_COLOR`, or output that is not a terminal) the letters say the same.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from textwrap import wrap
+from typing import IO
+
+from flotilla.cli.trace.model import RUNNING, DeployRow, RolloutView, Segment
+
+LETTERS: Mapping[str, str] = {
+    "pending": "p",
+    "locking": "l",
+    "deregistering": "x",
+    "draining": "d",
+    "stopping": "s",
+    "starting": "t",
+    "registering": "g",
+    "healthy": "h",
+    "unlocked": "u",
+    "failed": "F",
+    "rolling_back": "B",
+}
+# Background colours (SGR), black letters on them.
+_BACKGROUNDS: Mapping[str, int] = {
+    "pending": 47,
+    "locking": 44,
+    "deregistering": 46,
+    "draining": 106,
+    "stopping": 43,
+    "starting": 103,
+    "registering": 45,
+    "healthy": 42,
+    "unlocked": 102,
+    "failed": 41,
+    "rolling_back": 105,
+}
+_OUTCOME_COLOURS: Mapping[str, int] = {
+    "succeeded": 32,
+    "rolled_back": 33,
+    "failed": 31,
+    RUNNING: 36,
+}
+GAP, RESUME, FAILED_MARK, EMPTY = "~", "↻", "✗", " "
+_RESET = "\x1b[0m"
+_MIN_TIMELINE = 20
+
+
+def colour_wanted(stream: IO[str], choice: str = "auto") -> bool:
+    """`always`, `never`, or `auto`: colour on a terminal unless NO_COLOR is set (no-color.org)."""
+    if choice in ("always", "never"):
+        return choice == "always"
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+def render(view: RolloutView, *, width: int = 100, colour: bool = False) -> str:
+    lines = _header(view, colour)
+    if not view.rows:
+        return "\n".join([*lines, "", "no deploys found"]) + "\n"
+    per_instance: dict[str, int] = {}
+    for row in view.rows:
+        per_instance[row.instance_id] = per_instance.get(row.instance_id, 0) + 1
+    labels = [_label(row, per_instance) for row in view.rows]
+    label_width = max(len("INSTANCE"), *(len(label) for label in labels))
+    outcome_width = len("rolled back")
+    time_width = 7
+    timeline_width = max(width - label_width - outcome_width - time_width - 7, _MIN_TIMELINE)
+    start, end = view.start, view.end
+    total = max((end - start).total_seconds(), 1e-6)
+    scale = total / timeline_width
+    axis_left, axis_right = "0s", duration_text(end - start)
+    axis = axis_left + " " * (timeline_width - len(axis_left) - len(axis_right)) + axis_right
+    heading = f"{'INSTANCE':<{label_width}}  {'OUTCOME':<{outcome_width}}"
+    lines += ["", f"{heading}  |{axis}|  {'TIME':>{time_width}}"]
+    indent = " " * (label_width + 2)
+    for row, label in zip(view.rows, labels, strict=True):
+        cells = _cells(row, view.now, start, scale, timeline_width)
+        timeline = _paint(cells, colour)
+        outcome = _outcome_text(row.outcome, colour, outcome_width)
+        took = duration_text(row.duration(view.now))
+        lines.append(f"{label:<{label_width}}  {outcome}  |{timeline}|  {took:>{time_width}}")
+        for detail in _details(row, view.now):
+            lines += wrap(detail, width=max(width, 40), initial_indent=indent,
+                          subsequent_indent=indent + "  ")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _label(row: DeployRow, per_instance: Mapping[str, int]) -> str:
+    """The instance, or instance and deploy id when an instance has several deploys here."""
+    if per_instance[row.instance_id] == 1:
+        return row.instance_id
+    return f"{row.instance_id} ({row.deploy_id})"
+
+
+def _header(view: RolloutView, colour: bool) -> list[str]:
+    totals = view.totals()
+    counts = totals.by_outcome
+    outcome = view.outcome.replace("_", " ").upper()
+    if colour and view.outcome in _OUTCOME_COLOURS:
+        outcome = f"\x1b[1;{_OUTCOME_COLOURS[view.outcome]}m{outcome}{_RESET}"
+    lines = [f"{view.title}: {outcome}"]
+    lines.append(
+        f"{totals.instances} instances · {counts['succeeded']} succeeded · "
+        f"{counts['rolled_back']} rolled back · {counts['failed']} failed · "
+        f"{counts[RUNNING]} running"
+        + (f" · {totals.deploys} deploys" if totals.deploys != totals.instances else "")
+    )
+    if totals.p50 is not None and totals.p95 is not None:
+        lines.append(
+            f"deploy time p50 {duration_text(totals.p50)} · p95 {duration_text(totals.p95)}"
+        )
+    slowest = totals.slowest_state
+    if slowest is not None:
+        lines.append(
+            f"slowest state: {slowest.state} ({duration_text(slowest.total)} in all, longest "
+            f"{duration_text(slowest.longest)} on {slowest.longest_instance})"
+        )
+    if view.rows:
+        lines.append(
+            f"from {time_text(view.start)} to {time_text(view.end)} "
+            f"({duration_text(view.end - view.start)})"
+        )
+    lines += list(view.notes)
+    legend = "  ".join(f"{letter} {state}" for state, letter in LETTERS.items())
+    lines.append(f"legend: {legend}  {GAP} crash gap  {RESUME} resumed  {FAILED_MARK} failed step")
+    return lines
+
+
+def _cells(
+    row: DeployRow, now: datetime, start: datetime, scale: float, width: int
+) -> list[tuple[str, str | None]]:
+    """(character, state for its colour) per cell."""
+    cells: list[tuple[str, str | None]] = [(EMPTY, None)] * width
+
+    def span_of(begin: datetime, finish: datetime) -> tuple[int, int]:
+        left = round((begin - start).total_seconds() / scale)
+        right = round((finish - start).total_seconds() / scale)
+        return min(max(left, 0), width - 1), min(max(right, 0), width)
+
+    for gap in row.gaps:
+        left, right = span_of(gap.start, gap.end)
+        for index in range(left, right):
+            cells[index] = (GAP, None)
+    marks: list[tuple[int, str, str]] = []
+    for segment in row.segments:
+        left, right = span_of(segment.start, segment.end or now)
+        letter = LETTERS.get(segment.state, "?")
+        for index in range(left, right):
+            cells[index] = (letter, segment.state)
+        if segment.resumed:
+            marks.append((left, RESUME, segment.state))
+        if _failed(segment):
+            marks.append((max(right - 1, left), FAILED_MARK, segment.state))
+    # Marks go on last: a resume or a failure stays visible however short its visit.
+    for index, mark, state in marks:
+        cells[index] = (mark, state)
+    return cells
+
+
+def _failed(segment: Segment) -> bool:
+    return bool(segment.error) and not segment.interrupted
+
+
+def _paint(cells: list[tuple[str, str | None]], colour: bool) -> str:
+    if not colour:
+        return "".join(char for char, _ in cells)
+    out: list[str] = []
+    current: str | None = None
+    for char, state in cells:
+        style = (
+            f"\x1b[30;{_BACKGROUNDS.get(state, 47)}m"
+            if state
+            else ("\x1b[1;31m" if char == GAP else "")
+        )
+        if style != current:
+            out.append(_RESET if current else "")
+            out.append(style)
+            current = style
+        out.append(char)
+    if current:
+        out.append(_RESET)
+    return "".join(out)
+
+
+def _outcome_text(outcome: str, colour: bool, width: int) -> str:
+    text = f"{outcome.replace('_', ' '):<{width}}"
+    if colour and outcome in _OUTCOME_COLOURS:
+        return f"\x1b[{_OUTCOME_COLOURS[outcome]}m{text}{_RESET}"
+    return text
+
+
+def _details(row: DeployRow, now: datetime) -> list[str]:
+    parts = []
+    for segment in row.segments:
+        if segment.interrupted:
+            continue
+        text = f"{segment.state} {duration_text(segment.duration(now))}"
+        if segment.skipped:
+            text = f"{segment.state} skipped"
+        if segment.attempt > 1:
+            text += f" (attempt {segment.attempt})"
+        if segment.end is None:
+            text += " (now)"
+        parts.append(text)
+    details = [" · ".join(parts)]
+    interrupted = [s for s in row.segments if s.interrupted]
+    for gap, stopped in zip(row.gaps, interrupted, strict=False):
+        resumed_attempt = stopped.attempt + 1
+        details.append(
+            f"{RESUME} agent stopped in {gap.state} at {time_text(gap.start)}; resumed "
+            f"{duration_text(gap.end - gap.start)} later (attempt {resumed_attempt})"
+        )
+    if row.reason:
+        word = "failed" if row.outcome == "failed" else "rolled back"
+        if row.outcome == RUNNING:
+            word = "failing"
+        details.append(f"{FAILED_MARK} {word}: {row.reason}")
+    return details
+
+
+def duration_text(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    if seconds < 60:
+        return f"{seconds:.0f}s" if seconds >= 10 else f"{seconds:.1f}s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{rest:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def time_text(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
