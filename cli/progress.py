@@ -1,0 +1,279 @@
+"""A service's rollout as `flotilla rollout status|watch` shows it: gathered once, drawn twice.
+
+`read_progress` reads what the scheduler reads (the service, its instances, the deploys
+that matter) and classifies every live instance the scheduler's way (`scheduler.rollout`),
+so status never disagrees with what the scheduler will do. `progress_json` is the shape
+scripts get; `print_progress` draws it for a person: a header, one bar per revision
+(instances running it against the count its weight asks for) and a table of instances.
+Revisions are shown by label, or by a 12-character id prefix when no label is known.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+
+from flotilla.cli.output import print_fields, print_table
+from flotilla.engine.checkpoint import DeployCheckpoint
+from flotilla.engine.errors import NotFoundError
+from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
+from flotilla.engine.ports import StateStore
+from flotilla.engine.records import Instance, RolloutStatus, Service
+from flotilla.engine.runner import deploy_id_for
+from flotilla.machines.deploy import FAILURE_STATES, HAPPY_PATH
+from flotilla.scheduler.apportion import hamilton_counts
+from flotilla.scheduler.rollout import (
+    Phase,
+    deploy_window,
+    needs_deploy_list,
+    phase_of,
+    running_deploys,
+    split_live,
+    unsettled,
+)
+
+ID_CHARS = 12
+BAR_WIDTH = 30
+# The scheduler's word `in_flight` reads as "deploying" to a person watching a rollout.
+PHASE_WORDS = {Phase.SETTLED: "settled", Phase.IN_FLIGHT: "deploying", Phase.FAILED: "failed"}
+
+
+def label_of(labels: Mapping[str, str], revision: str | None) -> str | None:
+    if revision is None:
+        return None
+    return labels.get(revision) or revision[:ID_CHARS]
+
+
+def weights_text(weights: Mapping[str, int], labels: Mapping[str, str]) -> str:
+    shown = sorted((label_of(labels, rev) or "", w) for rev, w in weights.items())
+    return ", ".join(f"{name}={w}" for name, w in shown) or "-"
+
+
+@dataclass(frozen=True)
+class InstanceProgress:
+    instance: Instance
+    phase: Phase
+    deploy: DeployCheckpoint | None  # the deploy that decides its phase, if there is one
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One reading of a service's rollout."""
+
+    service: Service
+    labels: dict[str, str]  # revision id -> label
+    instances: tuple[InstanceProgress, ...]  # live ones, by id
+    dead: int  # instances whose heartbeat is too old to count
+    read_at: datetime
+
+    @property
+    def in_sync(self) -> bool:
+        """Whether the scheduler has begun rolling out the weights now stored."""
+        return self.service.rollout_state.weights == self.service.weights
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for i in self.instances if i.phase is Phase.FAILED)
+
+    def revision_counts(self) -> list[dict[str, Any]]:
+        """Per revision: weight, instances its weight asks for, instances assigned and running."""
+        weights = self.service.weights
+        live = [i.instance for i in self.instances]
+        targets = hamilton_counts(len(live), weights) if weights else {}
+        shown = set(weights) | {i.current_revision for i in live if i.current_revision}
+        rows = []
+        for revision in sorted(shown, key=lambda r: (-weights.get(r, 0), label_of(self.labels, r))):
+            rows.append(
+                {
+                    "id": revision,
+                    "label": label_of(self.labels, revision),
+                    "weight": weights.get(revision, 0),
+                    "target": targets.get(revision, 0),
+                    "assigned": sum(1 for i in live if i.assigned_revision == revision),
+                    "running": sum(1 for i in live if i.current_revision == revision),
+                }
+            )
+        return rows
+
+
+def read_progress(
+    store: StateStore, service: Service, now: datetime, *, ttl: timedelta = DEFAULT_INSTANCE_TTL
+) -> Progress:
+    """Read the instances and deploys of `service` the way a scheduler pass does."""
+    live, dead = split_live(store.list_instances(service.name), now, ttl)
+    deploys: dict[str, DeployCheckpoint] = {}
+    if needs_deploy_list(service):
+        listed = store.list_deploys(service.name, since=deploy_window(service))
+        deploys = {d.id: d for d in listed}
+    for instance in live:
+        deploy_id = deploy_id_for(instance)
+        if unsettled(instance) and deploy_id not in deploys:
+            with contextlib.suppress(NotFoundError):  # its agent has not started it yet
+                deploys[deploy_id] = store.get_deploy(deploy_id)
+    running = running_deploys(deploys.values())
+    unfinished = {d.instance_id: d for d in deploys.values() if not d.finished}
+    instances = []
+    for instance in sorted(live, key=lambda i: i.id):
+        phase = phase_of(instance, deploys, running)
+        own = deploys.get(deploy_id_for(instance))
+        deploy = unfinished.get(instance.id) or (own if phase is not Phase.SETTLED else None)
+        instances.append(InstanceProgress(instance, phase, deploy))
+    labels = {r.id: r.label for r in store.list_revisions(service.name)}
+    return Progress(service, labels, tuple(instances), len(dead), now)
+
+
+def _revision(progress: Progress, revision: str | None) -> dict[str, str] | None:
+    if revision is None:
+        return None
+    return {"id": revision, "label": label_of(progress.labels, revision) or revision}
+
+
+def _weights(progress: Progress, weights: Mapping[str, int] | None) -> list[dict[str, Any]] | None:
+    if weights is None:
+        return None
+    return [
+        {"id": rev, "label": label_of(progress.labels, rev), "weight": w}
+        for rev, w in sorted(weights.items())
+    ]
+
+
+def step_of(item: InstanceProgress) -> tuple[str | None, int | None]:
+    """The deploy machine state and its step on the happy path (None off the path)."""
+    if item.phase is Phase.SETTLED:
+        return None, None
+    if item.deploy is None:
+        return "waiting_for_agent", 0
+    state = item.deploy.state
+    if state in FAILURE_STATES or item.phase is Phase.FAILED:
+        return state, None
+    return state, HAPPY_PATH.index(state) + 1 if state in HAPPY_PATH else None
+
+
+def progress_json(progress: Progress) -> dict[str, Any]:
+    service = progress.service
+    state = service.rollout_state
+    instances = []
+    for item in progress.instances:
+        deploy_state, step = step_of(item)
+        deploy = item.deploy
+        instances.append(
+            {
+                "id": item.instance.id,
+                "assigned_revision": _revision(progress, item.instance.assigned_revision),
+                "current_revision": _revision(progress, item.instance.current_revision),
+                "phase": PHASE_WORDS[item.phase],
+                "deploy_id": None if deploy is None else deploy.id,
+                "deploy_state": deploy_state,
+                "progress": None if step is None else {"step": step, "steps": len(HAPPY_PATH)},
+                "error": deploy.error if deploy and item.phase is Phase.FAILED else None,
+            }
+        )
+    return {
+        "service": service.name,
+        "paused": service.paused,
+        "weights": _weights(progress, service.weights),
+        "rollout": {
+            "status": state.status.value,
+            "in_sync": progress.in_sync,
+            "weights": _weights(progress, state.weights),
+            "started_at": state.started_at.isoformat() if state.started_at else None,
+            "failures": [
+                {"id": rev, "label": label_of(progress.labels, rev), "count": n}
+                for rev, n in sorted(state.failures.items())
+            ],
+            "reason": state.reason,
+            "previous_weights": _weights(progress, state.previous_weights),
+        },
+        "revisions": progress.revision_counts(),
+        "instances": instances,
+        "dead_instances": progress.dead,
+        "read_at": progress.read_at.isoformat(),
+    }
+
+
+def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
+    """`[#####-----]`: `done` of `total`; a revision that should run nowhere is full at 0."""
+    share = (1.0 if done <= 0 else 0.0) if total <= 0 else min(done, total) / total
+    filled = round(share * width)
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def _status_line(progress: Progress) -> str:
+    state = progress.service.rollout_state
+    text = state.status.value
+    if state.started_at is not None:
+        text += f" (since {state.started_at.strftime('%Y-%m-%d %H:%M:%S')} UTC)"
+    if not progress.in_sync:
+        text += "; new weights are stored, the scheduler has not begun rolling them out"
+    return text
+
+
+def print_progress(progress: Progress) -> None:
+    service = progress.service
+    state = service.rollout_state
+    labels = progress.labels
+    paused = service.paused
+    fields: list[tuple[str, Any]] = [
+        ("service", service.name),
+        ("rollout", _status_line(progress)),
+        ("paused", "yes: nothing moves until `flotilla rollout resume`" if paused else "no"),
+        ("weights", weights_text(service.weights, labels)),
+    ]
+    if not progress.in_sync:
+        fields.append(("rolling out", weights_text(state.weights, labels)))
+    if state.failures:
+        fields.append(("failures", weights_text(state.failures, labels)))
+    if state.reason:
+        fields.append(("stopped because", state.reason))
+    if state.previous_weights is not None:
+        fields.append(("last good", weights_text(state.previous_weights, labels)))
+    if progress.dead:
+        fields.append(("dead instances", f"{progress.dead} (no heartbeat; not counted)"))
+    print_fields(fields)
+    click.echo("")
+    counts = progress.revision_counts()
+    width = max((len(str(c["label"])) for c in counts), default=0)
+    for count in counts:
+        click.echo(
+            f"{count['label']:<{width}}  {bar(count['running'], count['target'])}  "
+            f"{count['running']}/{count['target']} running (weight {count['weight']})"
+        )
+    if not counts:
+        click.echo("no revision has a weight")
+    click.echo("")
+    print_table(
+        ["INSTANCE", "ASSIGNED", "CURRENT", "PHASE", "PROGRESS"],
+        [_instance_row(progress, item) for item in progress.instances],
+    )
+
+
+def _instance_row(progress: Progress, item: InstanceProgress) -> Sequence[Any]:
+    deploy_state, step = step_of(item)
+    if item.phase is Phase.SETTLED:
+        shown = "-"
+    elif item.phase is Phase.FAILED:
+        failed_in = item.deploy.failed_in() if item.deploy is not None else None
+        error = item.deploy.error if item.deploy is not None else None
+        shown = f"failed in {failed_in}" if failed_in else "failed"
+        shown += f": {error}" if error else ""
+    elif step is not None:
+        shown = f"{deploy_state} ({step}/{len(HAPPY_PATH)})"
+    else:
+        shown = str(deploy_state)
+    instance = item.instance
+    return [
+        instance.id,
+        label_of(progress.labels, instance.assigned_revision) or "-",
+        label_of(progress.labels, instance.current_revision) or "-",
+        PHASE_WORDS[item.phase],
+        shown,
+    ]
+
+
+def is_complete(progress: Progress) -> bool:
+    return progress.in_sync and progress.service.rollout_state.status is RolloutStatus.COMPLETE

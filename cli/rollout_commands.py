@@ -1,0 +1,367 @@
+"""`flotilla rollout status|watch|pause|resume|revert`: see and steer a service's rollout.
+
+Status and watch only read (see `cli.progress`). Pause, resume and revert change the
+service record through `engine.updates.modify_service` (conditional on its version,
+re-applied on a conflict), add a line to the service history saying who did it, and then
+wake the scheduler with a `service_changed` event. The event is only a wake-up: if it
+cannot be sent the change is stored all the same, and the scheduler's timed pass finds it.
+The rollout state itself is the scheduler's alone; these commands never write it.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import math
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import click
+
+from flotilla.cli.options import aws_options
+from flotilla.cli.output import output_option, print_json
+from flotilla.cli.progress import (
+    Progress,
+    is_complete,
+    print_progress,
+    progress_json,
+    read_progress,
+    weights_text,
+)
+from flotilla.cli.service_commands import existing_service, wiring_from
+from flotilla.cli.wiring import Wiring
+from flotilla.engine import validation
+from flotilla.engine.errors import FlotillaError, ValidationError
+from flotilla.engine.ports import Event
+from flotilla.engine.records import HistoryEntry, RolloutStatus, Service
+from flotilla.engine.updates import modify_service
+from flotilla.scheduler.rollout import bounded_history
+
+MAX_REASON = 200
+ALARMING = frozenset({"rollout_stopped", "reverted"})
+
+
+@click.group()
+def rollout() -> None:
+    """See, watch, pause, resume and revert a service's rollout."""
+
+
+# --- reading --------------------------------------------------------------------------
+
+
+def show_progress(progress: Progress, output: str, *, one_line: bool = False) -> None:
+    if output == "json":
+        if one_line:
+            click.echo(json.dumps(progress_json(progress), sort_keys=True, default=str))
+        else:
+            print_json(progress_json(progress))
+        return
+    print_progress(progress)
+
+
+@rollout.command()
+@click.argument("service")
+@output_option
+@aws_options
+def status(service: str, output: str, **options: Any) -> None:
+    """Show SERVICE's rollout: weights, failures, a bar per revision and every live instance."""
+    validation.service_name(service)
+    wiring = wiring_from(options)
+    record = existing_service(wiring.store, service, wiring)
+    show_progress(read_progress(wiring.store, record, wiring.clock.now()), output)
+
+
+def parse_seconds(option: str, text: str, *, minimum: float) -> float:
+    """A number of seconds given on the command line, refused in one clear line."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < minimum:
+        raise ValidationError(
+            f"invalid {option} {text[:40]!r}: give a number of seconds, at least {minimum:g}"
+        )
+    return value
+
+
+@rollout.command()
+@click.argument("service")
+@click.option(
+    "--interval", default="5", show_default=True, metavar="SECONDS", help="Time between polls"
+)
+@click.option(
+    "--timeout",
+    default="3600",
+    show_default=True,
+    metavar="SECONDS",
+    help="Give up (exit 1) if the rollout has not ended by then",
+)
+@output_option
+@aws_options
+def watch(service: str, interval: str, timeout: str, output: str, **options: Any) -> None:
+    """Redraw SERVICE's rollout status until the rollout completes or stops.
+
+    Exits 0 when it completed with every instance on its assignment, 1 when it stopped,
+    was reverted, left failed instances, or did not end within --timeout. With
+    `--output json`, prints one JSON line per poll.
+    """
+    validation.service_name(service)
+    every = parse_seconds("--interval", interval, minimum=0.1)
+    limit = parse_seconds("--timeout", timeout, minimum=0)
+    wiring = wiring_from(options)
+    watch_rollout(wiring, service, interval=every, timeout=limit, output=output)
+
+
+def watch_rollout(
+    wiring: Wiring,
+    name: str,
+    *,
+    interval: float,
+    timeout: float,
+    output: str,
+    sleep: Callable[[float], None] | None = None,
+) -> None:
+    """Poll until the rollout ends; return if it completed cleanly, raise FlotillaError if not.
+
+    Waits through `sleep` (the wiring's clock by default), never busily: every poll but
+    the last is followed by a sleep of `interval` seconds (less only to meet the deadline).
+    """
+    store, clock = wiring.store, wiring.clock
+    wait: Callable[[float], None] = clock.sleep if sleep is None else sleep
+    record = existing_service(store, name, wiring)
+    seen = {_key(entry) for entry in record.history}
+    deadline = clock.now() + timedelta(seconds=timeout)
+    polls = 0
+    while True:
+        if polls:
+            record = existing_service(store, name, wiring)
+        progress = read_progress(store, record, clock.now())
+        if output == "text" and polls:
+            if sys.stdout.isatty():
+                click.clear()
+            else:
+                click.echo("")
+        show_progress(progress, output, one_line=True)
+        polls += 1
+        if _ended(progress, seen):
+            if output == "text":
+                click.echo(f"rollout of {name} complete")
+            return
+        remaining = (deadline - clock.now()).total_seconds()
+        if remaining <= 0:
+            state = record.rollout_state.status.value + (", paused" if record.paused else "")
+            raise FlotillaError(
+                f"gave up watching {name} after {timeout:g} s: its rollout is still {state} "
+                f"and goes on without this command; see `flotilla rollout status {name}`"
+            )
+        wait(min(interval, remaining))
+
+
+def _key(entry: HistoryEntry) -> tuple[datetime, str, str]:
+    return (entry.at, entry.kind, entry.reason)
+
+
+def _ended(progress: Progress, seen: set[tuple[datetime, str, str]]) -> bool:
+    """True if the rollout completed cleanly, False while it goes on; raises if it failed."""
+    service = progress.service
+    state = service.rollout_state
+    if not progress.in_sync:
+        return False  # new weights the scheduler has not taken up yet
+    if state.status is RolloutStatus.STOPPED:
+        raise FlotillaError(
+            f"the rollout of {service.name} stopped: {state.reason or 'no reason recorded'}; "
+            f"see `flotilla history {service.name}`"
+        )
+    if not is_complete(progress):
+        return False
+    # A rollout that reached its weights only because it was reverted did not succeed.
+    started = state.started_at
+    alarms = [
+        entry
+        for entry in service.history
+        if entry.kind in ALARMING
+        and (_key(entry) not in seen or (started is not None and entry.at >= started))
+    ]
+    if alarms:
+        raise FlotillaError(
+            f"the rollout of {service.name} was stopped and reverted ({alarms[-1].reason}); "
+            f"see `flotilla history {service.name}`"
+        )
+    if progress.failed:
+        raise FlotillaError(
+            f"the rollout of {service.name} completed, but {progress.failed} instance(s) failed "
+            f"to deploy and run their previous revision; see `flotilla history {service.name}`"
+        )
+    return True
+
+
+# --- steering -------------------------------------------------------------------------
+
+
+def operator_name() -> str:
+    """Who ran the command, for the history: the login name, as far as the OS knows it."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in the environment nor in the passwd file
+        return "an unknown operator"
+
+
+def parse_reason(text: str | None) -> str | None:
+    if text is None:
+        return None
+    reason = text.strip()
+    if not reason or len(reason) > MAX_REASON or not reason.isprintable():
+        raise ValidationError(
+            f"invalid --reason {text[:40]!r}: give one line of 1 to {MAX_REASON} printable "
+            "characters"
+        )
+    return reason
+
+
+def reason_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--reason", metavar="TEXT", help="Why, for the service history (one line)")(
+        command
+    )
+
+
+def wake_scheduler(wiring: Wiring, service: str, why: str) -> bool:
+    """Send `service_changed`; on failure warn (the change is stored) and return False."""
+    try:
+        wiring.events.send(Event("service_changed", service, {"why": why}))
+    except FlotillaError as failed:
+        click.echo(
+            f"warning: the change is stored, but the scheduler was not woken ({failed.message}); "
+            "it takes the change up at its next timed pass",
+            err=True,
+        )
+        return False
+    return True
+
+
+def _now_ms(wiring: Wiring) -> datetime:
+    now = wiring.clock.now()
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)  # items keep whole ms
+
+
+def _report(
+    wiring: Wiring, stored: Service, output: str, message: str, *, changed: bool, why: str
+) -> None:
+    woken = wake_scheduler(wiring, stored.name, why) if changed else False
+    if output == "json":
+        labels = {r.id: r.label for r in wiring.store.list_revisions(stored.name)}
+        print_json(
+            {
+                "service": stored.name,
+                "changed": changed,
+                "paused": stored.paused,
+                "weights": weights_text(stored.weights, labels),
+                "version": stored.version,
+                "scheduler_woken": woken,
+                "message": message,
+            }
+        )
+        return
+    click.echo(message)
+
+
+def _set_paused(wiring: Wiring, name: str, paused: bool, reason: str | None, output: str) -> None:
+    kind = "paused" if paused else "resumed"
+    why = f"{kind} by {operator_name()}" + (f": {reason}" if reason else "")
+    at = _now_ms(wiring)
+    applied = [False]
+
+    def change(current: Service) -> Service:
+        applied[0] = current.paused != paused
+        if not applied[0]:
+            return current
+        entry = HistoryEntry(at, kind, why, dict(current.weights))
+        return replace(current, paused=paused, history=bounded_history(current.history, [entry]))
+
+    existing_service(wiring.store, name, wiring)
+    stored = modify_service(wiring.store, name, change)
+    if not applied[0]:
+        message = f"{name} is {kind} already; nothing changed"
+    elif paused:
+        message = f"{why}: the scheduler moves nothing in {name} until `flotilla rollout resume`"
+    else:
+        message = f"{why}: the scheduler carries on with {name}'s rollout"
+    _report(wiring, stored, output, message, changed=applied[0], why=kind)
+
+
+@rollout.command()
+@click.argument("service")
+@reason_option
+@output_option
+@aws_options
+def pause(service: str, reason: str | None, output: str, **options: Any) -> None:
+    """Pause SERVICE: the scheduler assigns nothing until it is resumed.
+
+    Deploys already running finish; no new ones start.
+    """
+    validation.service_name(service)
+    why = parse_reason(reason)
+    _set_paused(wiring_from(options), service, True, why, output)
+
+
+@rollout.command()
+@click.argument("service")
+@reason_option
+@output_option
+@aws_options
+def resume(service: str, reason: str | None, output: str, **options: Any) -> None:
+    """Resume SERVICE's rollout where it was paused."""
+    validation.service_name(service)
+    why = parse_reason(reason)
+    _set_paused(wiring_from(options), service, False, why, output)
+
+
+@rollout.command()
+@click.argument("service")
+@reason_option
+@output_option
+@aws_options
+def revert(service: str, reason: str | None, output: str, **options: Any) -> None:
+    """Restore SERVICE's last good weights: those of its last rollout without a failure."""
+    validation.service_name(service)
+    extra = parse_reason(reason)
+    wiring = wiring_from(options)
+    store = wiring.store
+    existing_service(store, service, wiring)
+    labels = {r.id: r.label for r in store.list_revisions(service)}
+    operator = operator_name()
+    at = _now_ms(wiring)
+    before: list[dict[str, int]] = []
+
+    def change(current: Service) -> Service:
+        previous = current.rollout_state.previous_weights
+        if previous is None:
+            raise FlotillaError(
+                f"nothing to revert: no rollout of {service} has completed without a failure "
+                f"yet, so no last good weights are known; set weights with `flotilla weights`"
+            )
+        if current.weights == previous:
+            raise FlotillaError(
+                f"nothing to revert: {service}'s weights already are its last good weights "
+                f"({weights_text(previous, labels)})"
+            )
+        before[:] = [dict(current.weights)]
+        why = (
+            f"reverted by {operator}: restored the last good weights "
+            f"{weights_text(previous, labels)} (were {weights_text(current.weights, labels)})"
+        ) + (f": {extra}" if extra else "")
+        entry = HistoryEntry(at, "reverted", why, dict(previous))
+        return replace(
+            current, weights=dict(previous), history=bounded_history(current.history, [entry])
+        )
+
+    stored = modify_service(store, service, change)
+    message = (
+        f"reverted {service} to its last good weights {weights_text(stored.weights, labels)} "
+        f"(were {weights_text(before[0], labels)})"
+    )
+    if stored.paused:
+        message += f"; {service} is paused: nothing moves until `flotilla rollout resume`"
+    _report(wiring, stored, output, message, changed=True, why="reverted")
