@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from flotilla.cli.notify import notify_scheduler
 from flotilla.cli.options import aws_options, settings_from
 from flotilla.cli.output import output_option, print_fields, print_json, print_table
 from flotilla.cli.wiring import Wiring
@@ -202,6 +203,7 @@ def update(name: str, output: str, **options: Any) -> None:
     wiring = wiring_from(options)
     existing_service(wiring.store, name, wiring)
     stored = modify_service(wiring.store, name, lambda current: apply_settings(current, options))
+    notify_scheduler(wiring, name)  # a new rollout policy applies from the next pass
     _show(stored, output)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from flotilla.cli.notify import notify_scheduler
 from flotilla.cli.options import aws_options
 from flotilla.cli.output import output_option, print_json, print_table
 from flotilla.cli.revision_commands import ID_CHARS, resolve_revision
@@ -58,6 +59,7 @@ def weights(service: str, pairs: tuple[str, ...], output: str, **options: Any) -
             raise ValidationError(f"revision {found.id[:ID_CHARS]} ({found.label}) is named twice")
         chosen[found.id] = weight
     stored = set_weights(store, service, chosen)
+    notify_scheduler(wiring, service)
     labels = {r.id: r.label for r in revisions}
     if output == "json":
         print_json(

@@ -121,3 +121,34 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def start_scheduler(
+    world: AwsWorld, work: Path, owner: str, *, interval: float = 600, lease: float = 4
+) -> AgentProcess:
+    """A `flotilla scheduler` process. The long default interval means that, after its
+    first full pass, only SQS events make it act: tests see the wake-ups work."""
+    log = work / f"scheduler-{owner}-{time.time_ns()}.log"
+    command = [
+        FLOTILLA, "scheduler",
+        "--owner", owner,
+        "--interval", str(interval),
+        "--lease-seconds", str(lease),
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, env=world.agent_environment(), stdout=out, stderr=subprocess.STDOUT
+        )
+    return AgentProcess(process, log)
+
+
+def flotilla_cli(world: AwsWorld, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run one `flotilla` command against the world, as an operator would."""
+    return subprocess.run(
+        [FLOTILLA, *arguments],
+        env=world.agent_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )

@@ -230,7 +230,8 @@ def test_shard_leaders_split_services_and_leave_each_others_events(cluster: Clus
         zero.step()
         one.step()
     assert cluster.queue.pending() == 0
-    assert zero.leadership.is_leader and one.leadership.is_leader
+    assert zero.leadership.is_leader
+    assert one.leadership.is_leader
 
 
 def test_settings_refuse_a_segment_outside_the_shards() -> None:
