@@ -31,12 +31,15 @@ def _register_commands() -> None:
     from flotilla.cli.rollout_commands import rollout
     from flotilla.cli.scheduler_command import scheduler
     from flotilla.cli.service_commands import service
+    from flotilla.cli.user_commands import keys, user
     from flotilla.cli.weights_command import weights
 
     cli.add_command(agent)
     cli.add_command(service)
     cli.add_command(revision)
     cli.add_command(weights)
+    cli.add_command(user)
+    cli.add_command(keys)
     cli.add_command(rollout)
     cli.add_command(history)
     cli.add_command(scheduler)

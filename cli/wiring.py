@@ -18,6 +18,7 @@ from botocore.exceptions import NoRegionError, ProfileNotFound
 from flotilla.adapters.dynamodb_codec import CLIENT_CONFIG
 from flotilla.adapters.dynamodb_locks import DynamoDBLockService
 from flotilla.adapters.dynamodb_store import DynamoDBStateStore
+from flotilla.adapters.dynamodb_users import DynamoDBUserStore
 from flotilla.adapters.sqs_events import SqsEventQueue
 from flotilla.engine.clock import Clock, SystemClock
 from flotilla.engine.config import TableNames
@@ -101,3 +102,7 @@ class Wiring:
     @cached_property
     def events(self) -> SqsEventQueue:
         return SqsEventQueue.for_environment(self.client("sqs"), self.settings.environment)
+
+    @cached_property
+    def users(self) -> DynamoDBUserStore:
+        return DynamoDBUserStore(self.dynamodb, self.tables.users, self.clock)

@@ -1,0 +1,409 @@
+"""`flotilla user add|remove|list|activate|deactivate` and `flotilla keys`: SSH access.
+
+Users hold OpenSSH public keys and the services whose instances they may reach;
+`flotilla keys` is what sshd runs as its `AuthorizedKeysCommand` on every instance.
+Every input is validated before anything is written, and every change is written
+conditionally on the version it was based on (re-applied on a conflict), so a bad
+option stores nothing and two operators never overwrite each other's changes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import click
+
+from flotilla.cli.options import aws_options
+from flotilla.cli.output import output_option, print_json, print_table
+from flotilla.cli.service_commands import wiring_from
+from flotilla.engine import users
+from flotilla.engine.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    NotFoundError,
+    ValidationError,
+)
+from flotilla.engine.ports import UserStore
+from flotilla.engine.users import PublicKey, User
+
+MAX_KEY_FILE_BYTES = 256 * 1024
+MAX_ATTEMPTS = 50
+
+
+# --- reading and changing users ---------------------------------------------------------
+
+
+def read_keys(sources: Sequence[str]) -> list[PublicKey]:
+    """Every public key in the given files ('-' is standard input), all validated."""
+    if list(sources).count("-") > 1:
+        raise ValidationError("'-' (standard input) can be given to --key only once")
+    keys: list[PublicKey] = []
+    for source in sources:
+        keys.extend(users.public_keys_text(_read_text(source), _source_name(source)))
+    return keys
+
+
+def _source_name(source: str) -> str:
+    return "standard input" if source == "-" else repr(source)
+
+
+def _read_text(source: str) -> str:
+    if source == "-":
+        if sys.stdin.isatty():
+            raise ValidationError(
+                "'--key -' reads public keys from standard input, which is a terminal; pipe "
+                "them in, e.g. `flotilla user add alice --key - < ~/.ssh/id_ed25519.pub`"
+            )
+        data = sys.stdin.buffer.read(MAX_KEY_FILE_BYTES + 1)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ValidationError(f"key file {source!r} does not exist or is not a file")
+        try:
+            with path.open("rb") as opened:
+                data = opened.read(MAX_KEY_FILE_BYTES + 1)
+        except OSError as exc:
+            raise ValidationError(f"cannot read key file {source!r}: {exc.strerror}") from exc
+    if len(data) > MAX_KEY_FILE_BYTES:
+        raise ValidationError(
+            f"{_source_name(source)} is over {MAX_KEY_FILE_BYTES // 1024} KB; a public key "
+            "file is one short line per key"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError(
+            f"{_source_name(source)} is not text; give an OpenSSH public key (.pub) file"
+        ) from exc
+
+
+def existing_user(store: UserStore, name: str, environment: str) -> User:
+    try:
+        return store.get_user(name)
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"user {name!r} does not exist in environment {environment!r}; see "
+            "`flotilla user list`, or add it with `flotilla user add`"
+        ) from exc
+
+
+def modify_user(store: UserStore, current: User, change: Callable[[User], User]) -> User:
+    """Apply `change` (validated) to `current` and store it, re-applying on conflicts."""
+    for _ in range(MAX_ATTEMPTS):
+        updated = users.user(change(current))
+        if updated == current:
+            return current  # nothing to write: the change is already there
+        try:
+            return store.put_user(updated)
+        except ConflictError as conflict:
+            if not isinstance(conflict.current, User):
+                raise
+            current = conflict.current
+    raise ConflictError(
+        f"user {current.name!r} kept changing under {MAX_ATTEMPTS} attempts to update it; "
+        "try again in a moment",
+        current=current,
+    )
+
+
+def _add_to(current: User, keys: Sequence[PublicKey], services: Sequence[str], admin: bool) -> User:
+    with_keys = users.with_keys(current, keys)
+    return replace(
+        with_keys,
+        services=tuple(dict.fromkeys((*current.services, *services))),
+        admin=current.admin or admin,
+    )
+
+
+# --- output ----------------------------------------------------------------------------
+
+
+def _key_summaries(record: User) -> list[dict[str, str]]:
+    """Type, fingerprint and comment of each key: never the whole key."""
+    summaries = []
+    for line in record.ssh_keys:
+        try:
+            key = users.public_key(line)
+        except ValidationError:
+            summaries.append({"type": "?", "fingerprint": "(malformed stored key)", "comment": ""})
+            continue
+        summaries.append({"type": key.type, "fingerprint": key.fingerprint, "comment": key.comment})
+    return summaries
+
+
+def user_summary(record: User) -> dict[str, Any]:
+    return {
+        "name": record.name,
+        "active": record.active,
+        "admin": record.admin,
+        "services": list(record.services),
+        "keys": _key_summaries(record),
+        "version": record.version,
+        "created_at": record.created_at.isoformat() if record.created_at else None,
+        "updated_at": record.updated_at.isoformat() if record.updated_at else None,
+    }
+
+
+def _print_users(records: Sequence[User], output: str) -> None:
+    if output == "json":
+        print_json([user_summary(r) for r in records])
+        return
+    rows: list[list[Any]] = []
+    for record in records:
+        first = [
+            record.name,
+            "yes" if record.active else "no",
+            "yes" if record.admin else "no",
+            ", ".join(record.services) or "-",
+        ]
+        keys = _key_summaries(record) or [{"type": "-", "fingerprint": "-", "comment": ""}]
+        for number, key in enumerate(keys):
+            prefix = first if number == 0 else ["", "", "", ""]
+            rows.append([*prefix, key["fingerprint"], key["type"], key["comment"]])
+    print_table(["NAME", "ACTIVE", "ADMIN", "SERVICES", "KEY", "TYPE", "COMMENT"], rows)
+
+
+def _show(record: User, output: str) -> None:
+    if output == "json":
+        print_json(user_summary(record))
+    else:
+        _print_users([record], output)
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+@click.group()
+def user() -> None:
+    """Manage who may log in by SSH to which services' instances (see `flotilla keys`)."""
+
+
+@user.command()
+@click.argument("name")
+@click.option(
+    "--key",
+    "key_sources",
+    multiple=True,
+    metavar="FILE|-",
+    help="An OpenSSH public key file (.pub; several lines allowed), '-' for standard input. "
+    "Repeatable. Private keys are refused.",
+)
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    metavar="SERVICE",
+    help="A service whose instances the user may reach. Repeatable.",
+)
+@click.option("--admin", is_flag=True, help="The user may reach every service's instances.")
+@output_option
+@aws_options
+def add(
+    name: str,
+    key_sources: tuple[str, ...],
+    services: tuple[str, ...],
+    admin: bool,
+    output: str,
+    **options: Any,
+) -> None:
+    """Add the user NAME, or add keys, services or admin rights to it (idempotent).
+
+    Adding what a user has already changes nothing.
+    """
+    users.user_name(name)
+    wanted = [users.user_service_name(s) for s in services]
+    keys = read_keys(key_sources)  # everything is checked before any AWS call
+    wiring = wiring_from(options)
+    store = wiring.users
+    try:
+        current = store.get_user(name)
+    except NotFoundError:
+        if not keys:
+            raise ValidationError(
+                f"user {name!r} is new and needs at least one public key: give --key FILE"
+            ) from None
+        record = users.user(User(name, services=tuple(wanted), admin=admin))
+        try:
+            _show(store.put_user(users.user(users.with_keys(record, keys))), output)
+            return
+        except AlreadyExistsError:  # added by someone else meanwhile: add to theirs
+            current = store.get_user(name)
+    _show(modify_user(store, current, lambda u: _add_to(u, keys, wanted, admin)), output)
+
+
+def _fingerprint_text(value: str) -> str:
+    text = value.strip()
+    return text if text.startswith("SHA256:") else "SHA256:" + text
+
+
+def _without(
+    current: User, fingerprints: Sequence[str], services: Sequence[str], admin: bool
+) -> User:
+    have = {}
+    for line in current.ssh_keys:
+        try:
+            have[users.fingerprint(line)] = line
+        except ValidationError:  # a malformed stored key: it has no fingerprint to name
+            continue
+    for fingerprint in fingerprints:
+        if fingerprint not in have:
+            raise NotFoundError(
+                f"user {current.name!r} has no key {fingerprint}; `flotilla user list` "
+                "shows the fingerprints of its keys"
+            )
+    for service in services:
+        if service not in current.services:
+            raise NotFoundError(f"user {current.name!r} has no access to service {service!r}")
+    gone = {have[f] for f in fingerprints}
+    return replace(
+        current,
+        ssh_keys=tuple(line for line in current.ssh_keys if line not in gone),
+        services=tuple(s for s in current.services if s not in services),
+        admin=current.admin and not admin,
+    )
+
+
+@user.command()
+@click.argument("name")
+@click.option(
+    "--key",
+    "fingerprints",
+    multiple=True,
+    metavar="FINGERPRINT",
+    help="Remove only this key (its SHA256:... fingerprint, as `user list` shows). Repeatable.",
+)
+@click.option(
+    "--service",
+    "services",
+    multiple=True,
+    metavar="SERVICE",
+    help="Remove only the access to this service. Repeatable.",
+)
+@click.option("--admin", is_flag=True, help="Remove only the admin rights.")
+@output_option
+@aws_options
+def remove(
+    name: str,
+    fingerprints: tuple[str, ...],
+    services: tuple[str, ...],
+    admin: bool,
+    output: str,
+    **options: Any,
+) -> None:
+    """Remove the user NAME, or only some of its keys, services or admin rights."""
+    users.user_name(name)
+    wanted_keys = [_fingerprint_text(f) for f in fingerprints]
+    wanted_services = [users.user_service_name(s) for s in services]
+    wiring = wiring_from(options)
+    store = wiring.users
+    current = existing_user(store, name, wiring.settings.environment)
+    if wanted_keys or wanted_services or admin:
+        changed = modify_user(
+            store, current, lambda u: _without(u, wanted_keys, wanted_services, admin)
+        )
+        _show(changed, output)
+        return
+    for _ in range(MAX_ATTEMPTS):
+        try:
+            store.delete_user(name, expected_version=current.version)
+            break
+        except ConflictError as conflict:
+            if not isinstance(conflict.current, User):
+                raise
+            current = conflict.current
+    else:
+        raise ConflictError(f"user {name!r} kept changing; try again in a moment")
+    if output == "json":
+        print_json({"removed": name})
+    else:
+        click.echo(f"removed user {name}")
+
+
+@user.command("list")
+@output_option
+@aws_options
+def list_(output: str, **options: Any) -> None:
+    """List users, their services and their keys' fingerprints (never whole keys)."""
+    _print_users(wiring_from(options).users.list_users(), output)
+
+
+def _set_active(name: str, active: bool, output: str, options: dict[str, Any]) -> None:
+    users.user_name(name)
+    wiring = wiring_from(options)
+    current = existing_user(wiring.users, name, wiring.settings.environment)
+    _show(modify_user(wiring.users, current, lambda u: replace(u, active=active)), output)
+
+
+@user.command()
+@click.argument("name")
+@output_option
+@aws_options
+def deactivate(name: str, output: str, **options: Any) -> None:
+    """Stop printing NAME's keys for sshd, keeping its record (undo with `activate`)."""
+    _set_active(name, False, output, options)
+
+
+@user.command()
+@click.argument("name")
+@output_option
+@aws_options
+def activate(name: str, output: str, **options: Any) -> None:
+    """Print NAME's keys for sshd again."""
+    _set_active(name, True, output, options)
+
+
+@click.command()
+@click.argument("user_name", metavar="[USER]", required=False)
+@click.option(
+    "--service",
+    envvar="FLOTILLA_SERVICE",
+    metavar="SERVICE",
+    help="The service of this instance [FLOTILLA_SERVICE]; without one only admins get in.",
+)
+@aws_options
+def keys(user_name: str | None, service: str | None, **options: Any) -> None:
+    """Print the authorized_keys lines of the users allowed on SERVICE's instances.
+
+    These are the keys of active users who are admins or may reach SERVICE; with
+    USER, only that user's. Meant for sshd, in /etc/ssh/sshd_config:
+
+    \b
+        AuthorizedKeysCommand /usr/local/bin/flotilla keys --service S %u
+        AuthorizedKeysCommandUser nobody
+
+    sshd starts the command with an almost empty environment: give --env and
+    --region (and --service) on that line, or point it at a wrapper script that
+    sets FLOTILLA_ENV, FLOTILLA_REGION and FLOTILLA_SERVICE. An unknown USER prints
+    nothing and exits 0 (sshd then refuses the login); when the users cannot be read,
+    it prints nothing and exits non-zero, so sshd fails closed.
+    """
+    allowed = None if service is None else users.user_service_name(service)
+    if user_name is not None:
+        try:
+            users.user_name(user_name)
+        except ValidationError:
+            return  # no such user can exist: nothing to print
+    store = wiring_from(options).users
+    if user_name is None:
+        candidates = store.list_users()
+    else:
+        try:
+            candidates = [store.get_user(user_name)]
+        except NotFoundError:
+            return
+    lines = []
+    for record in candidates:
+        if not record.may_reach(allowed):
+            continue
+        for stored in record.ssh_keys:
+            try:
+                lines.append(users.public_key(stored).line)
+            except ValidationError:  # written by something else: skip it, print only keys
+                click.echo(f"warning: skipped a malformed stored key of {record.name}", err=True)
+    # Printed at once, after every read succeeded: never a partial list.
+    if lines:
+        click.echo("\n".join(lines))
