@@ -81,6 +81,10 @@ def scheduler(**options: Any) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def wait(seconds: float) -> None:
+        stop.wait(seconds)  # a SIGTERM ends any wait at once
+
     owner = options["owner"] or f"{socket.gethostname()}/{os.getpid()}/{time.time_ns()}"
     Scheduler(
         SchedulerSettings(
@@ -96,7 +100,7 @@ def scheduler(**options: Any) -> None:
         events=wiring.events,
         clock=wiring.clock,
         stop=stop,
-        wait=stop.wait,  # a SIGTERM ends any wait at once
+        wait=wait,
     ).run()
 
 
