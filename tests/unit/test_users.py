@@ -232,3 +232,10 @@ def test_items_round_trip_and_newer_or_malformed_items_are_refused() -> None:
 def test_a_service_name_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(ValidationError, match="invalid service name"):
         users.user(User("alice", services=("api\n",)))
+
+
+def test_a_user_has_a_bounded_number_of_keys() -> None:
+    many = tuple(ed25519_line(f"k{n}") for n in range(users.MAX_KEYS_PER_USER + 1))
+    assert len(users.user(User("alice", ssh_keys=many[:-1])).ssh_keys) == len(many) - 1
+    with pytest.raises(ValidationError, match=f"at most {users.MAX_KEYS_PER_USER} keys"):
+        users.user(User("alice", ssh_keys=many))
