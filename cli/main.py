@@ -31,6 +31,7 @@ def _register_commands() -> None:
     from flotilla.cli.rollout_commands import rollout
     from flotilla.cli.scheduler_command import scheduler
     from flotilla.cli.service_commands import service
+    from flotilla.cli.trace_command import trace
     from flotilla.cli.user_commands import keys, user
     from flotilla.cli.weights_command import weights
 
@@ -38,6 +39,7 @@ def _register_commands() -> None:
     cli.add_command(service)
     cli.add_command(revision)
     cli.add_command(weights)
+    cli.add_command(trace)
     cli.add_command(user)
     cli.add_command(keys)
     cli.add_command(rollout)

@@ -1,0 +1,167 @@
+"""The rollout view as one self-contained web page: styles, script and data inline, and a
+Content-Security-Policy that forbids every fetch, so the page opens anywhere, offline.
+
+The header (outcome, totals) is HTML written here; the timeline is drawn by the inline
+script from the view's data, embedded as JSON that cannot close its `<script>` element.
+Every text goes through `html.escape` here or `textContent` in the script: an error
+message can hold anything and must never become markup.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from html import escape
+from typing import Any
+
+from flotilla.cli.trace.assets import SCRIPT, STYLE
+from flotilla.cli.trace.model import OUTCOMES, RolloutView, state_order
+from flotilla.cli.trace.terminal import duration_text, time_text
+
+COLOURS = {
+    "pending": "#b8bec6",
+    "locking": "#4c78a8",
+    "deregistering": "#72b7b2",
+    "draining": "#9ecae9",
+    "stopping": "#f2cf5b",
+    "starting": "#f58518",
+    "registering": "#b279a2",
+    "healthy": "#54a24b",
+    "unlocked": "#88d27a",
+    "failed": "#e45756",
+    "rolling_back": "#d67195",
+}
+_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
+    "img-src data:; base-uri 'none'; form-action 'none'"
+)
+SKIPPED, RESUMED, INTERRUPTED = 1, 2, 4
+
+
+def render(view: RolloutView) -> str:
+    data = _data(view)
+    totals = view.totals()
+    counts = totals.by_outcome
+    facts = [
+        f"{totals.instances} instances",
+        f"{counts['succeeded']} succeeded",
+        f"{counts['rolled_back']} rolled back",
+        f"{counts['failed']} failed",
+        f"{counts['running']} running",
+    ]
+    if totals.p50 is not None and totals.p95 is not None:
+        facts.append(
+            f"deploy time p50 {duration_text(totals.p50)}, p95 {duration_text(totals.p95)}"
+        )
+    if totals.slowest_state is not None:
+        slow = totals.slowest_state
+        facts.append(
+            f"slowest state: {slow.state} ({duration_text(slow.total)} in all, longest "
+            f"{duration_text(slow.longest)} on {slow.longest_instance})"
+        )
+    if view.rows:
+        facts.append(
+            f"{time_text(view.start)} → {time_text(view.end)} "
+            f"({duration_text(view.end - view.start)})"
+        )
+    legend = "".join(
+        f'<span class="key"><i style="background:{COLOURS.get(s, "#999")}"></i>{escape(s)}</span>'
+        for s in state_order()
+    )
+    legend += (
+        '<span class="key"><i class="gap"></i>crash gap</span>'
+        '<span class="key"><i class="resumed-key"></i>resumed</span>'
+        '<span class="key"><i class="error-key"></i>failed step</span>'
+    )
+    filters = "".join(
+        f'<label><input type="checkbox" name="outcome" value="{o}" checked> '
+        f'{escape(o.replace("_", " "))} <span class="count">{counts[o]}</span></label>'
+        for o in OUTCOMES
+    )
+    notes = "".join(f"<p class=note>{escape(n)}</p>" for n in view.notes)
+    outcome = view.outcome
+    outcome_text = escape(outcome.replace("_", " "))
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{_CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(view.title)}</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<header>
+<h1>{escape(view.title)} <span class="outcome {escape(outcome)}">{outcome_text}</span></h1>
+<p class="facts">{" · ".join(escape(f) for f in facts)}</p>
+{notes}
+<p class="legend">{legend}</p>
+</header>
+<nav class="controls">
+<span class="filters">{filters}</span>
+<input type="search" id="find" placeholder="instance or deploy id" aria-label="filter instances">
+<button type="button" id="zoom-out" title="zoom out (ctrl + wheel)">−</button>
+<button type="button" id="zoom-in" title="zoom in (ctrl + wheel)">+</button>
+<button type="button" id="zoom-fit" title="whole rollout">fit</button>
+<span id="shown"></span>
+</nav>
+<main id="timeline" aria-label="timeline, one row per instance">
+<div id="axis"></div>
+<div id="rows"></div>
+</main>
+<aside id="details" hidden></aside>
+<div id="tip" hidden></div>
+<script id="trace-data" type="application/json">{_json(data)}</script>
+<script>{SCRIPT}</script>
+</body>
+</html>
+"""
+
+
+def _ms(moment: datetime, origin: datetime) -> int:
+    return round((moment - origin).total_seconds() * 1000)
+
+
+def _data(view: RolloutView) -> dict[str, Any]:
+    origin = view.start
+    states = list(state_order())
+    rows = []
+    for row in view.rows:
+        segments = []
+        for s in row.segments:
+            index = states.index(s.state) if s.state in states else -1
+            flags = (
+                (SKIPPED if s.skipped else 0)
+                | (RESUMED if s.resumed else 0)
+                | (INTERRUPTED if s.interrupted else 0)
+            )
+            end = _ms(s.end, origin) if s.end is not None else -1
+            segments.append([index, _ms(s.start, origin), end, s.attempt, flags, s.error,
+                             s.span_id])  # fmt: skip
+        gaps = [[_ms(g.start, origin), _ms(g.end, origin)] for g in row.gaps]
+        rows.append([row.instance_id, row.deploy_id, row.outcome, row.from_revision,
+                     row.to_revision, row.trace_id, row.reason, segments, gaps,
+                     _ms(row.end(view.now), origin)])  # fmt: skip
+    return {
+        "origin": origin.isoformat(),
+        "originMs": round(origin.timestamp() * 1000),
+        "total": max(_ms(view.end, origin), 1),
+        "now": _ms(view.now, origin),
+        "states": states,
+        "colours": [COLOURS.get(s, "#999999") for s in states],
+        "rows": rows,
+    }
+
+
+def _json(value: Any) -> str:
+    """JSON that is safe inside a <script> element: no `<`, `>` or `&`, no line separators."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    for raw, escaped in (
+        ("&", "\\u0026"),
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
+        text = text.replace(raw, escaped)
+    return text

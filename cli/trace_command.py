@@ -1,0 +1,204 @@
+"""`flotilla trace rollout SERVICE` and `flotilla trace deploy DEPLOY_ID`: the trace viewer.
+
+Reads the deploy histories from the state store (DynamoDB), or, with `--from-otlp FILE`,
+the spans an agent or an OpenTelemetry collector wrote as OTLP JSON, and draws them in
+the terminal (one row per instance on a shared time axis) or, with `--html FILE`, as one
+self-contained web page. Both sources make the same view (see cli.trace.model).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from flotilla.cli.options import aws_options
+from flotilla.cli.revision_commands import resolve_revision
+from flotilla.cli.service_commands import existing_service, wiring_from
+from flotilla.cli.trace import html, model, terminal
+from flotilla.cli.trace.model import DeployRow, RolloutView
+from flotilla.engine import validation
+from flotilla.engine.errors import NotFoundError, ValidationError
+
+F = TypeVar("F", bound=Callable[..., Any])
+ID_CHARS = 12
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+@click.group()
+def trace() -> None:
+    """Show a rollout or one deploy as a timeline: states, durations, crashes, errors."""
+
+
+def _view_options(command: F) -> F:
+    options = [
+        click.option(
+            "--html",
+            "html_file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write the timeline as one self-contained web page to FILE",
+        ),
+        click.option(
+            "--from-otlp",
+            "otlp_file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="Read spans from an OTLP JSON file (agent --trace-file, collector file "
+            "exporter) instead of the deploy histories",
+        ),
+        click.option(
+            "--color",
+            "colour",
+            type=click.Choice(["auto", "always", "never"]),
+            default="auto",
+            show_default=True,
+            help="Colour in the terminal (auto: on a terminal unless NO_COLOR is set)",
+        ),
+        click.option("--width", type=click.IntRange(40, 1000), help="Columns to draw in"),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@trace.command()
+@click.argument("service")
+@click.option(
+    "--revision", help="The rollout to this revision (label or id prefix) [default: the latest]"
+)
+@click.option("--since", help="Only deploys started since: a duration (30m, 6h, 2d) or an ISO time")
+@_view_options
+@aws_options
+def rollout(
+    service: str, revision: str | None, since: str | None, html_file: Path | None,
+    otlp_file: Path | None, colour: str, width: int | None, **options: Any,
+) -> None:  # fmt: skip
+    """Every deploy of SERVICE's rollout: one row per instance, one segment per state.
+
+    Without --revision, the rollout of the revision deployed most recently.
+    """
+    validation.service_name(service)
+    now = datetime.now(UTC)
+    since_time = parse_since(since, now) if since else None
+    if otlp_file is not None:
+        if revision is not None and not re.fullmatch(r"[0-9a-fA-F]{1,64}", revision):
+            raise ValidationError(
+                f"with --from-otlp, --revision takes a revision id or id prefix, not a label "
+                f"({revision[:40]!r}): spans carry ids only; see `flotilla revision list {service}`"
+            )
+        rows = model.select_rollout(
+            _otlp_rows(otlp_file), service=service, revision=revision, since=since_time
+        )
+        label = None
+    else:
+        wiring = wiring_from(options)
+        store = wiring.store
+        existing_service(store, service, wiring)
+        now = wiring.clock.now()
+        label = None
+        if revision is not None:
+            found = resolve_revision(store.list_revisions(service), revision, service)
+            revision, label = found.id, found.label
+        checkpoints = store.list_deploys(service, since=since_time)
+        rows = model.select_rollout(
+            (model.row_from_checkpoint(c) for c in checkpoints),
+            service=service,
+            revision=revision,
+            since=since_time,
+        )
+        if rows and label is None:
+            label = _label_of(store.list_revisions(service), rows[0].to_revision)
+    if not rows:
+        where = f" since {since}" if since else ""
+        to = f" to revision {revision[:ID_CHARS]}" if revision else ""
+        source = f"in {otlp_file}" if otlp_file else "in the deploy histories"
+        raise NotFoundError(
+            f"no deploys of service {service!r}{to}{where} {source}; "
+            "check the service name, --revision and --since"
+        )
+    target = rows[0].to_revision[:ID_CHARS]
+    title = (
+        f"rollout of {service} to {label} ({target})"
+        if label
+        else f"rollout of {service} to {target}"
+    )
+    _show(model.view_of(rows, now=now, title=title), html_file, colour, width)
+
+
+@trace.command()
+@click.argument("deploy_id")
+@_view_options
+@aws_options
+def deploy(
+    deploy_id: str, html_file: Path | None, otlp_file: Path | None, colour: str,
+    width: int | None, **options: Any,
+) -> None:  # fmt: skip
+    """One deploy (an instance moving to a revision) as a timeline, e.g. DEPLOY_ID i-0abc.3."""
+    if otlp_file is not None:
+        rows = [r for r in _otlp_rows(otlp_file) if r.deploy_id == deploy_id]
+        if not rows:
+            raise NotFoundError(f"no spans of deploy {deploy_id[:80]!r} in {otlp_file}")
+        now = datetime.now(UTC)
+    else:
+        wiring = wiring_from(options)
+        try:
+            checkpoint = wiring.store.get_deploy(deploy_id)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"deploy {deploy_id[:80]!r} does not exist in environment "
+                f"{wiring.settings.environment!r}; deploy ids look like INSTANCE.N, see "
+                "`flotilla trace rollout SERVICE`"
+            ) from exc
+        rows = [model.row_from_checkpoint(checkpoint)]
+        now = wiring.clock.now()
+    row = rows[0]
+    title = f"deploy {row.deploy_id} of {row.service} on {row.instance_id}"
+    _show(model.view_of(rows, now=now, title=title), html_file, colour, width)
+
+
+def _otlp_rows(path: Path) -> Sequence[DeployRow]:
+    try:
+        with path.open(encoding="utf-8") as lines:
+            return model.rows_from_otlp_text(lines)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"cannot read {path}: {exc}") from exc
+
+
+def _label_of(revisions: Sequence[Any], revision_id: str) -> str | None:
+    return next((r.label for r in revisions if r.id == revision_id), None)
+
+
+def _show(view: RolloutView, html_file: Path | None, colour: str, width: int | None) -> None:
+    if html_file is not None:
+        page = html.render(view)
+        html_file.write_text(page, encoding="utf-8")
+        click.echo(
+            f"wrote {html_file} ({len(view.rows)} deploys, {len(page.encode()) // 1024} KiB); "
+            f"open it in a browser",
+            err=True,
+        )
+        return
+    wanted = terminal.colour_wanted(sys.stdout, colour)
+    columns = width or shutil.get_terminal_size((120, 24)).columns
+    click.echo(terminal.render(view, width=columns, colour=wanted), nl=False, color=wanted)
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """`30m`, `6h`, `2d`, `1w` before now, or an ISO 8601 time (UTC when no zone is given)."""
+    matched = _DURATION.match(text)
+    if matched:
+        return now - timedelta(seconds=float(matched.group(1)) * _UNITS[matched.group(2)])
+    try:
+        moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValidationError(
+            f"invalid --since {text[:40]!r}: give a duration like 30m, 6h, 2d or an ISO time "
+            "like 2026-01-31T08:00:00Z"
+        ) from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
