@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from flotilla.cli.notify import notify_scheduler
 from flotilla.cli.options import aws_options
 from flotilla.cli.output import output_option, print_json
 from flotilla.cli.progress import (
@@ -35,7 +36,6 @@ from flotilla.cli.service_commands import existing_service, wiring_from
 from flotilla.cli.wiring import Wiring
 from flotilla.engine import validation
 from flotilla.engine.errors import FlotillaError, ValidationError
-from flotilla.engine.ports import Event
 from flotilla.engine.records import HistoryEntry, RolloutStatus, Service
 from flotilla.engine.updates import modify_service
 from flotilla.scheduler.rollout import bounded_history
@@ -227,29 +227,13 @@ def reason_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-def wake_scheduler(wiring: Wiring, service: str, why: str) -> bool:
-    """Send `service_changed`; on failure warn (the change is stored) and return False."""
-    try:
-        wiring.events.send(Event("service_changed", service, {"why": why}))
-    except FlotillaError as failed:
-        click.echo(
-            f"warning: the change is stored, but the scheduler was not woken ({failed.message}); "
-            "it takes the change up at its next timed pass",
-            err=True,
-        )
-        return False
-    return True
-
-
 def _now_ms(wiring: Wiring) -> datetime:
     now = wiring.clock.now()
     return now.replace(microsecond=now.microsecond // 1000 * 1000)  # items keep whole ms
 
 
-def _report(
-    wiring: Wiring, stored: Service, output: str, message: str, *, changed: bool, why: str
-) -> None:
-    woken = wake_scheduler(wiring, stored.name, why) if changed else False
+def _report(wiring: Wiring, stored: Service, output: str, message: str, *, changed: bool) -> None:
+    woken = notify_scheduler(wiring, stored.name) if changed else False
     if output == "json":
         labels = {r.id: r.label for r in wiring.store.list_revisions(stored.name)}
         print_json(
@@ -267,7 +251,7 @@ def _report(
     click.echo(message)
 
 
-def _set_paused(wiring: Wiring, name: str, paused: bool, reason: str | None, output: str) -> None:
+def set_paused(wiring: Wiring, name: str, paused: bool, reason: str | None, output: str) -> None:
     kind = "paused" if paused else "resumed"
     why = f"{kind} by {operator_name()}" + (f": {reason}" if reason else "")
     at = _now_ms(wiring)
@@ -288,7 +272,7 @@ def _set_paused(wiring: Wiring, name: str, paused: bool, reason: str | None, out
         message = f"{why}: the scheduler moves nothing in {name} until `flotilla rollout resume`"
     else:
         message = f"{why}: the scheduler carries on with {name}'s rollout"
-    _report(wiring, stored, output, message, changed=applied[0], why=kind)
+    _report(wiring, stored, output, message, changed=applied[0])
 
 
 @rollout.command()
@@ -303,7 +287,7 @@ def pause(service: str, reason: str | None, output: str, **options: Any) -> None
     """
     validation.service_name(service)
     why = parse_reason(reason)
-    _set_paused(wiring_from(options), service, True, why, output)
+    set_paused(wiring_from(options), service, True, why, output)
 
 
 @rollout.command()
@@ -315,7 +299,7 @@ def resume(service: str, reason: str | None, output: str, **options: Any) -> Non
     """Resume SERVICE's rollout where it was paused."""
     validation.service_name(service)
     why = parse_reason(reason)
-    _set_paused(wiring_from(options), service, False, why, output)
+    set_paused(wiring_from(options), service, False, why, output)
 
 
 @rollout.command()
@@ -364,4 +348,4 @@ def revert(service: str, reason: str | None, output: str, **options: Any) -> Non
     )
     if stored.paused:
         message += f"; {service} is paused: nothing moves until `flotilla rollout resume`"
-    _report(wiring, stored, output, message, changed=True, why="reverted")
+    _report(wiring, stored, output, message, changed=True)

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from flotilla.cli.rollout_commands import watch_rollout
+from flotilla.cli.rollout_commands import set_paused, watch_rollout
 from flotilla.cli.wiring import AwsSettings, Wiring
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome, Transition
 from flotilla.engine.clock import Clock, FakeClock, SystemClock
-from flotilla.engine.errors import FlotillaError
+from flotilla.engine.errors import FlotillaError, TransientError
 from flotilla.engine.ports import Event, StateStore
 from flotilla.scheduler.pass_ import PassReport, PassSettings, SchedulerPass
 from tests.integration.test_cli_commands import Cli, assert_refused
@@ -81,10 +81,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         yield World(Cli(endpoint, environment), Wiring(settings), tmp_path_factory.mktemp("revs"))
 
 
-def woken_by(world: World, service: str) -> list[tuple[str, Any]]:
-    """The wake-ups these commands sent about `service` since the last look."""
-    events = world.events()
-    return [(e.kind, dict(e.detail)) for e in events if e.service == service and "why" in e.detail]
+def woken_by(world: World, service: str) -> list[str]:
+    """The kinds of the wake-ups sent about `service` since the last look."""
+    return [e.kind for e in world.events() if e.service == service]
 
 
 def finish(store: StateStore, deploy: DeployCheckpoint, *, fail: bool = False) -> None:
@@ -190,7 +189,7 @@ def test_pause_stops_the_scheduler_and_wakes_it(world: World, web: str) -> None:
     assert service.paused is True
     assert service.history[-1].kind == "paused"
     assert service.history[-1].reason.startswith("paused by ")
-    assert woken_by(world, web) == [("service_changed", {"why": "paused"})]
+    assert woken_by(world, web) == ["service_changed"]
     assert "already" in world.cli.ok("rollout", "pause", web)
     assert woken_by(world, web) == []  # nothing changed, nobody woken
 
@@ -205,18 +204,40 @@ def test_pause_stops_the_scheduler_and_wakes_it(world: World, web: str) -> None:
     assert status["rollout"]["in_sync"] is False
     assert "rollout resume" in world.cli.ok("rollout", "status", web)
 
+    world.events()  # drop the wake-up of the weight change
     resumed = json.loads(world.cli.ok("rollout", "resume", web, "--reason", "fixed", "-o", "json"))
     assert resumed["paused"] is False
     assert resumed["scheduler_woken"] is True
     entry = world.store.get_service(web).history[-1]
     assert (entry.kind, entry.reason.endswith(": fixed")) == ("resumed", True)
-    assert woken_by(world, web) == [("service_changed", {"why": "resumed"})]
+    assert woken_by(world, web) == ["service_changed"]
     assert world.scheduler_pass().assignments_written > 0
+
+
+class UnreachableQueue:
+    def send(self, event: Event) -> None:
+        raise TransientError("sending an event: cannot reach SQS; will retry")
+
+
+def test_a_change_stands_when_the_scheduler_cannot_be_woken(
+    world: World, web: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    wiring = Wiring(world.wiring.settings)
+    wiring.__dict__["events"] = UnreachableQueue()  # in place of the cached SQS queue
+    set_paused(wiring, web, True, "queue test", "text")
+    captured = capsys.readouterr()
+    assert "warning: the change is stored, but the scheduler was not woken" in captured.err
+    assert "cannot reach SQS" in captured.err
+    assert "paused by" in captured.out
+    assert world.store.get_service(web).paused is True
+    world.cli.ok("rollout", "resume", web)
+    assert world.store.get_service(web).paused is False
 
 
 def test_revert_restores_the_last_good_weights(world: World, web: str) -> None:
     ids = world.revisions(web)
     assert world.store.get_service(web).weights != {ids["v1"]: 100}
+    world.events()  # drop earlier wake-ups
     out = world.cli.ok("rollout", "revert", web, "--reason", "v2 is slow")
     assert "last good weights v1=100" in out
     service = world.store.get_service(web)
@@ -225,7 +246,7 @@ def test_revert_restores_the_last_good_weights(world: World, web: str) -> None:
     assert entry.kind == "reverted"
     assert entry.reason.startswith("reverted by ")
     assert entry.reason.endswith(": v2 is slow")
-    assert woken_by(world, web) == [("service_changed", {"why": "reverted"})]
+    assert woken_by(world, web) == ["service_changed"]
     history = json.loads(world.cli.ok("history", web, "-o", "json", "--limit", "1"))
     assert [(h["kind"], h["reason"]) for h in history] == [("reverted", entry.reason)]
     assert "nothing to revert" in assert_refused(world.cli, "rollout", "revert", web, code=1)
