@@ -34,6 +34,8 @@ class MemoryStateStore:
         self._services: dict[str, Item] = {}
         self._revisions: dict[tuple[str, str], Item] = {}
         self._instances: dict[str, Item] = {}
+        # The by-service index of the instances table: an instance never changes service.
+        self._instances_by_service: dict[str, set[str]] = {}
         self._deploys: dict[str, Item] = {}
 
     def items(self) -> list[Item]:
@@ -127,6 +129,7 @@ class MemoryStateStore:
             if current is None:
                 fresh.update(assigned_revision=None, assignment_version=0, current_revision=None)
                 self._instances[instance.id] = fresh
+                self._instances_by_service.setdefault(instance.service, set()).add(instance.id)
             elif current["service"] != instance.service:
                 raise ConflictError(
                     f"instance {instance.id!r} belongs to service {current['service']!r}, not "
@@ -184,12 +187,15 @@ class MemoryStateStore:
 
     def list_instances(self, service: str) -> list[Instance]:
         with self._lock:
-            found = [copy.deepcopy(i) for i in self._instances.values() if i["service"] == service]
+            ids = self._instances_by_service.get(service, set())
+            found = [copy.deepcopy(self._instances[i]) for i in ids]
         return sorted((items.instance_from_item(i) for i in found), key=lambda i: i.id)
 
     def delete_instance(self, instance_id: str) -> None:
         with self._lock:
-            self._instances.pop(instance_id, None)
+            removed = self._instances.pop(instance_id, None)
+            if removed is not None:
+                self._instances_by_service[removed["service"]].discard(instance_id)
 
     # --- deploys ---------------------------------------------------------------------
 
