@@ -176,3 +176,116 @@ def test_the_page_fetches_nothing(page: Path) -> None:
     assert "default-src 'none'" in text
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", text)
     assert "<link" not in text
+
+
+# --- --from-otlp against a real agent's spans --------------------------------------------
+
+
+def shape(row: model.DeployRow) -> tuple[object, ...]:
+    """A row without times; `skipped` is not on the spans (see docs/trace-viewer.md)."""
+    segments = tuple(
+        (s.state, s.attempt, s.error, s.resumed, s.interrupted, s.span_id) for s in row.segments
+    )
+    return (row.deploy_id, row.instance_id, row.service, row.from_revision, row.to_revision,
+            row.trace_id, row.outcome, row.error, row.rollback_error, segments)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_from_otlp_gives_the_rows_of_the_dynamodb_history(tmp_path: Path) -> None:
+    import os
+
+    from flotilla.engine.liveness import expiry_for
+    from flotilla.engine.records import Instance, Service
+    from flotilla.engine.revisions import build_revision
+    from tests.support.agents import FLOTILLA, aws_world, start_agent, wait_for
+    from tests.support.aws import REGION
+
+    with aws_world(f"trace{os.getpid()}") as world:
+        service, instance_id = "traced", "i-traced"
+        world.store.create_service(Service(service, settle_seconds=1))
+        unit = {"app.service": "[Service]\nExecStart=/bin/sleep 600\n"}
+        revisions = [
+            world.store.put_revision(
+                build_revision(service, label, unit, {"app.service": {"TOKEN": SECRET}},
+                               world.secrets, world.clock.now())
+            )
+            for label in ("v1", "v2")
+        ]  # fmt: skip
+        now = world.clock.now()
+        world.store.register_instance(
+            Instance(instance_id, service, "test", now, now), expires_at=expiry_for(now)
+        )
+        agents = []
+        try:
+            for revision, fault in zip(revisions, (None, "starting:after-effect"), strict=True):
+                current = world.store.get_instance(instance_id)
+                world.store.set_assignment(
+                    instance_id, revision.id, expected_version=current.assignment_version
+                )
+                if fault:
+                    doomed = start_agent(world, tmp_path, service, instance_id, fault=fault)
+                    assert doomed.process.wait(timeout=60) == -9
+                agents.append(start_agent(world, tmp_path, service, instance_id))
+
+                def deployed(wanted: str = revision.id) -> bool:
+                    deploys = world.store.list_instance_deploys(instance_id)
+                    return any(d.to_revision == wanted and d.finished for d in deploys)
+
+                wait_for(deployed, 90, f"{revision.label} deployed")
+                assert agents[-1].terminate() == 0
+        finally:
+            for agent in agents:
+                agent.kill()
+            from flotilla.adapters.process_runtime import ProcessRuntime
+
+            runtime = ProcessRuntime(tmp_path / instance_id / "process")
+            runtime.stop(runtime.owned_units())
+
+        spans = tmp_path / "spans.jsonl"
+        history = [model.row_from_checkpoint(c) for c in world.store.list_deploys(service)]
+        from_spans = model.rows_from_otlp_text(spans.read_text().splitlines())
+        assert len(history) == 2
+        assert sorted(shape(r) for r in from_spans) == sorted(shape(r) for r in history)
+        resumed = next(r for r in history if r.to_revision == revisions[1].id)
+        assert [s.state for s in resumed.segments if s.resumed] == ["starting"]
+        otlp_rows = {r.deploy_id: r for r in from_spans}
+        for row in history:  # the same moments, give or take the time to write a checkpoint
+            for ours, theirs in zip(row.segments, otlp_rows[row.deploy_id].segments, strict=True):
+                assert abs((ours.start - theirs.start).total_seconds()) < 1.5
+                assert ours.end is not None
+                assert theirs.end is not None
+                assert abs((ours.end - theirs.end).total_seconds()) < 1.5
+
+        def flotilla(*args: str) -> str:
+            aws = ["--endpoint-url", world.endpoint, "--env", world.environment,
+                   "--region", REGION]  # fmt: skip
+            done = subprocess.run([FLOTILLA, "trace", *args, *aws], capture_output=True,
+                                  text=True, timeout=60, check=False)  # fmt: skip
+            assert done.returncode == 0, done.stderr
+            return done.stdout + done.stderr
+
+        texts = {
+            "history": flotilla("rollout", service, "--width", "120"),
+            "otlp": flotilla("rollout", service, "--width", "120", "--from-otlp", str(spans)),
+        }
+        for text in texts.values():
+            assert f"{instance_id} " in text
+            assert "↻ agent stopped in starting" in text
+            assert "succeeded" in text
+            assert "1 instances · 1 succeeded · 0 rolled back" in text
+            assert "\x1b[" not in text  # not a terminal: no colour
+        assert "rollout of traced to v2" in texts["history"]  # the store knows labels
+        deploy_page = tmp_path / "deploy.html"
+        flotilla("deploy", resumed.deploy_id, "--html", str(deploy_page), "--from-otlp", str(spans))
+        rollout_page = tmp_path / "rollout.html"
+        flotilla("rollout", service, "--revision", "v1", "--html", str(rollout_page))
+        for text in [*texts.values(), deploy_page.read_text(), rollout_page.read_text()]:
+            assert SECRET not in text
+        assert SECRET not in spans.read_text()
+        missing = subprocess.run(
+            [FLOTILLA, "trace", "deploy", "nope.1", "--from-otlp", str(spans)],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert missing.returncode == 1
+        assert missing.stderr.startswith("error: no spans of deploy 'nope.1'")
+        assert "Traceback" not in missing.stderr
