@@ -27,6 +27,8 @@ def cli() -> None:
 def _register_commands() -> None:
     from flotilla.cli.agent_command import agent
     from flotilla.cli.history_command import history
+    from flotilla.cli.init_command import init
+    from flotilla.cli.provision_command import provision
     from flotilla.cli.revision_commands import revision
     from flotilla.cli.rollout_commands import rollout
     from flotilla.cli.scheduler_command import scheduler
@@ -36,7 +38,9 @@ def _register_commands() -> None:
     from flotilla.cli.weights_command import weights
 
     cli.add_command(agent)
+    cli.add_command(init)
     cli.add_command(service)
+    service.add_command(provision)
     cli.add_command(revision)
     cli.add_command(weights)
     cli.add_command(trace)

@@ -1,0 +1,239 @@
+"""`flotilla init`: create or update the environment's stack, `flotilla-<env>`.
+
+The stack (cfn_templates/environment.yaml) holds the tables, the KMS key, the events
+queue and the scheduler. Running `init` again is safe: an unchanged stack is reported as
+up to date; options left out keep the values the stack already has. `--dry-run` shows the
+change set CloudFormation would execute, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import click
+
+from flotilla.adapters.stacks import (
+    CloudFormationStacks,
+    StackChange,
+    StackEvent,
+    StackResult,
+    change_summary,
+)
+from flotilla.adapters.templates import ENVIRONMENT_TEMPLATE, load_template, template_text
+from flotilla.cli.options import aws_options
+from flotilla.cli.output import output_option, print_json, print_table
+from flotilla.cli.service_commands import wiring_from
+from flotilla.cli.wiring import Wiring
+from flotilla.engine.errors import ValidationError
+
+
+def environment_stack_name(environment: str) -> str:
+    return f"flotilla-{environment}"
+
+
+def stacks_from(wiring: Wiring) -> CloudFormationStacks:
+    return CloudFormationStacks(wiring.client("cloudformation"), wiring.clock)
+
+
+def stack_parameters(
+    stacks: CloudFormationStacks,
+    stack: str,
+    template: str,
+    given: Mapping[str, str | None],
+    managed: Collection[str],
+) -> dict[str, str]:
+    """Every managed parameter: as given, else as the stack has it, else the default.
+
+    All are passed explicitly, so an option left out never resets a value chosen before,
+    and the same command run twice sends the same parameters (nothing to change).
+    """
+    declared: dict[str, Any] = load_template(template)["Parameters"]
+    current = stacks.parameters(stack)
+    values: dict[str, str] = {}
+    for key in managed:
+        chosen = given.get(key)
+        if chosen is not None:
+            values[key] = chosen
+        elif key in current:
+            values[key] = _list_value(current[key])
+        elif "Default" in declared[key]:
+            values[key] = str(declared[key]["Default"])
+    return values
+
+
+def _list_value(value: str) -> str:
+    """A CommaDelimitedList's current value as CloudFormation takes it: `a,b`.
+
+    moto describes such a parameter as a Python list (`['a', 'b']`); AWS as `a,b`.
+    """
+    if value.startswith("[") and value.endswith("]"):
+        parsed = ast.literal_eval(value)
+        if isinstance(parsed, list):
+            return ",".join(str(item) for item in parsed)
+    return value
+
+
+def subnet_list(text: str | None) -> str | None:
+    """`subnet-a,subnet-b` (spaces allowed), checked for shape; None stays None."""
+    if text is None:
+        return None
+    subnets = [part.strip() for part in text.split(",") if part.strip()]
+    for subnet in subnets:
+        if not subnet.startswith("subnet-") or not subnet[7:].isalnum():
+            raise ValidationError(f"invalid subnet id {subnet[:40]!r}: expected subnet-<hex>")
+    return ",".join(subnets)
+
+
+def print_event(event: StackEvent, *, err: bool = False) -> None:
+    reason = f"  {event.reason}" if event.reason else ""
+    click.echo(f"{event.resource}  {event.resource_type}  {event.status}{reason}", err=err)
+
+
+def changes_json(changes: list[StackChange]) -> list[dict[str, Any]]:
+    return [
+        {
+            "action": c.action,
+            "resource": c.resource,
+            "type": c.resource_type,
+            "replacement": c.replacement,
+        }
+        for c in changes
+    ]
+
+
+def report_preview(
+    stack: str, existed: bool, changes: list[StackChange] | None, output: str
+) -> None:
+    if output == "json":
+        print_json(
+            {
+                "stack": stack,
+                "dry_run": True,
+                "exists": existed,
+                "changed": changes is not None,
+                "changes": changes_json(changes or []),
+            }
+        )
+        return
+    if changes is None:
+        click.echo(f"stack {stack} is up to date: nothing would change")
+        return
+    verb = "update" if existed else "create"
+    if not changes:
+        click.echo(f"would {verb} stack {stack}: parameters or outputs only, no resource")
+        return
+    click.echo(f"would {verb} stack {stack}: {change_summary(changes)}")
+    print_table(
+        ["ACTION", "RESOURCE", "TYPE", "REPLACEMENT"],
+        [[c.action, c.resource, c.resource_type, c.replacement or ""] for c in changes],
+    )
+
+
+def deploy_stack(
+    stacks: CloudFormationStacks,
+    stack: str,
+    template: str,
+    parameters: Mapping[str, str],
+    *,
+    dry_run: bool,
+    output: str,
+) -> StackResult | None:
+    """Preview or deploy `stack`, printing progress; the result (None for a dry run)."""
+    if dry_run:
+        existed = stacks.status(stack) is not None
+        changes = stacks.preview(stack, template_text(template), parameters)
+        report_preview(stack, existed, changes, output)
+        return None
+    # Progress goes to stdout for people; with --output json to stderr, so stdout stays JSON.
+    events: list[StackEvent] = []
+
+    def on_event(event: StackEvent) -> None:
+        events.append(event)
+        print_event(event, err=output == "json")
+
+    result = stacks.deploy(stack, template_text(template), parameters, on_event)
+    if output == "json":
+        print_json(
+            {
+                "stack": stack,
+                "status": result.status,
+                "changed": result.changed,
+                "changes": changes_json(result.changes),
+                "events": [
+                    {
+                        "resource": e.resource,
+                        "type": e.resource_type,
+                        "status": e.status,
+                        "reason": e.reason,
+                    }
+                    for e in events
+                ],
+                "outputs": result.outputs,
+            }
+        )
+    elif result.changed:
+        click.echo(f"stack {stack}: {result.status} ({change_summary(result.changes)})")
+    else:
+        click.echo(f"stack {stack} is up to date ({result.status}): nothing to change")
+    return result
+
+
+ENVIRONMENT_PARAMETERS = (
+    "EnvironmentName",
+    "SchedulerCount",
+    "SchedulerSubnets",
+    "SchedulerInstanceType",
+    "FlotillaPackage",
+)
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing")
+@click.option(
+    "--scheduler-count",
+    type=click.IntRange(0, 3),
+    help="Scheduler instances (0 runs none) [default: 1, or as before]",
+)
+@click.option(
+    "--subnets",
+    metavar="SUBNET,...",
+    help="Subnets of the scheduler instances [default: the default VPC, or as before]",
+)
+@click.option("--instance-type", help="Scheduler instance type [default: t3.micro, or as before]")
+@click.option(
+    "--package",
+    metavar="PIP-SPEC",
+    help="What the instances pip install, e.g. flotilla==0.1.0 [default: flotilla]",
+)
+@output_option
+@aws_options
+def init(
+    dry_run: bool,
+    scheduler_count: int | None,
+    subnets: str | None,
+    instance_type: str | None,
+    package: str | None,
+    output: str,
+    **options: Any,
+) -> None:
+    """Create or update this environment's stack (tables, key, queue, scheduler) and wait."""
+    given = {
+        "SchedulerCount": None if scheduler_count is None else str(scheduler_count),
+        "SchedulerSubnets": subnet_list(subnets),
+        "SchedulerInstanceType": instance_type,
+        "FlotillaPackage": package,
+    }
+    wiring = wiring_from(options)
+    environment = wiring.settings.environment
+    stack = environment_stack_name(environment)
+    stacks = stacks_from(wiring)
+    parameters = stack_parameters(
+        stacks,
+        stack,
+        ENVIRONMENT_TEMPLATE,
+        {**given, "EnvironmentName": environment},
+        ENVIRONMENT_PARAMETERS,
+    )
+    deploy_stack(stacks, stack, ENVIRONMENT_TEMPLATE, parameters, dry_run=dry_run, output=output)

@@ -1,0 +1,259 @@
+"""`flotilla init` and `flotilla service provision` create real stacks in moto's CloudFormation.
+
+The console script runs against a moto server, as an operator would run it. moto creates
+the resources a stack names (tables, queue, key, roles, launch templates, auto scaling
+groups, ELBs, target groups) but ignores TTL and draining settings and never evaluates IAM
+policies: what the policies allow is tested in tests/unit/test_worker_policy.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from flotilla.adapters.templates import create_tables
+from tests.support.agents import FLOTILLA
+from tests.support.aws import REGION, moto_server
+
+EXPECTED_TABLES = {"services", "revisions", "instances", "deploys", "locks", "users"}
+
+
+@dataclass
+class Cli:
+    endpoint: str
+    environment: str
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("AWS_REGION", "AWS_DEFAULT_REGION", "FLOTILLA_ENV")
+        }
+        aws = ["--endpoint-url", self.endpoint, "--env", self.environment, "--region", REGION]
+        return subprocess.run(
+            [FLOTILLA, *args, *aws],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+
+    def ok(self, *args: str) -> str:
+        result = self.run(*args)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    def client(self, service: str) -> Any:
+        make_client: Any = boto3.client  # typed per service name; ours is dynamic
+        return make_client(service, region_name=REGION, endpoint_url=self.endpoint)
+
+    def stack(self, name: str) -> dict[str, Any] | None:
+        try:
+            stacks = self.client("cloudformation").describe_stacks(StackName=name)["Stacks"]
+        except ClientError as exc:
+            if "does not exist" in str(exc):
+                return None
+            raise
+        stack: dict[str, Any] = stacks[0]
+        return stack
+
+    def events(self, name: str) -> list[str]:
+        answer = self.client("cloudformation").describe_stack_events(StackName=name)
+        return [e["EventId"] for e in answer["StackEvents"]]
+
+    def resources(self, name: str) -> dict[str, str]:
+        """Logical id → physical id of every resource of the stack."""
+        answer = self.client("cloudformation").describe_stack_resources(StackName=name)
+        return {
+            r["LogicalResourceId"]: r["PhysicalResourceId"]
+            for r in answer["StackResources"]
+            if "LogicalResourceId" in r  # moto lists conditions left out as empty rows
+        }
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def env(endpoint: str) -> Cli:
+    """An environment made by `flotilla init`, for the service tests."""
+    cli = Cli(endpoint, f"svc{os.getpid()}")
+    cli.ok("init")
+    return cli
+
+
+def test_init_dry_run_then_create_then_nothing_to_change(endpoint: str) -> None:
+    cli = Cli(endpoint, f"init{os.getpid()}")
+    stack_name = f"flotilla-{cli.environment}"
+
+    preview = cli.ok("init", "--dry-run")
+    assert f"would create stack {stack_name}" in preview
+    assert "ServicesTable" in preview
+    assert "SchedulerGroup" in preview
+    assert cli.stack(stack_name) is None  # not even an empty REVIEW_IN_PROGRESS stack
+    assert not [
+        t for t in cli.client("dynamodb").list_tables()["TableNames"] if cli.environment in t
+    ]
+
+    created = cli.ok("init")
+    assert "CREATE_COMPLETE" in created.splitlines()[-1]
+    stack = cli.stack(stack_name)
+    assert stack is not None
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    resources = cli.resources(stack_name)
+
+    tables = set(cli.client("dynamodb").list_tables()["TableNames"])
+    assert {f"flotilla-{cli.environment}-{t}" for t in EXPECTED_TABLES} <= tables
+    queues = cli.client("sqs").list_queues(QueueNamePrefix=f"flotilla-{cli.environment}-")
+    assert len(queues["QueueUrls"]) == 2  # events and its dead-letter queue
+    role = cli.client("iam").get_role(RoleName=resources["SchedulerRole"])["Role"]
+    assert "ec2.amazonaws.com" in json.dumps(role["AssumeRolePolicyDocument"])
+    profile = cli.client("iam").get_instance_profile(
+        InstanceProfileName=resources["SchedulerInstanceProfile"]
+    )["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == [resources["SchedulerRole"]]
+    (group,) = cli.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[f"flotilla-{cli.environment}-scheduler"]
+    )["AutoScalingGroups"]
+    assert group["LaunchTemplate"]["LaunchTemplateId"] == resources["SchedulerLaunchTemplate"]
+    assert group["DesiredCapacity"] == 1
+    aliases = cli.client("kms").list_aliases()["Aliases"]
+    assert f"alias/flotilla-{cli.environment}" in {a["AliasName"] for a in aliases}
+
+    # Again: nothing to change, and CloudFormation is not even asked to update.
+    events = cli.events(stack_name)
+    again = cli.ok("init")
+    assert "up to date" in again
+    assert cli.events(stack_name) == events
+    assert "nothing would change" in cli.ok("init", "--dry-run")
+
+    # A dry run of a real change shows it and changes nothing.
+    parameters = cli.stack(stack_name)["Parameters"]  # type: ignore[index]
+    preview = json.loads(cli.ok("init", "--dry-run", "--scheduler-count", "0", "-o", "json"))
+    assert preview["dry_run"] is True
+    assert preview["changed"] is True
+    assert cli.stack(stack_name)["Parameters"] == parameters  # type: ignore[index]
+    assert cli.events(stack_name) == events
+
+    # The change itself; a later init without the option keeps it.
+    changed = json.loads(cli.ok("init", "--scheduler-count", "0", "-o", "json"))
+    assert changed["changed"] is True
+    assert changed["status"] == "UPDATE_COMPLETE"
+    (group,) = cli.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[f"flotilla-{cli.environment}-scheduler"]
+    )["AutoScalingGroups"]
+    assert group["DesiredCapacity"] == 0
+    assert "up to date" in cli.ok("init")
+    (group,) = cli.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[f"flotilla-{cli.environment}-scheduler"]
+    )["AutoScalingGroups"]
+    assert group["DesiredCapacity"] == 0
+
+
+def test_provision_a_service_with_a_classic_elb(env: Cli) -> None:
+    env.ok("service", "create", "web", "--load-balancer", "classic:web-elb")
+    output = env.ok("service", "provision", "web", "--min", "2", "--max", "3")
+    stack_name = f"flotilla-{env.environment}-web"
+    assert "CREATE_COMPLETE" in output
+    resources = env.resources(stack_name)
+    assert "TargetGroup" not in resources
+
+    (elb,) = env.client("elb").describe_load_balancers(LoadBalancerNames=["web-elb"])[
+        "LoadBalancerDescriptions"
+    ]
+    assert elb["ListenerDescriptions"][0]["Listener"]["InstancePort"] == 80
+    # The group is not attached to the ELB: the agent registers its instance when healthy.
+    (group,) = env.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[stack_name]
+    )["AutoScalingGroups"]
+    assert (group["MinSize"], group["MaxSize"]) == (2, 3)
+    assert group["LoadBalancerNames"] == []
+    assert group["LaunchTemplate"]["LaunchTemplateId"] == resources["WorkerLaunchTemplate"]
+    assert {t["Key"]: t["Value"] for t in group["Tags"]}["flotilla:service"] == "web"
+    policy = env.client("iam").get_role_policy(
+        RoleName=resources["WorkerRole"], PolicyName="flotilla-worker"
+    )["PolicyDocument"]
+    assert ":loadbalancer/web-elb" in json.dumps(policy)
+    assert resources["WorkerInstanceProfile"]
+
+    # The user data installs and starts the agent.
+    template = env.client("ec2").describe_launch_template_versions(
+        LaunchTemplateId=resources["WorkerLaunchTemplate"]
+    )["LaunchTemplateVersions"][0]
+    user_data = base64.b64decode(template["LaunchTemplateData"]["UserData"]).decode()
+    assert "FLOTILLA_SERVICE=web" in user_data
+    assert "systemctl enable --now flotilla-agent" in user_data
+
+    # Again, without options: the sizes are kept, nothing changes.
+    events = env.events(stack_name)
+    assert "up to date" in env.ok("service", "provision", "web")
+    assert env.events(stack_name) == events
+
+
+def test_provision_a_service_with_a_target_group_points_the_service_at_it(env: Cli) -> None:
+    placeholder = f"arn:aws:elasticloadbalancing:{REGION}:123456789012:targetgroup/api-tg/" + (
+        "0" * 16
+    )
+    env.ok("service", "create", "api", "--load-balancer", f"target_group:{placeholder}")
+    refused = env.run("service", "provision", "api")
+    assert refused.returncode == 2
+    assert "--vpc-id" in refused.stderr
+    assert env.stack(f"flotilla-{env.environment}-api") is None
+
+    vpc = env.client("ec2").describe_vpcs()["Vpcs"][0]["VpcId"]
+    env.ok("service", "provision", "api", "--vpc-id", vpc)
+    resources = env.resources(f"flotilla-{env.environment}-api")
+    arn = resources["TargetGroup"]
+    (group,) = env.client("elbv2").describe_target_groups(TargetGroupArns=[arn])["TargetGroups"]
+    assert group["TargetGroupName"] == "api-tg"
+    shown = json.loads(env.ok("service", "show", "api", "-o", "json"))
+    assert shown["load_balancer"] == {"kind": "target_group", "name": arn}
+    assert "ClassicLoadBalancer" not in resources
+
+
+def test_provision_a_service_without_load_balancer(env: Cli) -> None:
+    env.ok("service", "create", "batch")
+    result = json.loads(env.ok("service", "provision", "batch", "-o", "json"))
+    assert result["status"] == "CREATE_COMPLETE"
+    resources = env.resources(f"flotilla-{env.environment}-batch")
+    assert set(resources) == {
+        "WorkerRole",
+        "WorkerInstanceProfile",
+        "WorkerLaunchTemplate",
+        "WorkerGroup",
+    }
+
+
+def test_provisioning_an_unknown_service_fails_in_one_line_and_creates_nothing(
+    env: Cli,
+) -> None:
+    result = env.run("service", "provision", "nosuch")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "'nosuch' does not exist" in lines[0]
+    assert env.stack(f"flotilla-{env.environment}-nosuch") is None
+
+
+def test_provisioning_before_init_says_to_run_init(endpoint: str) -> None:
+    """Tables made without the stack, the way DynamoDB Local gets them."""
+    cli = Cli(endpoint, f"noinit{os.getpid()}")
+    create_tables(cli.client("dynamodb"), cli.environment)
+    cli.ok("service", "create", "lonely")
+    result = cli.run("service", "provision", "lonely")
+    assert result.returncode == 1, result.stderr
+    assert "flotilla init" in result.stderr
+    assert cli.stack(f"flotilla-{cli.environment}-lonely") is None
