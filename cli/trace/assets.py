@@ -32,7 +32,7 @@ h1 { font-size: 18px; margin: 0 0 4px; }
   border-bottom: 1px solid #d5d8dc; }
 #axis .corner { position: sticky; left: 0; width: var(--label); flex: none; background: #fff;
   z-index: 4; font-size: 11px; color: #6b7280; padding-left: 6px; line-height: 20px; }
-#axis .ticks { position: relative; width: var(--track-w); flex: none; }
+#axis .ticks { position: relative; width: var(--track-w); flex: none; overflow: hidden; }
 .tick { position: absolute; top: 0; height: 100%; border-left: 1px solid #c9ced4; padding-left: 3px;
   font-size: 11px; color: #4b5563; white-space: nowrap; line-height: 20px; }
 .row { display: flex; align-items: center; height: 19px; border-bottom: 1px solid #f0f1f3; }
