@@ -26,6 +26,7 @@ def cli() -> None:
 
 def _register_commands() -> None:
     from flotilla.cli.agent_command import agent
+    from flotilla.cli.demo_command import demo
     from flotilla.cli.history_command import history
     from flotilla.cli.init_command import init
     from flotilla.cli.provision_command import provision
@@ -37,6 +38,7 @@ def _register_commands() -> None:
     from flotilla.cli.user_commands import keys, user
     from flotilla.cli.weights_command import weights
 
+    cli.add_command(demo)
     cli.add_command(agent)
     cli.add_command(init)
     cli.add_command(service)
@@ -71,3 +73,7 @@ def main() -> None:
         click.echo(f"error: {failure.message}", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""`flotilla demo`: a whole Flotilla cluster on one machine, with no AWS account."""

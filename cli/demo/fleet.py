@@ -1,0 +1,154 @@
+"""The demo's processes: real `flotilla scheduler` and `flotilla agent` daemons and CLI calls.
+
+Each daemon is the same program an operator runs, started with the demo's environment and
+its own log file; CLI commands are shown as a person would type them, with their output.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from flotilla.adapters.process_runtime import ProcessRuntime
+from flotilla.engine.errors import FlotillaError
+
+FLOTILLA = [sys.executable, "-m", "flotilla.cli.main"]
+
+
+class DemoError(FlotillaError):
+    """A step of the demo did not do what it should; the message says which and where."""
+
+
+@dataclass
+class Daemon:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM (the daemon finishes its step and exits), then SIGKILL if it hangs."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@dataclass
+class Fleet:
+    """Everything the demo started, so that it can all be stopped, whatever happens."""
+
+    work: Path
+    environment: dict[str, str]
+    say: Callable[[str], None]
+    service: str = "web"
+    colour: bool = False
+    daemons: dict[str, Daemon] = field(default_factory=dict)
+    transcript: list[str] = field(default_factory=list)  # every CLI output, for the secret check
+
+    def __post_init__(self) -> None:
+        (self.work / "logs").mkdir(parents=True, exist_ok=True)
+
+    # --- the CLI, as an operator types it ---------------------------------------------
+
+    def cli(self, *arguments: str, show: bool = True, check: bool = True) -> str:
+        self.say(f"  $ flotilla {' '.join(arguments)}")
+        completed = subprocess.run(
+            [*FLOTILLA, *arguments],
+            env=self.environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        output = (completed.stdout + completed.stderr).rstrip()
+        self.transcript.append(output)
+        if show and output:
+            for line in output.splitlines():
+                self.say(f"    {line}")
+        if check and completed.returncode != 0:
+            raise DemoError(
+                f"`flotilla {' '.join(arguments)}` exited {completed.returncode}: "
+                f"{completed.stderr.strip() or completed.stdout.strip()}"
+            )
+        return completed.stdout
+
+    # --- daemons -------------------------------------------------------------------------
+
+    def start_scheduler(self, name: str) -> Daemon:
+        return self._start(
+            name,
+            ["scheduler", "--owner", name, "--interval", "10", "--lease-seconds", "6"],
+            {},
+        )
+
+    def start_agent(self, instance_id: str, *, kill_at: str | None = None) -> Daemon:
+        extra = {"FLOTILLA_FAULT_KILL_AT": kill_at} if kill_at else {}
+        arguments = [
+            "agent",
+            "--service", self.service,
+            "--instance-id", instance_id,
+            "--runtime", "process",
+            "--state-dir", str(self.state_dir(instance_id)),
+            "--poll-interval", "0.5",
+            "--heartbeat-interval", "5",
+            "--agent-lease-seconds", "3",
+            "--trace-file", str(self.spans),
+        ]  # fmt: skip
+        return self._start(instance_id, arguments, extra)
+
+    def _start(self, name: str, arguments: list[str], extra: dict[str, str]) -> Daemon:
+        log = self.work / "logs" / f"{name}.log"
+        environment = {k: v for k, v in self.environment.items() if k != "FLOTILLA_FAULT_KILL_AT"}
+        environment.update(extra)
+        with log.open("ab") as out:
+            process = subprocess.Popen(
+                [*FLOTILLA, *arguments], env=environment, stdout=out, stderr=subprocess.STDOUT
+            )
+        daemon = Daemon(name, process, log)
+        self.daemons[name] = daemon
+        return daemon
+
+    def state_dir(self, instance_id: str) -> Path:
+        return self.work / "instances" / instance_id
+
+    @property
+    def spans(self) -> Path:
+        return self.work / "spans.jsonl"
+
+    def check_alive(self) -> None:
+        """A daemon that died on its own (not one the demo killed) fails the demo clearly."""
+        for daemon in self.daemons.values():
+            if not daemon.running and daemon.process.returncode not in (0, -signal.SIGKILL):
+                raise DemoError(
+                    f"{daemon.name} exited with {daemon.process.returncode}; see {daemon.log}"
+                )
+
+    # --- the end -------------------------------------------------------------------------
+
+    def stop_daemons(self) -> None:
+        for daemon in self.daemons.values():
+            daemon.stop()
+
+    def stop_units(self) -> None:
+        """Stop and remove every unit the agents started (units outlive their agent)."""
+        instances = self.work / "instances"
+        if instances.is_dir():
+            for state_dir in sorted(instances.iterdir()):
+                runtime = ProcessRuntime(state_dir / "process")
+                runtime.stop(runtime.owned_units())
+                runtime.remove(runtime.owned_units())
+
+    def remove_state(self) -> None:
+        shutil.rmtree(self.work / "instances", ignore_errors=True)
