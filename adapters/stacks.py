@@ -329,6 +329,9 @@ class CloudFormationStacks:
         deadline = self._clock.now() + self._timeout
         failures: list[StackEvent] = []
         while True:
+            # The status first, then the events: every event up to a final status is read
+            # (and reported) before that status ends the wait.
+            status = self._status_raw(name) or "DELETE_COMPLETE"
             for raw in self._new_events(name, seen):
                 seen.add(raw["EventId"])
                 event = StackEvent(
@@ -340,7 +343,6 @@ class CloudFormationStacks:
                 if event.status.endswith("_FAILED"):
                     failures.append(event)
                 on_event(event)
-            status = self._status_raw(name) or "DELETE_COMPLETE"
             if status in SUCCEEDED:
                 return status
             if not status.endswith("_IN_PROGRESS"):

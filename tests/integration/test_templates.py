@@ -257,3 +257,127 @@ def test_provisioning_before_init_says_to_run_init(endpoint: str) -> None:
     assert result.returncode == 1, result.stderr
     assert "flotilla init" in result.stderr
     assert cli.stack(f"flotilla-{cli.environment}-lonely") is None
+
+
+# --- the stacks adapter's answers that moto cannot produce: a scripted client ------------
+
+
+class ScriptedCloudFormation:
+    """Answers DescribeStacks from a script of statuses; events appear as statuses pass."""
+
+    def __init__(self, statuses: list[str], events: list[dict[str, Any]]) -> None:
+        self.statuses = statuses
+        self.events = events  # oldest first; one more becomes visible per DescribeStacks
+        self.visible = 0
+        self.calls: list[str] = []
+
+    def _error(self, operation: str, code: str, message: str) -> ClientError:
+        return ClientError({"Error": {"Code": code, "Message": message}}, operation)
+
+    def describe_stacks(self, StackName: str) -> dict[str, Any]:
+        self.calls.append("describe_stacks")
+        status = self.statuses.pop(0) if len(self.statuses) > 1 else self.statuses[0]
+        if status == "MISSING":
+            raise self._error(
+                "DescribeStacks", "ValidationError", f"Stack with id {StackName} does not exist"
+            )
+        if status == "THROTTLED":
+            raise self._error("DescribeStacks", "Throttling", "Rate exceeded")
+        self.visible = min(self.visible + 1, len(self.events))
+        return {"Stacks": [{"StackName": StackName, "StackStatus": status, "Parameters": []}]}
+
+    def describe_stack_events(self, StackName: str) -> dict[str, Any]:
+        return {"StackEvents": list(reversed(self.events[: self.visible]))}
+
+    def create_stack(self, **_: Any) -> dict[str, Any]:
+        self.calls.append("create_stack")
+        return {"StackId": "id"}
+
+    def create_change_set(self, **_: Any) -> dict[str, Any]:
+        self.calls.append("create_change_set")
+        return {"Id": "cs"}
+
+    def describe_change_set(self, **_: Any) -> dict[str, Any]:
+        return {"Status": "CREATE_COMPLETE", "Changes": []}
+
+    def delete_change_set(self, **_: Any) -> None:
+        self.calls.append("delete_change_set")
+
+    def update_stack(self, **_: Any) -> None:
+        self.calls.append("update_stack")
+        raise self._error("UpdateStack", "ValidationError", "No updates are to be performed.")
+
+
+def _event(number: int, resource: str, status: str, reason: str | None = None) -> dict[str, Any]:
+    event = {"EventId": str(number), "LogicalResourceId": resource, "ResourceStatus": status}
+    event["ResourceType"] = (
+        "AWS::DynamoDB::Table" if resource != "stack" else "AWS::CloudFormation::Stack"
+    )
+    if reason:
+        event["ResourceStatusReason"] = reason
+    return event
+
+
+def _stacks(client: ScriptedCloudFormation) -> Any:
+    from flotilla.adapters.stacks import CloudFormationStacks
+    from flotilla.engine.clock import FakeClock
+
+    return CloudFormationStacks(client, FakeClock(), poll_seconds=5)
+
+
+def test_a_stack_that_rolls_back_fails_with_the_first_resource_and_its_reason() -> None:
+    from flotilla.engine.errors import FlotillaError
+
+    events = [
+        _event(1, "stack", "CREATE_IN_PROGRESS"),
+        _event(2, "Table", "CREATE_FAILED", "Table already exists: flotilla-x-services"),
+        _event(3, "stack", "ROLLBACK_IN_PROGRESS", "The following resource(s) failed"),
+        _event(4, "stack", "ROLLBACK_COMPLETE"),
+    ]
+    statuses = [
+        "MISSING",
+        "CREATE_IN_PROGRESS",
+        "CREATE_IN_PROGRESS",
+        "ROLLBACK_IN_PROGRESS",
+        "ROLLBACK_COMPLETE",
+    ]
+    client = ScriptedCloudFormation(statuses, events)
+    seen: list[str] = []
+    with pytest.raises(FlotillaError) as failure:
+        _stacks(client).deploy(
+            "flotilla-x", "{}", {}, lambda e: seen.append(f"{e.resource} {e.status}")
+        )
+    assert "ROLLBACK_COMPLETE" in failure.value.message
+    assert "Table CREATE_FAILED: Table already exists" in failure.value.message
+    assert seen == [
+        "stack CREATE_IN_PROGRESS",
+        "Table CREATE_FAILED",
+        "stack ROLLBACK_IN_PROGRESS",
+        "stack ROLLBACK_COMPLETE",
+    ]
+
+
+def test_a_stack_that_failed_to_create_must_be_deleted_first() -> None:
+    from flotilla.engine.errors import ConfigurationError
+
+    client = ScriptedCloudFormation(["ROLLBACK_COMPLETE"], [])
+    with pytest.raises(ConfigurationError, match="delete-stack --stack-name flotilla-x"):
+        _stacks(client).deploy("flotilla-x", "{}", {})
+    assert "create_stack" not in client.calls
+    assert "update_stack" not in client.calls
+
+
+def test_no_updates_to_perform_is_success_not_an_error() -> None:
+    client = ScriptedCloudFormation(["UPDATE_COMPLETE"], [])
+    result = _stacks(client).deploy("flotilla-x", "{}", {})
+    assert result.changed is False
+    assert result.status == "UPDATE_COMPLETE"
+    assert client.calls.count("update_stack") == 1
+
+
+def test_throttling_is_a_retryable_error() -> None:
+    from flotilla.engine.errors import TransientError
+
+    with pytest.raises(TransientError) as failure:
+        _stacks(ScriptedCloudFormation(["THROTTLED"], [])).deploy("flotilla-x", "{}", {})
+    assert failure.value.retryable
