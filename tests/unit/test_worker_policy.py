@@ -301,32 +301,36 @@ def test_another_services_worker_gets_its_own_service_only() -> None:
     assert "deploy/billing" in text
 
 
-def test_the_scheduler_reads_and_writes_only_its_environments_tables_and_queue() -> None:
+def test_the_scheduler_gets_exactly_its_grants_on_its_environments_resources() -> None:
     template = load_template("environment.yaml")
     resolver = Resolver(template, {"EnvironmentName": ENV})
     properties = resolver.resolve(template["Resources"]["SchedulerRole"]["Properties"])
     (policy,) = properties["Policies"]
-    found = grants(policy["PolicyDocument"])
-    actions = {a for a, _, _ in found}
-    assert not any("*" in a for a in actions)
-    assert not any(a.startswith(("kms:", "iam:", "ec2:")) for a in actions)
-    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage"} <= actions
-    assert "sqs:SendMessage" not in actions
-    resources = {r for _, r, _ in found}
-    assert "*" not in resources
-    # GetAtt of this stack's own tables and queue (and their indexes), nothing else.
-    allowed = {
-        f"physical-{name}.Arn"
-        for name in (
-            "ServicesTable",
-            "InstancesTable",
-            "RevisionsTable",
-            "DeploysTable",
-            "LocksTable",
-            "EventsQueue",
+
+    def arn(resource: str) -> str:
+        return f"physical-{resource}.Arn"  # GetAtt of this stack's own resource
+
+    expected = {
+        (action, resource)
+        for actions, resources in (
+            (("GetItem", "Scan", "PutItem"), [arn("ServicesTable")]),
+            (
+                ("GetItem", "Query", "UpdateItem"),
+                [arn("InstancesTable"), arn("InstancesTable") + "/index/by-service"],
+            ),
+            (("GetItem", "Query"), [arn("RevisionsTable")]),
+            (
+                ("GetItem", "Query"),
+                [arn("DeploysTable"), arn("DeploysTable") + "/index/by-service"],
+            ),
+            (("Query", "UpdateItem"), [arn("LocksTable")]),
         )
+        for action in (f"dynamodb:{a}" for a in actions)
+        for resource in resources
+    } | {
+        (f"sqs:{action}", arn("EventsQueue"))
+        for action in ("GetQueueUrl", "ReceiveMessage", "DeleteMessage")
     }
-    for resource in resources:
-        base = resource.split("/index/")[0]
-        assert base in allowed, resource
-    assert not any("UsersTable" in r for r in resources)
+    found = grants(policy["PolicyDocument"])
+    assert {(action, resource) for action, resource, _ in found} == expected
+    assert {condition for _, _, condition in found} == {NONE}
