@@ -173,8 +173,10 @@ def deploy_stack(
                 "outputs": result.outputs,
             }
         )
-    elif result.changed:
+    elif result.changed and result.changes:
         click.echo(f"stack {stack}: {result.status} ({change_summary(result.changes)})")
+    elif result.changed:  # created, or only parameters or outputs changed
+        click.echo(f"stack {stack}: {result.status}")
     else:
         click.echo(f"stack {stack} is up to date ({result.status}): nothing to change")
     return result
