@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -22,15 +23,16 @@ ENVIRONMENT = "demo"
 
 @click.command()
 @click.option(
-    "--instances", type=click.IntRange(2, 20), default=5, show_default=True,
+    "--instances", type=click.IntRange(2, 20), default=4, show_default=True,
     help="Simulated instances, each with its own agent",
 )  # fmt: skip
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout")
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where logs, spans and the trace page go [default: a new temporary directory]",
 )
-def demo(instances: int, workdir: Path | None) -> None:
+def demo(instances: int, workdir: Path | None, as_json: bool) -> None:
     """Run Flotilla end to end on this machine, with no AWS account.
 
     Starts an embedded AWS emulator (moto) on loopback, creates an environment and a
@@ -41,8 +43,15 @@ def demo(instances: int, workdir: Path | None) -> None:
     """
     work = (workdir or Path(tempfile.mkdtemp(prefix="flotilla-demo-"))).resolve()
     started = time.monotonic()
-    say = click.echo
+
+    def say(line: str) -> None:
+        click.echo(line, err=as_json)  # with --json, stdout holds only the summary
+
     say(f"Flotilla demo: {instances} instances, work directory {work}")
+    say(
+        "Units run as local processes (Flotilla's process runtime); "
+        "the tests run the same deploys on real systemd"
+    )
     (work / "logs").mkdir(parents=True, exist_ok=True)
     with embedded_aws(work / "logs" / "aws-emulator.log") as endpoint:
         say(f"==> An embedded AWS emulator (moto server) listens on {endpoint}")
@@ -80,6 +89,22 @@ def demo(instances: int, workdir: Path | None) -> None:
     )
     if not report.clean:
         raise DemoError("the secret leaked into: " + "; ".join(report.leaks))
+    wrong = [r for r in story.summary if r.revision != "v2" or r.http != "hello from v2"]
+    if wrong:
+        raise DemoError(
+            "did not converge: "
+            + "; ".join(f"{r.instance} runs {r.revision} and answers {r.http!r}" for r in wrong)
+        )
+    if as_json:
+        summary = {
+            "service": "web",
+            "seconds": round(time.monotonic() - started, 1),
+            "instances": [row.as_json() for row in story.summary],
+            "secret_found_outside_env_files": report.leaks,
+            "trace_html": str(html),
+            "workdir": str(work),
+        }
+        click.echo(json.dumps(summary, indent=2))
     say("")
     say(f"Done in {time.monotonic() - started:.0f} s. Open the trace: {html}")
     say(f"Logs and spans (OTLP JSON): {work / 'logs'}, {fleet.spans}")

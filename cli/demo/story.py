@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from flotilla.cli.demo.fleet import DemoError, Fleet
+from flotilla.cli.demo.summary import InstanceSummary, summarise
 from flotilla.engine.ports import StateStore
 from flotilla.engine.records import RolloutStatus
 
@@ -22,7 +24,7 @@ UNIT = """\
 Description=Flotilla demo web server, {label}
 
 [Service]
-ExecStart=/bin/sh -c 'echo "serving: $GREETING"; exec sleep 3600'
+ExecStart={python} -m flotilla.cli.demo.web_server
 """
 BROKEN_UNIT = """\
 [Unit]
@@ -45,6 +47,7 @@ class Story:
         self.service = fleet.service
         # A value that must never appear anywhere but the units' 0600 environment files.
         self.secret = f"demo-secret-{secrets.token_hex(8)}"
+        self.summary: list[InstanceSummary] = []
 
     def chapter(self, title: str) -> None:
         self.say("")
@@ -75,9 +78,9 @@ class Story:
         self.wait_for_rollout("v1 everywhere")
         fleet.cli("rollout", "status", self.service)
 
-        self.chapter("Canary: 20% of the instances get v2")
+        self.chapter("Canary: v2 at weight 25")
         self.add_revision("v2", UNIT)
-        fleet.cli("weights", self.service, "v1=80", "v2=20")
+        fleet.cli("weights", self.service, "v1=75", "v2=25")
         self.wait_for_rollout("the canary")
 
         self.chapter("Roll v2 out everywhere, and kill an agent in the middle of its deploy")
@@ -114,6 +117,20 @@ class Story:
         self.wait_for_rollout("v2 everywhere again")
         fleet.cli("history", self.service, "--limit", "6")
 
+        self.chapter("Every instance, and what its web server answers")
+        self.summary = summarise(
+            self.store,
+            self.service,
+            self.instance_ids,
+            {i: fleet.state_dir(i) for i in self.instance_ids},
+        )
+        for row in self.summary:
+            self.say(
+                f"    {row.instance}: runs {row.revision}, last deploy {row.outcome} in "
+                f"{row.deploy_seconds}s{', resumed after a crash' if row.resumed else ''}; "
+                f"GET / -> {row.http!r}"
+            )
+
         self.chapter("The trace of the v2 rollout: every instance, every state")
         colour = ["--color", "always"] if fleet.colour else ["--color", "never"]
         fleet.cli("trace", "rollout", self.service, "--revision", "v2", *colour)
@@ -124,7 +141,7 @@ class Story:
     def add_revision(self, label: str, unit: str) -> None:
         source = self.fleet.work / "revisions" / label
         source.mkdir(parents=True, exist_ok=True)
-        (source / "web.service").write_text(unit.format(label=label))
+        (source / "web.service").write_text(unit.format(label=label, python=sys.executable))
         env = source / "web.env"
         env.touch(mode=0o600)
         env.write_text(f"GREETING=hello from {label}\nAPI_TOKEN={self.secret}\n")
