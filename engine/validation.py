@@ -14,19 +14,21 @@ from typing import Any
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef, Service
 
+# Every pattern is applied with `fullmatch`: `match` with a trailing `$` would accept a
+# value ending in a newline ("api\n"), which then breaks unit files, env files and logs.
 # Service and environment names end up in table names, stack names, unit names and
 # classic ELB names (32 characters at most), so they are kept to a safe alphabet.
-_NAME = re.compile(r"^[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?$")
-_ENV_NAME = re.compile(r"^[a-z](?:[a-z0-9-]{0,22}[a-z0-9])?$")
+_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
+_ENV_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,22}[a-z0-9])?")
 # systemd: unit names are made of ASCII letters, digits, ":", "-", "_", ".", "\\" and at
 # most one "@" (templates); Flotilla accepts only service, socket and timer units.
-_UNIT_STEM = re.compile(r"^[A-Za-z0-9:_.\\-]+(?:@[A-Za-z0-9:_.\\-]*)?$")
+_UNIT_STEM = re.compile(r"[A-Za-z0-9:_.\\-]+(?:@[A-Za-z0-9:_.\\-]*)?")
 UNIT_SUFFIXES = (".service", ".socket", ".timer")
 # Installed names get "flotilla-" and "-<12 hex>" added, and systemd allows 255 in all.
 MAX_UNIT_NAME = 200
-_ENV_VAR = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
-_MAX_IN_FLIGHT = re.compile(r"^(?:[1-9][0-9]{0,5}|(?:100|[1-9][0-9]?)%)$")
+_ENV_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_LABEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
+_MAX_IN_FLIGHT = re.compile(r"(?:[1-9][0-9]{0,5}|(?:100|[1-9][0-9]?)%)")
 MAX_WEIGHT = 1_000_000
 MAX_UNIT_FILE_BYTES = 64 * 1024
 MAX_ENV_VALUE_BYTES = 32 * 1024
@@ -34,7 +36,7 @@ MAX_TIMEOUT_SECONDS = 24 * 3600
 
 
 def service_name(value: Any) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ValidationError(
             f"invalid service name {_show(value)}: use 1-32 lowercase letters, digits and "
             "hyphens, starting with a letter and not ending with a hyphen (e.g. 'api')"
@@ -43,7 +45,7 @@ def service_name(value: Any) -> str:
 
 
 def environment_name(value: Any) -> str:
-    if not isinstance(value, str) or not _ENV_NAME.match(value):
+    if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
         raise ValidationError(
             f"invalid environment name {_show(value)}: use 1-24 lowercase letters, digits and "
             "hyphens, starting with a letter (e.g. 'prod')"
@@ -58,7 +60,7 @@ def unit_name(value: Any) -> str:
             ".timer units; name the file like 'web.service'"
         )
     stem = value.rsplit(".", 1)[0]
-    if not stem or len(value) > MAX_UNIT_NAME or not _UNIT_STEM.match(stem):
+    if not stem or len(value) > MAX_UNIT_NAME or not _UNIT_STEM.fullmatch(stem):
         raise ValidationError(
             f"invalid unit name {_show(value)}: systemd allows letters, digits and ':-_.\\' "
             f"(and one '@' for templates), at most {MAX_UNIT_NAME} characters here"
@@ -114,7 +116,7 @@ def environment_variables(unit: str, variables: Any) -> dict[str, str]:
         raise ValidationError(f"environment of {unit} must map names to values")
     accepted: dict[str, str] = {}
     for key, value in variables.items():
-        if not isinstance(key, str) or not _ENV_VAR.match(key):
+        if not isinstance(key, str) or not _ENV_VAR.fullmatch(key):
             raise ValidationError(
                 f"invalid environment variable name {_show(key)} in {unit}: use letters, "
                 "digits and underscores, not starting with a digit (POSIX)"
@@ -156,7 +158,7 @@ def weights(values: Mapping[Any, Any]) -> dict[str, int]:
 
 
 def revision_label(value: Any) -> str:
-    if not isinstance(value, str) or not _LABEL.match(value):
+    if not isinstance(value, str) or not _LABEL.fullmatch(value):
         raise ValidationError(
             f"invalid revision label {_show(value)}: use up to 64 letters, digits and "
             "'._+-', starting with a letter or digit (e.g. 'v2' or '2026.11.24-1')"
@@ -168,7 +170,7 @@ def max_in_flight(value: Any) -> str:
     text = (
         str(value).strip() if isinstance(value, str | int) and not isinstance(value, bool) else ""
     )
-    if not _MAX_IN_FLIGHT.match(text):
+    if not _MAX_IN_FLIGHT.fullmatch(text):
         raise ValidationError(
             f"invalid max_in_flight {_show(value)}: give a count (e.g. 2) or a share of "
             "the instances from 1% to 100% (e.g. 25%)"
@@ -208,18 +210,18 @@ def service(record: Service) -> Service:
     return record
 
 
-_CLASSIC_ELB = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?$")
+_CLASSIC_ELB = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
 _TARGET_GROUP_ARN = re.compile(
-    r"^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}$"
+    r"arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:[0-9]{12}:targetgroup/[A-Za-z0-9-]{1,32}/[0-9a-f]{16}"
 )
 
 
 def load_balancer(ref: LoadBalancerRef) -> LoadBalancerRef:
-    if ref.kind is LoadBalancerKind.CLASSIC and not _CLASSIC_ELB.match(ref.name):
+    if ref.kind is LoadBalancerKind.CLASSIC and not _CLASSIC_ELB.fullmatch(ref.name):
         raise ValidationError(
             f"invalid classic ELB name {_show(ref.name)}: 1-32 letters, digits and hyphens"
         )
-    if ref.kind is LoadBalancerKind.TARGET_GROUP and not _TARGET_GROUP_ARN.match(ref.name):
+    if ref.kind is LoadBalancerKind.TARGET_GROUP and not _TARGET_GROUP_ARN.fullmatch(ref.name):
         raise ValidationError(
             f"invalid target group {_show(ref.name)}: give the target group's full ARN "
             "(arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import string
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -183,3 +184,38 @@ def test_shell_metacharacters_never_pass_as_names() -> None:
     for char in string.punctuation.replace("-", "").replace("_", ""):
         with pytest.raises(ValidationError):
             validation.service_name(f"api{char}x")
+
+
+@pytest.mark.parametrize(
+    ("validator", "value"),
+    [
+        (validation.service_name, "api\n"),
+        (validation.environment_name, "prod\n"),
+        (validation.unit_name, "web\n.service"),
+        (validation.revision_label, "v2\n"),
+        (lambda name: validation.environment_variables("web.service", {name: "v"}), "PORT\n"),
+        (
+            lambda name: validation.load_balancer(LoadBalancerRef(LoadBalancerKind.CLASSIC, name)),
+            "api-elb\n",
+        ),
+        (
+            lambda name: validation.load_balancer(
+                LoadBalancerRef(LoadBalancerKind.TARGET_GROUP, name)
+            ),
+            "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/api/0123456789abcdef\n",
+        ),
+    ],
+)
+def test_a_trailing_newline_is_never_accepted(validator: Any, value: str) -> None:
+    # `re.match` with a pattern ending in `$` accepts "api\n": every pattern is fullmatched.
+    with pytest.raises(ValidationError):
+        validator(value)
+    validator(value.replace("\n", ""))  # the same value without the newline passes
+    # max_in_flight strips surrounding blanks on purpose and returns the stripped text.
+    assert validation.max_in_flight("25%\n") == "25%"
+
+
+@given(good_service_names, st.sampled_from(["\n", "\r", "\r\n", "\x00", " ", "\t"]))
+def test_a_good_name_with_a_control_character_after_it_is_refused(name: str, tail: str) -> None:
+    with pytest.raises(ValidationError, match="invalid service name"):
+        validation.service_name(name + tail)
