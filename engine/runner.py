@@ -215,6 +215,8 @@ class DeployRunner:
             checkpoint = self._advance(
                 ports, service, checkpoint, advance, error, rollback_error, span
             )
+        # After the state's span has ended: a SIGKILL during the next step must not lose it.
+        telemetry.flush()
         if checkpoint.finished:
             self._report(checkpoint)
         return checkpoint
@@ -267,6 +269,8 @@ class DeployRunner:
             has_load_balancer=service.load_balancer is not None,
         )
         span_id = telemetry.span_id_of(span)
+        if advance.skipped:  # e.g. load-balancer states of a service without one
+            span.set_attribute("flotilla.skipped", True)
         closed = dataclasses.replace(
             checkpoint.history[-1],
             ended_at=now,
@@ -292,7 +296,6 @@ class DeployRunner:
         if new_state == machine.DONE_STATE:
             updated = dataclasses.replace(updated, outcome=updated.outcome_when_done())
         stored = _retried(ports, lambda: ports.store.update_deploy(updated))
-        telemetry.flush()  # a SIGKILL now must not lose this state's span
         log.info(
             "deploy %s: %s -> %s", stored.id, checkpoint.state, new_state, extra=_log_fields(stored)
         )

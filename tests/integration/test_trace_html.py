@@ -182,9 +182,10 @@ def test_the_page_fetches_nothing(page: Path) -> None:
 
 
 def shape(row: model.DeployRow) -> tuple[object, ...]:
-    """A row without times; `skipped` is not on the spans (see docs/trace-viewer.md)."""
+    """A row without its times (spans and checkpoints take their clocks a moment apart)."""
     segments = tuple(
-        (s.state, s.attempt, s.error, s.resumed, s.interrupted, s.span_id) for s in row.segments
+        (s.state, s.attempt, s.error, s.resumed, s.interrupted, s.skipped, s.span_id)
+        for s in row.segments
     )
     return (row.deploy_id, row.instance_id, row.service, row.from_revision, row.to_revision,
             row.trace_id, row.outcome, row.error, row.rollback_error, segments)  # fmt: skip
