@@ -1,0 +1,326 @@
+"""A private `systemd --user` manager, on a machine where systemd is not PID 1 (or is).
+
+The demo starts one per simulated instance (every instance's units have the same names,
+so they cannot share a manager) and the tests start one per test; both use this module.
+
+The recipe (DESIGN.md, "Tests against real things"): as root, in a fresh cgroup in every
+mounted hierarchy (else two managers share the root cgroups and stopping a unit in one
+kills the same-named unit of the other), `unshare -m`, a tmpfs on /run/systemd with
+/run/systemd/system in it, then `systemd --user` with its own XDG_RUNTIME_DIR and HOME.
+Debian's `dbus-user-session` gives it a bus at $XDG_RUNTIME_DIR/bus; the calling process
+stays outside the namespace and needs only that socket's path.
+
+Teardown is SIGTERM (the manager stops every unit); if that does not finish in time,
+SIGKILL, then whatever is left in the manager's cgroups is killed and the cgroups removed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from flotilla.engine.errors import ConfigurationError
+
+SYSTEMD_BINARIES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
+DBUS_USER_SOCKET = "/usr/lib/systemd/user/dbus.socket"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+# Runs inside the new mount namespace: join the fresh cgroups, mount the tmpfs, exec systemd.
+_INNER_SCRIPT = """
+set -e
+binary=$1; shift
+for group in "$@"; do echo $$ > "$group/cgroup.procs"; done
+mount -t tmpfs -o mode=0755 flotilla-private /run/systemd
+mkdir /run/systemd/system
+exec "$binary" --user
+"""
+
+
+def systemd_binary() -> str | None:
+    return next((path for path in SYSTEMD_BINARIES if os.access(path, os.X_OK)), None)
+
+
+def missing_prerequisites() -> list[str]:
+    """What this machine lacks to run a private manager; empty when everything is there."""
+    missing = []
+    if os.geteuid() != 0:
+        missing.append("root (unshare -m and a tmpfs mount need it)")
+    if systemd_binary() is None:
+        missing.append("systemd: apt-get install systemd")
+    if not os.path.exists(DBUS_USER_SOCKET):
+        missing.append("the user bus socket: apt-get install dbus-user-session")
+    if shutil.which("unshare") is None:
+        missing.append("unshare: apt-get install util-linux")
+    if not _cgroup_hierarchies():
+        missing.append("a mounted cgroup file system under /sys/fs/cgroup")
+    try:
+        import pydbus  # noqa: F401
+    except ImportError:
+        missing.append("pydbus and PyGObject: pip install -e '.[systemd]' (see setup.cfg)")
+    return missing
+
+
+@dataclass(frozen=True)
+class _Hierarchy:
+    mount_point: Path
+    current: str  # this process's cgroup path in the hierarchy, relative to the mount
+
+
+def _cgroup_hierarchies() -> list[_Hierarchy]:
+    """Every mounted cgroup hierarchy with the path of this process in it."""
+    try:
+        membership = Path("/proc/self/cgroup").read_text().splitlines()
+        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return []
+    paths: dict[str, str] = {}  # "0" for cgroup2, else each controller or name=...
+    for line in membership:
+        number, controllers, path = line.split(":", 2)
+        for key in controllers.split(",") if controllers else [f"#{number}"]:
+            paths[key] = path
+    found = []
+    for line in mounts:
+        before, _, after = line.partition(" - ")
+        fields, extra = before.split(), after.split()
+        if not extra or extra[0] not in ("cgroup", "cgroup2"):
+            continue
+        mount_root, mount_point = fields[3], fields[4]
+        if extra[0] == "cgroup2":
+            current = paths.get("#0")
+        else:
+            options = extra[2].split(",")
+            current = next((paths[o] for o in options if o in paths), None)
+        if current is None:
+            continue
+        relative = os.path.relpath(current, mount_root) if mount_root != "/" else current
+        found.append(_Hierarchy(Path(mount_point), relative.strip("/")))
+    return found
+
+
+@dataclass
+class PrivateSystemdManager:
+    """One private `systemd --user`; use as a context manager, or `start()` and `stop()`.
+
+    `root` should be short: the bus socket lives under it and a Unix socket path has at
+    most 107 bytes. By default a fresh directory under /tmp is made and removed.
+    """
+
+    root: Path | None = None
+    cgroup_prefix: str = "flotilla-test-"  # names its cgroups, so a stray one says whose it is
+    start_timeout: float = 15.0
+    stop_timeout: float = 10.0
+    started_in: float = field(default=0.0, init=False)  # seconds until the manager answered
+    _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _cgroups: list[Path] = field(default_factory=list, init=False)
+    _made_root: bool = field(default=False, init=False)
+
+    @property
+    def runtime_dir(self) -> Path:
+        assert self.root is not None
+        return self.root / "xdg"
+
+    @property
+    def home(self) -> Path:
+        assert self.root is not None
+        return self.root / "home"
+
+    @property
+    def unit_dir(self) -> Path:
+        """Where this manager finds unit files written for it ($XDG_RUNTIME_DIR/systemd/user)."""
+        return self.runtime_dir / "systemd" / "user"
+
+    @property
+    def bus_address(self) -> str:
+        return f"unix:path={self.runtime_dir / 'bus'}"
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    @property
+    def log_file(self) -> Path:
+        assert self.root is not None
+        return self.root / "manager.log"
+
+    def __enter__(self) -> PrivateSystemdManager:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        binary = systemd_binary()
+        if binary is None:
+            raise ConfigurationError("systemd is not installed (apt-get install systemd)")
+        if self.root is None:
+            self.root = Path(tempfile.mkdtemp(prefix="fl-sd-", dir="/tmp"))
+            self._made_root = True
+        self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.unit_dir.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        self._cgroups = _make_cgroups(f"{self.cgroup_prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        environment = {
+            "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+            "HOME": str(self.home),
+            "XDG_RUNTIME_DIR": str(self.runtime_dir),
+            "LANG": "C.UTF-8",
+        }
+        with self.log_file.open("ab") as log:
+            self._process = subprocess.Popen(
+                ["unshare", "-m", "--propagation", "private", "sh", "-c", _INNER_SCRIPT, "sh"]
+                + [binary]
+                + [str(group) for group in self._cgroups],
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self._wait_until_running(began)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_in = time.monotonic() - began
+
+    def _wait_until_running(self, began: float) -> None:
+        from gi.repository import GLib
+        from pydbus import connect
+
+        assert self._process is not None
+        deadline = began + self.start_timeout
+        last_error = "the bus socket did not appear"
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise ConfigurationError(
+                    f"systemd --user exited with {self._process.returncode} before it answered; "
+                    f"its output: {self.log_file.read_text(errors='replace')[-2000:]}"
+                )
+            if (self.runtime_dir / "bus").exists():
+                try:
+                    bus = connect(self.bus_address)
+                    try:
+                        manager = bus.get("org.freedesktop.systemd1", "/org/freedesktop/systemd1")
+                        if manager.SystemState in ("running", "degraded"):
+                            return
+                        last_error = f"the manager is {manager.SystemState}"
+                    finally:
+                        bus.con.close_sync(None)
+                except GLib.Error as exc:
+                    last_error = str(exc)
+            time.sleep(0.01)
+        raise ConfigurationError(
+            f"systemd --user did not answer on {self.bus_address} within "
+            f"{self.start_timeout} s ({last_error})"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM (the manager stops its units); SIGKILL and sweep the cgroups if needed."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(self.stop_timeout)
+        _remove_cgroups(self._cgroups, self.stop_timeout)
+        self._cgroups = []
+        if self._made_root and self.root is not None:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+            self._made_root = False
+
+    def cgroup_pids(self) -> set[int]:
+        """Every process still in the manager's cgroups (itself and its units)."""
+        return _pids_in(self._cgroups)
+
+    def systemctl(self, *arguments: str) -> subprocess.CompletedProcess[str]:
+        """`systemctl --user …` against this manager."""
+        return subprocess.run(
+            ["systemctl", "--user", *arguments],
+            env={
+                "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                "XDG_RUNTIME_DIR": str(self.runtime_dir),
+                "DBUS_SESSION_BUS_ADDRESS": self.bus_address,
+                "SYSTEMD_PAGER": "",
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+
+    def bus(self) -> Any:
+        """A pydbus connection to this manager's bus (close with `.con.close_sync(None)`)."""
+        from pydbus import connect
+
+        return connect(self.bus_address)
+
+
+def _make_cgroups(name: str) -> list[Path]:
+    """A fresh cgroup below this process's own in every hierarchy."""
+    made = []
+    for hierarchy in _cgroup_hierarchies():
+        parent = hierarchy.mount_point / hierarchy.current
+        group = parent / name
+        group.mkdir()
+        made.append(group)
+        # A new cpuset has no CPUs or memory nodes: nothing could join it until they are set.
+        for setting in ("cpuset.cpus", "cpuset.mems"):
+            if (group / setting).exists():
+                (group / setting).write_text((parent / setting).read_text())
+    return made
+
+
+def _walk_bottom_up(group: Path) -> Iterator[Path]:
+    if not group.is_dir():
+        return
+    for child in group.iterdir():
+        if child.is_dir():
+            yield from _walk_bottom_up(child)
+    yield group
+
+
+def _pids_in(groups: list[Path]) -> set[int]:
+    pids: set[int] = set()
+    for group in groups:
+        for directory in _walk_bottom_up(group):
+            try:
+                pids.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
+            except OSError:
+                continue
+    return pids
+
+
+def _remove_cgroups(groups: list[Path], timeout: float) -> None:
+    """Kill what is left in the groups (after a SIGKILL of the manager), then remove them."""
+    deadline = time.monotonic() + timeout
+    while (left := _pids_in(groups)) and time.monotonic() < deadline:
+        for pid in left:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        time.sleep(0.01)
+    for group in groups:
+        for directory in _walk_bottom_up(group):
+            with suppress(OSError):  # still busy after the timeout: nothing more to do
+                directory.rmdir()
