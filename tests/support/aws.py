@@ -137,6 +137,7 @@ def create_environment_stack(environment: str, endpoint: str | None = None) -> N
         StackName=f"flotilla-{environment}",
         TemplateBody=template_text(ENVIRONMENT_TEMPLATE),
         Parameters=[{"ParameterKey": "EnvironmentName", "ParameterValue": environment}],
+        Capabilities=["CAPABILITY_IAM"],  # the stack holds the scheduler's role
     )
     status = cloudformation.describe_stacks(StackName=f"flotilla-{environment}")["Stacks"][0]
     if status["StackStatus"] != "CREATE_COMPLETE":
