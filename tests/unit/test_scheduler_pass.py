@@ -1,10 +1,9 @@
 """Scheduler passes on the in-memory store with a fake clock: pacing, liveness, pause,
-the failure budget and revert, no needless writes, and no lost concurrent weight change."""
+the failure budget and revert, no needless writes."""
 
 from __future__ import annotations
 
 import dataclasses
-import threading
 from datetime import timedelta
 
 import pytest
@@ -262,46 +261,7 @@ def test_a_revert_never_overwrites_a_weight_change_made_during_the_pass(world: W
     assert "reverted" not in [e.kind for e in service.history]
 
 
-def test_weight_changes_from_another_thread_during_passes_are_never_lost(world: World) -> None:
-    """Each change lands inside a pass: after it read the service, before it writes."""
-    make_service(world.memory, weights={V1: 100}, max_in_flight="100%")
-    register(world.memory, world.clock, "api", 4)
-    agents = FakeAgents(world.memory, world.clock, "api")
-    mid_pass, changed, finished = threading.Event(), threading.Event(), threading.Event()
-    errors: list[BaseException] = []
-
-    def hold_the_pass(*_args: object) -> None:
-        if not finished.is_set():
-            mid_pass.set()
-            changed.wait(timeout=5)
-            changed.clear()
-
-    def operator() -> None:
-        try:
-            for n in range(20):
-                mid_pass.wait(timeout=5)
-                mid_pass.clear()
-                set_weights(world.memory, "api", {f"{n:064d}": 1})
-                changed.set()
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            finished.set()
-            changed.set()
-
-    world.store.before["list_instances"] = hold_the_pass
-    thread = threading.Thread(target=operator)
-    thread.start()
-    while not finished.is_set():
-        world.run()
-        agents.settle()
-    thread.join()
-    assert not errors
-    world.converge(agents, rounds=3)
-    service = world.memory.get_service("api")
-    assert service.weights == {V1: 100, **{f"{n:064d}": 1 for n in range(20)}}
-    assert service.rollout_state.weights == service.weights
-    assert service.rollout_state.status is RolloutStatus.COMPLETE
+# Weight changes landing mid-pass, on every store: tests/contract/test_scheduler_on_stores.py
 
 
 def test_a_stale_failure_is_retried_by_a_new_rollout_and_a_failed_instance_holds_no_slot(
