@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import threading
 import time
 from datetime import timedelta
 from importlib.metadata import version
@@ -14,10 +13,7 @@ from typing import Any
 
 import click
 
-from flotilla.adapters.sqs_events import SqsEventQueue
-from flotilla.cli.observability import configure_logging, configure_tracing
-from flotilla.cli.options import aws_options, settings_from
-from flotilla.cli.otlp_file import OtlpJsonFileExporter
+from flotilla.cli.daemon import daemon_options, seconds_option, start_daemon
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.agent import Agent, AgentSettings
 from flotilla.engine.errors import ValidationError
@@ -52,48 +48,21 @@ FAULT_VARIABLE = "FLOTILLA_FAULT_KILL_AT"
     envvar="FLOTILLA_KMS_KEY_ID",
     help="KMS key of the environment [default: alias/flotilla-ENV]",
 )
-@click.option("--poll-interval", type=click.FloatRange(0.1, 3600), default=5.0, show_default=True)
-@click.option(
-    "--heartbeat-interval", type=click.FloatRange(1, 3600), default=30.0, show_default=True
-)
-@click.option(
-    "--lease-seconds",
-    type=click.FloatRange(3, 3600),
-    default=120.0,
-    show_default=True,
-    help="Deploy lock lease, renewed while a deploy runs",
-)
-@click.option(
-    "--agent-lease-seconds",
-    type=click.FloatRange(1, 3600),
-    default=15.0,
-    show_default=True,
-    help="Lease of this agent on its instance",
-)
-@click.option(
-    "--trace-file",
-    envvar="FLOTILLA_TRACE_FILE",
-    type=click.Path(path_type=Path),
-    help="Append spans as OTLP JSON lines",
-)
-@aws_options
+@seconds_option("--poll-interval", 5.0, 0.1, 3600, "Seconds between looks at the assignment")
+@seconds_option("--heartbeat-interval", 30.0, 1, 3600, "Seconds between heartbeats")
+@seconds_option("--lease-seconds", 120.0, 3, 3600, "Deploy lock lease, renewed while a deploy runs")
+@seconds_option("--agent-lease-seconds", 15.0, 1, 3600, "Lease of this agent on its instance")
+@daemon_options
 def agent(**options: Any) -> None:
     """Run the agent: resume any interrupted deploy, then deploy each new assignment.
 
     Logs one JSON object per line on standard error. SIGTERM finishes the current step,
     checkpoints it, and exits 0; the deploy resumes at the next start.
     """
-    configure_logging(json_lines=True)
-    exporter = OtlpJsonFileExporter(options["trace_file"]) if options["trace_file"] else None
-    configure_tracing("flotilla-agent", exporter)
     service = service_name(options["service"])
     if options["agent_lease_seconds"] <= options["poll_interval"] * 1.5:
         raise ValidationError("--agent-lease-seconds must be well above --poll-interval (x1.5)")
-    wiring = Wiring(
-        settings_from(
-            options["environment"], options["region"], options["profile"], options["endpoint_url"]
-        )
-    )
+    wiring, stop = start_daemon("flotilla-agent", options)
     instance_id = options["instance_id"] or _instance_id_from_metadata()
     runtime = _runtime(options, wiring)
     secrets = _secret_box(wiring, options["kms_key_id"])
@@ -106,10 +75,7 @@ def agent(**options: Any) -> None:
             wiring.store, wiring.locks, runtime, secrets, balancers[record.name], wiring.clock
         )
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    events = SqsEventQueue.for_environment(wiring.client("sqs"), wiring.settings.environment)
+    events = wiring.events
     runner = DeployRunner(
         ports_for,
         events=events,

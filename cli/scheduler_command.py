@@ -7,45 +7,39 @@ over within about a third of the lease after the leader dies or stops.
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import threading
 import time
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import click
 
-from flotilla.cli.observability import configure_logging, configure_tracing
-from flotilla.cli.options import aws_options, settings_from
-from flotilla.cli.otlp_file import OtlpJsonFileExporter
-from flotilla.cli.wiring import Wiring
+from flotilla.cli.daemon import daemon_options, seconds_option, start_daemon
 from flotilla.engine.errors import ValidationError
 from flotilla.scheduler.service import Scheduler, SchedulerSettings
 
 
 @click.command()
-@click.option(
+@seconds_option(
     "--interval",
-    type=click.FloatRange(1, 3600),
-    default=15.0,
-    show_default=True,
-    help="Seconds between full passes over every service (events trigger passes in between)",
+    15.0,
+    1,
+    3600,
+    "Seconds between full passes over every service (events trigger passes in between)",
 )
-@click.option(
+@seconds_option(
     "--lease-seconds",
-    type=click.FloatRange(3, 3600),
-    default=15.0,
-    show_default=True,
-    help="Leader lease; a standby takes over at most this long plus a third after a crash",
+    15.0,
+    3,
+    3600,
+    "Leader lease; a standby takes over at most this long plus a third after a crash",
 )
-@click.option(
+@seconds_option(
     "--instance-ttl",
-    type=click.FloatRange(10, 86400),
-    default=300.0,
-    show_default=True,
-    help="Seconds without a heartbeat after which an instance counts as dead",
+    300.0,
+    10,
+    86400,
+    "Seconds without a heartbeat after which an instance counts as dead",
 )
 @click.option(
     "--shard",
@@ -54,13 +48,7 @@ from flotilla.scheduler.service import Scheduler, SchedulerSettings
     help="SEGMENT/SEGMENTS: lead only this share of the services (each shard elects its own)",
 )
 @click.option("--owner", help="This scheduler's name in the lease [default: host/pid/time]")
-@click.option(
-    "--trace-file",
-    envvar="FLOTILLA_TRACE_FILE",
-    type=click.Path(path_type=Path),
-    help="Append spans as OTLP JSON lines",
-)
-@aws_options
+@daemon_options
 def scheduler(**options: Any) -> None:
     """Run the scheduler: lead or stand by; pass on a timer and at once on SQS events.
 
@@ -70,17 +58,7 @@ def scheduler(**options: Any) -> None:
     segment, segments = parse_shard(options["shard"])
     interval = timedelta(seconds=options["interval"])
     lease = timedelta(seconds=options["lease_seconds"])
-    configure_logging(json_lines=True)
-    exporter = OtlpJsonFileExporter(options["trace_file"]) if options["trace_file"] else None
-    configure_tracing("flotilla-scheduler", exporter)
-    wiring = Wiring(
-        settings_from(
-            options["environment"], options["region"], options["profile"], options["endpoint_url"]
-        )
-    )
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    wiring, stop = start_daemon("flotilla-scheduler", options)
 
     def wait(seconds: float) -> None:
         stop.wait(seconds)  # a SIGTERM ends any wait at once
