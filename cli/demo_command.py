@@ -14,6 +14,7 @@ import click
 
 from flotilla.cli.demo.emulator import REGION, client_environment, embedded_aws
 from flotilla.cli.demo.fleet import DemoError, Fleet
+from flotilla.cli.demo.runtimes import CHOICES, choose_runtime
 from flotilla.cli.demo.secret_check import check_secret
 from flotilla.cli.demo.story import Story
 from flotilla.cli.wiring import AwsSettings, Wiring
@@ -26,21 +27,28 @@ ENVIRONMENT = "demo"
     "--instances", type=click.IntRange(2, 20), default=4, show_default=True,
     help="Simulated instances, each with its own agent",
 )  # fmt: skip
+@click.option(
+    "--runtime", type=click.Choice(CHOICES), default="auto", show_default=True,
+    help="Where units run: systemd (a private manager per instance, as root), the process "
+    "runtime, or auto: systemd where it can be had",
+)  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout")
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
     help="Where logs, spans and the trace page go [default: a new temporary directory]",
 )
-def demo(instances: int, workdir: Path | None, as_json: bool) -> None:
+def demo(instances: int, runtime: str, workdir: Path | None, as_json: bool) -> None:
     """Run Flotilla end to end on this machine, with no AWS account.
 
     Starts an embedded AWS emulator (moto) on loopback, creates an environment and a
-    service, starts two schedulers and INSTANCES agents (units run as local processes),
-    rolls out a canary, kills an agent in the middle of a deploy and lets it resume, rolls
-    out a broken revision that is reverted on its own, and shows the trace. Everything it
+    service, starts two schedulers and INSTANCES agents (units run on real systemd, one
+    private manager per instance, when run as root; else as local processes), rolls out
+    a canary, kills an agent in the middle of a deploy and lets it resume, rolls out a
+    broken revision that is reverted on its own, and shows the trace. Everything it
     started is stopped at the end; logs, spans and the trace page stay in --workdir.
     """
+    choice = choose_runtime(runtime)
     work = (workdir or Path(tempfile.mkdtemp(prefix="flotilla-demo-"))).resolve()
     started = time.monotonic()
 
@@ -48,20 +56,24 @@ def demo(instances: int, workdir: Path | None, as_json: bool) -> None:
         click.echo(line, err=as_json)  # with --json, stdout holds only the summary
 
     say(f"Flotilla demo: {instances} instances, work directory {work}")
-    say(
-        "Units run as local processes (Flotilla's process runtime); "
-        "the tests run the same deploys on real systemd"
-    )
+    say(choice.description)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     with embedded_aws(work / "logs" / "aws-emulator.log") as endpoint:
         say(f"==> An embedded AWS emulator (moto server) listens on {endpoint}")
         environment = client_environment(endpoint, ENVIRONMENT)
         os.environ.update(environment)  # this process reads the store like the others
         wiring = Wiring(AwsSettings(ENVIRONMENT, REGION, None, endpoint))
-        fleet = Fleet(work, environment, say, colour=sys.stdout.isatty())
+        fleet = Fleet(work, environment, say, colour=sys.stdout.isatty(), runtime=choice.kind)
         story = Story(fleet, wiring.store, instances, say)
         html = work / "trace.html"
         try:
+            if choice.kind == "systemd":
+                began = time.monotonic()
+                fleet.start_managers(story.instance_ids)
+                say(
+                    f"==> Started {instances} private systemd managers in "
+                    f"{time.monotonic() - began:.1f} s (their files: {work / 'managers'})"
+                )
             story.run(html)
             say("")
             say("==> Stopping the agents and the schedulers")
@@ -98,6 +110,7 @@ def demo(instances: int, workdir: Path | None, as_json: bool) -> None:
     if as_json:
         summary = {
             "service": "web",
+            "runtime": choice.kind,
             "seconds": round(time.monotonic() - started, 1),
             "instances": [row.as_json() for row in story.summary],
             "secret_found_outside_env_files": report.leaks,

@@ -15,9 +15,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flotilla.adapters.process_runtime import ProcessRuntime
+from flotilla.cli.demo.systemd_manager import PrivateSystemdManager
 from flotilla.engine.errors import FlotillaError
+from flotilla.engine.units import installed_name
 
 FLOTILLA = [sys.executable, "-m", "flotilla.cli.main"]
+_SOCKET_PATH_MAX = (
+    100  # a Unix socket path has at most 107 bytes; the bus lives in a manager's root
+)
 
 
 class DemoError(FlotillaError):
@@ -54,7 +59,9 @@ class Fleet:
     say: Callable[[str], None]
     service: str = "web"
     colour: bool = False
+    runtime: str = "process"  # or "systemd": a private manager per instance
     daemons: dict[str, Daemon] = field(default_factory=dict)
+    managers: dict[str, PrivateSystemdManager] = field(default_factory=dict)
     transcript: list[str] = field(default_factory=list)  # every CLI output, for the secret check
 
     def __post_init__(self) -> None:
@@ -99,7 +106,7 @@ class Fleet:
             "agent",
             "--service", self.service,
             "--instance-id", instance_id,
-            "--runtime", "process",
+            *self.runtime_options(instance_id),
             "--state-dir", str(self.state_dir(instance_id)),
             "--poll-interval", "0.5",
             "--heartbeat-interval", "5",
@@ -107,6 +114,36 @@ class Fleet:
             "--trace-file", str(self.spans),
         ]  # fmt: skip
         return self._start(instance_id, arguments, extra)
+
+    def runtime_options(self, instance_id: str) -> list[str]:
+        if self.runtime == "process":
+            return ["--runtime", "process"]
+        manager = self.managers[instance_id]
+        return ["--runtime", "systemd", "--bus-address", manager.bus_address,
+                "--unit-dir", str(manager.unit_dir)]  # fmt: skip
+
+    def start_managers(self, instance_ids: list[str]) -> None:
+        """A private `systemd --user` per instance, its files (and its units' working
+        directory, its HOME) in the work directory, so nothing it runs goes unnoticed."""
+        for instance_id in instance_ids:
+            root = self.work / "managers" / instance_id
+            if len(str(root / "xdg" / "bus")) > _SOCKET_PATH_MAX:
+                self.say(f"    (the work directory's path is too long for a bus socket: "
+                         f"{instance_id}'s manager lives in /tmp)")  # fmt: skip
+                manager = PrivateSystemdManager(cgroup_prefix="flotilla-demo-")
+            else:
+                manager = PrivateSystemdManager(root=root, cgroup_prefix="flotilla-demo-")
+            self.managers[instance_id] = manager  # before start: a failed start still stops
+            manager.start()
+
+    def announcement(self, instance_id: str, revision_id: str) -> Path:
+        """Where the instance's web server says which port it listens on (web_server.py)."""
+        name = installed_name("web.service", revision_id)
+        if self.runtime == "systemd":
+            # RuntimeDirectory=%N of the unit, under the manager's own XDG_RUNTIME_DIR.
+            stem = name.removesuffix(".service")
+            return self.managers[instance_id].runtime_dir / stem / "listening"
+        return self.state_dir(instance_id) / "process" / "log" / f"{name}.log"
 
     def _start(self, name: str, arguments: list[str], extra: dict[str, str]) -> Daemon:
         log = self.work / "logs" / f"{name}.log"
@@ -143,9 +180,16 @@ class Fleet:
 
     def stop_units(self) -> None:
         """Stop and remove every unit the agents started (units outlive their agent)."""
+        for manager in self.managers.values():
+            manager.stop()  # SIGTERM: the manager stops all its units, then its cgroups go
+            if manager.root is not None:
+                shutil.rmtree(manager.runtime_dir, ignore_errors=True)  # stale sockets
+        self.managers.clear()
         instances = self.work / "instances"
         if instances.is_dir():
             for state_dir in sorted(instances.iterdir()):
+                if not (state_dir / "process").is_dir():
+                    continue  # its units ran on systemd
                 runtime = ProcessRuntime(state_dir / "process")
                 runtime.stop(runtime.owned_units())
                 runtime.remove(runtime.owned_units())

@@ -25,6 +25,8 @@ Description=Flotilla demo web server, {label}
 
 [Service]
 ExecStart={python} -m flotilla.cli.demo.web_server
+# Where the server says its port on systemd (web_server.py); the process runtime ignores it.
+RuntimeDirectory=%N
 """
 BROKEN_UNIT = """\
 [Unit]
@@ -122,7 +124,7 @@ class Story:
             self.store,
             self.service,
             self.instance_ids,
-            {i: fleet.state_dir(i) for i in self.instance_ids},
+            fleet.announcement,
         )
         for row in self.summary:
             self.say(

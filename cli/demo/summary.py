@@ -4,12 +4,12 @@ what its web server answers when fetched."""
 from __future__ import annotations
 
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from flotilla.cli.demo.web_server import READY
 from flotilla.engine.ports import StateStore
-from flotilla.engine.units import installed_name
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,10 @@ class InstanceSummary:
 
 
 def summarise(
-    store: StateStore, service: str, instance_ids: list[str], state_dirs: dict[str, Path]
+    store: StateStore,
+    service: str,
+    instance_ids: list[str],
+    announcement: Callable[[str, str], Path],  # (instance, revision id) -> where its port is said
 ) -> list[InstanceSummary]:
     labels = {r.id: r.label for r in store.list_revisions(service)}
     rows = []
@@ -48,19 +51,19 @@ def summarise(
                 else None,
                 resumed=any(t.resumed for d in deploys for t in d.history),
                 deploys=len(deploys),
-                http=fetch(state_dirs[instance_id], current) if current else "runs nothing",
+                http=fetch(announcement(instance_id, current)) if current else "runs nothing",
             )
         )
     return rows
 
 
-def fetch(state_dir: Path, revision_id: str) -> str:
-    """GET the instance's web server, found through the port it logged at start."""
-    log = state_dir / "process" / "log" / f"{installed_name('web.service', revision_id)}.log"
+def fetch(announcement: Path) -> str:
+    """GET the instance's web server, found through the port it announced at start."""
     try:
-        ports = [line.removeprefix(READY) for line in log.read_text().splitlines() if READY in line]
+        text = announcement.read_text()
     except OSError as exc:
-        return f"no log: {exc.strerror}"
+        return f"cannot read {announcement}: {exc.strerror}"
+    ports = [line.removeprefix(READY) for line in text.splitlines() if READY in line]
     if not ports:
         return "the server never said it was listening"
     url = f"http://127.0.0.1:{ports[-1].strip()}/"
