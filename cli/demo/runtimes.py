@@ -61,4 +61,4 @@ def choose_runtime(asked: str) -> RuntimeChoice:
             "your own systemd --user could hold only one instance, since every instance's "
             "units have the same names, and a private manager per instance needs root",
         )
-    return RuntimeChoice("process", "no systemd here: " + "; ".join(missing))
+    return RuntimeChoice("process", "systemd cannot be had here; missing: " + "; ".join(missing))
