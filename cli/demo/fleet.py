@@ -175,8 +175,12 @@ class Fleet:
     # --- the end -------------------------------------------------------------------------
 
     def stop_daemons(self) -> None:
+        """All at once: each finishes its step (a second or more), so one by one adds up."""
         for daemon in self.daemons.values():
-            daemon.stop()
+            if daemon.running:
+                daemon.process.send_signal(signal.SIGTERM)
+        for daemon in self.daemons.values():
+            daemon.stop()  # waits for the SIGTERM above, SIGKILL if it hangs
 
     def stop_units(self) -> None:
         """Stop and remove every unit the agents started (units outlive their agent)."""

@@ -50,10 +50,11 @@ def choose_runtime(asked: str) -> RuntimeChoice:
     if not missing:
         return RuntimeChoice("systemd", "started as root, as the tests do")
     if asked == "systemd":
+        packages = " (./scripts/setup installs the packages)" if os.geteuid() == 0 else ""
         raise ConfigurationError(
             "--runtime systemd starts a private systemd manager per instance, which needs: "
             + "; ".join(missing)
-            + " (./scripts/setup installs the packages); or use --runtime process"
+            + f"{packages}; or use --runtime process"
         )
     if os.geteuid() != 0 and _own_user_manager():
         return RuntimeChoice(
