@@ -31,6 +31,9 @@ class Benchmark:
 BENCHMARKS = {
     "scheduler": Benchmark("scheduler_pass", 3, 3, "scheduler pass at 1k/10k/100k instances"),
     "deploys": Benchmark("deploys", 15, 7, "engine overhead and DynamoDB calls per deploy"),
+    "restart": Benchmark("restart", 5, 3, "agent restart to resumed step (agent processes)"),
+    "rollout": Benchmark("rollout", 3, 2, "rollout of 20 instances, max_in_flight 1, 2, 5"),
+    "reaction": Benchmark("reaction", 5, 3, "weight change to first deploy: SQS vs polling"),
     "trace": Benchmark("trace", 5, 3, "trace viewer, 1000 instances"),
 }
 
