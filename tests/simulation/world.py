@@ -225,16 +225,17 @@ class Fleet:
             self.store, SERVICE, lambda s: dataclasses.replace(s, weights={running.id: 100})
         )
 
-    def start(self) -> None:
-        self.clock.spawn("scheduler", self._scheduler().run)
+    def start(self, *, scheduler: bool = True) -> None:
+        if scheduler:
+            self.clock.spawn("scheduler", self.scheduler("scheduler-1").run)
         for instance_id in self.ids:
             self.clock.spawn(instance_id, self._agent(instance_id).run)
 
-    def _scheduler(self) -> Scheduler:
+    def scheduler(self, owner: str, store: Any = None, locks: Any = None) -> Scheduler:
         return Scheduler(
-            SchedulerSettings(owner="scheduler-1", interval=self.settings.scheduler_interval),
-            store=self.scheduler_store,
-            locks=self.scheduler_locks,
+            SchedulerSettings(owner=owner, interval=self.settings.scheduler_interval),
+            store=store or self.scheduler_store,
+            locks=locks or self.scheduler_locks,
             events=self.events,
             clock=self.clock,
             stop=self.stop,
