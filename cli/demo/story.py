@@ -59,23 +59,29 @@ class Story:
 
     def run(self, html: Path) -> None:
         fleet = self.fleet
-        self.chapter("Create the environment (tables, queue, KMS key) and a service")
+        self.chapter(
+            "Create the environment (tables, queue, KMS key) and start two schedulers "
+            "(one leads, one stands by)"
+        )
         fleet.cli("init", show=False)
         self.say("    environment 'demo' created")
+        # The daemons start while the service and v1 are added: their start-up (Python and
+        # boto3 imports, seconds on a busy machine) overlaps the CLI calls.
+        fleet.start_scheduler("scheduler-a")
+        fleet.start_scheduler("scheduler-b")
+
+        self.chapter(
+            f"Create a service, start {len(self.instance_ids)} agents (one per simulated "
+            "instance), and roll out v1"
+        )
         fleet.cli(
             "service", "create", self.service,
             "--max-in-flight", "1", "--max-failures", "1", "--auto-revert", "--settle", "1",
         )  # fmt: skip
-        self.add_revision("v1", UNIT)
-
-        self.chapter(
-            f"Start two schedulers (one leads, one stands by) and {len(self.instance_ids)} agents"
-        )
-        fleet.start_scheduler("scheduler-a")
-        fleet.start_scheduler("scheduler-b")
         for instance_id in self.instance_ids:
             fleet.start_agent(instance_id)
         self.say(f"    logs in {fleet.work / 'logs'}")
+        self.add_revision("v1", UNIT)
         fleet.cli("weights", self.service, "v1=100")
         self.wait_for_rollout("v1 everywhere")
         fleet.cli("rollout", "status", self.service)
