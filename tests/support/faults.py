@@ -1,7 +1,8 @@
 """Fault injection for tests/faults/: AWS errors at a rate, a dead endpoint, sudden deaths.
 
-- `BotocoreFaults` answers a share of a boto3 client's requests with a throttle, a 5xx or
-  a network timeout, from botocore's `before-send` event: the request never leaves, and
+- `BotocoreFaults` answers a share of a boto3 client's requests with a throttle, a 5xx, a
+  network timeout (the request never left) or a lost answer (the request was sent and
+  applied, then the read timed out), from botocore's `before-send` event, and
   the fake answer goes through botocore's own parser and its `standard` retry handler
   exactly as a real one would, then through the adapter's error translation. Chosen over
   wrapping the ports because what is under test is the whole stack above the socket:
@@ -28,6 +29,7 @@ from typing import Any
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
+from botocore.httpsession import URLLib3Session
 
 
 class Crash(BaseException):
@@ -54,7 +56,7 @@ class BotocoreFaults:
         *,
         rate: float,
         seed: int,
-        kinds: tuple[str, ...] = ("throttle", "5xx", "timeout"),
+        kinds: tuple[str, ...] = ("throttle", "5xx", "timeout", "lost"),
     ) -> None:
         self.rate = rate
         self.kinds = kinds
@@ -64,6 +66,7 @@ class BotocoreFaults:
         self.active = True
         self._mutex = threading.Lock()
         self._json = client.meta.service_model.protocol == "json"
+        self._session = URLLib3Session()
         client.meta.events.register_first("before-send", self._maybe_fail)
 
     def _maybe_fail(self, request: Any, **_: Any) -> AWSResponse | None:
@@ -76,6 +79,10 @@ class BotocoreFaults:
         if kind == "timeout":
             if self.random.random() < 0.5:
                 raise ConnectTimeoutError(endpoint_url=request.url)
+            raise ReadTimeoutError(endpoint_url=request.url)
+        if kind == "lost":
+            # The request reaches the server and is applied; its answer never arrives.
+            self._session.send(request)
             raise ReadTimeoutError(endpoint_url=request.url)
         if self._json:
             status, code = _JSON_ERRORS[kind]
