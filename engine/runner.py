@@ -233,7 +233,10 @@ class DeployRunner:
         now = ports.clock.now()
         if state == machine.INITIAL_STATE:
             return Advance("begin", deadlines={"overall": now + self.settings.overall_timeout})
-        if attempt > self.settings.max_attempts_per_state:
+        # Only states that can fail or roll back give up; `failed` and `unlocked` have
+        # nowhere else to go, so they are tried again however often the agent died there.
+        limited = state in machine.WORKING_STATES or state == "rolling_back"
+        if limited and attempt > self.settings.max_attempts_per_state:
             raise StepFailed(
                 f"the agent stopped {attempt - 1} times in state {state}; giving up on it"
             )
@@ -249,8 +252,12 @@ class DeployRunner:
             raise StepFailed(
                 f"the deploy ran past its overall timeout ({self.settings.overall_timeout})"
             )
+        relocked = steps.hold_slot(checkpoint) if state in machine.WORKING_STATES[1:] else None
         perform: Callable[[DeployCheckpoint], Advance] = getattr(steps, state)
-        return perform(checkpoint)
+        advance = perform(checkpoint)
+        if relocked is not None and advance.lease is None:
+            advance = dataclasses.replace(advance, lease=relocked)
+        return advance
 
     def _advance(
         self,

@@ -9,6 +9,7 @@ checkpoint); a step that fails for good raises `StepFailed` with the reason.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -143,16 +144,31 @@ class Steps:
     # --- the states ------------------------------------------------------------------
 
     def locking(self, checkpoint: DeployCheckpoint) -> Advance:
-        lock_name = f"deploy/{self.service.name}"
-        owner = checkpoint.id  # the deploy owns the slot, so a restarted agent can adopt it
         self.adopt_lease(checkpoint)
         if self.keeper is not None and self.keeper.lease is not None:
-            lease = self.keeper.lease
-            return Advance("lock_acquired", lease=_ref(lease))
-        for existing in self.call("lock.holders", lambda: self.ports.locks.holders(lock_name)):
-            if existing.owner == owner:  # taken before a crash, not yet checkpointed
-                self.keeper = self._keeper_factory(existing)
-                return Advance("lock_acquired", lease=_ref(existing))
+            return Advance("lock_acquired", lease=_ref(self.keeper.lease))
+        return Advance("lock_acquired", lease=_ref(self._take_slot(checkpoint)))
+
+    def hold_slot(self, checkpoint: DeployCheckpoint) -> LeaseRef | None:
+        """The working states after `locking` run only under a live slot. A deploy resumed
+        after its lease lapsed (its agent was down longer than the lease) takes a slot
+        again, waiting as `locking` does, before it goes on: meanwhile another instance
+        may have taken the slot, and both must not leave the load balancer at once.
+        Returns the new lease to record, or None when the recorded one is still held."""
+        if checkpoint.lease is None:
+            return None
+        self.adopt_lease(checkpoint)
+        if self.keeper is not None and self.keeper.lease is not None:
+            return None
+        return _ref(self._take_slot(checkpoint))
+
+    def _take_slot(self, checkpoint: DeployCheckpoint) -> Lease:
+        """A slot of the service's deploy lock, owned by the deploy (so that a restarted
+        agent can adopt it): one taken before a crash and not yet checkpointed, or a new
+        one, waited for until the deploy's overall deadline."""
+        for existing in self._own_slots(checkpoint):
+            self.keeper = self._keeper_factory(existing)
+            return existing
         acquired: list[Lease] = []
 
         def try_acquire() -> bool:
@@ -161,7 +177,7 @@ class Steps:
             lease = self.call(
                 "lock.acquire",
                 lambda: self.ports.locks.acquire(
-                    lock_name, owner, slots=slots, lease=self.settings.lease
+                    self._lock_name, checkpoint.id, slots=slots, lease=self.settings.lease
                 ),
             )
             if lease is not None:
@@ -170,7 +186,15 @@ class Steps:
 
         self.wait("the deploy lock", try_acquire, checkpoint.deadlines["overall"])
         self.keeper = self._keeper_factory(acquired[0])
-        return Advance("lock_acquired", lease=_ref(acquired[0]))
+        return acquired[0]
+
+    def _own_slots(self, checkpoint: DeployCheckpoint) -> list[Lease]:
+        holders = self.call("lock.holders", lambda: self.ports.locks.holders(self._lock_name))
+        return [lease for lease in holders if lease.owner == checkpoint.id]
+
+    @property
+    def _lock_name(self) -> str:
+        return f"deploy/{self.service.name}"
 
     def deregistering(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
@@ -316,6 +340,12 @@ class Steps:
             keeper = self.keeper
             self.call("lock.release", keeper.release)
             self.keeper = None
+        else:
+            # A slot taken just before a crash, never checkpointed (the deploy then gave up
+            # in `locking`), is still this deploy's: release it rather than let it block the
+            # rollout until its lease lapses.
+            for lease in self._own_slots(checkpoint):
+                self.call("lock.release", functools.partial(self.ports.locks.release, lease))
         return Advance("lock_released", clear_lease=True)
 
     def rolling_back(self, checkpoint: DeployCheckpoint, work: RollbackWork) -> Advance:
