@@ -142,12 +142,12 @@ def weight(revision: str, value: Any) -> int:
         number = int(value.strip())
     else:
         raise ValidationError(
-            f"invalid weight {_show(value)} for {revision}: weights are whole numbers "
+            f"invalid weight {_show(value)} for {_show(revision)}: weights are whole numbers "
             f"from 0 to {MAX_WEIGHT} (e.g. v1=90 v2=10)"
         )
     if not 0 <= number <= MAX_WEIGHT:
         raise ValidationError(
-            f"invalid weight {number} for {revision}: weights are whole numbers from 0 to "
+            f"invalid weight {number} for {_show(revision)}: weights are whole numbers from 0 to "
             f"{MAX_WEIGHT}"
         )
     return number

@@ -219,3 +219,11 @@ def test_a_trailing_newline_is_never_accepted(validator: Any, value: str) -> Non
 def test_a_good_name_with_a_control_character_after_it_is_refused(name: str, tail: str) -> None:
     with pytest.raises(ValidationError, match="invalid service name"):
         validation.service_name(name + tail)
+
+
+def test_a_refused_weight_shows_the_revision_name_escaped() -> None:
+    # `flotilla weights api $'\e[2J=-1'` must not clear the operator's terminal.
+    with pytest.raises(ValidationError) as raised:
+        validation.weight("\x1b[2J", "-1")
+    assert "\x1b" not in raised.value.message
+    assert "'\\x1b[2J'" in raised.value.message
