@@ -24,7 +24,7 @@ from flotilla.cli.service_commands import existing_service, wiring_from
 from flotilla.cli.trace import html, model, terminal
 from flotilla.cli.trace.model import DeployRow, RolloutView
 from flotilla.engine import validation
-from flotilla.engine.errors import NotFoundError, ValidationError
+from flotilla.engine.errors import FlotillaError, NotFoundError, ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
 ID_CHARS = 12
@@ -177,7 +177,13 @@ def _label_of(revisions: Sequence[Any], revision_id: str) -> str | None:
 def _show(view: RolloutView, html_file: Path | None, colour: str, width: int | None) -> None:
     if html_file is not None:
         page = html.render(view)
-        html_file.write_text(page, encoding="utf-8")
+        try:
+            html_file.write_text(page, encoding="utf-8")
+        except OSError as exc:  # a missing directory, no permission, a full disk
+            raise FlotillaError(
+                f"cannot write {str(html_file)[:200]!r}: {exc.strerror or exc}; "
+                "check that its directory exists and is writable"
+            ) from exc
         click.echo(
             f"wrote {html_file} ({len(view.rows)} deploys, {len(page.encode()) // 1024} KiB); "
             f"open it in a browser",
@@ -193,7 +199,12 @@ def parse_since(text: str, now: datetime) -> datetime:
     """`30m`, `6h`, `2d`, `1w` before now, or an ISO 8601 time (UTC when no zone is given)."""
     matched = _DURATION.match(text)
     if matched:
-        return now - timedelta(seconds=float(matched.group(1)) * _UNITS[matched.group(2)])
+        try:
+            return now - timedelta(seconds=float(matched.group(1)) * _UNITS[matched.group(2)])
+        except OverflowError as exc:  # e.g. 99999999999999d: before the year 1
+            raise ValidationError(
+                f"invalid --since {text[:40]!r}: a duration that long reaches before the year 1"
+            ) from exc
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError as exc:
