@@ -14,10 +14,11 @@ import click
 
 from flotilla.cli.demo.emulator import REGION, client_environment, embedded_aws
 from flotilla.cli.demo.fleet import DemoError, Fleet
-from flotilla.cli.demo.runtimes import CHOICES, choose_runtime
+from flotilla.cli.demo.runtimes import CHOICES, RuntimeChoice, choose_runtime
 from flotilla.cli.demo.secret_check import check_secret
 from flotilla.cli.demo.story import Story
 from flotilla.cli.wiring import AwsSettings, Wiring
+from flotilla.engine.errors import ConfigurationError
 
 ENVIRONMENT = "demo"
 
@@ -56,7 +57,6 @@ def demo(instances: int, runtime: str, workdir: Path | None, as_json: bool) -> N
         click.echo(line, err=as_json)  # with --json, stdout holds only the summary
 
     say(f"Flotilla demo: {instances} instances, work directory {work}")
-    say(choice.description)
     (work / "logs").mkdir(parents=True, exist_ok=True)
     with embedded_aws(work / "logs" / "aws-emulator.log") as endpoint:
         say(f"==> An embedded AWS emulator (moto server) listens on {endpoint}")
@@ -67,13 +67,7 @@ def demo(instances: int, runtime: str, workdir: Path | None, as_json: bool) -> N
         story = Story(fleet, wiring.store, instances, say)
         html = work / "trace.html"
         try:
-            if choice.kind == "systemd":
-                began = time.monotonic()
-                fleet.start_managers(story.instance_ids)
-                say(
-                    f"==> Started {instances} private systemd managers in "
-                    f"{time.monotonic() - began:.1f} s (their files: {work / 'managers'})"
-                )
+            choice = _start_runtime(fleet, choice, runtime, story.instance_ids)
             story.run(html)
             say("")
             say("==> Stopping the agents and the schedulers")
@@ -121,3 +115,34 @@ def demo(instances: int, runtime: str, workdir: Path | None, as_json: bool) -> N
     say("")
     say(f"Done in {time.monotonic() - started:.0f} s. Open the trace: {html}")
     say(f"Logs and spans (OTLP JSON): {work / 'logs'}, {fleet.spans}")
+
+
+def _start_runtime(
+    fleet: Fleet, choice: RuntimeChoice, asked: str, instance_ids: list[str]
+) -> RuntimeChoice:
+    """Start a private systemd manager per instance when systemd was chosen, and say where
+    units run. A manager that will not start (root in a container without the right to
+    mount, say) fails `--runtime systemd`; `auto` falls back to the process runtime."""
+    if choice.kind == "systemd":
+        began = time.monotonic()
+        try:
+            fleet.start_managers(instance_ids)
+        except (ConfigurationError, OSError) as exc:
+            fleet.stop_units()
+            why = str(exc).splitlines()[0][:200]
+            if asked == "systemd":
+                raise ConfigurationError(
+                    f"a private systemd manager did not start: {why} "
+                    f"(see {fleet.work / 'managers'}); or use --runtime process"
+                ) from exc
+            choice = RuntimeChoice("process", f"a private systemd manager did not start: {why}")
+            fleet.runtime = "process"
+        else:
+            fleet.say(choice.description)
+            fleet.say(
+                f"==> Started {len(instance_ids)} private systemd managers in "
+                f"{time.monotonic() - began:.1f} s (their files: {fleet.work / 'managers'})"
+            )
+            return choice
+    fleet.say(choice.description)
+    return choice
