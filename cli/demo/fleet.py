@@ -108,7 +108,7 @@ class Fleet:
             "--instance-id", instance_id,
             *self.runtime_options(instance_id),
             "--state-dir", str(self.state_dir(instance_id)),
-            "--poll-interval", "0.5",
+            "--poll-interval", "1",  # each poll is two emulator calls; 4 agents add up
             "--heartbeat-interval", "5",
             "--agent-lease-seconds", "3",
             "--trace-file", str(self.spans),

@@ -220,4 +220,4 @@ class Story:
                     f"gave up after {ROLLOUT_TIMEOUT:.0f} s waiting for {what}; "
                     f"see the logs in {self.fleet.work / 'logs'}"
                 )
-            time.sleep(0.3)
+            time.sleep(0.5)
