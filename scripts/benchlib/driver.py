@@ -49,7 +49,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="run only this benchmark (repeatable): " + ", ".join(BENCHMARKS),
     )  # fmt: skip
     parser.add_argument("--runs", type=int, help="runs per figure (default: per benchmark)")
-    parser.add_argument("--quick", action="store_true", help="fewer runs and shapes")
+    parser.add_argument("--quick", action="store_true", help="fewer runs and shapes, no Chromium")
     parser.add_argument(
         "--out", type=Path,
         help="JSON file [default: build/bench.json, or build/bench-NAME.json with --only]",
