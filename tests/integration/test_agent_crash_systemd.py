@@ -119,8 +119,15 @@ def prepare(fleet: Fleet) -> tuple[str, str, Revision, Revision]:
     )
     assign(world, instance_id, v1)
     agent = start_agent(world, fleet.work, service, instance_id, runtime=fleet.runtime_options())
+    # The v1 deploy finished, not just running v1 (its `unlocked` step comes after): else
+    # the next agent resumes it first and its fault hook kills it in the wrong deploy.
     wait_for(
-        lambda: world.store.get_instance(instance_id).current_revision == v1.id, 60, "v1 deployed"
+        lambda: (
+            all(d.finished for d in world.store.list_instance_deploys(instance_id))
+            and world.store.get_instance(instance_id).current_revision == v1.id
+        ),
+        60,
+        "v1 deployed",
     )
     assert agent.terminate() == 0
     return service, instance_id, v1, v2
