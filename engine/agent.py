@@ -101,6 +101,10 @@ class Agent:
         if not self._hold_agent_lock():
             self._lost_agent_lock = True
 
+    def _renewed_if_due(self) -> bool:
+        self._keep_alive()
+        return self._lease is not None
+
     # --- the loop --------------------------------------------------------------------
 
     def run(self) -> None:
@@ -109,7 +113,10 @@ class Agent:
         while not self.stop.is_set():
             try:
                 self._lost_agent_lock = False
-                if not self._hold_agent_lock():
+                # Take the lock, or renew it only when a third of it has passed (not at
+                # every poll: that would be a DynamoDB write per agent per poll).
+                held = self._hold_agent_lock() if self._lease is None else self._renewed_if_due()
+                if not held:
                     log.info("another agent runs this instance; standing by")
                     self._wait(self.settings.agent_lease.total_seconds() / 3)
                     continue
