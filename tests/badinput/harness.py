@@ -84,7 +84,10 @@ class World:
         return boto3.client("dynamodb", region_name=REGION, config=CLIENT_CONFIG)
 
     def wiring(self) -> Wiring:
-        return Wiring(AwsSettings(environment=self.environment, region=REGION))
+        """The real composition root, on the shared boto3 session."""
+        wiring = Wiring(AwsSettings(environment=self.environment, region=REGION))
+        wiring.__dict__["session"] = _session(None, REGION)  # fills the cached_property
+        return wiring
 
     def run(self, *args: str, stdin: bytes = b"", aws: bool = True) -> Result:
         """`flotilla ARGS --env E --region R` in-process, as the console script runs it."""
