@@ -28,6 +28,7 @@ from flotilla.engine.errors import FlotillaError, NotFoundError, ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
 ID_CHARS = 12
+MAX_DEPLOY_ID = 1024  # DynamoDB allows 2048 bytes in a partition key; ids are far shorter
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -140,6 +141,12 @@ def deploy(
     width: int | None, **options: Any,
 ) -> None:  # fmt: skip
     """One deploy (an instance moving to a revision) as a timeline, e.g. DEPLOY_ID i-0abc.3."""
+    if not deploy_id or len(deploy_id.encode("utf-8", "surrogateescape")) > MAX_DEPLOY_ID:
+        # DynamoDB refuses such a key outright; say so before asking it.
+        raise ValidationError(
+            f"invalid deploy id {deploy_id[:40]!r}: deploy ids look like INSTANCE.N "
+            "(e.g. i-0abc.3); see `flotilla trace rollout SERVICE`"
+        )
     if otlp_file is not None:
         rows = [r for r in _otlp_rows(otlp_file) if r.deploy_id == deploy_id]
         if not rows:

@@ -523,3 +523,9 @@ def test_the_agent_refuses_a_bad_service_before_starting(world: World, name: str
 )
 def test_daemon_stack_and_usage_mistakes_are_refused(world: World, args: list[str]) -> None:
     assert_refused(world, args, codes=(2,))
+
+
+@pytest.mark.parametrize("deploy_id", ["", "i-1." + "9" * 3000])
+def test_a_deploy_id_dynamodb_cannot_hold_is_bad_input(world: World, deploy_id: str) -> None:
+    result = assert_refused(world, ["trace", "deploy", deploy_id], codes=(2,))
+    assert "invalid deploy id" in result.stderr
