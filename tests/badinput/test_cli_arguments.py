@@ -9,10 +9,12 @@ so that a few hundred examples take seconds.
 from __future__ import annotations
 
 import io
+import os
 import signal
 import sys
 import tarfile
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flotilla.cli.service_commands import parse_load_balancer
-from flotilla.engine import validation
+from flotilla.engine import revision_sources, validation
 from flotilla.engine.agent import Agent
 from flotilla.engine.errors import ValidationError
 from flotilla.scheduler.service import Scheduler
@@ -529,3 +531,34 @@ def test_daemon_stack_and_usage_mistakes_are_refused(world: World, args: list[st
 def test_a_deploy_id_dynamodb_cannot_hold_is_bad_input(world: World, deploy_id: str) -> None:
     result = assert_refused(world, ["trace", "deploy", deploy_id], codes=(2,))
     assert "invalid deploy id" in result.stderr
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine/revision_sources.py from_directory opens every entry that is not a "
+    "directory, so a FIFO (or a symlink to one) named like web.env blocks `flotilla "
+    "revision add` forever; it should refuse anything but regular files, as from_tar does",
+)
+def test_a_fifo_in_a_revision_directory_is_refused_at_once(tmp_path: Path) -> None:
+    (tmp_path / "web.service").write_bytes(s.GOOD_UNIT)
+    fifo = tmp_path / "web.env"
+    os.mkfifo(fifo)
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            revision_sources.from_directory(tmp_path)
+        except BaseException as exc:
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=3)
+    if reader.is_alive():  # blocked in open(): give it a writer so that it ends
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=10)
+    assert outcome, "revision_sources.from_directory still blocked"
+    assert isinstance(outcome[0], ValidationError)
+    assert len(outcome) == 1
