@@ -1,0 +1,80 @@
+"""A running agent whose deploy stopped in `unlocked` (an outage, or a lost answer that
+made the runner think another one was ahead) never takes it up again.
+
+`healthy` records the new revision as the instance's current one; if the runner then stops
+before the deploy is done, the agent loop sees the assignment reached
+(`_deploy_if_assigned` compares only the revisions) and only a restart of the agent
+(`_resume_unfinished`) finishes the deploy. Until then the scheduler counts it in flight,
+and a rollout with max_in_flight 1 stalls. Found by tests/faults/test_aws_faults.py with a
+lost answer to the checkpoint write that leaves `unlocked` (seed 126517113).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from flotilla.engine.agent import Agent, AgentSettings
+from flotilla.engine.checkpoint import DeployCheckpoint
+from flotilla.engine.errors import TransientError
+from tests.faults.world import FaultWorld
+
+pytestmark = pytest.mark.faults
+
+
+class OutageAtDone:
+    """The store, failing every checkpoint write that would finish a deploy, for a while."""
+
+    def __init__(self, world: FaultWorld, failures: int) -> None:
+        self.inner = world.store
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def update_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint:
+        if checkpoint.state == "done" and self.failures > 0:
+            self.failures -= 1
+            raise TransientError("writing the checkpoint: DynamoDB is unavailable (injected)")
+        return self.inner.update_deploy(checkpoint)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine bug: the agent loop resumes unfinished deploys only at start-up; one "
+    "stopped in `unlocked` (current revision already set) is never finished by a running "
+    "agent, and the scheduler counts it in flight forever",
+)
+def test_a_running_agent_finishes_a_deploy_that_stopped_in_unlocked() -> None:
+    from tests.faults.test_agent_kills import upgraded
+
+    world = FaultWorld()
+    upgraded(world, "i-1")
+    store = OutageAtDone(world, failures=6)  # longer than the runner's retries: it stops
+    ports = world.ports("i-1")
+    ports.store = store  # type: ignore[assignment]
+    runner = world.runner("i-1")
+    runner.ports_for = lambda _service: ports
+    stop = threading.Event()
+    polls = []
+
+    def wait(seconds: float) -> None:
+        world.clock.advance(seconds)
+        polls.append(seconds)
+        if len(polls) >= 30:  # five minutes of polls after the outage
+            stop.set()
+
+    Agent(
+        AgentSettings("i-1", "api", "test", owner="agent-1"),
+        store=store,  # type: ignore[arg-type]
+        locks=world.locks,
+        runner=runner,
+        clock=world.clock,
+        stop=stop,
+        wait_for_wakeup=wait,
+    ).run()
+
+    [deploy] = [d for d in world.store.list_instance_deploys("i-1") if d.id.endswith(".2")]
+    assert store.failures == 0, "the outage did not happen"
+    assert deploy.finished, f"still in {deploy.state} after {len(polls)} polls"
