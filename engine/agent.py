@@ -20,7 +20,7 @@ from flotilla.engine.clock import Clock
 from flotilla.engine.errors import FlotillaError, NotFoundError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL, expiry_for
 from flotilla.engine.ports import Event, EventQueue, LockService, StateStore
-from flotilla.engine.records import Instance, Lease
+from flotilla.engine.records import Instance, Lease, Service
 from flotilla.engine.runner import DeployRunner, deploy_id_for
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,9 @@ class Agent:
         self._last_heartbeat: datetime | None = None
         self._lost_agent_lock = False
         self._finished: set[str] = set()  # deploys done in this process, not to be retried
+        # A deploy this process started that has not finished: an outage stopped its runner
+        # (e.g. between `unlocked` and `done`), so the next iteration resumes it first.
+        self._unfinished: tuple[str, str] | None = None  # (deploy id, service)
         # The runner renews our lock from inside its waits, and stops between steps when
         # asked to stop or when another agent took the instance over.
         runner.keep_alive = self._keep_alive
@@ -188,6 +191,10 @@ class Agent:
             self.runner.restore_units(instance, self.store.get_service(instance.service))
 
     def _deploy_if_assigned(self) -> None:
+        if self._unfinished is not None:
+            deploy_id, service_name = self._unfinished
+            log.info("resuming deploy %s, stopped by a failed iteration", deploy_id)
+            self._run(deploy_id, self.store.get_service(service_name))
         instance = self.store.get_instance(self.settings.instance_id)
         target = instance.assigned_revision
         if target is None or target == instance.current_revision:
@@ -196,7 +203,14 @@ class Agent:
             return  # this assignment was tried and rolled back; wait for a new one
         service = self.store.get_service(instance.service)
         checkpoint = self.runner.create(instance, service)
-        if not checkpoint.finished:
-            checkpoint = self.runner.run(checkpoint.id, service)
         if checkpoint.finished:
             self._finished.add(checkpoint.id)
+        else:
+            self._run(checkpoint.id, service)
+
+    def _run(self, deploy_id: str, service: Service) -> None:
+        self._unfinished = (deploy_id, service.name)
+        checkpoint = self.runner.run(deploy_id, service)
+        if checkpoint.finished:
+            self._finished.add(checkpoint.id)
+            self._unfinished = None

@@ -1,12 +1,11 @@
 """A running agent whose deploy stopped in `unlocked` (an outage, or a lost answer that
-made the runner think another one was ahead) never takes it up again.
+made the runner think another one was ahead) takes it up again at its next iteration.
 
-`healthy` records the new revision as the instance's current one; if the runner then stops
-before the deploy is done, the agent loop sees the assignment reached
-(`_deploy_if_assigned` compares only the revisions) and only a restart of the agent
-(`_resume_unfinished`) finishes the deploy. Until then the scheduler counts it in flight,
-and a rollout with max_in_flight 1 stalls. Found by tests/faults/test_aws_faults.py with a
-lost answer to the checkpoint write that leaves `unlocked` (seed 126517113).
+`healthy` records the new revision as the instance's current one, so the assignment looks
+reached; the agent remembers the deploy it started until that deploy is done. Without
+that, only a restart of the agent finished it, and meanwhile the scheduler counted it in
+flight: a rollout with max_in_flight 1 stalled. Found by tests/faults/test_aws_faults.py
+with a lost answer to the checkpoint write that leaves `unlocked` (seed 126517113).
 """
 
 from __future__ import annotations
@@ -40,12 +39,6 @@ class OutageAtDone:
         return self.inner.update_deploy(checkpoint)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: the agent loop resumes unfinished deploys only at start-up; one "
-    "stopped in `unlocked` (current revision already set) is never finished by a running "
-    "agent, and the scheduler counts it in flight forever",
-)
 def test_a_running_agent_finishes_a_deploy_that_stopped_in_unlocked() -> None:
     from tests.faults.test_agent_kills import upgraded
 
