@@ -74,11 +74,19 @@ def _describe(item: Mapping[str, Any]) -> str:
     return "(no id)"
 
 
+def _binary(value: object) -> bytes:
+    """A stored binary field; `bytes(number)` would allocate that many bytes instead."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"expected binary data, found {type(value).__name__}")
+    return bytes(value)
+
+
 def _read(kind: str, item: Mapping[str, Any], build: Callable[[], T]) -> T:
     """Build a record, turning a missing or mistyped field into a clear SchemaError."""
     try:
         return build()
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    # OverflowError and OSError: a timestamp out of datetime's range.
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError) as exc:
         raise SchemaError(
             f"stored {kind} item {_describe(item)} is malformed ({type(exc).__name__}: {exc}); "
             "it was probably written by another version of flotilla"
@@ -246,9 +254,9 @@ def revision_from_item(item: Mapping[str, Any]) -> Revision:
             if env is None
             else SealedEnvironment(
                 key_id=str(env["key_id"]),
-                encrypted_data_key=bytes(env["encrypted_data_key"]),
+                encrypted_data_key=_binary(env["encrypted_data_key"]),
                 blobs={
-                    str(unit): SealedBlob(bytes(blob["nonce"]), bytes(blob["ciphertext"]))
+                    str(unit): SealedBlob(_binary(blob["nonce"]), _binary(blob["ciphertext"]))
                     for unit, blob in env["blobs"].items()
                 },
                 variable_names={

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import re
+import stat
 import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -81,8 +82,13 @@ def from_directory(path: Path) -> RevisionSources:
             )
         _safe_file_name(entry.name)
         try:
-            size = entry.stat().st_size
-            if size > MAX_FILE_BYTES:
+            info = entry.stat()
+            if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+                raise ValidationError(
+                    f"{entry.name!r} in {str(path)!r} is not a regular file; a revision is a "
+                    "flat set of .service, .socket, .timer and .env files"
+                )
+            if info.st_size > MAX_FILE_BYTES:
                 raise _too_large(entry.name)
             with entry.open("rb") as stream:
                 data = stream.read(MAX_FILE_BYTES + 1)
@@ -189,7 +195,7 @@ def docker_unit(
 ) -> tuple[str, dict[str, str]]:
     """A unit that runs DOCKER_IMAGE, and the variables left for the container itself."""
     image = variables[DOCKER_IMAGE].strip()
-    if not _IMAGE.match(image):
+    if not _IMAGE.fullmatch(image):
         raise ValidationError(
             f"{DOCKER_IMAGE} in {file_name} is not an image reference (e.g. nginx:1.27 or "
             "registry.example.com/team/app@sha256:…)"
@@ -201,9 +207,9 @@ def docker_unit(
             continue
         if key.startswith(DOCKER_PORT_PREFIX):
             host = key[len(DOCKER_PORT_PREFIX) :]
-            container = _CONTAINER_PORT.match(value.strip())
+            container = _CONTAINER_PORT.fullmatch(value.strip())
             if (
-                not _PORT.match(host)
+                not _PORT.fullmatch(host)
                 or container is None
                 or not 0 < int(host) < 65536
                 or not 0 < int(container.group("port")) < 65536
@@ -252,7 +258,7 @@ def parse_env_file(name: str, text: str) -> dict[str, str]:
             line = line[len("export ") :].lstrip()
         key, equals, value = line.partition("=")
         key = key.strip()
-        if not equals or not _ENV_KEY.match(key):
+        if not equals or not _ENV_KEY.fullmatch(key):
             # The line is not shown: it may hold a secret.
             raise ValidationError(
                 f"{name}, line {number}: expected NAME=VALUE with a name of letters, digits "
@@ -284,7 +290,7 @@ def _text(name: str, data: bytes) -> str:
 
 
 def _safe_file_name(name: str) -> str:
-    if not _SAFE_FILE_NAME.match(name) or len(name) > 200:
+    if not _SAFE_FILE_NAME.fullmatch(name) or len(name) > 200:
         raise ValidationError(
             f"file name {name[:60]!r} is not allowed: use letters, digits and ':_.@-' only "
             "(no spaces, slashes or shell metacharacters)"

@@ -533,12 +533,6 @@ def test_a_deploy_id_dynamodb_cannot_hold_is_bad_input(world: World, deploy_id: 
     assert "invalid deploy id" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine/revision_sources.py from_directory opens every entry that is not a "
-    "directory, so a FIFO (or a symlink to one) named like web.env blocks `flotilla "
-    "revision add` forever; it should refuse anything but regular files, as from_tar does",
-)
 def test_a_fifo_in_a_revision_directory_is_refused_at_once(tmp_path: Path) -> None:
     (tmp_path / "web.service").write_bytes(s.GOOD_UNIT)
     fifo = tmp_path / "web.env"
