@@ -350,19 +350,27 @@ def user_from_item(item: Mapping[str, Any]) -> User:
         created, updated = item.get("created_ms"), item.get("updated_ms")
         return User(
             name=_text(item["name"]),
-            ssh_keys=tuple(_text(k) for k in item["ssh_keys"]),
-            services=tuple(_text(s) for s in item["services"]),
+            ssh_keys=_texts(item["ssh_keys"]),
+            services=_texts(item["services"]),
             admin=_flag(item["admin"]),
             active=_flag(item["active"]),
             version=int(item["version"]),
             created_at=None if created is None else from_epoch_ms(int(created)),
             updated_at=None if updated is None else from_epoch_ms(int(updated)),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    # OverflowError and OSError: a timestamp out of datetime's range.
+    except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
         raise SchemaError(
             f"stored user item {shown} is malformed ({type(exc).__name__}: {exc}); it was "
             "probably written by another version of flotilla"
         ) from exc
+
+
+def _texts(value: Any) -> tuple[str, ...]:
+    """A stored list of strings (a single string would read as its characters)."""
+    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
+        raise TypeError(f"expected a list of text, got {type(value).__name__}")
+    return tuple(_text(v) for v in value)
 
 
 def _text(value: Any) -> str:
