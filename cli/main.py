@@ -63,9 +63,14 @@ def main() -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
-    except click.ClickException as usage:
-        usage.show()
+    except click.UsageError as usage:
+        # One line, like every other error: what is wrong, and where the help is.
+        where = usage.ctx.command_path if usage.ctx is not None else "flotilla"
+        click.echo(f"error: {_printable(usage.format_message())} (see `{where} --help`)", err=True)
         sys.exit(usage.exit_code)
+    except click.ClickException as failure:
+        click.echo(f"error: {_printable(failure.format_message())}", err=True)
+        sys.exit(failure.exit_code)
     except ValidationError as bad_input:
         click.echo(f"error: {bad_input.message}", err=True)
         sys.exit(2)
@@ -73,6 +78,14 @@ def main() -> None:
         click.echo(f"error: {failure.message}", err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _printable(text: str) -> str:
+    """Click echoes what the user typed; a control character in it could drive the
+    terminal (an escape sequence) or break the one line, so it is shown escaped."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
 
 
 if __name__ == "__main__":

@@ -215,17 +215,12 @@ def assert_clean_failure(result: Result, codes: Sequence[int] = (1, 2)) -> None:
     assert result.exception is None, f"traceback: {result.exception!r}"
     assert result.code in codes, (result.code, result.stdout, result.stderr)
     assert "Traceback" not in result.stderr
-    errors = [line for line in result.lines if line.lower().startswith("error:")]
-    assert len(errors) == 1, result.stderr
-    if result.lines[-1].startswith("error:"):
-        # Flotilla's own errors (cli.main): exactly one line, and nothing on stdout. No
-        # control character either: a name echoed raw could be a terminal escape sequence.
-        assert result.stderr.endswith("\n"), result.stderr
-        assert result.stderr.count("\n") == 1, result.stderr
-        controls = [c for c in result.stderr[:-1] if unicodedata.category(c) == "Cc"]
-        assert not controls, result.stderr
-    else:
-        # click's usage errors print the usage and a hint above their one `Error:` line.
-        assert result.code == 2, result.stderr
-        assert result.lines[-1].startswith("Error:"), result.stderr
+    # Every error, usage errors included (cli.main): exactly one line starting `error:`,
+    # nothing on stdout, and no control character (a name echoed raw could be a terminal
+    # escape sequence).
+    assert result.stderr.startswith("error:"), result.stderr
+    assert result.stderr.endswith("\n"), result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    controls = [c for c in result.stderr[:-1] if unicodedata.category(c) == "Cc"]
+    assert not controls, result.stderr
     assert result.stdout == "", result.stdout
