@@ -85,6 +85,13 @@ def add(
         service, label, sources.units, sources.environments, _secret_box(wiring, kms_key_id), now
     )
     stored = store.put_revision(built)
+    if stored.label != label:
+        # Content-addressed: identical units (and no environment) are the same revision.
+        click.echo(
+            f"note: this content is already revision {stored.id[:ID_CHARS]} labelled "
+            f"{stored.label!r}; nothing new was stored",
+            err=True,
+        )
     if output == "json":
         print_json({"id": stored.id, "label": stored.label, "service": service})
     else:

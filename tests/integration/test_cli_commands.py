@@ -273,3 +273,17 @@ def test_every_command_has_help(cli: Cli) -> None:
         )
         assert result.returncode == 0, result.stderr
         assert "Usage:" in result.stdout
+
+
+def test_adding_the_same_content_again_says_so_and_stores_nothing(
+    cli: Cli, service: str, tmp_path: Path
+) -> None:
+    (tmp_path / "worker.service").write_text(WORKER)  # no environment: same content, same id
+    first = cli.ok("revision", "add", service, str(tmp_path), "--label", "plain").strip()
+    before = cli.snapshot()
+    again = cli.run("revision", "add", service, str(tmp_path), "--label", "plain-again")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == first
+    assert "already revision" in again.stderr
+    assert "'plain'" in again.stderr
+    assert cli.snapshot() == before
