@@ -94,6 +94,21 @@ def item_from_condition_failure(exc: ClientError) -> dict[str, Any] | None:
     return None if not attributes else from_attributes(attributes)
 
 
+def conditional_write(
+    what: str,
+    write: Callable[[], Any],
+    on_conflict: Callable[[dict[str, Any] | None], Exception],
+) -> None:
+    """Run a conditional write; a failed condition becomes `on_conflict(current item)`."""
+    try:
+        with translated_errors(what):
+            write()
+    except ClientError as exc:
+        if not is_condition_failure(exc):
+            raise
+        raise on_conflict(item_from_condition_failure(exc)) from exc
+
+
 @contextmanager
 def translated_errors(what: str) -> Iterator[None]:
     """Turn botocore failures of `what` into engine errors; condition failures pass through."""

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
 from flotilla.adapters.dynamodb_codec import (
+    conditional_write,
     from_attributes,
     is_condition_failure,
     item_from_condition_failure,
@@ -57,21 +57,6 @@ class DynamoDBStateStore:
             raise NotFoundError(f"{what} does not exist")
         return from_attributes(response["Item"])
 
-    def _conditional(
-        self,
-        what: str,
-        write: Callable[[], Any],
-        on_conflict: Callable[[dict[str, Any] | None], Exception],
-    ) -> None:
-        """Run a conditional write; a failed condition becomes `on_conflict(current item)`."""
-        try:
-            with translated_errors(what):
-                write()
-        except ClientError as exc:
-            if not is_condition_failure(exc):
-                raise
-            raise on_conflict(item_from_condition_failure(exc)) from exc
-
     def _now_ms(self) -> int:
         return to_epoch_ms(self._clock.now())
 
@@ -80,7 +65,7 @@ class DynamoDBStateStore:
     def create_service(self, service: Service) -> Service:
         now = self._clock.now()
         stored = dataclasses.replace(service, version=1, created_at=now, updated_at=now)
-        self._conditional(
+        conditional_write(
             f"creating service {service.name!r}",
             lambda: self._client.put_item(
                 TableName=self._tables.services,
@@ -113,7 +98,7 @@ class DynamoDBStateStore:
         stored = dataclasses.replace(
             service, version=service.version + 1, updated_at=self._clock.now()
         )
-        self._conditional(
+        conditional_write(
             f"updating service {service.name!r}",
             lambda: self._client.put_item(
                 TableName=self._tables.services,
@@ -140,7 +125,7 @@ class DynamoDBStateStore:
         )
 
     def delete_service(self, name: str, *, expected_version: int) -> None:
-        self._conditional(
+        conditional_write(
             f"deleting service {name!r}",
             lambda: self._client.delete_item(
                 TableName=self._tables.services,
@@ -207,7 +192,7 @@ class DynamoDBStateStore:
             ":schema": item["schema"],
             ":zero": 0,
         }
-        self._conditional(
+        conditional_write(
             f"registering instance {instance.id!r}",
             lambda: self._client.update_item(
                 TableName=self._tables.instances,
@@ -233,7 +218,7 @@ class DynamoDBStateStore:
         return self.get_instance(instance.id)
 
     def record_heartbeat(self, instance_id: str, at: datetime, expires_at: datetime) -> None:
-        self._conditional(
+        conditional_write(
             f"recording the heartbeat of {instance_id!r}",
             lambda: self._client.update_item(
                 TableName=self._tables.instances,
@@ -287,7 +272,7 @@ class DynamoDBStateStore:
         return items.instance_from_item(from_attributes(response["Attributes"]))
 
     def set_current_revision(self, instance_id: str, revision_id: str | None) -> None:
-        self._conditional(
+        conditional_write(
             f"recording the current revision of {instance_id!r}",
             lambda: self._client.update_item(
                 TableName=self._tables.instances,
@@ -329,7 +314,7 @@ class DynamoDBStateStore:
 
     def create_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint:
         stored = dataclasses.replace(checkpoint, version=1)
-        self._conditional(
+        conditional_write(
             f"creating deploy {checkpoint.id!r}",
             lambda: self._client.put_item(
                 TableName=self._tables.deploys,
@@ -359,7 +344,7 @@ class DynamoDBStateStore:
                 current=record,
             )
 
-        self._conditional(
+        conditional_write(
             f"checkpointing deploy {checkpoint.id!r}",
             lambda: self._client.put_item(
                 TableName=self._tables.deploys,

@@ -8,15 +8,11 @@ returned by the failed write itself (ReturnValuesOnConditionCheckFailure).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from flotilla.adapters.dynamodb_codec import (
+    conditional_write,
     from_attributes,
-    is_condition_failure,
-    item_from_condition_failure,
     paginate,
     to_attribute,
     to_attributes,
@@ -41,7 +37,7 @@ class DynamoDBUserStore:
         now = self._clock.now()
         if user.version == 0:
             stored = dataclasses.replace(user, version=1, created_at=now, updated_at=now)
-            self._conditional(
+            conditional_write(
                 f"creating user {user.name!r}",
                 lambda: self._client.put_item(
                     TableName=self._table,
@@ -53,7 +49,7 @@ class DynamoDBUserStore:
             )
             return stored
         stored = dataclasses.replace(user, version=user.version + 1, updated_at=now)
-        self._conditional(
+        conditional_write(
             f"updating user {user.name!r}",
             lambda: self._client.put_item(
                 TableName=self._table,
@@ -77,7 +73,7 @@ class DynamoDBUserStore:
         return user_from_item(from_attributes(response["Item"]))
 
     def delete_user(self, name: str, *, expected_version: int) -> None:
-        self._conditional(
+        conditional_write(
             f"deleting user {name!r}",
             lambda: self._client.delete_item(
                 TableName=self._table,
@@ -94,21 +90,6 @@ class DynamoDBUserStore:
         with translated_errors("listing users"):
             found = list(paginate(self._client.scan, TableName=self._table, ConsistentRead=True))
         return sorted((user_from_item(item) for item in found), key=lambda u: u.name)
-
-    @staticmethod
-    def _conditional(
-        what: str,
-        write: Callable[[], Any],
-        on_conflict: Callable[[dict[str, Any] | None], Exception],
-    ) -> None:
-        """Run a conditional write; a failed condition becomes `on_conflict(current item)`."""
-        try:
-            with translated_errors(what):
-                write()
-        except ClientError as exc:
-            if not is_condition_failure(exc):
-                raise
-            raise on_conflict(item_from_condition_failure(exc)) from exc
 
 
 def _conflict(name: str, expected: int, current: dict[str, Any] | None) -> Exception:
