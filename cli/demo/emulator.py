@@ -33,8 +33,9 @@ def _listening(port: int) -> bool:
 
 
 @contextmanager
-def embedded_aws(log: Path, timeout: float = 30) -> Iterator[str]:
-    """Start moto's server; yield its endpoint URL; stop it on the way out."""
+def embedded_aws(log: Path | None = None, timeout: float = 30) -> Iterator[str]:
+    """Start moto's server (its output to `log`, or nowhere); yield its endpoint URL; stop
+    it on the way out. The tests use it too."""
     try:
         import moto.server  # noqa: F401 -- only checks that the demo extra is installed
     except ImportError as exc:
@@ -42,7 +43,7 @@ def embedded_aws(log: Path, timeout: float = 30) -> Iterator[str]:
             "the demo needs moto's server: pip install 'flotilla[demo]' (./scripts/demo does)"
         ) from exc
     port = _free_port()
-    with log.open("ab") as out:
+    with log.open("ab") if log is not None else open(os.devnull, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=out,
@@ -52,8 +53,13 @@ def embedded_aws(log: Path, timeout: float = 30) -> Iterator[str]:
         deadline = time.monotonic() + timeout
         while not _listening(port):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise ConfigurationError(f"the embedded AWS emulator did not start (see {log})")
+                raise ConfigurationError(
+                    f"the embedded AWS emulator did not start (see {log or 'its output'})"
+                )
             time.sleep(0.05)
+        time.sleep(0.3)
+        if process.poll() is not None:  # another process took the port first; ours exited
+            raise ConfigurationError(f"the embedded AWS emulator could not bind port {port}")
         yield f"http://127.0.0.1:{port}"
     finally:
         process.terminate()

@@ -10,7 +10,6 @@ import glob
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ import boto3
 import pytest
 
 from flotilla.adapters.dynamodb_codec import CLIENT_CONFIG
+from flotilla.cli.demo.emulator import embedded_aws
 
 ROOT = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
@@ -102,26 +102,9 @@ def dynamodb_local() -> Iterator[str]:
 
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """moto in server mode, in a separate process, on a free loopback port."""
-    port = free_port()
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_port(port, process, timeout=30)
-        time.sleep(0.3)
-        if process.poll() is not None:  # another server held the port and ours could not bind
-            raise RuntimeError(f"moto_server on port {port} exited with {process.returncode}")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """moto in server mode, in a separate process, on a free loopback port (the demo's)."""
+    with embedded_aws() as endpoint:
+        yield endpoint
 
 
 def dynamodb_client(endpoint: str | None = None) -> Any:
