@@ -13,56 +13,21 @@ import re
 import subprocess
 import tarfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.agents import FLOTILLA
-from tests.support.aws import REGION, create_environment_stack, dynamodb_client, moto_server
+from tests.support.aws import create_environment_stack, dynamodb_client, moto_server
+from tests.support.cli import Cli as BaseCli
 
 SECRET = "hunter2-very-secret"
 WEB = "[Unit]\nAfter=docker.service\nRequires=docker.service\n[Service]\nExecStart=/usr/bin/web\n"
 WORKER = "[Service]\nExecStart=/usr/bin/worker\n"
 
 
-@dataclass
-class Cli:
-    endpoint: str
-    environment: str
-
-    def run(
-        self, *args: str, stdin: bytes | None = None, with_region: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("AWS_REGION", "AWS_DEFAULT_REGION")
-        }
-        aws = ["--endpoint-url", self.endpoint, "--env", self.environment]
-        if with_region:
-            aws += ["--region", REGION]
-        completed = subprocess.run(
-            [FLOTILLA, *args, *aws],
-            input=stdin,
-            capture_output=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
-        return subprocess.CompletedProcess(
-            completed.args,
-            completed.returncode,
-            completed.stdout.decode(),
-            completed.stderr.decode(),
-        )
-
-    def ok(self, *args: str, stdin: bytes | None = None) -> str:
-        result = self.run(*args, stdin=stdin)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
+class Cli(BaseCli):
     def snapshot(self) -> dict[str, list[Any]]:
         client = dynamodb_client(self.endpoint)
         prefix = f"flotilla-{self.environment}-"

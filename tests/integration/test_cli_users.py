@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from flotilla.engine import users
 from tests.support.agents import FLOTILLA
-from tests.support.aws import REGION, create_environment_stack, dynamodb_client, moto_server
+from tests.support.aws import create_environment_stack, dynamodb_client, moto_server
+from tests.support.cli import Cli as BaseCli
 
 
 def new_key(comment: str) -> tuple[str, str]:
@@ -38,41 +38,7 @@ def new_key(comment: str) -> tuple[str, str]:
     return f"{public.decode()} {comment}", pem.decode()
 
 
-@dataclass
-class Cli:
-    endpoint: str
-    environment: str
-
-    def run(
-        self,
-        *args: str,
-        stdin: str | None = None,
-        env: dict[str, str] | None = None,
-        environment: str | None = None,
-        endpoint: str | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        variables = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("FLOTILLA_") and k not in ("AWS_REGION", "AWS_DEFAULT_REGION")
-        }
-        aws = ["--endpoint-url", endpoint or self.endpoint, "--region", REGION]
-        aws += ["--env", environment or self.environment]
-        return subprocess.run(
-            [FLOTILLA, *args, *aws],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env={**variables, **(env or {})},
-            timeout=60,
-            check=False,
-        )
-
-    def ok(self, *args: str, **kw: Any) -> str:
-        result = self.run(*args, **kw)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
+class Cli(BaseCli):
     def users_table(self) -> list[dict[str, Any]]:
         client = dynamodb_client(self.endpoint)
         table = f"flotilla-{self.environment}-users"

@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -21,38 +19,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from flotilla.adapters.templates import create_tables
-from tests.support.agents import FLOTILLA
 from tests.support.aws import REGION, moto_server
+from tests.support.cli import Cli as BaseCli
 
 EXPECTED_TABLES = {"services", "revisions", "instances", "deploys", "locks", "users"}
 
 
-@dataclass
-class Cli:
-    endpoint: str
-    environment: str
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("AWS_REGION", "AWS_DEFAULT_REGION", "FLOTILLA_ENV")
-        }
-        aws = ["--endpoint-url", self.endpoint, "--env", self.environment, "--region", REGION]
-        return subprocess.run(
-            [FLOTILLA, *args, *aws],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-            check=False,
-        )
-
-    def ok(self, *args: str) -> str:
-        result = self.run(*args)
-        assert result.returncode == 0, result.stderr
-        return result.stdout
-
+class Cli(BaseCli):
     def client(self, service: str) -> Any:
         make_client: Any = boto3.client  # typed per service name; ours is dynamic
         return make_client(service, region_name=REGION, endpoint_url=self.endpoint)
