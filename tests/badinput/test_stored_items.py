@@ -322,6 +322,7 @@ def test_a_number_where_bytes_belong_is_refused(
     )
     put_all(world, {"revisions": revision})
     failures = check_every_reader(world, "revisions")
+    assert failures, "a number where bytes belong was read without an error"
     assert all("malformed" in line for line in failures), failures
 
 

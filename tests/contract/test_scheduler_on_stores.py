@@ -28,13 +28,15 @@ def test_weight_changes_during_passes_are_never_lost(concurrent_backend: Backend
     def hold_the_pass(*_args: object) -> None:
         if not finished.is_set():
             mid_pass.set()
-            changed.wait(timeout=10)
+            if not changed.wait(timeout=10):
+                errors.append(AssertionError("the operator never changed the weights mid-pass"))
             changed.clear()
 
     def operator() -> None:
         try:
             for n in range(CHANGES):
-                mid_pass.wait(timeout=10)
+                if not mid_pass.wait(timeout=10):
+                    raise AssertionError("no pass reached list_instances")
                 mid_pass.clear()
                 set_weights(store, "api", {f"{n:064d}": 1})
                 changed.set()

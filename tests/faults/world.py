@@ -119,8 +119,8 @@ class FaultWorld:
         )
         assert instance.current_revision == expected
         active = self.runtimes[deploy.instance_id].active()
-        if expected is not None:
-            assert active == [units.installed_name("api.service", expected)], active
+        wanted = [units.installed_name("api.service", expected)] if expected else []
+        assert active == wanted, active
         assert deploy.instance_id in self.lb.registered(), "the instance stayed deregistered"
         held = [h for h in self.locks.holders("deploy/api") if h.owner == deploy.id]
         assert not held, f"the finished deploy {deploy.id} still holds {held}"

@@ -54,8 +54,10 @@ class RecordedRollout:
 def record_rollout() -> RecordedRollout:
     recorder = InMemorySpanExporter()
     provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):  # the tests' provider (tests/conftest.py)
-        provider.add_span_processor(SimpleSpanProcessor(recorder))
+    # The tests' provider (tests/conftest.py): without it no span is recorded, and the
+    # span-based tests would compare empty lists.
+    assert isinstance(provider, TracerProvider), "tests/conftest.py installs the SDK provider"
+    provider.add_span_processor(SimpleSpanProcessor(recorder))
     with tempfile.TemporaryDirectory() as root:
         cluster = Cluster(Path(root))
         try:
