@@ -20,7 +20,7 @@ import click
 from flotilla.cli.options import aws_options
 from flotilla.cli.output import output_option, print_json, print_table
 from flotilla.cli.service_commands import wiring_from
-from flotilla.engine import users
+from flotilla.engine import users, validation
 from flotilla.engine.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -215,7 +215,7 @@ def add(
     Adding what a user has already changes nothing.
     """
     users.user_name(name)
-    wanted = [users.user_service_name(s) for s in services]
+    wanted = [validation.service_name(s) for s in services]
     keys = read_keys(key_sources)  # everything is checked before any AWS call
     wiring = wiring_from(options)
     store = wiring.users
@@ -297,7 +297,7 @@ def remove(
     """Remove the user NAME, or only some of its keys, services or admin rights."""
     users.user_name(name)
     wanted_keys = [_fingerprint_text(f) for f in fingerprints]
-    wanted_services = [users.user_service_name(s) for s in services]
+    wanted_services = [validation.service_name(s) for s in services]
     wiring = wiring_from(options)
     store = wiring.users
     current = existing_user(store, name, wiring.settings.environment)
@@ -381,7 +381,7 @@ def keys(user_name: str | None, service: str | None, **options: Any) -> None:
     nothing and exits 0 (sshd then refuses the login); when the users cannot be read,
     it prints nothing and exits non-zero, so sshd fails closed.
     """
-    allowed = None if service is None else users.user_service_name(service)
+    allowed = None if service is None else validation.service_name(service)
     if user_name is not None:
         try:
             users.user_name(user_name)

@@ -267,7 +267,7 @@ def user(record: User) -> User:
         if key.blob not in seen:  # the same key twice (comments aside) is stored once
             seen.add(key.blob)
             lines.append(key.line)
-    services = tuple(dict.fromkeys(user_service_name(s) for s in record.services))
+    services = tuple(dict.fromkeys(service_name(s) for s in record.services))
     if len(lines) > MAX_KEYS_PER_USER or len(services) > MAX_SERVICES_PER_USER:
         raise ValidationError(
             f"user {record.name!r} would have {len(lines)} keys and {len(services)} services; "
@@ -277,14 +277,6 @@ def user(record: User) -> User:
     if not isinstance(record.admin, bool) or not isinstance(record.active, bool):
         raise ValidationError("admin and active are yes/no flags")
     return _replace(record, name=user_name(record.name), keys=tuple(lines), services=services)
-
-
-def user_service_name(value: Any) -> str:
-    # validation.service_name's pattern ends in "$", which also matches before a final
-    # newline; a service name here must be the whole, printable string.
-    if isinstance(value, str) and not value.isprintable():
-        raise ValidationError(f"invalid service name {_short(value)}: no control characters")
-    return service_name(value)
 
 
 def _replace(record: User, *, name: str, keys: tuple[str, ...], services: tuple[str, ...]) -> User:
