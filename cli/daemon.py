@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import click
 
 from flotilla.cli.observability import configure_logging, configure_tracing
-from flotilla.cli.options import aws_options, settings_from
+from flotilla.cli.options import Seconds, aws_options, settings_from
 from flotilla.cli.otlp_file import OtlpJsonFileExporter
 from flotilla.cli.wiring import Wiring
 
@@ -24,7 +24,7 @@ def seconds_option(
 ) -> Callable[[F], F]:
     option: Callable[[F], F] = click.option(
         name,
-        type=click.FloatRange(low, high),
+        type=Seconds(low, high),
         default=default,
         show_default=True,
         help=description,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
 
 from flotilla.cli.wiring import AwsSettings
+from flotilla.engine.errors import ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,3 +38,33 @@ def settings_from(
     environment: str | None, region: str | None, profile: str | None, endpoint_url: str | None
 ) -> AwsSettings:
     return AwsSettings.resolve(environment, region, profile, endpoint_url)
+
+
+def parse_seconds(option: str, text: str, *, minimum: float, maximum: float = math.inf) -> float:
+    """A number of seconds given on the command line, refused in one clear line."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or not minimum <= value <= maximum:  # NaN fails every test
+        upper = "" if math.isinf(maximum) else f" and at most {maximum:g}"
+        raise ValidationError(
+            f"invalid {option} {text[:40]!r}: give a number of seconds, at least {minimum:g}{upper}"
+        )
+    return value
+
+
+class Seconds(click.ParamType[float]):
+    """A finite number of seconds in a range (click's FloatRange lets `nan` through)."""
+
+    name = "seconds"
+
+    def __init__(self, minimum: float, maximum: float = math.inf) -> None:
+        self.minimum = minimum
+        self.maximum = maximum
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        option = param.opts[0] if param is not None and param.opts else "value"
+        return parse_seconds(option, str(value), minimum=self.minimum, maximum=self.maximum)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -22,7 +21,7 @@ from typing import Any
 import click
 
 from flotilla.cli.notify import notify_scheduler
-from flotilla.cli.options import aws_options
+from flotilla.cli.options import Seconds, aws_options
 from flotilla.cli.output import output_option, print_json
 from flotilla.cli.progress import (
     Progress,
@@ -74,34 +73,21 @@ def status(service: str, output: str, **options: Any) -> None:
     show_progress(read_progress(wiring.store, record, wiring.clock.now()), output)
 
 
-def parse_seconds(option: str, text: str, *, minimum: float) -> float:
-    """A number of seconds given on the command line, refused in one clear line."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < minimum:
-        raise ValidationError(
-            f"invalid {option} {text[:40]!r}: give a number of seconds, at least {minimum:g}"
-        )
-    return value
-
-
 @rollout.command()
 @click.argument("service")
 @click.option(
-    "--interval", default="5", show_default=True, metavar="SECONDS", help="Time between polls"
+    "--interval", type=Seconds(0.1), default=5.0, show_default=True, help="Time between polls"
 )
 @click.option(
     "--timeout",
-    default="3600",
+    type=Seconds(0),
+    default=3600.0,
     show_default=True,
-    metavar="SECONDS",
     help="Give up (exit 1) if the rollout has not ended by then",
 )
 @output_option
 @aws_options
-def watch(service: str, interval: str, timeout: str, output: str, **options: Any) -> None:
+def watch(service: str, interval: float, timeout: float, output: str, **options: Any) -> None:
     """Redraw SERVICE's rollout status until the rollout completes or stops.
 
     Exits 0 when it completed with every instance on its assignment, 1 when it stopped,
@@ -109,10 +95,8 @@ def watch(service: str, interval: str, timeout: str, output: str, **options: Any
     `--output json`, prints one JSON line per poll.
     """
     validation.service_name(service)
-    every = parse_seconds("--interval", interval, minimum=0.1)
-    limit = parse_seconds("--timeout", timeout, minimum=0)
     wiring = wiring_from(options)
-    watch_rollout(wiring, service, interval=every, timeout=limit, output=output)
+    watch_rollout(wiring, service, interval=interval, timeout=timeout, output=output)
 
 
 def watch_rollout(

@@ -331,7 +331,7 @@ def test_bad_watch_intervals_are_refused(
 
 
 def _seconds(minimum: float):  # type: ignore[no-untyped-def]
-    from flotilla.cli.rollout_commands import parse_seconds
+    from flotilla.cli.options import parse_seconds
 
     return lambda text: parse_seconds("--x", text, minimum=minimum)
 
@@ -560,3 +560,16 @@ def test_a_fifo_in_a_revision_directory_is_refused_at_once(tmp_path: Path) -> No
     assert outcome, "revision_sources.from_directory still blocked"
     assert isinstance(outcome[0], ValidationError)
     assert len(outcome) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["scheduler", "--interval", "nan"],
+        ["scheduler", "--lease-seconds", "inf"],
+        ["agent", "--service", "api", "--instance-id", "i-1", "--poll-interval", "nan"],
+        ["rollout", "watch", "api", "--timeout", "-inf"],
+    ],
+)
+def test_seconds_that_are_not_finite_numbers_are_refused(world: World, args: list[str]) -> None:
+    assert "give a number of seconds" in assert_refused(world, args, codes=(2,)).stderr
