@@ -248,8 +248,8 @@ def set_paused(wiring: Wiring, name: str, paused: bool, reason: str | None, outp
         entry = HistoryEntry(at, kind, why, dict(current.weights))
         return replace(current, paused=paused, history=bounded_history(current.history, [entry]))
 
-    existing_service(wiring.store, name, wiring)
-    stored = modify_service(wiring.store, name, change)
+    current = existing_service(wiring.store, name, wiring)
+    stored = modify_service(wiring.store, name, change, current=current)
     if not applied[0]:
         message = f"{name} is {kind} already; nothing changed"
     elif paused:
@@ -297,7 +297,7 @@ def revert(service: str, reason: str | None, output: str, **options: Any) -> Non
     extra = parse_reason(reason)
     wiring = wiring_from(options)
     store = wiring.store
-    existing_service(store, service, wiring)
+    current = existing_service(store, service, wiring)
     labels = {r.id: r.label for r in store.list_revisions(service)}
     operator = operator_name()
     at = _now_ms(wiring)
@@ -325,7 +325,7 @@ def revert(service: str, reason: str | None, output: str, **options: Any) -> Non
             current, weights=dict(previous), history=bounded_history(current.history, [entry])
         )
 
-    stored = modify_service(store, service, change)
+    stored = modify_service(store, service, change, current=current)
     message = (
         f"reverted {service} to its last good weights {weights_text(stored.weights, labels)} "
         f"(were {weights_text(before[0], labels)})"

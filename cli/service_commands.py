@@ -201,9 +201,12 @@ def update(name: str, output: str, **options: Any) -> None:
     validation.service_name(name)
     apply_settings(Service(name=name), options)  # bad options fail before any AWS call
     wiring = wiring_from(options)
-    existing_service(wiring.store, name, wiring)
-    stored = modify_service(wiring.store, name, lambda current: apply_settings(current, options))
-    notify_scheduler(wiring, name)  # a new rollout policy applies from the next pass
+    current = existing_service(wiring.store, name, wiring)
+    stored = modify_service(
+        wiring.store, name, lambda record: apply_settings(record, options), current=current
+    )
+    if stored.version != current.version:
+        notify_scheduler(wiring, name)  # a new rollout policy applies from the next pass
     _show(stored, output)
 
 

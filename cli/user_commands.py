@@ -28,10 +28,10 @@ from flotilla.engine.errors import (
     ValidationError,
 )
 from flotilla.engine.ports import UserStore
+from flotilla.engine.updates import MAX_ATTEMPTS, apply_until_stored
 from flotilla.engine.users import PublicKey, User
 
 MAX_KEY_FILE_BYTES = 256 * 1024
-MAX_ATTEMPTS = 50
 
 
 # --- reading and changing users ---------------------------------------------------------
@@ -93,20 +93,8 @@ def existing_user(store: UserStore, name: str, environment: str) -> User:
 
 def modify_user(store: UserStore, current: User, change: Callable[[User], User]) -> User:
     """Apply `change` (validated) to `current` and store it, re-applying on conflicts."""
-    for _ in range(MAX_ATTEMPTS):
-        updated = users.user(change(current))
-        if updated == current:
-            return current  # nothing to write: the change is already there
-        try:
-            return store.put_user(updated)
-        except ConflictError as conflict:
-            if not isinstance(conflict.current, User):
-                raise
-            current = conflict.current
-    raise ConflictError(
-        f"user {current.name!r} kept changing under {MAX_ATTEMPTS} attempts to update it; "
-        "try again in a moment",
-        current=current,
+    return apply_until_stored(
+        current, lambda user: users.user(change(user)), store.put_user, f"user {current.name!r}"
     )
 
 

@@ -50,7 +50,7 @@ def weights(service: str, pairs: tuple[str, ...], output: str, **options: Any) -
     parsed = parse_pairs(pairs)
     wiring = wiring_from(options)
     store = wiring.store
-    existing_service(store, service, wiring)
+    current = existing_service(store, service, wiring)
     revisions = store.list_revisions(service)
     chosen: dict[str, int] = {}
     for name, weight in parsed:
@@ -58,8 +58,9 @@ def weights(service: str, pairs: tuple[str, ...], output: str, **options: Any) -
         if found.id in chosen:
             raise ValidationError(f"revision {found.id[:ID_CHARS]} ({found.label}) is named twice")
         chosen[found.id] = weight
-    stored = set_weights(store, service, chosen)
-    notify_scheduler(wiring, service)
+    stored = set_weights(store, service, chosen, current=current)
+    if stored.version != current.version:
+        notify_scheduler(wiring, service)
     labels = {r.id: r.label for r in revisions}
     if output == "json":
         print_json(

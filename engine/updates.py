@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TypeVar
 
 from flotilla.engine.errors import ConflictError
 from flotilla.engine.ports import StateStore
@@ -16,35 +17,56 @@ from flotilla.engine.records import Service
 from flotilla.engine.validation import service as validate_service
 
 MAX_ATTEMPTS = 50
+R = TypeVar("R")
 
 
-def modify_service(store: StateStore, name: str, change: Callable[[Service], Service]) -> Service:
-    """Apply `change` to the stored service and store the result, retrying on conflicts.
-
-    Validation happens before every write, so a change that makes the service invalid
-    raises `ValidationError` and stores nothing.
+def apply_until_stored(
+    current: R, change: Callable[[R], R], write: Callable[[R], R], what: str
+) -> R:
+    """Store `change(current)` with `write` (conditional on the record's version); on a
+    conflict, apply the change again to the record the conflict carries. A change that
+    changes nothing writes nothing. `change` validates, so an invalid result stores nothing.
     """
-    current = store.get_service(name)
     for _ in range(MAX_ATTEMPTS):
-        updated = validate_service(change(current))
+        updated = change(current)
         if updated == current:
             return current  # nothing to write
         try:
-            return store.update_service(updated)
+            return write(updated)
         except ConflictError as conflict:
-            if not isinstance(conflict.current, Service):
+            if not isinstance(conflict.current, type(current)):
                 raise
             current = conflict.current
     raise ConflictError(
-        f"service {name!r} kept changing under {MAX_ATTEMPTS} attempts to update it; "
-        "try again in a moment",
+        f"{what} kept changing under {MAX_ATTEMPTS} attempts to update it; try again in a moment",
         current=current,
     )
 
 
-def set_weights(store: StateStore, name: str, weights: dict[str, int]) -> Service:
+def modify_service(
+    store: StateStore,
+    name: str,
+    change: Callable[[Service], Service],
+    *,
+    current: Service | None = None,
+) -> Service:
+    """Apply `change` to the service (as stored, or `current` when the caller just read
+    it) and store the result, retrying on conflicts; validated before every write."""
+    return apply_until_stored(
+        current if current is not None else store.get_service(name),
+        lambda record: validate_service(change(record)),
+        store.update_service,
+        f"service {name!r}",
+    )
+
+
+def set_weights(
+    store: StateStore, name: str, weights: dict[str, int], *, current: Service | None = None
+) -> Service:
     """Replace the weights named in `weights`, keeping the others, in one atomic change."""
-    return modify_service(store, name, lambda service: _with_weights(service, weights))
+    return modify_service(
+        store, name, lambda service: _with_weights(service, weights), current=current
+    )
 
 
 def _with_weights(service: Service, weights: dict[str, int]) -> Service:
