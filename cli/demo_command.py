@@ -61,7 +61,10 @@ def demo(instances: int, runtime: str, workdir: Path | None, as_json: bool) -> N
     with embedded_aws(work / "logs" / "aws-emulator.log") as endpoint:
         say(f"==> An embedded AWS emulator (moto server) listens on {endpoint}")
         environment = client_environment(endpoint, ENVIRONMENT)
-        os.environ.update(environment)  # this process reads the store like the others
+        # This process reads the store like the others, with the same settings only.
+        for name in [n for n in os.environ if n.startswith(("AWS_", "FLOTILLA_"))]:
+            del os.environ[name]
+        os.environ.update(environment)
         wiring = Wiring(AwsSettings(ENVIRONMENT, REGION, None, endpoint))
         fleet = Fleet(work, environment, say, colour=sys.stdout.isatty(), runtime=choice.kind)
         story = Story(fleet, wiring.store, instances, say)

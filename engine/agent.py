@@ -195,6 +195,8 @@ class Agent:
             deploy_id, service_name = self._unfinished
             log.info("resuming deploy %s, stopped by a failed iteration", deploy_id)
             self._run(deploy_id, self.store.get_service(service_name))
+            if self._unfinished is not None:
+                return  # still not done (stopping, or another runner is ahead): next time
         instance = self.store.get_instance(self.settings.instance_id)
         target = instance.assigned_revision
         if target is None or target == instance.current_revision:

@@ -134,8 +134,8 @@ class Steps:
         ]
         if held:
             self.keeper = self._keeper_factory(held[0])
-        # A lapsed lease is not silently retaken: keep_lease() reports nothing to renew,
-        # and the states that need the lock check `keeper` themselves.
+        # A lapsed lease is not adopted: `hold_slot` takes a slot again (waiting for one)
+        # before a working state goes on.
 
     def _deadline(self, checkpoint: DeployCheckpoint, name: str, length: timedelta) -> datetime:
         """A deadline is computed once and stored: a resumed deploy gets no fresh budget."""
@@ -335,15 +335,15 @@ class Steps:
         return Advance("health_passed")
 
     def unlocked(self, checkpoint: DeployCheckpoint) -> Advance:
-        self.adopt_lease(checkpoint)
         if self.keeper is not None:
             keeper = self.keeper
             self.call("lock.release", keeper.release)
             self.keeper = None
         else:
-            # A slot taken just before a crash, never checkpointed (the deploy then gave up
-            # in `locking`), is still this deploy's: release it rather than let it block the
-            # rollout until its lease lapses.
+            # After a restart: every live slot this deploy owns, the one its checkpoint
+            # records or one taken just before a crash and never checkpointed (the deploy
+            # then gave up in `locking`), rather than let it block the rollout until its
+            # lease lapses. One read of the holders.
             for lease in self._own_slots(checkpoint):
                 self.call("lock.release", functools.partial(self.ports.locks.release, lease))
         return Advance("lock_released", clear_lease=True)

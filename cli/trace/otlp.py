@@ -195,7 +195,7 @@ def _span(raw: dict[str, Any]) -> Span | None:
     try:
         start = _time(raw["startTimeUnixNano"])
         end = _time(raw.get("endTimeUnixNano") or raw["startTimeUnixNano"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):  # out of datetime's range
         return None
     status = raw.get("status") or {}
     failed = status.get("code") in _ERROR_CODES
