@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.records import Instance, Lease, Revision, SealedEnvironment, Service
+from flotilla.engine.users import User
 
 
 class StateStore(Protocol):
@@ -167,10 +168,6 @@ class EventQueue(Protocol):
     def send(self, event: Event) -> None: ...
     def receive(self, *, wait: timedelta, max_events: int = 10) -> list[Event]: ...
     def ack(self, event: Event) -> None: ...
-
-
-# Imported here, beside its one port, rather than at the top: several hands add ports.
-from flotilla.engine.users import User  # noqa: E402
 
 
 class UserStore(Protocol):
