@@ -28,7 +28,6 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from flotilla.engine.errors import ConfigurationError
 
@@ -120,7 +119,6 @@ class PrivateSystemdManager:
     cgroup_prefix: str = "flotilla-test-"  # names its cgroups, so a stray one says whose it is
     start_timeout: float = 15.0
     stop_timeout: float = 10.0
-    started_in: float = field(default=0.0, init=False)  # seconds until the manager answered
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _cgroups: list[Path] = field(default_factory=list, init=False)
     _made_root: bool = field(default=False, init=False)
@@ -200,7 +198,6 @@ class PrivateSystemdManager:
         except BaseException:
             self.stop()
             raise
-        self.started_in = time.monotonic() - began
 
     def _wait_until_running(self, began: float) -> None:
         from gi.repository import GLib
@@ -269,12 +266,6 @@ class PrivateSystemdManager:
             check=False,
             timeout=60,
         )
-
-    def bus(self) -> Any:
-        """A pydbus connection to this manager's bus (close with `.con.close_sync(None)`)."""
-        from pydbus import connect
-
-        return connect(self.bus_address)
 
 
 def _make_cgroups(name: str) -> list[Path]:

@@ -14,7 +14,7 @@ h1 { font-size: 18px; margin: 0 0 4px; }
   text-transform: uppercase; background: #6b7280; }
 .outcome.succeeded { background: #2f8a3b; } .outcome.rolled_back { background: #b7791f; }
 .outcome.failed { background: #c53030; } .outcome.running { background: #2b6cb0; }
-.facts { margin: 2px 0; } .note { margin: 2px 0; color: #7a4b00; }
+.facts { margin: 2px 0; }
 .legend { margin: 4px 0; display: flex; flex-wrap: wrap; gap: 4px 12px; font-size: 12px; }
 .key i { display: inline-block; width: 14px; height: 10px; margin-right: 4px; vertical-align: -1px;
   border-radius: 2px; }

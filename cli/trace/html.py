@@ -78,7 +78,6 @@ def render(view: RolloutView) -> str:
         f'{escape(o.replace("_", " "))} <span class="count">{counts[o]}</span></label>'
         for o in OUTCOMES
     )
-    notes = "".join(f"<p class=note>{escape(n)}</p>" for n in view.notes)
     outcome = view.outcome
     outcome_text = escape(outcome.replace("_", " "))
     return f"""<!DOCTYPE html>
@@ -94,7 +93,6 @@ def render(view: RolloutView) -> str:
 <header>
 <h1>{escape(view.title)} <span class="outcome {escape(outcome)}">{outcome_text}</span></h1>
 <p class="facts">{" · ".join(escape(f) for f in facts)}</p>
-{notes}
 <p class="legend">{legend}</p>
 </header>
 <nav class="controls">

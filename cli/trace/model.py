@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flotilla.engine.checkpoint import DeployCheckpoint
@@ -126,7 +126,6 @@ class RolloutView:
     title: str
     rows: tuple[DeployRow, ...]
     now: datetime  # open segments are drawn up to this moment
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def start(self) -> datetime:
@@ -244,11 +243,9 @@ def rows_from_otlp_text(lines: Iterable[str]) -> list[DeployRow]:
     return rows_from_otlp(lines)
 
 
-def view_of(
-    rows: Iterable[DeployRow], *, now: datetime, title: str, notes: Sequence[str] = ()
-) -> RolloutView:
+def view_of(rows: Iterable[DeployRow], *, now: datetime, title: str) -> RolloutView:
     ordered = sorted(rows, key=lambda r: (r.start, r.instance_id, r.deploy_id))
-    return RolloutView(title=title, rows=tuple(ordered), now=now, notes=tuple(notes))
+    return RolloutView(title=title, rows=tuple(ordered), now=now)
 
 
 # --- choosing the deploys of one rollout ------------------------------------------------

@@ -132,7 +132,6 @@ def _header(view: RolloutView, colour: bool) -> list[str]:
             f"from {time_text(view.start)} to {time_text(view.end)} "
             f"({duration_text(view.end - view.start)})"
         )
-    lines += list(view.notes)
     legend = "  ".join(f"{letter} {state}" for state, letter in LETTERS.items())
     lines.append(f"legend: {legend}  {GAP} crash gap  {RESUME} resumed  {FAILED_MARK} failed step")
     return lines
