@@ -111,6 +111,8 @@ def demo(instances: int, runtime: str, workdir: Path | None, as_json: bool) -> N
             "seconds": round(time.monotonic() - started, 1),
             "instances": [row.as_json() for row in story.summary],
             "secret_found_outside_env_files": report.leaks,
+            "secret_places_checked": report.places_checked,
+            "secret_env_files": len(report.env_files),
             "trace_html": str(html),
             "workdir": str(work),
         }

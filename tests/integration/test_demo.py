@@ -60,6 +60,9 @@ def check_story(summary: dict[str, object], narration: str, instances: int) -> N
     assert {row["http"] for row in rows} == {"hello from v2"}
     assert sum(row["resumed"] for row in rows) == 1  # the agent killed mid-deploy
     assert summary["secret_found_outside_env_files"] == []
+    # The check looked somewhere, and found the secret where it belongs: one env file each.
+    assert summary["secret_env_files"] == len(rows)
+    assert summary["secret_places_checked"] > 20
     assert "killed: deploy" in narration
     assert "resumed at starting" in narration
     assert "reverted" in narration

@@ -139,6 +139,7 @@ def test_another_services_data_key_does_not_open_under_the_workers_context(kms: 
 
 @pytest.mark.xfail(
     strict=True,
+    raises=pytest.fail.Exception,  # only "DID NOT RAISE": any other error fails the test
     reason="moto does not evaluate IAM conditions on calls: the worker of `web` passing "
     "`api`'s encryption context is allowed under moto, denied by AWS "
     "(kms:EncryptionContext:flotilla:service StringEquals web; tests/unit/test_worker_policy.py)",

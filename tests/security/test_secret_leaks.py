@@ -96,6 +96,8 @@ class Scenario:
     outputs: Path  # CLI inputs (revision files) and outputs (trace page)
     transcript: list[tuple[list[str], str]] = field(default_factory=list)
     processes: list[AgentProcess] = field(default_factory=list)
+    # Every process's (pid, command line, environment) while agents and scheduler still ran.
+    while_running: list[tuple[int, bytes, bytes]] = field(default_factory=list)
 
     def cli(self, *args: str) -> str:
         aws = ["--endpoint-url", self.world.endpoint, "--env", self.world.environment]
@@ -167,6 +169,7 @@ def deploy(run: Scenario) -> None:
         ["trace", "rollout", SERVICE, "--from-otlp", str(run.state / "spans.jsonl")],
     ):
         run.cli(*command)
+    run.while_running = processes()
     for process in run.processes:  # SIGTERM: they flush their spans and log their exit
         assert process.terminate() == 0
 
@@ -247,10 +250,9 @@ def test_no_cli_output_holds_it(scenario: Scenario) -> None:
     assert "DB_PASSWORD" in shown[f"revision show {SERVICE} v1 --units"]  # names, not values
 
 
-def test_only_the_units_processes_hold_it_in_their_environment(scenario: Scenario) -> None:
-    """No command line anywhere; in an environment only the unit's own process (not the
-    agent, not the unit's supervisor)."""
-    holders = []
+def processes() -> list[tuple[int, bytes, bytes]]:
+    """(pid, command line, environment) of every process we may read."""
+    found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -259,9 +261,29 @@ def test_only_the_units_processes_hold_it_in_their_environment(scenario: Scenari
             environment = (entry / "environ").read_bytes()
         except OSError:
             continue  # gone meanwhile, or not ours to read
+        found.append((int(entry.name), command, environment))
+    return found
+
+
+def holders_of(scenario: Scenario, seen: list[tuple[int, bytes, bytes]]) -> list[str]:
+    """Processes whose environment holds the secret; no command line may hold it."""
+    holders = []
+    for _pid, command, environment in seen:
         assert scenario.leaks_in(command) == [], command
         if scenario.leaks_in(environment):
             assert f"DB_PASSWORD={scenario.secret}".encode() in environment.split(b"\0")
             holders.append(command.replace(b"\0", b" ").decode().strip())
+    return holders
+
+
+def test_only_the_units_processes_hold_it_in_their_environment(scenario: Scenario) -> None:
+    """No command line anywhere; in an environment only the unit's own process (not the
+    agent or scheduler while they ran, not the unit's supervisor)."""
+    # Agents and scheduler were alive when the first look was taken.
+    assert {p.process.pid for p in scenario.processes} <= {
+        pid for pid, _, _ in scenario.while_running
+    }
+    units = ["/bin/sleep 300"] * len(INSTANCES)
+    assert holders_of(scenario, scenario.while_running) == units
     # The secret reached both units (so the checks above looked for something real).
-    assert holders == ["/bin/sleep 300"] * len(INSTANCES)
+    assert holders_of(scenario, processes()) == units
