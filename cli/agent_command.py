@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from flotilla.cli import DISTRIBUTION
 from flotilla.cli.daemon import daemon_options, seconds_option, start_daemon
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.agent import Agent, AgentSettings
@@ -91,7 +92,7 @@ def agent(**options: Any) -> None:
         AgentSettings(
             instance_id=instance_id,
             service=service,
-            agent_version=version("flotilla"),
+            agent_version=version(DISTRIBUTION),
             owner=f"{instance_id}/{socket.gethostname()}/{os.getpid()}/{time.time_ns()}",
             poll_interval=timedelta(seconds=options["poll_interval"]),
             heartbeat_interval=timedelta(seconds=options["heartbeat_interval"]),

@@ -11,11 +11,12 @@ from importlib.metadata import version
 
 import click
 
+from flotilla.cli import DISTRIBUTION
 from flotilla.engine.errors import FlotillaError, ValidationError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(version("flotilla"), prog_name="flotilla")
+@click.version_option(version(DISTRIBUTION), prog_name="flotilla")
 def cli() -> None:
     """Flotilla deploys systemd units across a fleet on AWS.
 

@@ -4,13 +4,14 @@ from importlib.metadata import version
 
 from click.testing import CliRunner
 
+from flotilla.cli import DISTRIBUTION
 from flotilla.cli.main import cli
 
 
 def test_version_prints_the_installed_version() -> None:
     result = CliRunner().invoke(cli, ["--version"])
     assert result.exit_code == 0
-    assert result.output.strip() == f"flotilla, version {version('flotilla')}"
+    assert result.output.strip() == f"flotilla, version {version(DISTRIBUTION)}"
 
 
 def test_help_describes_the_tool() -> None:
