@@ -33,6 +33,15 @@ from botocore.exceptions import (
 
 from flotilla.engine.errors import ConfigurationError, FlotillaError, TransientError
 
+# Where a region may be named, in the order Flotilla reads them (cli.wiring): our own
+# variable, then the one the AWS CLI, SDKs and EC2 user data set, then the one botocore
+# itself reads. Every message about a missing region names these, so none names only one.
+REGION_VARIABLES = ("FLOTILLA_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+NO_CREDENTIALS_HINT = (
+    "set AWS_PROFILE, or one of " + ", ".join(REGION_VARIABLES) + ", "
+    "or give this host an instance role"
+)
+
 # The codes AWS query and JSON services use for "slow down" and "try again": the ones
 # botocore's standard retry mode treats as throttling or transient, plus ELB's own.
 THROTTLING_CODES = frozenset(
@@ -103,8 +112,8 @@ def translated_errors(
         raise translate(exc, service, what, missing=missing) from exc
     except (NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
         raise ConfigurationError(
-            f"{what}: no usable AWS credentials or region ({type(exc).__name__}); set "
-            "AWS_PROFILE or AWS_REGION, or give this host an instance role"
+            f"{what}: no usable AWS credentials or region ({type(exc).__name__}); "
+            + NO_CREDENTIALS_HINT
         ) from exc
     except (ConnectionError, HTTPClientError) as exc:
         raise TransientError(

@@ -32,6 +32,7 @@ from botocore.exceptions import (
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from flotilla.adapters.aws_errors import NO_CREDENTIALS_HINT
 from flotilla.adapters.dynamodb_codec import THROTTLING_CODES, error_code
 from flotilla.engine.errors import ConfigurationError, SecretError, TransientError
 from flotilla.engine.records import SealedBlob, SealedEnvironment
@@ -223,8 +224,8 @@ class KmsSecretBox:
             raise TransientError(f"{what}: cannot reach KMS ({type(exc).__name__})") from exc
         except (NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
             raise ConfigurationError(
-                f"{what}: no usable AWS credentials or region ({type(exc).__name__}); set "
-                "AWS_PROFILE or AWS_REGION, or give this host an instance role"
+                f"{what}: no usable AWS credentials or region ({type(exc).__name__}); "
+                + NO_CREDENTIALS_HINT
             ) from exc
         except BotoCoreError as exc:
             # Parameter validation and the like: the same call would fail the same way.

@@ -22,7 +22,10 @@ def aws_options(command: F) -> F:
             "environment",
             help="Flotilla environment name [FLOTILLA_ENV, default: default]",
         ),
-        click.option("--region", help="AWS region [AWS_REGION or your profile's]"),
+        click.option(
+            "--region",
+            help="AWS region [FLOTILLA_REGION, AWS_REGION, AWS_DEFAULT_REGION or your profile's]",
+        ),
         click.option("--profile", help="AWS profile [AWS_PROFILE]"),
         click.option(
             "--endpoint-url",

@@ -1,8 +1,10 @@
 """The composition root: builds real adapters from settings. The only place that does.
 
 Settings come from command-line options first, then `FLOTILLA_*` environment variables,
-then defaults; AWS credentials and region follow boto3's standard chain (profiles,
-`AWS_REGION`, `AWS_ENDPOINT_URL`), so nothing here reinvents them.
+then defaults; AWS credentials follow boto3's standard chain (profiles, instance roles).
+The region is the one exception: botocore reads only `AWS_DEFAULT_REGION`, while EC2 user
+data, the AWS CLI docs and most operators set `AWS_REGION`, so `--region`, then each of
+`REGION_VARIABLES` in turn, then the profile's region decide it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import NoRegionError, ProfileNotFound
 
+from flotilla.adapters.aws_errors import REGION_VARIABLES
 from flotilla.adapters.dynamodb_codec import CLIENT_CONFIG
 from flotilla.adapters.dynamodb_locks import DynamoDBLockService
 from flotilla.adapters.dynamodb_store import DynamoDBStateStore
@@ -47,10 +50,25 @@ class AwsSettings:
             environment=environment_name(
                 environment or os.environ.get("FLOTILLA_ENV") or "default"
             ),
-            region=region or os.environ.get("FLOTILLA_REGION"),
+            region=region or region_from_environment(),
             profile=profile or os.environ.get("FLOTILLA_PROFILE"),
             endpoint_url=endpoint_url or os.environ.get("FLOTILLA_ENDPOINT_URL"),
         )
+
+
+NO_REGION = (
+    "no AWS region: pass --region, or set "
+    + ", ".join(REGION_VARIABLES[:-1])
+    + f" or {REGION_VARIABLES[-1]} (or a region in your profile)"
+)
+
+
+def region_from_environment() -> str | None:
+    """The first region named by `REGION_VARIABLES`; None leaves it to the profile."""
+    for variable in REGION_VARIABLES:
+        if value := os.environ.get(variable, "").strip():
+            return value
+    return None
 
 
 class Wiring:
@@ -73,9 +91,7 @@ class Wiring:
                 "check --profile or ~/.aws/config"
             ) from exc
         if session.region_name is None:
-            raise ConfigurationError(
-                "no AWS region: pass --region, or set AWS_REGION (or a region in your profile)"
-            )
+            raise ConfigurationError(NO_REGION)
         return session
 
     def client(self, service: str) -> Any:
@@ -85,7 +101,7 @@ class Wiring:
                 service, endpoint_url=self.settings.endpoint_url, config=CLIENT_CONFIG
             )
         except NoRegionError as exc:
-            raise ConfigurationError("no AWS region: pass --region or set AWS_REGION") from exc
+            raise ConfigurationError(NO_REGION) from exc
 
     @cached_property
     def dynamodb(self) -> Any:
