@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from flotilla.adapters.aws_errors import REGION_VARIABLES
 from flotilla.cli.wiring import AwsSettings
 from flotilla.engine.errors import ValidationError
 
@@ -24,7 +25,7 @@ def aws_options(command: F) -> F:
         ),
         click.option(
             "--region",
-            help="AWS region [FLOTILLA_REGION, AWS_REGION, AWS_DEFAULT_REGION or your profile's]",
+            help=f"AWS region [{', '.join(REGION_VARIABLES)} or your profile's]",
         ),
         click.option("--profile", help="AWS profile [AWS_PROFILE]"),
         click.option(
