@@ -46,6 +46,9 @@ _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _CONTAINER_PORT = re.compile(r"^(?P<port>[0-9]{1,5})(?:/(?:tcp|udp))?$")
+# What systemd's EnvironmentFile= parser trims around a key and a value: ASCII blanks
+# only. A no-break space is part of the name, which makes it invalid, not trimmed.
+_ENV_BLANKS = " \t\r"
 
 
 @dataclass(frozen=True)
@@ -251,20 +254,20 @@ def parse_env_file(name: str, text: str) -> dict[str, str]:
     a value may be wrapped in single quotes (literal) or double quotes (\\ escapes)."""
     variables: dict[str, str] = {}
     for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
+        line = raw.strip(_ENV_BLANKS)
         if not line or line.startswith(("#", ";")):
             continue
         if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
+            line = line[len("export ") :].lstrip(_ENV_BLANKS)
         key, equals, value = line.partition("=")
-        key = key.strip()
+        key = key.strip(_ENV_BLANKS)
         if not equals or not _ENV_KEY.fullmatch(key):
             # The line is not shown: it may hold a secret.
             raise ValidationError(
                 f"{name}, line {number}: expected NAME=VALUE with a name of letters, digits "
                 "and underscores"
             )
-        variables[key] = _unquote(name, number, value.strip())
+        variables[key] = _unquote(name, number, value.strip(_ENV_BLANKS))
     return environment_variables(name, variables)
 
 

@@ -173,6 +173,15 @@ def test_bad_files_are_refused_with_a_clear_message(files: dict[str, bytes], mes
     assert message in raised.value.message
 
 
+def test_ascii_blanks_around_a_key_are_trimmed_as_systemd_does() -> None:
+    assert parse_env_file("web.env", "K =v\n\tL\t= w \n") == {"K": "v", "L": "w"}
+
+
+def test_a_no_break_space_in_a_key_is_refused_not_trimmed() -> None:
+    with pytest.raises(ValidationError, match="line 1"):
+        parse_env_file("web.env", "K\u00a0=v\n")
+
+
 def test_env_values_never_appear_in_errors() -> None:
     with pytest.raises(ValidationError) as raised:
         parse_env_file("web.env", "GOOD=1\nsupersecret-value-without-key\n")
