@@ -9,6 +9,7 @@ option stores nothing and two operators never overwrite each other's changes.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -30,6 +31,9 @@ from flotilla.engine.errors import (
 from flotilla.engine.ports import UserStore
 from flotilla.engine.updates import MAX_ATTEMPTS, apply_until_stored
 from flotilla.engine.users import PublicKey, User
+
+# A local account name as useradd takes it by default (NAME_REGEX of adduser).
+_LOGIN = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 MAX_KEY_FILE_BYTES = 256 * 1024
 
@@ -352,24 +356,39 @@ def activate(name: str, output: str, **options: Any) -> None:
     metavar="SERVICE",
     help="The service of this instance [FLOTILLA_SERVICE]; without one only admins get in.",
 )
+@click.option(
+    "--shared-login",
+    metavar="ACCOUNT",
+    help="A local account every allowed user logs in as: for USER = ACCOUNT, print all their keys.",
+)
 @aws_options
-def keys(user_name: str | None, service: str | None, **options: Any) -> None:
+def keys(
+    user_name: str | None, service: str | None, shared_login: str | None, **options: Any
+) -> None:
     """Print the authorized_keys lines of the users allowed on SERVICE's instances.
 
     These are the keys of active users who are admins or may reach SERVICE; with
-    USER, only that user's. Meant for sshd, in /etc/ssh/sshd_config:
+    USER, only that user's, unless USER is the --shared-login account. Meant for
+    sshd, in /etc/ssh/sshd_config (the workers' user data writes this):
 
     \b
-        AuthorizedKeysCommand /usr/local/bin/flotilla keys --service S %u
-        AuthorizedKeysCommandUser nobody
+        AuthorizedKeysCommand /usr/local/sbin/flotilla-authorized-keys %u
+        AuthorizedKeysCommandUser flotilla-keys
 
-    sshd starts the command with an almost empty environment: give --env and
-    --region (and --service) on that line, or point it at a wrapper script that
-    sets FLOTILLA_ENV, FLOTILLA_REGION and FLOTILLA_SERVICE. An unknown USER prints
+    sshd starts the command with an almost empty environment: the wrapper sets
+    FLOTILLA_ENV, the region and FLOTILLA_SERVICE from /etc/flotilla/agent.env (and
+    /etc/default/flotilla) and passes `--shared-login ops -- USER`. An unknown USER prints
     nothing and exits 0 (sshd then refuses the login); when the users cannot be read,
     it prints nothing and exits non-zero, so sshd fails closed.
     """
     allowed = None if service is None else validation.service_name(service)
+    if shared_login is not None and not _LOGIN.fullmatch(shared_login):
+        raise ValidationError(
+            f"invalid --shared-login {shared_login[:40]!r}: a local account name "
+            "(lowercase letters, digits, '_' and '-', starting with a letter or '_')"
+        )
+    if user_name is not None and user_name == shared_login:
+        user_name = None  # every allowed user logs in as the shared account
     if user_name is not None:
         try:
             users.user_name(user_name)

@@ -163,6 +163,25 @@ def test_keys_for_one_user_as_sshd_asks(cli: Cli, team: dict[str, str]) -> None:
         cli.ok("user", "deactivate", "fay")
 
 
+def test_the_shared_login_gets_every_allowed_users_keys_as_sshd_asks(
+    cli: Cli, team: dict[str, str]
+) -> None:
+    shared = ["--shared-login", "ops", "--service", "api", "--"]
+    assert sorted(cli.keys(*shared, "ops")) == sorted([team["dana"], team["root"]])
+    assert cli.keys(*shared, "dana") == [team["dana"]]  # a user's own account still works
+    assert cli.keys(*shared, "erik") == []  # a user of another service
+    assert cli.keys(*shared, "fay") == []  # deactivated
+    assert cli.keys("--service", "api", "ops") == []  # without the option, ops is nobody
+
+
+@pytest.mark.parametrize("login", ["Ops", "o ps", "-ops", "x" * 40])
+def test_a_bad_shared_login_is_refused(cli: Cli, team: dict[str, str], login: str) -> None:
+    result = cli.run("keys", "--service", "api", "--shared-login", login, "--", "ops")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "invalid --shared-login" in result.stderr
+
+
 @pytest.mark.parametrize("name", ["nobody", "x;rm -rf /", "$(id)", "Root", "a" * 200])
 def test_keys_prints_nothing_and_exits_0_for_an_unknown_user(
     cli: Cli, team: dict[str, str], name: str
@@ -239,4 +258,4 @@ def test_every_user_command_has_help() -> None:
         assert result.returncode == 0, result.stderr
         assert "Usage:" in result.stdout
     keys_help = subprocess.run([FLOTILLA, "keys", "--help"], capture_output=True, text=True)
-    assert "AuthorizedKeysCommand /usr/local/bin/flotilla keys --service S %u" in keys_help.stdout
+    assert "AuthorizedKeysCommand /usr/local/sbin/flotilla-authorized-keys %u" in keys_help.stdout

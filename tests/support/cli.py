@@ -36,8 +36,10 @@ class Cli:
         aws += ["--env", environment or self.environment]
         if with_region:
             aws += ["--region", REGION]
+        # Options go before a `--`: after it, everything is an argument.
+        split = args.index("--") if "--" in args else len(args)
         completed = subprocess.run(
-            [FLOTILLA, *args, *aws],
+            [FLOTILLA, *args[:split], *aws, *args[split:]],
             input=stdin.encode() if isinstance(stdin, str) else stdin,
             capture_output=True,
             env={**variables, **(env or {})},

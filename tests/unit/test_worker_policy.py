@@ -8,7 +8,7 @@ anything less, fails.
 Resource "*" appears only where AWS offers nothing narrower: Elastic Load Balancing's
 Describe* actions support no resource-level permissions (DescribeInstanceHealth and
 DescribeLoadBalancers for a classic ELB, DescribeTargetHealth for a target group). They
-only read.
+only read. The only other wildcard is the artifact bucket's `wheels/*` prefix, read only.
 """
 
 from __future__ import annotations
@@ -57,7 +57,15 @@ def imported(export: str) -> str:
         return f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1111-key"
     if name == "EventsQueueArn":
         return f"arn:aws:sqs:{REGION}:{ACCOUNT}:flotilla-{ENV}-events"
+    if name == "UsersTableArn":
+        return table("users")
+    if name == "ArtifactBucket":
+        return BUCKET
     raise AssertionError(f"the service stack imports an unknown export {export!r}")
+
+
+BUCKET = "prod-artifactbucket-1a2b3c"
+STACK_ID = f"arn:aws:cloudformation:{REGION}:{ACCOUNT}:stack/stack/0000-1111"
 
 
 def table(name: str) -> str:
@@ -82,6 +90,7 @@ class Resolver:
                 "AWS::Region": REGION,
                 "AWS::AccountId": ACCOUNT,
                 "AWS::StackName": "stack",
+                "AWS::StackId": STACK_ID,
             }
         )
         self.conditions = {
@@ -228,7 +237,15 @@ COMMON = {
     ("sqs:GetQueueUrl", QUEUE, NONE),
     ("sqs:SendMessage", QUEUE, NONE),
     ("kms:Decrypt", KEY, OWN_CONTEXT),
+    # The user data: Flotilla's wheel, and the CreationPolicy's signal.
+    ("s3:GetObject", f"arn:aws:s3:::{BUCKET}/wheels/*", NONE),
+    ("cloudformation:SignalResource", STACK_ID, NONE),
+    # sshd's `flotilla keys`: the users table, read only (it holds public keys only).
+    ("dynamodb:GetItem", table("users"), NONE),
+    ("dynamodb:Scan", table("users"), NONE),
 }
+# Read-only grants with a wildcard resource narrower than "*".
+WILDCARD_PREFIXES = {("s3:GetObject", f"arn:aws:s3:::{BUCKET}/wheels/*")}
 ELB_ARN = f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/{ELB_NAME}"
 BY_KIND = {
     "none": set(),
@@ -258,7 +275,7 @@ def test_no_wildcard_action_and_resource_star_only_where_aws_requires_it(kind: s
         assert "?" not in action
         if resource == "*":
             assert action in NO_RESOURCE_LEVEL_PERMISSIONS
-        else:
+        elif (action, resource) not in WILDCARD_PREFIXES:
             assert "*" not in resource, (action, resource)
 
 
@@ -276,7 +293,11 @@ def test_decrypt_is_always_bound_to_the_services_encryption_context(kind: str) -
 
 
 def test_every_dynamodb_grant_names_its_keys_and_none_can_go_without_one() -> None:
-    for action, _, condition in grants(worker_policy("classic")):
+    """Except the users table, which sshd's `flotilla keys` reads whole, read only."""
+    for action, resource, condition in grants(worker_policy("classic")):
+        if resource == table("users"):
+            assert action in {"dynamodb:GetItem", "dynamodb:Scan"}
+            continue
         if action.startswith("dynamodb:"):
             assert "dynamodb:LeadingKeys" in condition
             # ForAllValues passes when a request names no key at all (a Scan, a batch):
@@ -310,27 +331,34 @@ def test_the_scheduler_gets_exactly_its_grants_on_its_environments_resources() -
     def arn(resource: str) -> str:
         return f"physical-{resource}.Arn"  # GetAtt of this stack's own resource
 
-    expected = {
-        (action, resource)
-        for actions, resources in (
-            (("GetItem", "Scan", "PutItem"), [arn("ServicesTable")]),
-            (
-                ("GetItem", "Query", "UpdateItem"),
-                [arn("InstancesTable"), arn("InstancesTable") + "/index/by-service"],
-            ),
-            (("GetItem", "Query"), [arn("RevisionsTable")]),
-            (
-                ("GetItem", "Query"),
-                [arn("DeploysTable"), arn("DeploysTable") + "/index/by-service"],
-            ),
-            (("Query", "UpdateItem"), [arn("LocksTable")]),
-        )
-        for action in (f"dynamodb:{a}" for a in actions)
-        for resource in resources
-    } | {
-        (f"sqs:{action}", arn("EventsQueue"))
-        for action in ("GetQueueUrl", "ReceiveMessage", "DeleteMessage")
-    }
+    expected = (
+        {
+            (action, resource)
+            for actions, resources in (
+                (("GetItem", "Scan", "PutItem"), [arn("ServicesTable")]),
+                (
+                    ("GetItem", "Query", "UpdateItem"),
+                    [arn("InstancesTable"), arn("InstancesTable") + "/index/by-service"],
+                ),
+                (("GetItem", "Query"), [arn("RevisionsTable")]),
+                (
+                    ("GetItem", "Query"),
+                    [arn("DeploysTable"), arn("DeploysTable") + "/index/by-service"],
+                ),
+                (("Query", "UpdateItem"), [arn("LocksTable")]),
+            )
+            for action in (f"dynamodb:{a}" for a in actions)
+            for resource in resources
+        }
+        | {
+            (f"sqs:{action}", arn("EventsQueue"))
+            for action in ("GetQueueUrl", "ReceiveMessage", "DeleteMessage")
+        }
+        | {
+            ("s3:GetObject", "physical-ArtifactBucket.Arn/wheels/*"),
+            ("cloudformation:SignalResource", STACK_ID),
+        }
+    )
     found = grants(policy["PolicyDocument"])
     assert {(action, resource) for action, resource, _ in found} == expected
     assert {condition for _, _, condition in found} == {NONE}
