@@ -1,8 +1,9 @@
 """The agent loop: the daemon on every instance.
 
 On start it takes the instance's agent lock (so two agent processes for one instance
-never both run deploys), registers the instance, and FIRST resumes any deploy it had
-in flight. Then it heartbeats, watches its assignment (polling; an optional wake-up
+never both run deploys), registers the instance (and says so, once, through
+`on_registered`: the entry point tells systemd it is ready), and FIRST resumes any deploy
+it had in flight. Then it heartbeats, watches its assignment (polling; an optional wake-up
 callable shortens the wait) and runs a deploy whenever the assignment changes. An
 agent that cannot reach AWS keeps the units it has running and simply waits: only a
 deploy changes units (DESIGN.md). A stop request (SIGTERM) is honoured between steps.
@@ -52,6 +53,7 @@ class Agent:
         stop: threading.Event,
         wait_for_wakeup: Callable[[float], object] | None = None,
         events: EventQueue | None = None,
+        on_registered: Callable[[Instance], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -61,6 +63,9 @@ class Agent:
         self.stop = stop
         self._wait = wait_for_wakeup or self._sleep
         self.events = events
+        # Called once, after the first registration of this process and before any resume
+        # (which can take long): the entry point tells its supervisor the agent is up.
+        self.on_registered = on_registered
         self._lease: Lease | None = None
         self._last_heartbeat: datetime | None = None
         self._lost_agent_lock = False
@@ -124,8 +129,10 @@ class Agent:
                     self._wait(self.settings.agent_lease.total_seconds() / 3)
                     continue
                 if not registered:
-                    self._register()
+                    instance = self._register()
                     registered = True
+                    if self.on_registered is not None:
+                        self.on_registered(instance)
                 if not resumed:
                     self._resume_unfinished()
                     self._restore_units()
@@ -142,7 +149,7 @@ class Agent:
             except FlotillaError as failed:
                 log.warning("could not release the agent lock: %s", failed.message)
 
-    def _register(self) -> None:
+    def _register(self) -> Instance:
         now = self.clock.now()
         instance = Instance(
             self.settings.instance_id,
@@ -151,7 +158,7 @@ class Agent:
             registered_at=now,
             heartbeat_at=now,
         )
-        self.store.register_instance(
+        instance = self.store.register_instance(
             instance, expires_at=expiry_for(now, self.settings.instance_ttl)
         )
         self._last_heartbeat = now
@@ -163,6 +170,7 @@ class Agent:
                 self.events.send(Event("instance_joined", instance.service, detail))
             except FlotillaError as unsent:
                 log.warning("could not announce the instance: %s", unsent.message)
+        return instance
 
     def _heartbeat_if_due(self) -> None:
         now = self.clock.now()

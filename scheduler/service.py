@@ -12,6 +12,9 @@ every pass reads the truth from the store, so handling one twice is harmless.
 With shards (`segments > 1`) an event may name a service of another shard; a leader
 acknowledges only events of its own services (or of services that do not exist) and
 leaves the others to reappear for their shard's leader.
+
+The first leadership attempt that reaches the lock service, leading or not, is reported
+once through `on_ready` (the entry point tells systemd that the scheduler is up).
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class Scheduler:
         clock: Clock,
         stop: threading.Event | None = None,
         wait: Callable[[float], None] | None = None,
+        on_ready: Callable[[bool], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -78,6 +82,9 @@ class Scheduler:
         self.clock = clock
         self.stop = stop or threading.Event()
         self._wait = wait or clock.sleep
+        # Called once, with whether this scheduler leads, after its first leadership
+        # attempt that reached the lock service: the entry point tells systemd it is up.
+        self._on_ready = on_ready
         self.leadership = Leadership(
             locks, clock, name=settings.lock_name, owner=settings.owner, lease=settings.lease
         )
@@ -127,10 +134,14 @@ class Scheduler:
 
     def _try_to_lead(self) -> bool:
         try:
-            return self.leadership.try_acquire()
+            leading = self.leadership.try_acquire()
         except FlotillaError as failed:
             log.warning("cannot reach the lock service: %s", failed.message)
             return False
+        if self._on_ready is not None:
+            on_ready, self._on_ready = self._on_ready, None
+            on_ready(leading)
+        return leading
 
     def _standby_poll(self) -> float:
         # A third of the lease: a standby takes over at most that long after it lapsed.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,6 +12,9 @@ import pytest
 from flotilla.engine import units
 from flotilla.engine.agent import Agent, AgentSettings
 from flotilla.engine.checkpoint import Outcome
+from flotilla.engine.errors import TransientError
+from flotilla.engine.liveness import expiry_for
+from flotilla.engine.records import Instance
 from tests.support.cluster import BROKEN, Cluster
 
 
@@ -22,7 +25,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
     made.shutdown()
 
 
-def run_agent(cluster: Cluster, owner: str = "agent-a", iterations: int = 3) -> Agent:
+def run_agent(
+    cluster: Cluster,
+    owner: str = "agent-a",
+    iterations: int = 3,
+    on_registered: Callable[[Instance], None] | None = None,
+) -> Agent:
     stop = threading.Event()
     left = [iterations]
 
@@ -40,6 +48,7 @@ def run_agent(cluster: Cluster, owner: str = "agent-a", iterations: int = 3) -> 
         clock=cluster.clock,
         stop=stop,
         wait_for_wakeup=wait,
+        on_registered=on_registered,
     )
     agent.run()
     return agent
@@ -144,3 +153,52 @@ def test_units_lost_in_a_reboot_are_started_again(cluster: Cluster) -> None:
     assert runtime.owned_units() == [name]
     assert [s.active_state for s in runtime.status([name])] == ["active"]
     assert len(cluster.store.list_instance_deploys("i-1")) == 1  # no new deploy was needed
+
+
+def test_registration_is_reported_once_before_an_interrupted_deploy_resumes(
+    cluster: Cluster,
+) -> None:
+    v1 = cluster.revision("v1")
+    cluster.instance("i-1")
+    cluster.assign("i-1", v1)
+
+    def crash(point: str, state: str) -> None:
+        if (point, state) == ("before-step", "draining"):
+            raise Crash
+
+    with pytest.raises(Crash):
+        cluster.deploy("i-1", fault=crash)
+    now = cluster.clock.now()  # as left by an older agent, to see this one register
+    cluster.store.register_instance(
+        Instance("i-1", "api", "old", now, now), expires_at=expiry_for(now)
+    )
+    seen: list[tuple[Instance, str, str | None]] = []
+
+    def registered(instance: Instance) -> None:
+        # What the store holds at the moment the agent says it is up.
+        (deploy,) = cluster.store.list_instance_deploys("i-1")
+        seen.append((instance, deploy.state, cluster.store.get_instance("i-1").agent_version))
+
+    run_agent(cluster, iterations=5, on_registered=registered)
+    ((instance, deploy_state, agent_version),) = seen  # once, over five iterations
+    assert (instance.id, instance.service) == ("i-1", "api")
+    assert agent_version == "test"  # registered by this agent: stored before the report
+    assert deploy_state == "draining"  # not resumed yet
+    (deploy,) = cluster.store.list_instance_deploys("i-1")
+    assert deploy.outcome is Outcome.SUCCEEDED  # and resumed after it
+
+
+def test_no_registration_is_reported_while_registering_fails(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts: list[str] = []
+
+    def unreachable(instance: Instance, **_: object) -> None:
+        attempts.append(instance.id)
+        raise TransientError("DynamoDB unreachable (test)")
+
+    monkeypatch.setattr(cluster.store, "register_instance", unreachable)
+    seen: list[Instance] = []
+    run_agent(cluster, iterations=4, on_registered=seen.append)
+    assert attempts == ["i-1"] * 4  # it kept trying, every iteration
+    assert seen == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -51,7 +52,13 @@ class Cluster:
         self.locks = MemoryLockService(self.clock)
         self.queue = MemoryEventQueue(self.clock, visibility_timeout=VISIBILITY)
 
-    def scheduler(self, owner: str, segment: int = 0, segments: int = 1) -> Scheduler:
+    def scheduler(
+        self,
+        owner: str,
+        segment: int = 0,
+        segments: int = 1,
+        on_ready: Callable[[bool], None] | None = None,
+    ) -> Scheduler:
         settings = SchedulerSettings(
             owner=owner, segment=segment, segments=segments, interval=INTERVAL, lease=LEASE
         )
@@ -61,6 +68,7 @@ class Cluster:
             locks=self.locks,
             events=SpyQueue(self.queue),
             clock=self.clock,
+            on_ready=on_ready,
         )
 
     def assigned(self) -> set[str | None]:
@@ -101,6 +109,43 @@ def test_one_scheduler_leads_and_a_standby_never_receives(cluster: Cluster) -> N
     assert spy(b).receives == 0
     assert spy(a).receives == received_before + 10
     assert cluster.queue.pending() == 0  # every event went to the leader
+
+
+def test_readiness_is_reported_once_when_a_leadership_attempt_first_reaches_the_locks(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports: dict[str, list[tuple[bool, list[str]]]] = {"a": [], "b": []}
+
+    def reporter(owner: str) -> Callable[[bool], None]:
+        def ready(leading: bool) -> None:
+            holders = [lease.owner for lease in cluster.locks.holders("scheduler")]
+            reports[owner].append((leading, holders))
+
+        return ready
+
+    a = cluster.scheduler("a", on_ready=reporter("a"))
+    b = cluster.scheduler("b", on_ready=reporter("b"))
+    holders = cluster.locks.holders
+
+    def unreachable(name: str) -> object:
+        raise TransientError("DynamoDB unreachable (test)")
+
+    monkeypatch.setattr(cluster.locks, "holders", unreachable)
+    for _ in range(3):
+        a.step()
+    assert reports["a"] == []  # never reached the lock service: not ready
+    monkeypatch.setattr(cluster.locks, "holders", holders)
+    a.step()
+    assert reports["a"] == [(True, ["a"])]  # ready once it holds the lease
+    for _ in range(3):
+        b.step()
+        a.step()
+    assert reports == {"a": [(True, ["a"])], "b": [(False, ["a"])]}  # a standby is ready too
+    cluster.clock.advance(LEASE.total_seconds() + 1)  # a paused past its lease: b takes over
+    b.step()
+    a.step()
+    assert b.leadership.is_leader
+    assert reports == {"a": [(True, ["a"])], "b": [(False, ["a"])]}  # still once each
 
 
 def test_an_event_runs_a_pass_at_once_and_is_acknowledged_after_it(cluster: Cluster) -> None:
