@@ -65,6 +65,24 @@ _REFUSED_TO_LOAD = {
     "org.freedesktop.systemd1.NoSuchUnit": "not-found",
 }
 _CLD_EXITED = 1  # ExecMainCode: the main process exited (rather than being killed)
+# How to get the D-Bus bindings, in the words of the one line an agent that lacks them says.
+BINDINGS_FIX = (
+    "install the systemd extra, pip install 'flotilla-deploy[systemd]' (it builds PyGObject, "
+    "which needs the distribution's GObject-introspection and cairo development packages: "
+    "gcc pkg-config python3-dev libgirepository1.0-dev libcairo2-dev on Debian 12), or use "
+    "the distribution's python3-gi and python3-pydbus in a virtualenv made with "
+    "--system-site-packages"
+)
+
+
+def missing_bindings() -> str | None:
+    """None when pydbus and PyGObject import; else why not (the ImportError's words)."""
+    try:
+        import pydbus  # noqa: F401
+        from gi.repository import Gio, GLib  # noqa: F401
+    except ImportError as exc:
+        return str(exc) or type(exc).__name__
+    return None
 
 
 class UnitFiles:
@@ -356,7 +374,7 @@ class SystemdRuntime:
             from gi.repository import Gio, GLib
         except ImportError as exc:
             raise ConfigurationError(
-                "SystemdRuntime needs pydbus and PyGObject: pip install 'flotilla[systemd]'"
+                f"the systemd runtime needs pydbus and PyGObject ({exc}): {BINDINGS_FIX}"
             ) from exc
         self._gi = (GLib, Gio)
         with self._dbus("connect to systemd"):

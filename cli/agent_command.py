@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -13,18 +14,28 @@ from typing import Any
 
 import click
 
+from flotilla.adapters.sd_notify import notify_ready
+from flotilla.adapters.systemd import missing_bindings
 from flotilla.cli import DISTRIBUTION
+from flotilla.cli.agent_runtime import (
+    PROCESS,
+    SYSTEMD,
+    build_runtime,
+    choose_runtime,
+    host_runs_systemd,
+)
 from flotilla.cli.daemon import daemon_options, seconds_option, start_daemon
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.agent import Agent, AgentSettings
 from flotilla.engine.errors import ValidationError
-from flotilla.engine.ports import LoadBalancer, UnitRuntime
-from flotilla.engine.records import LoadBalancerKind, Service
+from flotilla.engine.ports import LoadBalancer
+from flotilla.engine.records import Instance, LoadBalancerKind, Service
 from flotilla.engine.runner import DeployRunner, FaultHook, RunnerSettings
 from flotilla.engine.steps import Ports, StepSettings
 from flotilla.engine.validation import service_name
 
 FAULT_VARIABLE = "FLOTILLA_FAULT_KILL_AT"
+log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -32,10 +43,12 @@ FAULT_VARIABLE = "FLOTILLA_FAULT_KILL_AT"
 @click.option("--instance-id", help="This instance's id [default: EC2 instance metadata, IMDSv2]")
 @click.option(
     "--runtime",
-    type=click.Choice(["systemd", "process"]),
-    help="Where units run [default: systemd when it is PID 1's manager, else process]",
+    type=click.Choice([SYSTEMD, PROCESS]),
+    help="Where units run [default: systemd when the host runs systemd, else process]",
 )
-@click.option("--bus-address", help="D-Bus address of a systemd user manager (development)")
+@click.option(
+    "--bus-address", help="D-Bus address of a systemd user manager (development; implies systemd)"
+)
 @click.option("--unit-dir", type=click.Path(path_type=Path), help="Where unit files are written")
 @click.option(
     "--state-dir",
@@ -57,15 +70,29 @@ FAULT_VARIABLE = "FLOTILLA_FAULT_KILL_AT"
 def agent(**options: Any) -> None:
     """Run the agent: resume any interrupted deploy, then deploy each new assignment.
 
-    Logs one JSON object per line on standard error. SIGTERM finishes the current step,
+    Logs one JSON object per line on standard error. Under systemd (`Type=notify`) it
+    reports READY once the instance is registered. SIGTERM finishes the current step,
     checkpoints it, and exits 0; the deploy resumes at the next start.
     """
     service = service_name(options["service"])
     if options["agent_lease_seconds"] <= options["poll_interval"] * 1.5:
         raise ValidationError("--agent-lease-seconds must be well above --poll-interval (x1.5)")
+    # Before anything starts: a runtime that cannot work is one line and a non-zero exit.
+    choice = choose_runtime(
+        options["runtime"],
+        bus_address_given=options["bus_address"] is not None,
+        host_runs_systemd=host_runs_systemd(),
+        missing_bindings=missing_bindings(),
+    )
     wiring, stop = start_daemon("flotilla-agent", options)
+    log.info("%s", choice.describe())
     instance_id = options["instance_id"] or _instance_id_from_metadata()
-    runtime = _runtime(options, wiring)
+    runtime = build_runtime(
+        choice,
+        state_dir=options["state_dir"],
+        bus_address=options["bus_address"],
+        unit_dir=options["unit_dir"],
+    )
     secrets = _secret_box(wiring, options["kms_key_id"])
     balancers: dict[str, LoadBalancer | None] = {}
 
@@ -105,23 +132,13 @@ def agent(**options: Any) -> None:
         stop=stop,
         wait_for_wakeup=stop.wait,
         events=events,
+        on_registered=_tell_systemd_registered,
     ).run()
 
 
-def _runtime(options: dict[str, Any], wiring: Wiring) -> UnitRuntime:
-    kind = options["runtime"] or ("systemd" if Path("/run/systemd/system").is_dir() else "process")
-    state_dir: Path = options["state_dir"]
-    if kind == "process":
-        from flotilla.adapters.process_runtime import ProcessRuntime
-
-        return ProcessRuntime(state_dir / "process")
-    from flotilla.adapters.systemd import SystemdRuntime
-
-    return SystemdRuntime.connect(
-        bus_address=options["bus_address"],
-        unit_dir=options["unit_dir"],
-        env_dir=state_dir / "env",
-    )
+def _tell_systemd_registered(instance: Instance) -> None:
+    # A no-op unless systemd started the agent as a Type=notify service.
+    notify_ready(f"registered {instance.id} in {instance.service}")
 
 
 def _secret_box(wiring: Wiring, key_id: str | None) -> Any:

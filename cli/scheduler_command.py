@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from flotilla.adapters.sd_notify import notify_ready
 from flotilla.cli.daemon import daemon_options, seconds_option, start_daemon
 from flotilla.engine.errors import ValidationError
 from flotilla.scheduler.service import Scheduler, SchedulerSettings
@@ -52,8 +53,10 @@ from flotilla.scheduler.service import Scheduler, SchedulerSettings
 def scheduler(**options: Any) -> None:
     """Run the scheduler: lead or stand by; pass on a timer and at once on SQS events.
 
-    Logs one JSON object per line on standard error. SIGTERM (or Ctrl-C) releases the
-    leader lease so that a standby takes over at once, and exits 0.
+    Logs one JSON object per line on standard error. Under systemd (`Type=notify`) it
+    reports READY after its first leadership attempt reached the lock service. SIGTERM
+    (or Ctrl-C) releases the leader lease so that a standby takes over at once, and
+    exits 0.
     """
     segment, segments = parse_shard(options["shard"])
     interval = timedelta(seconds=options["interval"])
@@ -64,21 +67,29 @@ def scheduler(**options: Any) -> None:
         stop.wait(seconds)  # a SIGTERM ends any wait at once
 
     owner = options["owner"] or f"{socket.gethostname()}/{os.getpid()}/{time.time_ns()}"
+    settings = SchedulerSettings(
+        owner=owner,
+        segment=segment,
+        segments=segments,
+        interval=interval,
+        lease=lease,
+        instance_ttl=timedelta(seconds=options["instance_ttl"]),
+    )
+
+    def tell_systemd_ready(leading: bool) -> None:
+        # A no-op unless systemd started the scheduler as a Type=notify service.
+        role = "leading" if leading else "standing by for"
+        notify_ready(f"reached the lock service; {role} {settings.lock_name}")
+
     Scheduler(
-        SchedulerSettings(
-            owner=owner,
-            segment=segment,
-            segments=segments,
-            interval=interval,
-            lease=lease,
-            instance_ttl=timedelta(seconds=options["instance_ttl"]),
-        ),
+        settings,
         store=wiring.store,
         locks=wiring.locks,
         events=wiring.events,
         clock=wiring.clock,
         stop=stop,
         wait=wait,
+        on_ready=tell_systemd_ready,
     ).run()
 
 
