@@ -1,8 +1,8 @@
 """`systemctl start flotilla-agent` returns when the agent is registered, and fails when the
 agent exits first: the real `flotilla agent` (and `flotilla scheduler`) as a `Type=notify`
 service of a private systemd manager (the shipped unit file, and transient units from
-systemd-run), against a moto server. Inside that manager's mount namespace /run/systemd/system exists, so the agent sees
-a host that runs systemd, as on a worker.
+systemd-run), against a moto server. Inside that manager's mount namespace
+/run/systemd/system exists, so the agent sees a host that runs systemd, as on a worker.
 
 What each case reads comes from the store right after the start command returned: the
 instance was never registered before, so finding it there means the start waited for it.
