@@ -1,15 +1,21 @@
 """`flotilla init`: create or update the environment's stack, `flotilla-<env>`.
 
 The stack (cfn_templates/environment.yaml) holds the tables, the KMS key, the events
-queue and the scheduler. Running `init` again is safe: an unchanged stack is reported as
-up to date; options left out keep the values the stack already has. `--dry-run` shows the
-change set CloudFormation would execute, and changes nothing.
+queue, the artifact bucket and the scheduler. Running `init` again is safe: an unchanged
+stack is reported as up to date; options left out keep the values the stack already has.
+`--dry-run` shows the change set CloudFormation would execute, and changes nothing.
+
+The wheel the instances install (cli.wheel_options) is published to the stack's artifact
+bucket before the stack is pointed at it. A stack without a bucket yet (a new one) is
+deployed in two steps: first without schedulers and without a wheel (no scheduler can
+boot without one), then, once the wheel is in the new bucket, with both.
 """
 
 from __future__ import annotations
 
 import ast
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 import click
@@ -25,8 +31,18 @@ from flotilla.adapters.templates import ENVIRONMENT_TEMPLATE, load_template, tem
 from flotilla.cli.options import aws_options
 from flotilla.cli.output import output_option, print_json, print_table
 from flotilla.cli.service_commands import wiring_from
+from flotilla.cli.wheel_options import (
+    ARTIFACT_BUCKET_OUTPUT,
+    ChosenWheel,
+    artifacts_from,
+    chosen_wheel,
+    preview,
+    publish,
+    wheel_options,
+    wheel_request,
+)
 from flotilla.cli.wiring import Wiring
-from flotilla.engine.errors import ValidationError
+from flotilla.engine.errors import FlotillaError, ValidationError
 
 
 def environment_stack_name(environment: str) -> str:
@@ -146,20 +162,47 @@ def deploy_stack(
         changes = stacks.preview(stack, template_text(template), parameters)
         report_preview(stack, existed, changes, output)
         return None
-    # Progress goes to stdout for people; with --output json to stderr, so stdout stays JSON.
     events: list[StackEvent] = []
+    result = apply_stack(stacks, stack, template, parameters, output=output, events=events)
+    report_result(stack, result, events, output)
+    return result
 
+
+def apply_stack(
+    stacks: CloudFormationStacks,
+    stack: str,
+    template: str,
+    parameters: Mapping[str, str],
+    *,
+    output: str,
+    events: list[StackEvent],
+) -> StackResult:
+    """Deploy `stack` and wait, printing each event as it comes and adding it to `events`."""
+
+    # Progress goes to stdout for people; with --output json to stderr, so stdout stays JSON.
     def on_event(event: StackEvent) -> None:
         events.append(event)
         print_event(event, err=output == "json")
 
-    result = stacks.deploy(stack, template_text(template), parameters, on_event)
+    return stacks.deploy(stack, template_text(template), parameters, on_event)
+
+
+def report_result(
+    stack: str,
+    result: StackResult,
+    events: list[StackEvent],
+    output: str,
+    *,
+    changed: bool | None = None,
+) -> None:
+    """The outcome: one line for people, one JSON document for scripts."""
+    changed = result.changed if changed is None else changed
     if output == "json":
         print_json(
             {
                 "stack": stack,
                 "status": result.status,
-                "changed": result.changed,
+                "changed": changed,
                 "changes": changes_json(result.changes),
                 "events": [
                     {
@@ -173,13 +216,12 @@ def deploy_stack(
                 "outputs": result.outputs,
             }
         )
-    elif result.changed and result.changes:
+    elif changed and result.changes:
         click.echo(f"stack {stack}: {result.status} ({change_summary(result.changes)})")
-    elif result.changed:  # created, or only parameters or outputs changed
+    elif changed:  # created, or only parameters or outputs changed
         click.echo(f"stack {stack}: {result.status}")
     else:
         click.echo(f"stack {stack} is up to date ({result.status}): nothing to change")
-    return result
 
 
 ENVIRONMENT_PARAMETERS = (
@@ -187,8 +229,12 @@ ENVIRONMENT_PARAMETERS = (
     "SchedulerCount",
     "SchedulerSubnets",
     "SchedulerInstanceType",
-    "FlotillaPackage",
+    "FlotillaWheel",
+    "FlotillaWheelSha256",
 )
+# The first step of a stack that has no artifact bucket yet: no scheduler boots without
+# its wheel (the template's rule SchedulersNeedAWheel), and the wheel needs the bucket.
+WITHOUT_WHEEL = {"SchedulerCount": "0", "FlotillaWheel": "", "FlotillaWheelSha256": ""}
 
 
 @click.command()
@@ -204,11 +250,7 @@ ENVIRONMENT_PARAMETERS = (
     help="Subnets of the scheduler instances [default: the default VPC, or as before]",
 )
 @click.option("--instance-type", help="Scheduler instance type [default: t3.micro, or as before]")
-@click.option(
-    "--package",
-    metavar="PIP-SPEC",
-    help="What the instances pip install, e.g. flotilla==0.1.0 [default: flotilla]",
-)
+@wheel_options
 @output_option
 @aws_options
 def init(
@@ -216,26 +258,96 @@ def init(
     scheduler_count: int | None,
     subnets: str | None,
     instance_type: str | None,
-    package: str | None,
+    wheel: Path | None,
+    wheel_url: str | None,
+    wheel_sha256: str | None,
     output: str,
     **options: Any,
 ) -> None:
-    """Create or update this environment's stack (tables, key, queue, scheduler) and wait."""
+    """Create or update this environment's stack (tables, key, queue, artifact bucket,
+    scheduler) and wait.
+
+    The scheduler instances install Flotilla from a wheel: by default the wheel of the
+    Flotilla running this command, published to the environment's artifact bucket (or
+    --wheel PATH, or --wheel-url with --wheel-sha256). Every run names the wheel it
+    publishes, so running init again after upgrading Flotilla upgrades what new instances
+    install; instances already running keep theirs until they are replaced. Other options
+    left out keep the stack's current values.
+    """
+    request = wheel_request(wheel, wheel_url, wheel_sha256)
     given = {
         "SchedulerCount": None if scheduler_count is None else str(scheduler_count),
         "SchedulerSubnets": subnet_list(subnets),
         "SchedulerInstanceType": instance_type,
-        "FlotillaPackage": package,
     }
     wiring = wiring_from(options)
     environment = wiring.settings.environment
     stack = environment_stack_name(environment)
     stacks = stacks_from(wiring)
-    parameters = stack_parameters(
-        stacks,
-        stack,
-        ENVIRONMENT_TEMPLATE,
-        {**given, "EnvironmentName": environment},
-        ENVIRONMENT_PARAMETERS,
+    with chosen_wheel(request) as chosen:
+        parameters = stack_parameters(
+            stacks,
+            stack,
+            ENVIRONMENT_TEMPLATE,
+            {**given, **chosen.parameters, "EnvironmentName": environment},
+            ENVIRONMENT_PARAMETERS,
+        )
+        bucket = artifact_bucket(stacks, stack)
+        store = None if bucket is None else artifacts_from(wiring, bucket)
+        if dry_run:
+            preview(store, chosen, output)
+            deploy_stack(
+                stacks, stack, ENVIRONMENT_TEMPLATE, parameters, dry_run=True, output=output
+            )
+            return
+        if chosen.path is not None and store is None:
+            create_then_publish(stacks, stack, parameters, chosen, wiring, output)
+            return
+        if chosen.path is not None and store is not None:
+            publish(store, chosen, output)
+        deploy_stack(stacks, stack, ENVIRONMENT_TEMPLATE, parameters, dry_run=False, output=output)
+
+
+def artifact_bucket(stacks: CloudFormationStacks, stack: str) -> str | None:
+    """The stack's artifact bucket; None if there is no stack, or it has no bucket yet."""
+    if stacks.status(stack) is None:
+        return None
+    return stacks.outputs(stack).get(ARTIFACT_BUCKET_OUTPUT) or None
+
+
+def create_then_publish(
+    stacks: CloudFormationStacks,
+    stack: str,
+    parameters: Mapping[str, str],
+    chosen: ChosenWheel,
+    wiring: Wiring,
+    output: str,
+) -> None:
+    """The bucket is part of the stack: make the stack without schedulers, publish the
+    wheel to its new bucket, then give the stack its scheduler count and the wheel."""
+    existed = stacks.status(stack) is not None
+    click.echo(
+        f"stack {stack} has no artifact bucket yet: "
+        + ("updating" if existed else "creating")
+        + " it without schedulers first"
+        + (" (its schedulers stop until the wheel is published)" if existed else "")
+        + ", then publishing the wheel",
+        err=output == "json",
     )
-    deploy_stack(stacks, stack, ENVIRONMENT_TEMPLATE, parameters, dry_run=dry_run, output=output)
+    events: list[StackEvent] = []
+    first = apply_stack(
+        stacks, stack, ENVIRONMENT_TEMPLATE, {**parameters, **WITHOUT_WHEEL}, output=output,
+        events=events,
+    )  # fmt: skip
+    click.echo(f"stack {stack}: {first.status} (no schedulers yet)", err=output == "json")
+    bucket = first.outputs.get(ARTIFACT_BUCKET_OUTPUT)
+    if not bucket:
+        raise FlotillaError(
+            f"stack {stack} has no output {ARTIFACT_BUCKET_OUTPUT} after its update: is "
+            "its template this Flotilla's?"
+        )
+    publish(artifacts_from(wiring, bucket), chosen, output)
+    result = apply_stack(
+        stacks, stack, ENVIRONMENT_TEMPLATE, parameters, output=output, events=events
+    )
+    report_result(stack, result, events, output, changed=first.changed or result.changed)

@@ -12,12 +12,15 @@ the stored service record names:
 
 The service must exist (`flotilla service create`) and so must the environment's stack
 (`flotilla init`): a worker's permissions are scoped to that stack's tables, key and
-queue. Options left out keep the values the stack already has.
+queue, and the workers' wheel (cli.wheel_options) is published to its artifact bucket
+before the service's stack is pointed at it. Options left out keep the values the stack
+already has; the wheel is always the one being published.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import click
@@ -32,6 +35,15 @@ from flotilla.cli.init_command import (
 from flotilla.cli.options import aws_options
 from flotilla.cli.output import output_option
 from flotilla.cli.service_commands import existing_service, wiring_from
+from flotilla.cli.wheel_options import (
+    ARTIFACT_BUCKET_OUTPUT,
+    artifacts_from,
+    chosen_wheel,
+    preview,
+    publish,
+    wheel_options,
+    wheel_request,
+)
 from flotilla.engine import validation
 from flotilla.engine.errors import ConfigurationError, ValidationError
 from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef, Service
@@ -49,7 +61,9 @@ SERVICE_PARAMETERS = (
     "InstanceType",
     "MinSize",
     "MaxSize",
-    "FlotillaPackage",
+    "FlotillaWheel",
+    "FlotillaWheelSha256",
+    "InstallDocker",
 )
 
 
@@ -83,7 +97,13 @@ def load_balancer_parameters(service: Service) -> dict[str, str]:
     type=click.IntRange(1, 65535),
     help="Port the units listen on, for the load balancer [default: 80]",
 )
-@click.option("--package", metavar="PIP-SPEC", help="What the workers pip install")
+@click.option(
+    "--docker/--no-docker",
+    default=None,
+    help="Install and start docker on the workers, for revisions that run containers "
+    "[default: no, or as before]",
+)
+@wheel_options
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing")
 @output_option
 @aws_options
@@ -95,14 +115,21 @@ def provision(
     max_size: int | None,
     vpc_id: str | None,
     instance_port: int | None,
-    package: str | None,
+    docker: bool | None,
+    wheel: Path | None,
+    wheel_url: str | None,
+    wheel_sha256: str | None,
     dry_run: bool,
     output: str,
     **options: Any,
 ) -> None:
     """Create or update the stack of service NAME (workers, load balancer) and wait.
 
-    Every option left out keeps the stack's current value (or the default).
+    The workers install Flotilla from a wheel: by default the wheel of the Flotilla
+    running this command, published to the environment's artifact bucket (or --wheel
+    PATH, or --wheel-url with --wheel-sha256). Every run names the wheel it publishes;
+    workers already running keep theirs until they are replaced. Every other option left
+    out keeps the stack's current value (or the default).
     """
     validation.service_name(name)
     if (min_size is None) != (max_size is None):
@@ -111,6 +138,7 @@ def provision(
         raise ValidationError(f"--min {min_size} is more than --max {max_size}")
     if vpc_id is not None and not (vpc_id.startswith("vpc-") and vpc_id[4:].isalnum()):
         raise ValidationError(f"invalid --vpc-id {vpc_id[:40]!r}: expected vpc-<hex>")
+    request = wheel_request(wheel, wheel_url, wheel_sha256)
     given = {
         "Subnets": subnet_list(subnets),
         "InstanceType": instance_type,
@@ -118,18 +146,27 @@ def provision(
         "MaxSize": None if max_size is None else str(max_size),
         "VpcId": vpc_id,
         "InstancePort": None if instance_port is None else str(instance_port),
-        "FlotillaPackage": package,
+        "InstallDocker": None if docker is None else str(docker).lower(),
     }
     wiring = wiring_from(options)
     environment = wiring.settings.environment
     service = existing_service(wiring.store, name, wiring)
     stacks = stacks_from(wiring)
-    if stacks.status(environment_stack_name(environment)) is None:
+    environment_stack = environment_stack_name(environment)
+    if stacks.status(environment_stack) is None:
         raise ConfigurationError(
-            f"environment {environment!r} has no stack {environment_stack_name(environment)!r}; "
+            f"environment {environment!r} has no stack {environment_stack!r}; "
             "create it first with `flotilla init`"
         )
+    # Published there, and imported by the service's template (its workers' read grant).
+    bucket = stacks.outputs(environment_stack).get(ARTIFACT_BUCKET_OUTPUT)
+    if not bucket:
+        raise ConfigurationError(
+            f"the stack {environment_stack!r} has no artifact bucket ({ARTIFACT_BUCKET_OUTPUT}): "
+            "run flotilla init first to create the artifact bucket"
+        )
     stack = service_stack_name(environment, name)
+    # The wheel's two parameters are always the chosen wheel's, filled in below.
     parameters = stack_parameters(
         stacks,
         stack,
@@ -146,9 +183,16 @@ def provision(
         raise ValidationError(
             f"service {name!r} has a target group: give its VPC with --vpc-id vpc-..."
         )
-    result = deploy_stack(
-        stacks, stack, SERVICE_TEMPLATE, parameters, dry_run=dry_run, output=output
-    )
+    with chosen_wheel(request) as chosen:
+        parameters.update(chosen.parameters)
+        store = artifacts_from(wiring, bucket)
+        if dry_run:
+            preview(store, chosen, output)
+        elif chosen.path is not None:
+            publish(store, chosen, output)
+        result = deploy_stack(
+            stacks, stack, SERVICE_TEMPLATE, parameters, dry_run=dry_run, output=output
+        )
     arn = None if result is None else result.outputs.get("TargetGroupArn")
     balancer = service.load_balancer
     if arn and balancer is not None and balancer.name != arn:

@@ -1,57 +1,33 @@
 """`flotilla init` and `flotilla service provision` create real stacks in moto's CloudFormation.
 
 The console script runs against a moto server, as an operator would run it. moto creates
-the resources a stack names (tables, queue, key, roles, launch templates, auto scaling
-groups, ELBs, target groups) but ignores TTL and draining settings and never evaluates IAM
-policies: what the policies allow is tested in tests/unit/test_worker_policy.py.
+the resources a stack names (tables, queue, key, artifact bucket, roles, launch templates,
+auto scaling groups, ELBs, target groups) but ignores TTL and draining settings, the
+templates' Rules and CreationPolicy signals, and never evaluates IAM policies: what the
+policies allow is tested in tests/unit/test_worker_policy.py. The CLI runs from the
+editable install, so every init and provision here publishes a small synthetic wheel
+(publishing itself: tests/integration/test_wheels.py).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from botocore.exceptions import ClientError
 
 from flotilla.adapters.templates import create_tables
 from tests.support.aws import REGION, moto_server
-from tests.support.cli import Cli as BaseCli
+from tests.support.aws_cli import Cli
+from tests.support.wheels import synthetic_wheel
 
 EXPECTED_TABLES = {"services", "revisions", "instances", "deploys", "locks", "users"}
-
-
-class Cli(BaseCli):
-    def client(self, service: str) -> Any:
-        make_client: Any = boto3.client  # typed per service name; ours is dynamic
-        return make_client(service, region_name=REGION, endpoint_url=self.endpoint)
-
-    def stack(self, name: str) -> dict[str, Any] | None:
-        try:
-            stacks = self.client("cloudformation").describe_stacks(StackName=name)["Stacks"]
-        except ClientError as exc:
-            if "does not exist" in str(exc):
-                return None
-            raise
-        stack: dict[str, Any] = stacks[0]
-        return stack
-
-    def events(self, name: str) -> list[str]:
-        answer = self.client("cloudformation").describe_stack_events(StackName=name)
-        return [e["EventId"] for e in answer["StackEvents"]]
-
-    def resources(self, name: str) -> dict[str, str]:
-        """Logical id → physical id of every resource of the stack."""
-        answer = self.client("cloudformation").describe_stack_resources(StackName=name)
-        return {
-            r["LogicalResourceId"]: r["PhysicalResourceId"]
-            for r in answer["StackResources"]
-            if "LogicalResourceId" in r  # moto lists conditions left out as empty rows
-        }
 
 
 @pytest.fixture(scope="module")
@@ -61,18 +37,24 @@ def endpoint() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def env(endpoint: str) -> Cli:
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The wheel every `init` and `provision` here publishes."""
+    return str(synthetic_wheel(tmp_path_factory.mktemp("wheel")))
+
+
+@pytest.fixture(scope="module")
+def env(endpoint: str, wheel: str) -> Cli:
     """An environment made by `flotilla init`, for the service tests."""
     cli = Cli(endpoint, f"svc{os.getpid()}")
-    cli.ok("init")
+    cli.ok("init", "--wheel", wheel)
     return cli
 
 
-def test_init_dry_run_then_create_then_nothing_to_change(endpoint: str) -> None:
+def test_init_dry_run_then_create_then_nothing_to_change(endpoint: str, wheel: str) -> None:
     cli = Cli(endpoint, f"init{os.getpid()}")
     stack_name = f"flotilla-{cli.environment}"
 
-    preview = cli.ok("init", "--dry-run")
+    preview = cli.ok("init", "--wheel", wheel, "--dry-run")
     assert f"would create stack {stack_name}" in preview
     assert "ServicesTable" in preview
     assert "SchedulerGroup" in preview
@@ -81,11 +63,17 @@ def test_init_dry_run_then_create_then_nothing_to_change(endpoint: str) -> None:
         t for t in cli.client("dynamodb").list_tables()["TableNames"] if cli.environment in t
     ]
 
-    created = cli.ok("init")
-    assert "CREATE_COMPLETE" in created.splitlines()[-1]
+    # Made without schedulers first (the bucket for their wheel is part of the stack),
+    # then given the wheel and its scheduler.
+    created = cli.ok("init", "--wheel", wheel)
+    assert f"stack {stack_name}: CREATE_COMPLETE (no schedulers yet)" in created
+    assert "UPDATE_COMPLETE" in created.splitlines()[-1]
     stack = cli.stack(stack_name)
     assert stack is not None
-    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    assert stack["StackStatus"] == "UPDATE_COMPLETE"
+    sha256 = hashlib.sha256(Path(wheel).read_bytes()).hexdigest()
+    assert cli.parameters(stack_name)["FlotillaWheel"] == f"wheels/{sha256}/{Path(wheel).name}"
+    assert cli.parameters(stack_name)["FlotillaWheelSha256"] == sha256
     resources = cli.resources(stack_name)
 
     tables = set(cli.client("dynamodb").list_tables()["TableNames"])
@@ -108,37 +96,39 @@ def test_init_dry_run_then_create_then_nothing_to_change(endpoint: str) -> None:
 
     # Again: nothing to change, and CloudFormation is not even asked to update.
     events = cli.events(stack_name)
-    again = cli.ok("init")
+    again = cli.ok("init", "--wheel", wheel)
     assert "up to date" in again
     assert cli.events(stack_name) == events
-    assert "nothing would change" in cli.ok("init", "--dry-run")
+    assert "nothing would change" in cli.ok("init", "--wheel", wheel, "--dry-run")
 
     # A dry run of a real change shows it and changes nothing.
     parameters = cli.stack(stack_name)["Parameters"]  # type: ignore[index]
-    preview = json.loads(cli.ok("init", "--dry-run", "--scheduler-count", "0", "-o", "json"))
+    preview = json.loads(
+        cli.ok("init", "--wheel", wheel, "--dry-run", "--scheduler-count", "0", "-o", "json")
+    )
     assert preview["dry_run"] is True
     assert preview["changed"] is True
     assert cli.stack(stack_name)["Parameters"] == parameters  # type: ignore[index]
     assert cli.events(stack_name) == events
 
     # The change itself; a later init without the option keeps it.
-    changed = json.loads(cli.ok("init", "--scheduler-count", "0", "-o", "json"))
+    changed = json.loads(cli.ok("init", "--wheel", wheel, "--scheduler-count", "0", "-o", "json"))
     assert changed["changed"] is True
     assert changed["status"] == "UPDATE_COMPLETE"
     (group,) = cli.client("autoscaling").describe_auto_scaling_groups(
         AutoScalingGroupNames=[f"flotilla-{cli.environment}-scheduler"]
     )["AutoScalingGroups"]
     assert group["DesiredCapacity"] == 0
-    assert "up to date" in cli.ok("init")
+    assert "up to date" in cli.ok("init", "--wheel", wheel)
     (group,) = cli.client("autoscaling").describe_auto_scaling_groups(
         AutoScalingGroupNames=[f"flotilla-{cli.environment}-scheduler"]
     )["AutoScalingGroups"]
     assert group["DesiredCapacity"] == 0
 
 
-def test_provision_a_service_with_a_classic_elb(env: Cli) -> None:
+def test_provision_a_service_with_a_classic_elb(env: Cli, wheel: str) -> None:
     env.ok("service", "create", "web", "--load-balancer", "classic:web-elb")
-    output = env.ok("service", "provision", "web", "--min", "2", "--max", "3")
+    output = env.ok("service", "provision", "web", "--wheel", wheel, "--min", "2", "--max", "3")
     stack_name = f"flotilla-{env.environment}-web"
     assert "CREATE_COMPLETE" in output
     resources = env.resources(stack_name)
@@ -168,26 +158,33 @@ def test_provision_a_service_with_a_classic_elb(env: Cli) -> None:
     )["LaunchTemplateVersions"][0]
     user_data = base64.b64decode(template["LaunchTemplateData"]["UserData"]).decode()
     assert "FLOTILLA_SERVICE=web" in user_data
-    assert "systemctl enable --now flotilla-agent" in user_data
+    assert "systemctl start flotilla-agent" in user_data
+    # The environment's wheel, from the environment's bucket.
+    environment = env.parameters(env.environment_stack)
+    assert f"wheel='{environment['FlotillaWheel']}'" in user_data
+    assert f"wheel_sha256='{environment['FlotillaWheelSha256']}'" in user_data
+    assert f"bucket='{env.bucket()}'" in user_data
 
     # Again, without options: the sizes are kept, nothing changes.
     events = env.events(stack_name)
-    assert "up to date" in env.ok("service", "provision", "web")
+    assert "up to date" in env.ok("service", "provision", "web", "--wheel", wheel)
     assert env.events(stack_name) == events
 
 
-def test_provision_a_service_with_a_target_group_points_the_service_at_it(env: Cli) -> None:
+def test_provision_a_service_with_a_target_group_points_the_service_at_it(
+    env: Cli, wheel: str
+) -> None:
     placeholder = f"arn:aws:elasticloadbalancing:{REGION}:123456789012:targetgroup/api-tg/" + (
         "0" * 16
     )
     env.ok("service", "create", "api", "--load-balancer", f"target_group:{placeholder}")
-    refused = env.run("service", "provision", "api")
+    refused = env.run("service", "provision", "api", "--wheel", wheel)
     assert refused.returncode == 2
     assert "--vpc-id" in refused.stderr
     assert env.stack(f"flotilla-{env.environment}-api") is None
 
     vpc = env.client("ec2").describe_vpcs()["Vpcs"][0]["VpcId"]
-    env.ok("service", "provision", "api", "--vpc-id", vpc)
+    env.ok("service", "provision", "api", "--wheel", wheel, "--vpc-id", vpc)
     resources = env.resources(f"flotilla-{env.environment}-api")
     arn = resources["TargetGroup"]
     (group,) = env.client("elbv2").describe_target_groups(TargetGroupArns=[arn])["TargetGroups"]
@@ -197,9 +194,9 @@ def test_provision_a_service_with_a_target_group_points_the_service_at_it(env: C
     assert "ClassicLoadBalancer" not in resources
 
 
-def test_provision_a_service_without_load_balancer(env: Cli) -> None:
+def test_provision_a_service_without_load_balancer(env: Cli, wheel: str) -> None:
     env.ok("service", "create", "batch")
-    result = json.loads(env.ok("service", "provision", "batch", "-o", "json"))
+    result = json.loads(env.ok("service", "provision", "batch", "--wheel", wheel, "-o", "json"))
     assert result["status"] == "CREATE_COMPLETE"
     resources = env.resources(f"flotilla-{env.environment}-batch")
     assert set(resources) == {
@@ -211,9 +208,9 @@ def test_provision_a_service_without_load_balancer(env: Cli) -> None:
 
 
 def test_provisioning_an_unknown_service_fails_in_one_line_and_creates_nothing(
-    env: Cli,
+    env: Cli, wheel: str
 ) -> None:
-    result = env.run("service", "provision", "nosuch")
+    result = env.run("service", "provision", "nosuch", "--wheel", wheel)
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -221,12 +218,12 @@ def test_provisioning_an_unknown_service_fails_in_one_line_and_creates_nothing(
     assert env.stack(f"flotilla-{env.environment}-nosuch") is None
 
 
-def test_provisioning_before_init_says_to_run_init(endpoint: str) -> None:
+def test_provisioning_before_init_says_to_run_init(endpoint: str, wheel: str) -> None:
     """Tables made without the stack, the way DynamoDB Local gets them."""
     cli = Cli(endpoint, f"noinit{os.getpid()}")
     create_tables(cli.client("dynamodb"), cli.environment)
     cli.ok("service", "create", "lonely")
-    result = cli.run("service", "provision", "lonely")
+    result = cli.run("service", "provision", "lonely", "--wheel", wheel)
     assert result.returncode == 1, result.stderr
     assert "flotilla init" in result.stderr
     assert cli.stack(f"flotilla-{cli.environment}-lonely") is None
