@@ -50,7 +50,9 @@ def bootstrap(script: str) -> str:
     return script[begin:end]
 
 
-@pytest.mark.parametrize("script", [scheduler_script(), worker_script()], ids=["scheduler", "worker"])
+@pytest.mark.parametrize(
+    "script", [scheduler_script(), worker_script()], ids=["scheduler", "worker"]
+)
 def test_the_user_data_is_valid_bash_that_shellcheck_passes(script: str) -> None:
     assert script.startswith("#!/bin/bash\nset -Eeuo pipefail\n")
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
@@ -70,7 +72,7 @@ def test_both_templates_share_one_bootstrap() -> None:
 
 def test_the_stack_names_what_the_script_fetches_checks_and_signals() -> None:
     script = worker_script()
-    assert f"stack='flotilla-prod-api' resource=WorkerGroup region='eu-west-1'" in script
+    assert "stack='flotilla-prod-api' resource=WorkerGroup region='eu-west-1'" in script
     assert f"bucket='bucket-1' wheel='{WHEEL}' wheel_sha256='{SHA}'" in script
     assert "FLOTILLA_SERVICE=api\nFLOTILLA_ENV=prod\n" in script
     # Both AWS region variables: botocore reads AWS_DEFAULT_REGION, other tools AWS_REGION.
