@@ -34,6 +34,7 @@ from flotilla.cli.service_commands import wiring_from
 from flotilla.cli.wheel_options import (
     ARTIFACT_BUCKET_OUTPUT,
     ChosenWheel,
+    WheelRequest,
     artifacts_from,
     chosen_wheel,
     preview,
@@ -284,6 +285,20 @@ def init(
     environment = wiring.settings.environment
     stack = environment_stack_name(environment)
     stacks = stacks_from(wiring)
+    if scheduler_count == 0 and request == WheelRequest():
+        # No instance of this stack installs Flotilla (the schedulers run elsewhere, as in
+        # the demo): nothing to publish, so an editable install may run it too.
+        parameters = stack_parameters(
+            stacks,
+            stack,
+            ENVIRONMENT_TEMPLATE,
+            {**given, **WITHOUT_WHEEL, "EnvironmentName": environment},
+            ENVIRONMENT_PARAMETERS,
+        )
+        deploy_stack(
+            stacks, stack, ENVIRONMENT_TEMPLATE, parameters, dry_run=dry_run, output=output
+        )
+        return
     with chosen_wheel(request) as chosen:
         parameters = stack_parameters(
             stacks,

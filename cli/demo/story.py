@@ -63,7 +63,8 @@ class Story:
             "Create the environment (tables, queue, KMS key) and start two schedulers "
             "(one leads, one stands by)"
         )
-        fleet.cli("init", show=False)
+        # The demo's schedulers are local processes, not instances: none to install.
+        fleet.cli("init", "--scheduler-count", "0", show=False)
         self.say("    environment 'demo' created")
         # The daemons start while the service and v1 are added: their start-up (Python and
         # boto3 imports, seconds on a busy machine) overlaps the CLI calls.

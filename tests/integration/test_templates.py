@@ -50,6 +50,23 @@ def env(endpoint: str, wheel: str) -> Cli:
     return cli
 
 
+def test_init_without_schedulers_needs_no_wheel_even_from_an_editable_install(
+    endpoint: str,
+) -> None:
+    """The demo's way: its schedulers are local processes, so nothing is published."""
+    cli = Cli(endpoint, f"nosched{os.getpid()}")
+    cli.ok("init", "--scheduler-count", "0")
+    parameters = cli.parameters(f"flotilla-{cli.environment}")
+    assert parameters["SchedulerCount"] == "0"
+    assert (parameters["FlotillaWheel"], parameters["FlotillaWheelSha256"]) == ("", "")
+    assert cli.objects() == {}
+    # With schedulers, this editable install must say which wheel they get.
+    refused = cli.run("init", "--scheduler-count", "1")
+    assert refused.returncode != 0
+    assert "editable install" in refused.stderr
+    assert cli.parameters(f"flotilla-{cli.environment}")["SchedulerCount"] == "0"
+
+
 def test_init_dry_run_then_create_then_nothing_to_change(endpoint: str, wheel: str) -> None:
     cli = Cli(endpoint, f"init{os.getpid()}")
     stack_name = f"flotilla-{cli.environment}"

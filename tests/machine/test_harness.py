@@ -215,6 +215,9 @@ def test_botocore_on_the_host_takes_the_fakes_credentials_and_region(
     assert refused.value.code == 401
 
 
+# botocore's pooled connection to the recorder is collected after the test, whichever way
+# it is closed (a ResourceWarning from urllib3's pool, not from the code under test).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_botocore_signals_reach_the_recorder(
     signals: SignalRecorder, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
