@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Collection, Mapping
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +38,8 @@ from flotilla.cli.wheel_options import (
     WheelRequest,
     artifacts_from,
     chosen_wheel,
-    preview,
     publish,
+    publish_unless_dry_run,
     wheel_options,
     wheel_request,
 )
@@ -235,7 +236,8 @@ ENVIRONMENT_PARAMETERS = (
 )
 # The first step of a stack that has no artifact bucket yet: no scheduler boots without
 # its wheel (the template's rule SchedulersNeedAWheel), and the wheel needs the bucket.
-WITHOUT_WHEEL = {"SchedulerCount": "0", "FlotillaWheel": "", "FlotillaWheelSha256": ""}
+NO_WHEEL = {"FlotillaWheel": "", "FlotillaWheelSha256": ""}
+WITHOUT_WHEEL = {"SchedulerCount": "0", **NO_WHEEL}
 
 
 @click.command()
@@ -285,42 +287,31 @@ def init(
     environment = wiring.settings.environment
     stack = environment_stack_name(environment)
     stacks = stacks_from(wiring)
-    if scheduler_count == 0 and request == WheelRequest():
-        # No instance of this stack installs Flotilla (the schedulers run elsewhere, as in
-        # the demo): nothing to publish, so an editable install may run it too.
+    # With no scheduler instance (they run elsewhere, as in the demo's), no instance of
+    # this stack installs Flotilla: nothing to publish, and an editable install may run it.
+    needs_no_wheel = scheduler_count == 0 and request == WheelRequest()
+    with nullcontext() if needs_no_wheel else chosen_wheel(request) as chosen:
         parameters = stack_parameters(
             stacks,
             stack,
             ENVIRONMENT_TEMPLATE,
-            {**given, **WITHOUT_WHEEL, "EnvironmentName": environment},
+            {
+                **given,
+                **(NO_WHEEL if chosen is None else chosen.parameters),
+                "EnvironmentName": environment,
+            },
             ENVIRONMENT_PARAMETERS,
         )
+        if chosen is not None:
+            bucket = artifact_bucket(stacks, stack)
+            if bucket is None and chosen.path is not None and not dry_run:
+                create_then_publish(stacks, stack, parameters, chosen, wiring, output)
+                return
+            store = None if bucket is None else artifacts_from(wiring, bucket)
+            publish_unless_dry_run(store, chosen, dry_run=dry_run, output=output)
         deploy_stack(
             stacks, stack, ENVIRONMENT_TEMPLATE, parameters, dry_run=dry_run, output=output
         )
-        return
-    with chosen_wheel(request) as chosen:
-        parameters = stack_parameters(
-            stacks,
-            stack,
-            ENVIRONMENT_TEMPLATE,
-            {**given, **chosen.parameters, "EnvironmentName": environment},
-            ENVIRONMENT_PARAMETERS,
-        )
-        bucket = artifact_bucket(stacks, stack)
-        store = None if bucket is None else artifacts_from(wiring, bucket)
-        if dry_run:
-            preview(store, chosen, output)
-            deploy_stack(
-                stacks, stack, ENVIRONMENT_TEMPLATE, parameters, dry_run=True, output=output
-            )
-            return
-        if chosen.path is not None and store is None:
-            create_then_publish(stacks, stack, parameters, chosen, wiring, output)
-            return
-        if chosen.path is not None and store is not None:
-            publish(store, chosen, output)
-        deploy_stack(stacks, stack, ENVIRONMENT_TEMPLATE, parameters, dry_run=False, output=output)
 
 
 def artifact_bucket(stacks: CloudFormationStacks, stack: str) -> str | None:

@@ -39,8 +39,7 @@ from flotilla.cli.wheel_options import (
     ARTIFACT_BUCKET_OUTPUT,
     artifacts_from,
     chosen_wheel,
-    preview,
-    publish,
+    publish_unless_dry_run,
     wheel_options,
     wheel_request,
 )
@@ -185,11 +184,9 @@ def provision(
         )
     with chosen_wheel(request) as chosen:
         parameters.update(chosen.parameters)
-        store = artifacts_from(wiring, bucket)
-        if dry_run:
-            preview(store, chosen, output)
-        elif chosen.path is not None:
-            publish(store, chosen, output)
+        publish_unless_dry_run(
+            artifacts_from(wiring, bucket), chosen, dry_run=dry_run, output=output
+        )
         result = deploy_stack(
             stacks, stack, SERVICE_TEMPLATE, parameters, dry_run=dry_run, output=output
         )

@@ -22,7 +22,13 @@ from typing import Any, TypeVar
 
 import click
 
-from flotilla.adapters.artifacts import PublishedWheel, S3ArtifactStore, wheel_digest, wheel_key
+from flotilla.adapters.artifacts import (
+    SHA256_HEX,
+    PublishedWheel,
+    S3ArtifactStore,
+    wheel_digest,
+    wheel_key,
+)
 from flotilla.cli.running_wheel import check_wheel, rebuild_running_wheel
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.errors import FlotillaError, ValidationError
@@ -30,9 +36,8 @@ from flotilla.engine.errors import FlotillaError, ValidationError
 F = TypeVar("F", bound=Callable[..., Any])
 
 ARTIFACT_BUCKET_OUTPUT = "ArtifactBucketName"  # the environment stack's output
-# What the templates' FlotillaWheel accepts for a URL (AllowedPattern), and a sha256.
+# What the templates' FlotillaWheel accepts for a URL (AllowedPattern).
 WHEEL_URL = re.compile(r"^https://[^\s'\"$`]+[.]whl$")
-SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
 
 def wheel_options(command: F) -> F:
@@ -79,7 +84,7 @@ def wheel_request(wheel: Path | None, url: str | None, sha256: str | None) -> Wh
             "give --wheel or --wheel-url with --wheel-sha256, not both (a --wheel's sha256 "
             "is computed)"
         )
-    if sha256 is not None and not SHA256.match(sha256):
+    if sha256 is not None and not SHA256_HEX.match(sha256.lower()):
         raise ValidationError(f"invalid --wheel-sha256 {sha256[:80]!r}: give 64 hex digits")
     if url is not None and not WHEEL_URL.match(url):
         raise ValidationError(
@@ -144,6 +149,19 @@ def publish(store: S3ArtifactStore, chosen: ChosenWheel, output: str) -> Publish
         output,
     )
     return published
+
+
+def publish_unless_dry_run(
+    store: S3ArtifactStore | None, chosen: ChosenWheel, *, dry_run: bool, output: str
+) -> None:
+    """Publish a chosen file (a URL has nothing to publish), or with --dry-run say what
+    publishing would do. `store` is None only for a bucket its stack has not made yet."""
+    if dry_run:
+        preview(store, chosen, output)
+    elif chosen.path is not None:
+        if store is None:
+            raise FlotillaError("there is no artifact bucket to publish the wheel to")
+        publish(store, chosen, output)
 
 
 def preview(store: S3ArtifactStore | None, chosen: ChosenWheel, output: str) -> None:
