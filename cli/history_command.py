@@ -29,8 +29,8 @@ MAX_LIMIT = 10_000
 
 def parse_limit(text: str) -> int:
     """--limit, refused in one clear line (click's own error would print the usage too)."""
-    value = int(text) if text.strip().isdigit() else 0
-    if not 1 <= value <= MAX_LIMIT:
+    value = validation.whole_number(text)
+    if value is None or not 1 <= value <= MAX_LIMIT:
         raise ValidationError(
             f"invalid --limit {text[:40]!r}: give a whole number from 1 to {MAX_LIMIT}"
         )

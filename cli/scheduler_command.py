@@ -17,6 +17,7 @@ import click
 from flotilla.adapters.sd_notify import notify_ready
 from flotilla.cli.daemon import daemon_options, seconds_option, start_daemon
 from flotilla.engine.errors import ValidationError
+from flotilla.engine.validation import whole_number
 from flotilla.scheduler.service import Scheduler, SchedulerSettings
 
 
@@ -96,9 +97,9 @@ def scheduler(**options: Any) -> None:
 def parse_shard(text: str) -> tuple[int, int]:
     """`2/4` → (2, 4); a clear error for anything else."""
     segment_text, slash, segments_text = text.partition("/")
-    if not slash or not segment_text.isdigit() or not segments_text.isdigit():
+    segment, segments = whole_number(segment_text), whole_number(segments_text)
+    if not slash or segment is None or segments is None:
         raise ValidationError(f"--shard {text!r}: write SEGMENT/SEGMENTS, e.g. 0/1 or 2/4")
-    segment, segments = int(segment_text), int(segments_text)
     if not 1 <= segments <= 64 or segment >= segments:
         raise ValidationError(
             f"--shard {text!r}: need 1 <= SEGMENTS <= 64 and 0 <= SEGMENT < SEGMENTS"

@@ -134,13 +134,23 @@ def environment_variables(unit: str, variables: Any) -> dict[str, str]:
     return accepted
 
 
+def whole_number(text: str) -> int | None:
+    """`text` as a whole number written in ASCII digits (spaces around allowed), else None.
+
+    str.isdigit() alone also admits digits such as '¹' or '٣', which int() refuses or
+    reads as another script's numbers: a command line takes 0-9 only.
+    """
+    digits = text.strip()
+    return int(digits) if digits.isascii() and digits.isdigit() else None
+
+
 def weight(revision: str, value: Any) -> int:
-    number: int
+    number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        number = int(value.strip())
-    else:
+    elif isinstance(value, str):
+        number = whole_number(value)
+    if number is None:
         raise ValidationError(
             f"invalid weight {_show(value)} for {_show(revision)}: weights are whole numbers "
             f"from 0 to {MAX_WEIGHT} (e.g. v1=90 v2=10)"

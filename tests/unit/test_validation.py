@@ -12,6 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flotilla.adapters.memory_store import MemoryStateStore
+from flotilla.cli.history_command import parse_limit
+from flotilla.cli.scheduler_command import parse_shard
 from flotilla.engine import validation
 from flotilla.engine.clock import FakeClock
 from flotilla.engine.errors import ValidationError
@@ -227,3 +229,20 @@ def test_a_refused_weight_shows_the_revision_name_escaped() -> None:
         validation.weight("\x1b[2J", "-1")
     assert "\x1b" not in raised.value.message
     assert "'\\x1b[2J'" in raised.value.message
+
+
+@pytest.mark.parametrize("text", ["¹", "٣", "1²", "", " ", "-1", "1.0", "0x10"])
+def test_a_whole_number_is_written_in_ascii_digits_only(text: str) -> None:
+    assert validation.whole_number(text) is None
+
+
+def test_a_whole_number_may_have_spaces_around_it() -> None:
+    assert validation.whole_number(" 42 ") == 42
+
+
+@pytest.mark.parametrize("text", ["¹", "0/¹", "¹/2"])
+def test_limits_and_shards_in_other_digits_are_one_line_errors(text: str) -> None:
+    with pytest.raises(ValidationError, match="--limit"):
+        parse_limit(text)
+    with pytest.raises(ValidationError, match="--shard"):
+        parse_shard(text)
