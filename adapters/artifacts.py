@@ -1,6 +1,8 @@
 """Flotilla's own wheels in the environment's artifact bucket (S3), content-addressed.
 
-A wheel is stored under `wheels/<sha256 hex>/<file name>`: the key names the bytes, so a
+A wheel is stored under `wheels/<sha256 hex>/<file name>`, and its pinned requirements
+(cli.dependency_lock) under `wheels/<their sha256>/requirements.txt`: the key names the
+bytes (and the instances' role may read that prefix alone), so a
 key that is already there holds that wheel and is not uploaded again (one HeadObject
 decides), and the stack parameters FlotillaWheel/FlotillaWheelSha256 name exactly what an
 instance installs (its user data checks the hash again after fetching it).
@@ -35,6 +37,8 @@ WHEEL_CONTENT_TYPE = "application/zip"  # a wheel is a zip archive (PEP 427)
 # What the templates' FlotillaWheel accepts after `wheels/<sha256>/` (AllowedPattern).
 WHEEL_FILE_NAME = re.compile(r"^[A-Za-z0-9_.+-]+[.]whl$")
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+REQUIREMENTS_FILE = "requirements.txt"
+REQUIREMENTS_CONTENT_TYPE = "text/plain; charset=utf-8"
 _CHUNK = 1 << 20
 
 
@@ -68,6 +72,13 @@ def wheel_key(file_name: str, sha256: str) -> str:
     return f"{WHEEL_PREFIX}{sha256}/{file_name}"
 
 
+def requirements_key(sha256: str) -> str:
+    """`wheels/<sha256>/requirements.txt`: where requirements with these bytes are stored."""
+    if not SHA256_HEX.match(sha256):
+        raise ValueError(f"not a sha256 in lowercase hex: {sha256!r}")
+    return f"{WHEEL_PREFIX}{sha256}/{REQUIREMENTS_FILE}"
+
+
 class S3ArtifactStore:
     """The artifact bucket of one environment, through one S3 client."""
 
@@ -82,19 +93,30 @@ class S3ArtifactStore:
         """Store the wheel at `path` under its content address, unless it is there already."""
         sha256, size = wheel_digest(path)
         key = wheel_key(path.name, sha256)
+        with path.open("rb") as body:
+            return self._publish(key, sha256, size, body, WHEEL_CONTENT_TYPE)
+
+    def publish_requirements(self, text: str) -> PublishedWheel:
+        """Store a requirements file under its content address, unless it is there already."""
+        data = text.encode()
+        sha256 = hashlib.sha256(data).hexdigest()
+        return self._publish(
+            requirements_key(sha256), sha256, len(data), data, REQUIREMENTS_CONTENT_TYPE
+        )
+
+    def _publish(
+        self, key: str, sha256: str, size: int, body: Any, content_type: str
+    ) -> PublishedWheel:
         if self.is_published(key, sha256, size):
             return PublishedWheel(key, sha256, size, uploaded=False)
         checksum = base64.b64encode(bytes.fromhex(sha256)).decode("ascii")
-        with (
-            self._translated("PutObject", key),
-            path.open("rb") as body,
-        ):
+        with self._translated("PutObject", key):
             self._client.put_object(
                 Bucket=self.bucket,
                 Key=key,
                 Body=body,
                 ContentLength=size,
-                ContentType=WHEEL_CONTENT_TYPE,
+                ContentType=content_type,
                 ChecksumSHA256=checksum,
             )
         return PublishedWheel(key, sha256, size, uploaded=True)

@@ -233,10 +233,17 @@ ENVIRONMENT_PARAMETERS = (
     "SchedulerInstanceType",
     "FlotillaWheel",
     "FlotillaWheelSha256",
+    "FlotillaRequirements",
+    "FlotillaRequirementsSha256",
 )
 # The first step of a stack that has no artifact bucket yet: no scheduler boots without
 # its wheel (the template's rule SchedulersNeedAWheel), and the wheel needs the bucket.
-NO_WHEEL = {"FlotillaWheel": "", "FlotillaWheelSha256": ""}
+NO_WHEEL = {
+    "FlotillaWheel": "",
+    "FlotillaWheelSha256": "",
+    "FlotillaRequirements": "",
+    "FlotillaRequirementsSha256": "",
+}
 WITHOUT_WHEEL = {"SchedulerCount": "0", **NO_WHEEL}
 
 

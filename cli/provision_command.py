@@ -62,6 +62,8 @@ SERVICE_PARAMETERS = (
     "MaxSize",
     "FlotillaWheel",
     "FlotillaWheelSha256",
+    "FlotillaRequirements",
+    "FlotillaRequirementsSha256",
     "InstallDocker",
 )
 

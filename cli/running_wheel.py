@@ -53,6 +53,7 @@ class WheelFile:
 
     path: Path
     version: str
+    requires: tuple[str, ...] = ()  # its METADATA's Requires-Dist, as written
 
 
 def canonical_name(name: str) -> str:
@@ -108,7 +109,7 @@ def check_wheel(path: Path) -> WheelFile:
             f"--wheel {shown}: its METADATA says version {version[:40]!r}, its name "
             f"{file_version!r}; pip would refuse it"
         )
-    return WheelFile(path, version)
+    return WheelFile(path, version, tuple(map(str, headers.get_all("Requires-Dist") or ())))
 
 
 # --- the wheel the CLI runs ----------------------------------------------------------------
@@ -170,7 +171,7 @@ def rebuild_wheel(distribution: metadata.Distribution, folder: Path) -> WheelFil
     ).encode()
     target = folder / f"{escaped_name(name)}-{version}-{_tag_text(tags)}.whl"
     write_wheel(target, entries, record=f"{info}/RECORD")
-    return WheelFile(target, version)
+    return WheelFile(target, version, tuple(distribution.requires or ()))
 
 
 def _dist_info_folder(distribution: metadata.Distribution) -> str:

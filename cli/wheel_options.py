@@ -5,13 +5,17 @@
 - `--wheel-url URL --wheel-sha256 HEX`: an https URL of a wheel; nothing is published.
 
 Published means stored in the environment's artifact bucket under its content address
-(adapters.artifacts); the stack then names its key and sha256 (FlotillaWheel,
-FlotillaWheelSha256), which the instances' user data fetches with their role and checks.
+(adapters.artifacts), with the wheel's dependencies pinned and hashed beside it
+(cli.dependency_lock); the stack then names both keys and sha256s (FlotillaWheel,
+FlotillaWheelSha256, FlotillaRequirements, FlotillaRequirementsSha256), which the
+instances' user data fetches with their role and checks. A URL's wheel has no pinned
+requirements: pip resolves them from the instance's index.
 Every option is checked before any AWS call, so a refused one changes nothing.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,9 +30,12 @@ from flotilla.adapters.artifacts import (
     SHA256_HEX,
     PublishedWheel,
     S3ArtifactStore,
+    requirements_key,
     wheel_digest,
     wheel_key,
 )
+from flotilla.adapters.package_index import index_from
+from flotilla.cli.dependency_lock import DependencyLock, lock_for
 from flotilla.cli.running_wheel import check_wheel, rebuild_running_wheel
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.errors import FlotillaError, ValidationError
@@ -104,10 +111,20 @@ class ChosenWheel:
     sha256: str
     path: Path | None = None
     size: int | None = None
+    lock: DependencyLock | None = None  # a file's pinned requirements; None for a URL
+
+    @property
+    def lock_key(self) -> str:
+        return "" if self.lock is None else requirements_key(self.lock.sha256)
 
     @property
     def parameters(self) -> dict[str, str]:
-        return {"FlotillaWheel": self.location, "FlotillaWheelSha256": self.sha256}
+        return {
+            "FlotillaWheel": self.location,
+            "FlotillaWheelSha256": self.sha256,
+            "FlotillaRequirements": self.lock_key,
+            "FlotillaRequirementsSha256": "" if self.lock is None else self.lock.sha256,
+        }
 
 
 @contextmanager
@@ -117,11 +134,11 @@ def chosen_wheel(request: WheelRequest) -> Iterator[ChosenWheel]:
         yield ChosenWheel(request.url, request.sha256)
         return
     with tempfile.TemporaryDirectory(prefix="flotilla-wheel-") as folder:
-        path = check_wheel(request.path).path if request.path else None
-        if path is None:
-            path = rebuild_running_wheel(Path(folder)).path
+        wheel = check_wheel(request.path) if request.path else rebuild_running_wheel(Path(folder))
+        path = wheel.path
+        lock = lock_for(path.name, wheel.requires, index_from(os.environ))
         sha256, size = wheel_digest(path)
-        yield ChosenWheel(wheel_key(path.name, sha256), sha256, path, size)
+        yield ChosenWheel(wheel_key(path.name, sha256), sha256, path, size, lock)
 
 
 def artifacts_from(wiring: Wiring, bucket: str) -> S3ArtifactStore:
@@ -148,6 +165,13 @@ def publish(store: S3ArtifactStore, chosen: ChosenWheel, output: str) -> Publish
         f"({_facts(published.size, published.sha256)})",
         output,
     )
+    if chosen.lock is not None:
+        pinned = store.publish_requirements(chosen.lock.text)
+        done = "published" if pinned.uploaded else "already published, not uploaded again"
+        _say(
+            f"its {len(chosen.lock.pins)} pinned requirements: {done}: {store.url(pinned.key)}",
+            output,
+        )
     return published
 
 
@@ -181,3 +205,5 @@ def preview(store: S3ArtifactStore | None, chosen: ChosenWheel, output: str) -> 
         _say(f"wheel {name}: already published: {store.url(chosen.location)} ({facts})", output)
     else:
         _say(f"would publish wheel {name} to {store.url(chosen.location)} ({facts})", output)
+    if chosen.lock is not None:
+        _say(f"with its {len(chosen.lock.pins)} pinned requirements as {chosen.lock_key}", output)

@@ -91,6 +91,13 @@ def test_init_dry_run_then_create_then_nothing_to_change(endpoint: str, wheel: s
     sha256 = hashlib.sha256(Path(wheel).read_bytes()).hexdigest()
     assert cli.parameters(stack_name)["FlotillaWheel"] == f"wheels/{sha256}/{Path(wheel).name}"
     assert cli.parameters(stack_name)["FlotillaWheelSha256"] == sha256
+    # Its pinned requirements beside it (none for this wheel), named by their own sha256.
+    lock_key = cli.parameters(stack_name)["FlotillaRequirements"]
+    lock = cli.object_bytes(lock_key)
+    lock_sha256 = hashlib.sha256(lock).hexdigest()
+    assert lock_key == f"wheels/{lock_sha256}/requirements.txt"
+    assert cli.parameters(stack_name)["FlotillaRequirementsSha256"] == lock_sha256
+    assert lock.decode().startswith("# Pinned by Flotilla for ")
     resources = cli.resources(stack_name)
 
     tables = set(cli.client("dynamodb").list_tables()["TableNames"])
@@ -233,6 +240,23 @@ def test_provisioning_an_unknown_service_fails_in_one_line_and_creates_nothing(
     assert len(lines) == 1, result.stderr
     assert "'nosuch' does not exist" in lines[0]
     assert env.stack(f"flotilla-{env.environment}-nosuch") is None
+
+
+def test_a_wheel_whose_dependency_is_not_installed_here_is_refused_before_any_change(
+    endpoint: str, tmp_path: Path
+) -> None:
+    """Its lock could not pin what the operator runs: one line, no stack, no upload."""
+    cli = Cli(endpoint, f"nolock{os.getpid()}")
+    wheel = synthetic_wheel(tmp_path, requires=("flotilla-no-such-dependency>=1",))
+    buckets = cli.bucket_names()
+    result = cli.run("init", "--wheel", str(wheel))
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: the wheel needs flotilla-no-such-dependency>=1, which is not installed here: "
+        "install the wheel here (pip install WHEEL) so its dependencies are pinned to what you run"
+    ]
+    assert cli.stack(f"flotilla-{cli.environment}") is None
+    assert cli.bucket_names() == buckets
 
 
 def test_provisioning_before_init_says_to_run_init(endpoint: str, wheel: str) -> None:

@@ -359,7 +359,7 @@ def test_a_wheel_with_another_hash_is_refused_in_one_line_and_signals_failure(
     result = run_user_data(booted.scheduler, script)
     assert result.returncode != 0
     last = bootstrap_lines(booted.scheduler)[-1]
-    assert last.startswith("failed: the wheel flotilla_deploy-"), last
+    assert last.startswith("failed: flotilla_deploy-"), last
     assert f"has sha256 {good}, the stack expects {'0' * 64}" in last
     failure = booted.signals.wait_for(lambda s: s.status == "FAILURE")
     assert booted.signals.signals.index(failure) >= before
@@ -377,8 +377,49 @@ def test_an_unreachable_bucket_is_one_line_and_a_failure_signal(booted: Fleet) -
     logged = bootstrap_lines(booted.scheduler)[logged_before:]
     # One line says it, and says it last (a multi-line message would be several entries).
     assert [line for line in logged if line.startswith("failed:")] == logged[-1:], logged
-    assert logged[-1].startswith("failed: cannot fetch the wheel wheels/"), logged
+    assert logged[-1].startswith("failed: cannot fetch wheels/"), logged
+    assert logged[-1].endswith("AWS answered 404 NoSuchBucket"), logged
     assert "no-such-bucket-here" in logged[-1]
     booted.signals.wait_for(
         lambda s: sum(x.status == "FAILURE" for x in booted.signals.signals) > failures
     )
+
+
+def test_a_failed_package_install_is_one_line_and_a_failure_signal(booted: Fleet) -> None:
+    """apt fails before Flotilla's virtualenv exists: the stack hears it all the same."""
+    script = booted.user_data["scheduler"].replace(
+        " python3-pydbus ca-certificates", " python3-pydbus flotilla-no-such-package"
+    )
+    assert script != booted.user_data["scheduler"]
+    failures = sum(s.status == "FAILURE" for s in booted.signals.signals)
+    logged_before = len(bootstrap_lines(booted.scheduler))
+    result = run_user_data(booted.scheduler, script)
+    assert result.returncode != 0
+    logged = bootstrap_lines(booted.scheduler)[logged_before:]
+    assert [line for line in logged if line.startswith("failed:")] == logged[-1:], logged
+    assert logged[-1].startswith("failed: installing Python, python3-gi and python3-pydbus"), logged
+    booted.signals.wait_for(
+        lambda s: sum(x.status == "FAILURE" for x in booted.signals.signals) > failures
+    )
+
+
+def test_a_virtualenv_without_the_systemd_bindings_fails_in_one_line(booted: Fleet) -> None:
+    """A Python that cannot reach the distribution's pydbus and PyGObject: the bootstrap
+    stops there (in another virtualenv: the running scheduler is left alone)."""
+    script = (
+        booted.user_data["scheduler"]
+        .replace("venv=/opt/flotilla\n", "venv=/opt/flotilla-without-bindings\n")
+        .replace("venv_options=--system-site-packages", 'venv_options=""')
+    )
+    failures = sum(s.status == "FAILURE" for s in booted.signals.signals)
+    result = run_user_data(booted.scheduler, script)
+    assert result.returncode != 0
+    # pip cannot build PyGObject there (no compiler, no headers: nothing asked for them).
+    last = bootstrap_lines(booted.scheduler)[-1]
+    assert last.startswith("failed: installing /opt/flotilla-without-bindings/wheels/"), last
+    assert " with its systemd bindings (exit 1, line " in last, last
+    booted.signals.wait_for(
+        lambda s: sum(x.status == "FAILURE" for x in booted.signals.signals) > failures
+    )
+    active = booted.scheduler.run(["systemctl", "is-active", "flotilla-scheduler"], check=False)
+    assert active.stdout.strip() == "active"

@@ -21,15 +21,18 @@ def synthetic_wheel(
     version: str = "0.1.0",
     file_name: str | None = None,
     extra: bytes = b"",
+    requires: tuple[str, ...] = (),
 ) -> Path:
     """A zip holding `<name>-<version>.dist-info/METADATA` (and WHEEL); `extra` changes
-    its bytes, and so its sha256."""
+    its bytes, and so its sha256; `requires` are its Requires-Dist."""
     escaped = name.replace("-", "_")
     path = folder / (file_name or f"{escaped}-{version}-py3-none-any.whl")
     info = f"{escaped}-{version}.dist-info"
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr(
-            f"{info}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            f"{info}/METADATA",
+            f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            + "".join(f"Requires-Dist: {r}\n" for r in requires),
         )
         archive.writestr(
             f"{info}/WHEEL", "Wheel-Version: 1.0\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
