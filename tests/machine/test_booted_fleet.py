@@ -368,21 +368,28 @@ def test_a_wheel_with_another_hash_is_refused_in_one_line_and_signals_failure(
     assert active.stdout.strip() == "active"
 
 
-def test_an_unreachable_bucket_is_one_line_and_a_failure_signal(booted: Fleet) -> None:
-    script = booted.user_data["scheduler"].replace(booted.cli.bucket(), "no-such-bucket-here")
+def failing_run(booted: Fleet, script: str) -> str:
+    """Run a variant of the scheduler's user data that must fail: its journal gets one
+    `failed:` line, last (a multi-line message would be several entries), and the stack
+    a FAILURE signal. Returns that line."""
+    assert script != booted.user_data["scheduler"], "the variant changed nothing"
     failures = sum(s.status == "FAILURE" for s in booted.signals.signals)
     logged_before = len(bootstrap_lines(booted.scheduler))
     result = run_user_data(booted.scheduler, script)
     assert result.returncode != 0
     logged = bootstrap_lines(booted.scheduler)[logged_before:]
-    # One line says it, and says it last (a multi-line message would be several entries).
     assert [line for line in logged if line.startswith("failed:")] == logged[-1:], logged
-    assert logged[-1].startswith("failed: cannot fetch wheels/"), logged
-    assert logged[-1].endswith("AWS answered 404 NoSuchBucket"), logged
-    assert "no-such-bucket-here" in logged[-1]
     booted.signals.wait_for(
         lambda s: sum(x.status == "FAILURE" for x in booted.signals.signals) > failures
     )
+    return logged[-1]
+
+
+def test_an_unreachable_bucket_is_one_line_and_a_failure_signal(booted: Fleet) -> None:
+    script = booted.user_data["scheduler"].replace(booted.cli.bucket(), "no-such-bucket-here")
+    line = failing_run(booted, script)
+    assert line.startswith("failed: cannot fetch wheels/"), line
+    assert line.endswith("from no-such-bucket-here: AWS answered 404 NoSuchBucket"), line
 
 
 def test_a_failed_package_install_is_one_line_and_a_failure_signal(booted: Fleet) -> None:
@@ -390,17 +397,8 @@ def test_a_failed_package_install_is_one_line_and_a_failure_signal(booted: Fleet
     script = booted.user_data["scheduler"].replace(
         " python3-pydbus ca-certificates", " python3-pydbus flotilla-no-such-package"
     )
-    assert script != booted.user_data["scheduler"]
-    failures = sum(s.status == "FAILURE" for s in booted.signals.signals)
-    logged_before = len(bootstrap_lines(booted.scheduler))
-    result = run_user_data(booted.scheduler, script)
-    assert result.returncode != 0
-    logged = bootstrap_lines(booted.scheduler)[logged_before:]
-    assert [line for line in logged if line.startswith("failed:")] == logged[-1:], logged
-    assert logged[-1].startswith("failed: installing Python, python3-gi and python3-pydbus"), logged
-    booted.signals.wait_for(
-        lambda s: sum(x.status == "FAILURE" for x in booted.signals.signals) > failures
-    )
+    line = failing_run(booted, script)
+    assert line.startswith("failed: installing Python, python3-gi and python3-pydbus"), line
 
 
 def test_a_virtualenv_without_the_systemd_bindings_fails_in_one_line(booted: Fleet) -> None:
@@ -411,15 +409,9 @@ def test_a_virtualenv_without_the_systemd_bindings_fails_in_one_line(booted: Fle
         .replace("venv=/opt/flotilla\n", "venv=/opt/flotilla-without-bindings\n")
         .replace("venv_options=--system-site-packages", 'venv_options=""')
     )
-    failures = sum(s.status == "FAILURE" for s in booted.signals.signals)
-    result = run_user_data(booted.scheduler, script)
-    assert result.returncode != 0
+    line = failing_run(booted, script)
     # pip cannot build PyGObject there (no compiler, no headers: nothing asked for them).
-    last = bootstrap_lines(booted.scheduler)[-1]
-    assert last.startswith("failed: installing /opt/flotilla-without-bindings/wheels/"), last
-    assert " with its systemd bindings (exit 1, line " in last, last
-    booted.signals.wait_for(
-        lambda s: sum(x.status == "FAILURE" for x in booted.signals.signals) > failures
-    )
+    assert line.startswith("failed: installing /opt/flotilla-without-bindings/wheels/"), line
+    assert " with its systemd bindings (exit 1, line " in line, line
     active = booted.scheduler.run(["systemctl", "is-active", "flotilla-scheduler"], check=False)
     assert active.stdout.strip() == "active"
