@@ -23,8 +23,7 @@ from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.errors import NotFoundError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
 from flotilla.engine.ports import StateStore
-from flotilla.engine.records import Instance, RolloutStatus, Service
-from flotilla.engine.runner import deploy_id_for
+from flotilla.engine.records import Instance, RolloutStatus, Service, deploy_id_for
 from flotilla.machines.deploy import FAILURE_STATES, HAPPY_PATH
 from flotilla.scheduler.apportion import hamilton_counts
 from flotilla.scheduler.rollout import (

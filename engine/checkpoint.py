@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
+from flotilla.machines.deploy import Outcome, outcome
 
-class Outcome(StrEnum):
-    SUCCEEDED = "succeeded"
-    ROLLED_BACK = "rolled_back"  # the new revision failed; the previous one runs again
-    FAILED = "failed"  # even the rollback failed
+__all__ = ["DeployCheckpoint", "LeaseRef", "Outcome", "Transition"]  # Outcome: the machine's
 
 
 @dataclass(frozen=True)
@@ -71,9 +68,9 @@ class DeployCheckpoint:
         return self.outcome is not None
 
     def outcome_when_done(self) -> Outcome:
-        if self.error is None:
-            return Outcome.SUCCEEDED
-        return Outcome.FAILED if self.rollback_error is not None else Outcome.ROLLED_BACK
+        """As the machine decides it, from what this checkpoint records."""
+        failed = self.error is not None
+        return outcome(failed=failed, rollback_failed=failed and self.rollback_error is not None)
 
     def failed_in(self) -> str | None:
         """The state whose step failed (the one visited just before `failed`)."""

@@ -156,6 +156,11 @@ class Instance:
     current_revision: str | None = None
 
 
+def deploy_id_for(instance: Instance) -> str:
+    """One deploy per assignment: a restarted agent finds it again instead of starting anew."""
+    return f"{instance.id}.{instance.assignment_version}"
+
+
 @dataclass(frozen=True)
 class Lease:
     """One slot of a named lock, held by `owner` until `expires_at` unless renewed."""

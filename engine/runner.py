@@ -26,7 +26,7 @@ from flotilla.engine.checkpoint import DeployCheckpoint, Transition
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, FlotillaError
 from flotilla.engine.lease_keeper import LeaseKeeper
 from flotilla.engine.ports import Event, EventQueue
-from flotilla.engine.records import Instance, Lease, Service
+from flotilla.engine.records import Instance, Lease, Service, deploy_id_for
 from flotilla.engine.retry import with_retries
 from flotilla.engine.steps import Advance, Ports, StepFailed, Steps, StepSettings
 from flotilla.machines import deploy as machine
@@ -44,11 +44,6 @@ class RunnerSettings:
     overall_timeout: timedelta = timedelta(minutes=30)
     max_attempts_per_state: int = 3
     steps: StepSettings = field(default_factory=StepSettings)
-
-
-def deploy_id_for(instance: Instance) -> str:
-    """One deploy per assignment: a restarted agent finds it again instead of starting anew."""
-    return f"{instance.id}.{instance.assignment_version}"
 
 
 def _no_fault(_point: str, _state: str) -> None:

@@ -26,8 +26,7 @@ from flotilla.engine.clock import Clock
 from flotilla.engine.errors import ConflictError, FlotillaError, LockLostError, NotFoundError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
 from flotilla.engine.ports import StateStore
-from flotilla.engine.records import Service
-from flotilla.engine.runner import deploy_id_for
+from flotilla.engine.records import Service, deploy_id_for
 from flotilla.engine.updates import modify_service
 from flotilla.scheduler.rollout import (
     ServiceInputs,

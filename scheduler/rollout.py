@@ -42,8 +42,8 @@ from flotilla.engine.records import (
     RolloutState,
     RolloutStatus,
     Service,
+    deploy_id_for,
 )
-from flotilla.engine.runner import deploy_id_for
 from flotilla.scheduler.apportion import assign
 
 FAILED_OUTCOMES = frozenset({Outcome.ROLLED_BACK, Outcome.FAILED})

@@ -19,8 +19,7 @@ from flotilla.engine.clock import Clock
 from flotilla.engine.errors import AlreadyExistsError
 from flotilla.engine.liveness import is_alive
 from flotilla.engine.ports import StateStore
-from flotilla.engine.records import Instance, RolloutPolicy, Service
-from flotilla.engine.runner import deploy_id_for
+from flotilla.engine.records import Instance, RolloutPolicy, Service, deploy_id_for
 
 V1 = "1" * 64
 V2 = "2" * 64

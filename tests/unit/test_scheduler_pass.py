@@ -15,8 +15,7 @@ from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.clock import FakeClock
 from flotilla.engine.errors import LockLostError
 from flotilla.engine.ports import StateStore
-from flotilla.engine.records import RolloutState, RolloutStatus
-from flotilla.engine.runner import deploy_id_for
+from flotilla.engine.records import RolloutState, RolloutStatus, deploy_id_for
 from flotilla.engine.updates import modify_service, set_weights
 from flotilla.scheduler.pass_ import PassSettings, SchedulerPass
 from tests.support.scheduler_world import (

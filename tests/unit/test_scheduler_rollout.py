@@ -20,8 +20,8 @@ from flotilla.engine.records import (
     RolloutState,
     RolloutStatus,
     Service,
+    deploy_id_for,
 )
-from flotilla.engine.runner import deploy_id_for
 from flotilla.scheduler.rollout import (
     Phase,
     ServiceInputs,
