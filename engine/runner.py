@@ -193,17 +193,16 @@ class DeployRunner:
             try:
                 advance = self._perform(ports, steps, service, checkpoint, attempt)
             except StepFailed as failed:
-                if state == "rolling_back":
+                if state == machine.ROLLING_BACK_STATE:
                     rollback_error = failed.message
-                    advance = Advance("rollback_failed")
                 else:
                     error = failed.message
-                    advance = Advance(machine.FAIL_TRIGGER)
+                advance = Advance(failed=True)
             except FlotillaError as failed:
                 if failed.retryable or state not in machine.WORKING_STATES:
                     raise  # an outage: leave the state open, a later run resumes it
                 error = failed.message  # anything else in a working state fails the deploy
-                advance = Advance(machine.FAIL_TRIGGER)
+                advance = Advance(failed=True)
             self.fault("after-effect", state)
             if error or rollback_error:
                 telemetry.mark_error(span, error or rollback_error or "")
@@ -227,17 +226,17 @@ class DeployRunner:
         state = checkpoint.state
         now = ports.clock.now()
         if state == machine.INITIAL_STATE:
-            return Advance("begin", deadlines={"overall": now + self.settings.overall_timeout})
+            return Advance(deadlines={"overall": now + self.settings.overall_timeout})
         # Only states that can fail or roll back give up; `failed` and `unlocked` have
         # nowhere else to go, so they are tried again however often the agent died there.
-        limited = state in machine.WORKING_STATES or state == "rolling_back"
+        limited = state in machine.WORKING_STATES or state == machine.ROLLING_BACK_STATE
         if limited and attempt > self.settings.max_attempts_per_state:
             raise StepFailed(
                 f"the agent stopped {attempt - 1} times in state {state}; giving up on it"
             )
-        if state == "failed":
-            return Advance("rollback")
-        if state == "rolling_back":
+        if state == machine.FAILED_STATE:
+            return Advance()
+        if state == machine.ROLLING_BACK_STATE:
             work = machine.rollback_work(
                 checkpoint.failed_in(), has_load_balancer=service.load_balancer is not None
             )
@@ -265,11 +264,14 @@ class DeployRunner:
         span: trace.Span,
     ) -> DeployCheckpoint:
         now = ports.clock.now()
-        new_state = machine.next_state(
-            checkpoint.state,
-            advance.trigger,
-            has_load_balancer=service.load_balancer is not None,
+        has_load_balancer = service.load_balancer is not None
+        state = checkpoint.state
+        trigger = (
+            machine.failure_trigger(state)
+            if advance.failed
+            else machine.success_trigger(state, has_load_balancer=has_load_balancer)
         )
+        new_state = machine.next_state(state, trigger, has_load_balancer=has_load_balancer)
         span_id = telemetry.span_id_of(span)
         if advance.skipped:  # e.g. load-balancer states of a service without one
             span.set_attribute("flotilla.skipped", True)

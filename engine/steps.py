@@ -44,10 +44,12 @@ class StepFailed(FlotillaError):
 
 @dataclass(frozen=True)
 class Advance:
-    """The outcome of a step: fire `trigger`; record the rest in the checkpoint."""
+    """What a step reports: it succeeded, was skipped (a load-balancer state of a service
+    without one) or failed; the machine maps that to its trigger (`success_trigger`,
+    `failure_trigger`). The rest is recorded in the checkpoint."""
 
-    trigger: str
     skipped: bool = False
+    failed: bool = False
     lease: LeaseRef | None = None
     clear_lease: bool = False
     deadlines: dict[str, datetime] = field(default_factory=dict)
@@ -146,8 +148,8 @@ class Steps:
     def locking(self, checkpoint: DeployCheckpoint) -> Advance:
         self.adopt_lease(checkpoint)
         if self.keeper is not None and self.keeper.lease is not None:
-            return Advance("lock_acquired", lease=_ref(self.keeper.lease))
-        return Advance("lock_acquired", lease=_ref(self._take_slot(checkpoint)))
+            return Advance(lease=_ref(self.keeper.lease))
+        return Advance(lease=_ref(self._take_slot(checkpoint)))
 
     def hold_slot(self, checkpoint: DeployCheckpoint) -> LeaseRef | None:
         """The working states after `locking` run only under a live slot. A deploy resumed
@@ -199,18 +201,16 @@ class Steps:
     def deregistering(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
         if balancer is None:
-            return Advance("lb_skipped", skipped=True)
+            return Advance(skipped=True)
         self.keep_lease()
         self.call("lb.deregister", lambda: balancer.deregister(checkpoint.instance_id))
         drain = timedelta(seconds=self.service.drain_timeout_seconds)
-        return Advance(
-            "deregistered", deadlines={"drain": self._deadline(checkpoint, "drain", drain)}
-        )
+        return Advance(deadlines={"drain": self._deadline(checkpoint, "drain", drain)})
 
     def draining(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
         if balancer is None:
-            return Advance("lb_skipped", skipped=True)
+            return Advance(skipped=True)
         drain = timedelta(seconds=self.service.drain_timeout_seconds)
         deadline = self._deadline(checkpoint, "drain", drain)
         self.wait(
@@ -221,12 +221,12 @@ class Steps:
             ),
             deadline,
         )
-        return Advance("drained")
+        return Advance()
 
     def stopping(self, checkpoint: DeployCheckpoint) -> Advance:
         self.keep_lease()
         self._stop_all_but(checkpoint.to_revision)
-        return Advance("units_stopped")
+        return Advance()
 
     def _stop_all_but(self, keep_revision: str | None) -> None:
         runtime = self.ports.runtime
@@ -244,9 +244,7 @@ class Steps:
         self.keep_lease()
         self.start_revision(checkpoint.to_revision)
         health = timedelta(seconds=self.service.health_timeout_seconds)
-        return Advance(
-            "units_started", deadlines={"health": self._deadline(checkpoint, "health", health)}
-        )
+        return Advance(deadlines={"health": self._deadline(checkpoint, "health", health)})
 
     def _revision(self, revision_id: str) -> Revision:
         return self.call(
@@ -305,10 +303,10 @@ class Steps:
     def registering(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
         if balancer is None:
-            return Advance("lb_skipped", skipped=True)
+            return Advance(skipped=True)
         self.keep_lease()
         self.call("lb.register", lambda: balancer.register(checkpoint.instance_id))
-        return Advance("registered")
+        return Advance()
 
     def healthy(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
@@ -332,7 +330,7 @@ class Steps:
                 checkpoint.instance_id, checkpoint.to_revision
             ),
         )
-        return Advance("health_passed")
+        return Advance()
 
     def unlocked(self, checkpoint: DeployCheckpoint) -> Advance:
         if self.keeper is not None:
@@ -346,7 +344,7 @@ class Steps:
             # lease lapses. One read of the holders.
             for lease in self._own_slots(checkpoint):
                 self.call("lock.release", functools.partial(self.ports.locks.release, lease))
-        return Advance("lock_released", clear_lease=True)
+        return Advance(clear_lease=True)
 
     def rolling_back(self, checkpoint: DeployCheckpoint, work: RollbackWork) -> Advance:
         """Undo what the failed deploy did: units back to the previous revision, and the
@@ -374,7 +372,7 @@ class Steps:
                     checkpoint.instance_id, checkpoint.from_revision
                 ),
             )
-        return Advance("rollback_finished")
+        return Advance()
 
 
 def _ref(lease: Lease) -> LeaseRef:

@@ -203,6 +203,12 @@ def allowed_triggers(state: str, *, has_load_balancer: bool) -> tuple[str, ...]:
     )
 
 
+def failure_trigger(state: str) -> str:
+    """The trigger to fire when `state`'s step has failed: a failed rollback ends the
+    deploy; any other failure starts the rollback."""
+    return ROLLBACK_FAILED if state == ROLLING_BACK_STATE else FAIL_TRIGGER
+
+
 def success_trigger(state: str, *, has_load_balancer: bool) -> str:
     """The trigger to fire once `state`'s step has succeeded (or was skipped)."""
     if state not in SUCCESS_TRIGGER:

@@ -400,3 +400,13 @@ def test_the_diagram_draws_exactly_the_expected_transitions(has_load_balancer: b
         for trigger, dest in moves.items()
     }
     assert drawn == wanted
+
+
+def test_a_failed_step_starts_the_rollback_and_a_failed_rollback_ends_the_deploy() -> None:
+    for state in deploy.STEP_STATES:
+        trigger = deploy.failure_trigger(state)
+        if state == deploy.ROLLING_BACK_STATE:
+            assert trigger == deploy.ROLLBACK_FAILED
+            assert deploy.next_state(state, trigger, has_load_balancer=True) == "unlocked"
+        else:
+            assert trigger == deploy.FAIL_TRIGGER
