@@ -1,6 +1,6 @@
 """The edge between Flotilla and botocore for DynamoDB: item codec and error translation.
 
-Items (see `engine.items`) become DynamoDB attribute values and back; botocore's errors
+Items (see `adapters.items`) become DynamoDB attribute values and back; botocore's errors
 become engine errors, so nothing outside `adapters/` names a botocore type.
 """
 

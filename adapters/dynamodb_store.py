@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from botocore.exceptions import ClientError
 
+from flotilla.adapters import items
 from flotilla.adapters.dynamodb_codec import (
     conditional_write,
     from_attributes,
@@ -27,7 +28,6 @@ from flotilla.adapters.dynamodb_codec import (
     to_attributes,
     translated_errors,
 )
-from flotilla.engine import items
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.clock import Clock, to_epoch_ms
 from flotilla.engine.config import TableNames

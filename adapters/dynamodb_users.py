@@ -18,9 +18,10 @@ from flotilla.adapters.dynamodb_codec import (
     to_attributes,
     translated_errors,
 )
+from flotilla.adapters.items.users import user_from_item, user_to_item
 from flotilla.engine.clock import Clock
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, NotFoundError
-from flotilla.engine.users import User, user_from_item, user_to_item
+from flotilla.engine.users import User
 
 _NAMES = {"#name": "name", "#version": "version"}
 

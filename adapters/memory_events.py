@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from flotilla.engine import items
+from flotilla.adapters import items
 from flotilla.engine.clock import Clock
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.ports import Event

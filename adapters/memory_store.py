@@ -1,6 +1,6 @@
 """The state store in memory: a real implementation for unit tests, simulations and the demo.
 
-It keeps the same stored items as the DynamoDB store (through `engine.items`), so a
+It keeps the same stored items as the DynamoDB store (through `adapters.items`), so a
 record that does not survive a round-trip fails here too, and it applies the same
 conditions under one lock. It passes the same contract suite as the DynamoDB store.
 """
@@ -15,7 +15,7 @@ import zlib
 from datetime import datetime
 from typing import Any
 
-from flotilla.engine import items
+from flotilla.adapters import items
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.clock import Clock, to_epoch_ms
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, NotFoundError

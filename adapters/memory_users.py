@@ -1,6 +1,6 @@
 """The user store in memory: a real implementation for unit tests and the demo.
 
-It keeps the same stored items as the DynamoDB store (through `engine.users`) and
+It keeps the same stored items as the DynamoDB store (through `adapters.items.users`) and
 applies the same conditions under one lock; it passes the same contract suite.
 """
 
@@ -11,9 +11,10 @@ import dataclasses
 import threading
 from typing import Any
 
+from flotilla.adapters.items.users import user_from_item, user_to_item
 from flotilla.engine.clock import Clock
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, NotFoundError
-from flotilla.engine.users import User, user_from_item, user_to_item
+from flotilla.engine.users import User
 
 
 class MemoryUserStore:

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
-from flotilla.engine import items
+from flotilla.adapters import items
 from flotilla.engine.errors import (
     ConfigurationError,
     FlotillaError,

@@ -26,12 +26,12 @@ from flotilla.cli.agent_runtime import (
 )
 from flotilla.cli.daemon import daemon_options, seconds_option, start_daemon
 from flotilla.cli.wiring import Wiring
-from flotilla.engine.agent import Agent, AgentSettings
+from flotilla.engine.deploy.agent import Agent, AgentSettings
+from flotilla.engine.deploy.runner import DeployRunner, FaultHook, RunnerSettings
+from flotilla.engine.deploy.steps import Ports, StepSettings
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.ports import LoadBalancer
 from flotilla.engine.records import Instance, LoadBalancerKind, Service
-from flotilla.engine.runner import DeployRunner, FaultHook, RunnerSettings
-from flotilla.engine.steps import Ports, StepSettings
 from flotilla.engine.validation import service_name
 
 FAULT_VARIABLE = "FLOTILLA_FAULT_KILL_AT"

@@ -20,7 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 
-# Fields the engine attaches to deploy log lines (see engine.runner._log_fields).
+# Fields the engine attaches to deploy log lines (see engine.deploy.runner._log_fields).
 _CONTEXT_FIELDS = ("deploy_id", "service", "instance", "state")
 # botocore prints request and response bodies at DEBUG; those can hold key material
 # (KMS GenerateDataKey answers), so its loggers never go below INFO.

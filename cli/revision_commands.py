@@ -1,6 +1,6 @@
 """`flotilla revision add|list|show`: immutable sets of unit files and sealed environments.
 
-`add` reads the files (engine.revision_sources), seals each unit's environment with the
+`add` reads the files (cli.revision_sources), seals each unit's environment with the
 environment's KMS key, stores the revision and prints its id. `list` and `show` print
 variable NAMES only: values are never decrypted here.
 """
@@ -13,11 +13,12 @@ from typing import Any
 
 import click
 
+from flotilla.cli import revision_sources
 from flotilla.cli.options import aws_options
 from flotilla.cli.output import output_option, print_fields, print_json, print_table
 from flotilla.cli.service_commands import existing_service, wiring_from
 from flotilla.cli.wiring import Wiring
-from flotilla.engine import revision_sources, validation
+from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.records import Revision
 from flotilla.engine.revisions import build_revision

@@ -1,6 +1,6 @@
 """The domain records: what Flotilla stores about services, revisions and instances.
 
-Records are frozen dataclasses. Stored items are made from them in `engine.items`;
+Records are frozen dataclasses. Stored items are made from them in `adapters.items`;
 every item carries a schema number so a newer agent can read an older item, or refuse
 a newer one clearly. Times are timezone-aware UTC datetimes.
 """

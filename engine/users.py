@@ -16,16 +16,13 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flotilla.engine.clock import from_epoch_ms, to_epoch_ms
-from flotilla.engine.errors import SchemaError, ValidationError
+from flotilla.engine.errors import ValidationError
 from flotilla.engine.validation import service_name
-
-USER_SCHEMA = 1
 
 
 @dataclass(frozen=True)
@@ -303,78 +300,6 @@ def with_keys(record: User, keys: Iterable[PublicKey]) -> User:
     return _replace(
         record, name=record.name, keys=(*record.ssh_keys, *added), services=record.services
     )
-
-
-# --- stored items --------------------------------------------------------------------
-
-
-def user_to_item(record: User) -> dict[str, Any]:
-    return {
-        "schema": USER_SCHEMA,
-        "name": record.name,
-        "ssh_keys": list(record.ssh_keys),
-        "services": list(record.services),
-        "admin": record.admin,
-        "active": record.active,
-        "version": record.version,
-        "created_ms": None if record.created_at is None else to_epoch_ms(record.created_at),
-        "updated_ms": None if record.updated_at is None else to_epoch_ms(record.updated_at),
-    }
-
-
-def user_from_item(item: Mapping[str, Any]) -> User:
-    """A stored item as a `User`; `SchemaError` if it is newer or malformed.
-
-    Keys are not re-validated here (listing must still work if one is bad); `flotilla
-    keys` checks every line again before printing it.
-    """
-    name = item.get("name")
-    shown = repr(name) if isinstance(name, str) else "(no name)"
-    schema = item.get("schema")
-    if not isinstance(schema, int) or isinstance(schema, bool):
-        raise SchemaError(f"stored user item {shown} has no schema number")
-    if schema > USER_SCHEMA:
-        raise SchemaError(
-            f"stored user item {shown} has schema {schema}, newer than this flotilla "
-            f"understands ({USER_SCHEMA}); upgrade flotilla to read it"
-        )
-    try:
-        created, updated = item.get("created_ms"), item.get("updated_ms")
-        return User(
-            name=_text(item["name"]),
-            ssh_keys=_texts(item["ssh_keys"]),
-            services=_texts(item["services"]),
-            admin=_flag(item["admin"]),
-            active=_flag(item["active"]),
-            version=int(item["version"]),
-            created_at=None if created is None else from_epoch_ms(int(created)),
-            updated_at=None if updated is None else from_epoch_ms(int(updated)),
-        )
-    # OverflowError and OSError: a timestamp out of datetime's range.
-    except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
-        raise SchemaError(
-            f"stored user item {shown} is malformed ({type(exc).__name__}: {exc}); it was "
-            "probably written by another version of flotilla"
-        ) from exc
-
-
-def _texts(value: Any) -> tuple[str, ...]:
-    """A stored list of strings (a single string would read as its characters)."""
-    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
-        raise TypeError(f"expected a list of text, got {type(value).__name__}")
-    return tuple(_text(v) for v in value)
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"expected text, got {type(value).__name__}")
-    return value
-
-
-def _flag(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"expected a boolean, got {type(value).__name__}")
-    return value
 
 
 def _short(value: Any) -> str:

@@ -23,9 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from flotilla.cli import revision_sources
 from flotilla.cli.service_commands import parse_load_balancer
-from flotilla.engine import revision_sources, validation
-from flotilla.engine.agent import Agent
+from flotilla.engine import validation
+from flotilla.engine.deploy.agent import Agent
 from flotilla.engine.errors import ValidationError
 from flotilla.scheduler.service import Scheduler
 from tests.badinput import strategies as s

@@ -12,7 +12,7 @@ from datetime import timedelta
 
 import pytest
 
-from flotilla.engine import items
+from flotilla.adapters import items
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition
 from flotilla.engine.errors import (
     AlreadyExistsError,

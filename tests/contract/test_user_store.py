@@ -12,8 +12,8 @@ import threading
 import pytest
 
 from flotilla.adapters.dynamodb_users import DynamoDBUserStore
+from flotilla.adapters.items import users as stored_users
 from flotilla.adapters.memory_users import MemoryUserStore
-from flotilla.engine import users
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, NotFoundError, SchemaError
 from flotilla.engine.ports import UserStore
 from flotilla.engine.users import User
@@ -111,19 +111,19 @@ def test_stored_user_items_carry_a_schema_number(store: UserStore, backend: Back
         found = backend.client.scan(TableName=backend.tables.users)["Items"]
     assert len(found) == 1
     schema = found[0]["schema"]
-    assert (int(schema["N"]) if isinstance(schema, dict) else schema) == users.USER_SCHEMA
+    assert (int(schema["N"]) if isinstance(schema, dict) else schema) == stored_users.USER_SCHEMA
 
 
 def test_an_item_from_a_newer_schema_is_refused_clearly(dynamodb_backend: Backend) -> None:
     """Only DynamoDB can hold an item another version wrote; the memory store cannot."""
     backend = dynamodb_backend
     assert backend.tables is not None
-    item = users.user_to_item(alice(version=1))
+    item = stored_users.user_to_item(alice(version=1))
     backend.client.put_item(
         TableName=backend.tables.users,
         Item={
             "name": {"S": "alice"},
-            "schema": {"N": str(users.USER_SCHEMA + 1)},
+            "schema": {"N": str(stored_users.USER_SCHEMA + 1)},
             "version": {"N": str(item["version"])},
         },
     )

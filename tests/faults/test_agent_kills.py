@@ -19,8 +19,8 @@ from collections.abc import Callable
 import pytest
 
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
+from flotilla.engine.deploy.steps import StepSettings
 from flotilla.engine.records import Revision
-from flotilla.engine.steps import StepSettings
 from tests.faults.world import FaultWorld
 from tests.support.faults import Crash
 

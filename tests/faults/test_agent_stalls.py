@@ -14,8 +14,8 @@ import threading
 
 import pytest
 
-from flotilla.engine.agent import Agent, AgentSettings
 from flotilla.engine.checkpoint import DeployCheckpoint
+from flotilla.engine.deploy.agent import Agent, AgentSettings
 from flotilla.engine.errors import TransientError
 from tests.faults.world import FaultWorld
 

@@ -32,10 +32,12 @@ from flotilla.adapters.dynamodb_locks import DynamoDBLockService
 from flotilla.adapters.dynamodb_store import DynamoDBStateStore
 from flotilla.adapters.elb_classic import ClassicLoadBalancer
 from flotilla.adapters.secrets import LocalSecretBox
-from flotilla.engine.agent import Agent, AgentSettings
 from flotilla.engine.checkpoint import Outcome
 from flotilla.engine.clock import Clock, FakeClock, SystemClock
 from flotilla.engine.config import TableNames
+from flotilla.engine.deploy.agent import Agent, AgentSettings
+from flotilla.engine.deploy.runner import DeployRunner
+from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.errors import FlotillaError
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.ports import TargetState
@@ -48,8 +50,6 @@ from flotilla.engine.records import (
     Service,
 )
 from flotilla.engine.revisions import build_revision
-from flotilla.engine.runner import DeployRunner
-from flotilla.engine.steps import Ports
 from flotilla.engine.updates import modify_service
 from flotilla.scheduler.pass_ import PassSettings, SchedulerPass
 from tests.simulation.runtime import MemoryUnitRuntime

@@ -15,9 +15,9 @@ from collections.abc import Callable
 
 import pytest
 
-from flotilla.engine.agent import Agent, AgentSettings
 from flotilla.engine.checkpoint import Outcome
-from flotilla.engine.runner import DeployRunner
+from flotilla.engine.deploy.agent import Agent, AgentSettings
+from flotilla.engine.deploy.runner import DeployRunner
 from flotilla.machines import deploy as machine
 from tests.faults.test_agent_kills import upgraded
 from tests.faults.world import FaultWorld

@@ -14,6 +14,8 @@ from flotilla.adapters.secrets import LocalSecretBox
 from flotilla.engine import units
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.clock import FakeClock
+from flotilla.engine.deploy.runner import DeployRunner, FaultHook, RunnerSettings
+from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import (
     Instance,
@@ -24,8 +26,6 @@ from flotilla.engine.records import (
     Service,
 )
 from flotilla.engine.revisions import build_revision
-from flotilla.engine.runner import DeployRunner, FaultHook, RunnerSettings
-from flotilla.engine.steps import Ports
 from tests.simulation.runtime import MemoryUnitRuntime
 
 GOOD = "[Service]\nType=exec\nExecStart=/usr/bin/api\n"

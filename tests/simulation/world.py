@@ -24,13 +24,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from flotilla.adapters import items
 from flotilla.adapters.memory_events import MemoryEventQueue
 from flotilla.adapters.memory_load_balancer import MemoryLoadBalancer
 from flotilla.adapters.memory_locks import MemoryLockService
 from flotilla.adapters.memory_store import MemoryStateStore
 from flotilla.adapters.secrets import LocalSecretBox
-from flotilla.engine import items
-from flotilla.engine.agent import Agent, AgentSettings
+from flotilla.engine.deploy.agent import Agent, AgentSettings
+from flotilla.engine.deploy.runner import DeployRunner
+from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.ports import Event, TargetState
 from flotilla.engine.records import (
@@ -43,8 +45,6 @@ from flotilla.engine.records import (
     Service,
 )
 from flotilla.engine.revisions import build_revision
-from flotilla.engine.runner import DeployRunner
-from flotilla.engine.steps import Ports
 from flotilla.engine.updates import modify_service
 from flotilla.scheduler.service import Scheduler, SchedulerSettings
 from tests.simulation.runtime import MemoryUnitRuntime

@@ -13,11 +13,11 @@ from flotilla.adapters.memory_store import MemoryStateStore
 from flotilla.adapters.process_runtime import ProcessRuntime
 from flotilla.adapters.secrets import LocalSecretBox
 from flotilla.engine.clock import FakeClock, SystemClock
+from flotilla.engine.deploy.runner import DeployRunner, FaultHook, RunnerSettings
+from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import Instance, LoadBalancerKind, LoadBalancerRef, Revision, Service
 from flotilla.engine.revisions import build_revision
-from flotilla.engine.runner import DeployRunner, FaultHook, RunnerSettings
-from flotilla.engine.steps import Ports
 
 SLEEPER = "[Service]\nExecStart=/bin/sleep 600\n"
 BROKEN = "[Service]\nExecStart=/bin/sh -c 'exit 3'\n"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from flotilla.engine import units
-from flotilla.engine.agent import Agent, AgentSettings
 from flotilla.engine.checkpoint import Outcome
+from flotilla.engine.deploy.agent import Agent, AgentSettings
 from flotilla.engine.errors import TransientError
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import Instance

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flotilla.adapters import items
 from flotilla.adapters.dynamodb_codec import from_attributes, to_attributes
-from flotilla.engine import items
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition
 from flotilla.engine.records import (
     Instance,

@@ -11,9 +11,9 @@ import pytest
 
 from flotilla.adapters.memory_load_balancer import MemoryLoadBalancer
 from flotilla.engine.clock import FakeClock
+from flotilla.engine.deploy.retry import with_retries
 from flotilla.engine.errors import ConfigurationError, FlotillaError, TransientError
 from flotilla.engine.ports import TargetState
-from flotilla.engine.retry import with_retries
 
 DRAIN = 300.0  # ALB's default deregistration delay
 HEALTH = 30.0

@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 
 from flotilla.adapters.secrets import LocalSecretBox
-from flotilla.engine import units
-from flotilla.engine.errors import ValidationError
-from flotilla.engine.revision_sources import (
+from flotilla.cli.revision_sources import (
     MAX_FILE_BYTES,
     from_directory,
     from_files,
     from_tar,
     parse_env_file,
 )
+from flotilla.engine import units
+from flotilla.engine.errors import ValidationError
 from flotilla.engine.revisions import build_revision
 
 WEB = "[Unit]\nAfter=docker.service\nRequires=docker.service\n[Service]\nExecStart=/usr/bin/web\n"

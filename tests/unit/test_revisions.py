@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from flotilla.adapters import items
 from flotilla.adapters.secrets import LocalSecretBox
-from flotilla.engine import items
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.revisions import build_revision, verify_revision_id
 

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flotilla.adapters import items
 from flotilla.adapters.dynamodb_codec import from_attributes, to_attributes
-from flotilla.engine import items
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.records import (
     HISTORY_LIMIT,

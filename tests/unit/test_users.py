@@ -12,6 +12,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from flotilla.adapters.items import users as stored_users
 from flotilla.engine import users
 from flotilla.engine.errors import SchemaError, ValidationError
 from flotilla.engine.users import User
@@ -219,15 +220,15 @@ def test_who_may_reach_a_service() -> None:
 
 def test_items_round_trip_and_newer_or_malformed_items_are_refused() -> None:
     record = User("alice", ssh_keys=(ed25519_line(),), services=("api",), admin=True, version=3)
-    item = users.user_to_item(record)
-    assert item["schema"] == users.USER_SCHEMA
-    assert users.user_from_item(item) == record
+    item = stored_users.user_to_item(record)
+    assert item["schema"] == stored_users.USER_SCHEMA
+    assert stored_users.user_from_item(item) == record
     with pytest.raises(SchemaError, match="newer"):
-        users.user_from_item({**item, "schema": users.USER_SCHEMA + 1})
+        stored_users.user_from_item({**item, "schema": stored_users.USER_SCHEMA + 1})
     with pytest.raises(SchemaError, match="malformed"):
-        users.user_from_item({**item, "admin": "yes"})
+        stored_users.user_from_item({**item, "admin": "yes"})
     with pytest.raises(SchemaError, match="no schema"):
-        users.user_from_item({k: v for k, v in item.items() if k != "schema"})
+        stored_users.user_from_item({k: v for k, v in item.items() if k != "schema"})
 
 
 def test_a_service_name_with_a_trailing_newline_is_refused() -> None:

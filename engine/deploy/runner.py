@@ -21,14 +21,15 @@ from typing import TypeVar
 
 from opentelemetry import trace
 
-from flotilla.engine import telemetry, units
+from flotilla.engine import units
 from flotilla.engine.checkpoint import DeployCheckpoint, Transition
+from flotilla.engine.deploy import telemetry
+from flotilla.engine.deploy.retry import with_retries
+from flotilla.engine.deploy.steps import Advance, Ports, StepFailed, Steps, StepSettings
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, FlotillaError
-from flotilla.engine.lease_keeper import LeaseKeeper
+from flotilla.engine.leases import LeaseKeeper
 from flotilla.engine.ports import Event, EventQueue
 from flotilla.engine.records import Instance, Lease, Service, deploy_id_for
-from flotilla.engine.retry import with_retries
-from flotilla.engine.steps import Advance, Ports, StepFailed, Steps, StepSettings
 from flotilla.machines import deploy as machine
 
 log = logging.getLogger(__name__)

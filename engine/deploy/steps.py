@@ -19,8 +19,10 @@ from flotilla.engine import units as unit_names
 from flotilla.engine.activation import is_well, plan_activation
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef
 from flotilla.engine.clock import Clock
+from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
+from flotilla.engine.deploy.telemetry import call_span
 from flotilla.engine.errors import FlotillaError, UnitFailedError
-from flotilla.engine.lease_keeper import LeaseKeeper
+from flotilla.engine.leases import LeaseKeeper
 from flotilla.engine.liveness import live_instances
 from flotilla.engine.ports import (
     LoadBalancer,
@@ -31,8 +33,6 @@ from flotilla.engine.ports import (
     UnitRuntime,
 )
 from flotilla.engine.records import Lease, Revision, Service
-from flotilla.engine.retry import DeadlineExceededError, poll_until, with_retries
-from flotilla.engine.telemetry import call_span
 from flotilla.machines.deploy import RollbackWork
 
 T = TypeVar("T")

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flotilla.engine.clock import Clock
+from flotilla.engine.deploy.runner import DeployRunner
 from flotilla.engine.errors import FlotillaError, NotFoundError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL, expiry_for
 from flotilla.engine.ports import Event, EventQueue, LockService, StateStore
 from flotilla.engine.records import Instance, Lease, Service, deploy_id_for
-from flotilla.engine.runner import DeployRunner
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,108 @@
+"""What every stored item has in common: the schema check, clear errors for malformed
+items, timestamps as epoch milliseconds, and DynamoDB's size limit.
+
+An item is a plain dict of str, int, bool, bytes, None, lists and dicts: what every
+store adapter can hold (the DynamoDB adapter maps it to attribute values, the memory
+store keeps copies). Every item carries `schema`; reading an item written by a newer
+schema, or one with missing or mistyped fields, raises `SchemaError` with a clear
+message instead of a KeyError deep in the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+from flotilla.engine.clock import from_epoch_ms, to_epoch_ms
+from flotilla.engine.errors import ItemTooLargeError, SchemaError
+
+Item = dict[str, Any]
+T = TypeVar("T")
+
+# DynamoDB refuses items over 400 KB; we check before writing so the error names the record.
+MAX_ITEM_BYTES = 400 * 1024
+
+
+def ms(moment: datetime | None) -> int | None:
+    return None if moment is None else to_epoch_ms(moment)
+
+
+def time(value: Any) -> datetime | None:
+    return None if value is None else from_epoch_ms(int(value))
+
+
+def check_schema(item: Mapping[str, Any], kind: str, supported: int) -> None:
+    schema = item.get("schema")
+    if not isinstance(schema, int) or isinstance(schema, bool):
+        raise SchemaError(f"stored {kind} item has no schema number: {describe(item)}")
+    if schema > supported:
+        raise SchemaError(
+            f"stored {kind} item {describe(item)} has schema {schema}, newer than this "
+            f"flotilla understands ({supported}); upgrade flotilla to read it"
+        )
+
+
+def describe(item: Mapping[str, Any]) -> str:
+    for key in ("id", "name"):
+        if isinstance(item.get(key), str):
+            return repr(item[key])
+    return "(no id)"
+
+
+def optional_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def binary(value: object) -> bytes:
+    """A stored binary field; `bytes(number)` would allocate that many bytes instead."""
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"expected binary data, found {type(value).__name__}")
+    return bytes(value)
+
+
+def read(kind: str, item: Mapping[str, Any], build: Callable[[], T]) -> T:
+    """Build a record, turning a missing or mistyped field into a clear SchemaError."""
+    try:
+        return build()
+    # OverflowError and OSError: a timestamp out of datetime's range.
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError) as exc:
+        raise SchemaError(
+            f"stored {kind} item {describe(item)} is malformed ({type(exc).__name__}: {exc}); "
+            "it was probably written by another version of flotilla"
+        ) from exc
+
+
+# --- size ----------------------------------------------------------------------------
+
+
+def item_size(value: Any) -> int:
+    """DynamoDB's size of an attribute value in bytes (its documented rules, rounded up).
+
+    Strings and binaries count their bytes, numbers about one byte per two digits plus
+    one, maps and lists three bytes of overhead plus one per element, names their bytes.
+    """
+    if value is None or isinstance(value, bool):
+        return 1
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    if isinstance(value, bytes | bytearray):
+        return len(value)
+    if isinstance(value, int | float):
+        return len(str(abs(value))) // 2 + 2
+    if isinstance(value, Mapping):
+        return 3 + sum(len(str(k).encode()) + item_size(v) + 1 for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return 3 + sum(item_size(v) + 1 for v in value)
+    raise TypeError(f"cannot size a {type(value).__name__}")
+
+
+def check_item_size(item: Item, what: str) -> None:
+    """Refuse an item DynamoDB would refuse, naming the record and its size."""
+    size = item_size(item)
+    if size > MAX_ITEM_BYTES:
+        raise ItemTooLargeError(
+            f"{what} is {size / 1024:.0f} KB stored, over DynamoDB's 400 KB item limit; "
+            "make its unit files or environment smaller (large files belong in an image or "
+            "an artifact store, not in the revision)"
+        )

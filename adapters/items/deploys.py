@@ -1,0 +1,114 @@
+"""Deploy checkpoints (with their history of transitions) as stored items, and back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from flotilla.adapters.items import common
+from flotilla.adapters.items.common import Item
+from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition
+
+DEPLOY_SCHEMA = 1
+
+
+def deploy_to_item(checkpoint: DeployCheckpoint) -> Item:
+    lease = checkpoint.lease
+    return {
+        "schema": DEPLOY_SCHEMA,
+        "id": checkpoint.id,
+        "service": checkpoint.service,
+        "instance_id": checkpoint.instance_id,
+        "from_revision": checkpoint.from_revision,
+        "to_revision": checkpoint.to_revision,
+        "state": checkpoint.state,
+        "machine_version": checkpoint.machine_version,
+        "version": checkpoint.version,
+        "created_ms": common.ms(checkpoint.created_at),
+        "updated_ms": common.ms(checkpoint.updated_at),
+        "deadlines_ms": {name: common.ms(at) for name, at in checkpoint.deadlines.items()},
+        "attempts": dict(checkpoint.attempts),
+        "lease": None
+        if lease is None
+        else {"name": lease.name, "slot": lease.slot, "owner": lease.owner, "token": lease.token},
+        "trace_parent": checkpoint.trace_parent,
+        "last_span_id": checkpoint.last_span_id,
+        "outcome": None if checkpoint.outcome is None else checkpoint.outcome.value,
+        "error": checkpoint.error,
+        "rollback_error": checkpoint.rollback_error,
+        "history": [_transition_to_item(t) for t in checkpoint.history],
+    }
+
+
+def _transition_to_item(transition: Transition) -> Item:
+    return {
+        "state": transition.state,
+        "started_ms": common.ms(transition.started_at),
+        "ended_ms": common.ms(transition.ended_at),
+        "attempt": transition.attempt,
+        "error": transition.error,
+        "skipped": transition.skipped,
+        "resumed": transition.resumed,
+        "span_id": transition.span_id,
+    }
+
+
+def _transition_from_item(item: Mapping[str, Any]) -> Transition:
+    started = common.time(item["started_ms"])
+    if started is None:
+        raise ValueError("transition started_ms is empty")
+    return Transition(
+        state=str(item["state"]),
+        started_at=started,
+        ended_at=common.time(item.get("ended_ms")),
+        attempt=int(item["attempt"]),
+        error=common.optional_str(item.get("error")),
+        skipped=bool(item.get("skipped", False)),
+        resumed=bool(item.get("resumed", False)),
+        span_id=common.optional_str(item.get("span_id")),
+    )
+
+
+def deploy_from_item(item: Mapping[str, Any]) -> DeployCheckpoint:
+    common.check_schema(item, "deploy", DEPLOY_SCHEMA)
+
+    def build() -> DeployCheckpoint:
+        lease = item.get("lease")
+        outcome = item.get("outcome")
+        created = common.time(item["created_ms"])
+        updated = common.time(item["updated_ms"])
+        if created is None or updated is None:
+            raise ValueError("created_ms or updated_ms is empty")
+        deadlines: dict[str, datetime] = {}
+        for name, value in item["deadlines_ms"].items():
+            moment = common.time(value)
+            if moment is not None:
+                deadlines[str(name)] = moment
+        return DeployCheckpoint(
+            id=str(item["id"]),
+            service=str(item["service"]),
+            instance_id=str(item["instance_id"]),
+            from_revision=common.optional_str(item.get("from_revision")),
+            to_revision=str(item["to_revision"]),
+            state=str(item["state"]),
+            machine_version=int(item["machine_version"]),
+            created_at=created,
+            updated_at=updated,
+            version=int(item["version"]),
+            deadlines=deadlines,
+            attempts={str(k): int(v) for k, v in item["attempts"].items()},
+            lease=None
+            if lease is None
+            else LeaseRef(
+                str(lease["name"]), int(lease["slot"]), str(lease["owner"]), int(lease["token"])
+            ),
+            trace_parent=common.optional_str(item.get("trace_parent")),
+            last_span_id=common.optional_str(item.get("last_span_id")),
+            outcome=None if outcome is None else Outcome(outcome),
+            error=common.optional_str(item.get("error")),
+            rollback_error=common.optional_str(item.get("rollback_error")),
+            history=tuple(_transition_from_item(t) for t in item["history"]),
+        )
+
+    return common.read("deploy", item, build)

@@ -1,0 +1,79 @@
+"""Revisions (units and their sealed environment) as stored items, and back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flotilla.adapters.items import common
+from flotilla.adapters.items.common import Item
+from flotilla.engine.records import Revision, SealedBlob, SealedEnvironment
+
+REVISION_SCHEMA = 1
+
+
+def revision_to_item(revision: Revision) -> Item:
+    env = revision.environment
+    return {
+        "schema": REVISION_SCHEMA,
+        "service": revision.service,
+        "id": revision.id,
+        "label": revision.label,
+        "units": dict(revision.units),
+        "environment": None
+        if env is None
+        else {
+            "key_id": env.key_id,
+            "encrypted_data_key": env.encrypted_data_key,
+            "blobs": {
+                unit: {"nonce": blob.nonce, "ciphertext": blob.ciphertext}
+                for unit, blob in env.blobs.items()
+            },
+            "variable_names": {unit: list(names) for unit, names in env.variable_names.items()},
+        },
+        "created_ms": common.ms(revision.created_at),
+    }
+
+
+def describe_revision(revision: Revision) -> str:
+    """A log-safe summary: ids, unit names and variable NAMES, never values."""
+    names = {} if revision.environment is None else revision.environment.variable_names
+    return (
+        f"revision {revision.id[:12]} of {revision.service}: units {sorted(revision.units)}, "
+        f"variables {names}"
+    )
+
+
+def revision_from_item(item: Mapping[str, Any]) -> Revision:
+    common.check_schema(item, "revision", REVISION_SCHEMA)
+
+    def build() -> Revision:
+        env = item.get("environment")
+        created = common.time(item["created_ms"])
+        if created is None:
+            raise ValueError("created_ms is empty")
+        return Revision(
+            service=str(item["service"]),
+            id=str(item["id"]),
+            label=str(item["label"]),
+            units={str(k): str(v) for k, v in item["units"].items()},
+            environment=None
+            if env is None
+            else SealedEnvironment(
+                key_id=str(env["key_id"]),
+                encrypted_data_key=common.binary(env["encrypted_data_key"]),
+                blobs={
+                    str(unit): SealedBlob(
+                        common.binary(blob["nonce"]), common.binary(blob["ciphertext"])
+                    )
+                    for unit, blob in env["blobs"].items()
+                },
+                variable_names={
+                    str(unit): tuple(str(n) for n in names)
+                    for unit, names in env["variable_names"].items()
+                },
+            ),
+            created_at=created,
+        )
+
+    return common.read("revision", item, build)
