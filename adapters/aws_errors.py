@@ -1,8 +1,11 @@
-"""The edge between Flotilla and botocore for AWS services other than DynamoDB.
+"""The one edge between Flotilla and botocore: every AWS adapter classifies errors here.
 
-One translation, shared by the load balancer adapters (and open to any other): botocore's
-exceptions become engine errors that say what went wrong and what to do, and carry
-whether the same call may succeed later (`retryable`), so no caller parses messages.
+One list of "slow down / try again" codes and one test of it (`is_transient`), used by
+every adapter (DynamoDB, SQS, KMS, ELB, S3, CloudFormation); one translation of the rest,
+used whole by most and in part by the adapters with answers of their own (DynamoDB's
+failed conditions and oversized items, KMS's refusals). botocore's exceptions become
+engine errors that say what went wrong and what to do, and carry whether the same call
+may succeed later (`retryable`), so no caller parses messages.
 
 - throttling, 5xx answers and failures to connect or read → `TransientError` (retryable);
   botocore has already retried these (standard mode, `CLIENT_CONFIG`), the engine's
@@ -42,8 +45,11 @@ NO_CREDENTIALS_HINT = (
     "or give this host an instance role"
 )
 
-# The codes AWS query and JSON services use for "slow down" and "try again": the ones
-# botocore's standard retry mode treats as throttling or transient, plus ELB's own.
+# The codes AWS services use for "slow down" and "try again": the ones botocore's standard
+# retry mode treats as throttling or transient, plus the services' own (DynamoDB's
+# throughput and transaction conflicts, SQS's and KMS's). One list for every adapter: a
+# code no service of ours sends costs nothing here, a code missing from one copy of the
+# list made that adapter give up on a throttle.
 THROTTLING_CODES = frozenset(
     {
         "Throttling",
@@ -64,6 +70,13 @@ THROTTLING_CODES = frozenset(
         "InternalError",
         "InternalFailure",
         "InternalServerError",
+        # DynamoDB
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        # KMS, and SQS on a queue encrypted with KMS
+        "KMSInternalException",
+        "DependencyTimeoutException",
+        "KmsThrottled",
     }
 )
 
@@ -97,6 +110,11 @@ def http_status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
+def is_transient(exc: ClientError) -> bool:
+    """Whether the same call may succeed later: a throttling or try-again code, or a 5xx."""
+    return error_code(exc) in THROTTLING_CODES or http_status(exc) >= 500
+
+
 @contextmanager
 def translated_errors(
     service: str, what: str, *, missing: Mapping[str, str] | None = None
@@ -110,25 +128,29 @@ def translated_errors(
         yield
     except ClientError as exc:
         raise translate(exc, service, what, missing=missing) from exc
-    except (NoCredentialsError, PartialCredentialsError, NoRegionError) as exc:
-        raise ConfigurationError(
+    except BotoCoreError as exc:
+        raise translate_botocore_error(exc, service, what) from exc
+
+
+def translate_botocore_error(exc: BotoCoreError, service: str, what: str) -> FlotillaError:
+    """A failure before AWS answered: no credentials or region, no connection, or a call
+    botocore itself refused."""
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | NoRegionError):
+        return ConfigurationError(
             f"{what}: no usable AWS credentials or region ({type(exc).__name__}); "
             + NO_CREDENTIALS_HINT
-        ) from exc
-    except (ConnectionError, HTTPClientError) as exc:
-        raise TransientError(
-            f"{what}: cannot reach {service} ({type(exc).__name__}); will retry"
-        ) from exc
-    except BotoCoreError as exc:
-        # Parameter validation and the like: the same call would fail the same way.
-        raise FlotillaError(f"{what}: botocore refused the call ({exc})") from exc
+        )
+    if isinstance(exc, ConnectionError | HTTPClientError):
+        return TransientError(f"{what}: cannot reach {service} ({type(exc).__name__}); will retry")
+    # Parameter validation and the like: the same call would fail the same way.
+    return FlotillaError(f"{what}: botocore refused the call ({exc})")
 
 
 def translate(
     exc: ClientError, service: str, what: str, *, missing: Mapping[str, str] | None = None
 ) -> FlotillaError:
     code = error_code(exc)
-    if code in THROTTLING_CODES or http_status(exc) >= 500:
+    if is_transient(exc):
         return TransientError(
             f"{what}: {service} is throttling or unavailable ({code}); will retry"
         )

@@ -1,7 +1,10 @@
 """The edge between Flotilla and botocore for DynamoDB: item codec and error translation.
 
 Items (see `adapters.items`) become DynamoDB attribute values and back; botocore's errors
-become engine errors, so nothing outside `adapters/` names a botocore type.
+become engine errors, so nothing outside `adapters/` names a botocore type. What is
+DynamoDB's own is here (a failed condition is an answer, not an error; an item too large;
+a missing table); throttling and everything else every AWS service shares is decided by
+the one AWS error edge, `adapters.aws_errors`.
 """
 
 from __future__ import annotations
@@ -13,15 +16,13 @@ from typing import Any
 
 from boto3.dynamodb.types import Binary, TypeDeserializer, TypeSerializer
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from flotilla.engine.errors import (
-    ConfigurationError,
-    FlotillaError,
-    ItemTooLargeError,
-    TransientError,
-)
+from flotilla.adapters import aws_errors
+from flotilla.adapters.aws_errors import error_code, error_message
+from flotilla.engine.errors import FlotillaError, ItemTooLargeError
 
+SERVICE = "DynamoDB"
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -30,20 +31,6 @@ _deserializer = TypeDeserializer()
 # in all per call (total_max_attempts counts the first one; max_attempts would not).
 CLIENT_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": 3}, connect_timeout=5, read_timeout=10
-)
-
-THROTTLING_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "InternalServerError",
-        "InternalFailure",
-        "ServiceUnavailable",
-        "TransactionInProgressException",
-    }
 )
 
 # boto3's stubs type attribute values as TypedDicts; items here are built and read
@@ -80,10 +67,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def is_condition_failure(exc: ClientError) -> bool:
     return error_code(exc) == "ConditionalCheckFailedException"
 
@@ -118,28 +101,21 @@ def translated_errors(what: str) -> Iterator[None]:
         if is_condition_failure(exc):
             raise
         raise translate(exc, what) from exc
-    except (ConnectionError, HTTPClientError) as exc:
-        raise TransientError(f"{what}: cannot reach DynamoDB ({exc}); will retry") from exc
     except BotoCoreError as exc:
-        raise FlotillaError(f"{what}: {exc}") from exc
+        raise aws_errors.translate_botocore_error(exc, SERVICE, what) from exc
 
 
 def translate(exc: ClientError, what: str) -> FlotillaError:
-    code = error_code(exc)
-    message = str(exc.response.get("Error", {}).get("Message", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    if code in THROTTLING_CODES or status >= 500:
-        return TransientError(f"{what}: DynamoDB is throttling or unavailable ({code})")
-    if code == "ResourceNotFoundException":
-        return ConfigurationError(
-            f"{what}: a Flotilla table does not exist ({message}); create the environment "
-            "first with `flotilla init`, or check --env and --region"
-        )
-    if code == "ValidationException" and "size" in message.lower():
+    message = error_message(exc)
+    if error_code(exc) == "ValidationException" and "size" in message.lower():
         return ItemTooLargeError(f"{what}: DynamoDB refused the item as too large ({message})")
-    if code in {"AccessDeniedException", "UnrecognizedClientException"}:
-        return ConfigurationError(f"{what}: AWS refused the request ({code}); check credentials")
-    return FlotillaError(f"{what}: DynamoDB answered {code}: {message}")
+    missing_table = (
+        f"a Flotilla table does not exist ({message}); create the environment first with "
+        "`flotilla init`, or check --env and --region"
+    )
+    return aws_errors.translate(
+        exc, SERVICE, what, missing={"ResourceNotFoundException": missing_table}
+    )
 
 
 def paginate(call: Callable[..., dict[str, Any]], **request: Any) -> Iterator[dict[str, Any]]:

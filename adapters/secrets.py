@@ -32,8 +32,7 @@ from botocore.exceptions import (
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from flotilla.adapters.aws_errors import NO_CREDENTIALS_HINT
-from flotilla.adapters.dynamodb_codec import THROTTLING_CODES, error_code
+from flotilla.adapters.aws_errors import NO_CREDENTIALS_HINT, error_code, is_transient
 from flotilla.engine.errors import ConfigurationError, SecretError, TransientError
 from flotilla.engine.records import SealedBlob, SealedEnvironment
 
@@ -191,12 +190,7 @@ class KmsSecretBox:
             return call()
         except ClientError as exc:
             code = error_code(exc)
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-            if (
-                code in THROTTLING_CODES
-                or code in {"KMSInternalException", "DependencyTimeoutException"}
-                or status >= 500
-            ):
+            if is_transient(exc):
                 raise TransientError(f"{what}: KMS is throttling or unavailable ({code})") from exc
             refused = {"InvalidCiphertextException", "IncorrectKeyException"}
             if service is not None:

@@ -6,27 +6,19 @@ never longer than the client's read timeout allows) and hides the received messa
 the visibility timeout; a receiver acknowledges (deletes) an event only once it has
 handled it, so a receiver that dies before that leaves the event to reappear for the next
 one. Messages that cannot be read are left alone: SQS moves them to the dead-letter queue
-after `maxReceiveCount` receives. botocore's errors become engine errors here.
+after `maxReceiveCount` receives. botocore's errors become engine errors at the one AWS
+error edge (`adapters.aws_errors`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
-
-from flotilla.adapters import items
-from flotilla.engine.errors import (
-    ConfigurationError,
-    FlotillaError,
-    SchemaError,
-    TransientError,
-    ValidationError,
-)
+from flotilla.adapters import aws_errors, items
+from flotilla.engine.errors import SchemaError, ValidationError
 from flotilla.engine.ports import Event
 from flotilla.engine.validation import environment_name
 
@@ -35,20 +27,10 @@ log = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 20  # SQS's longest long poll
 MAX_BATCH = 10  # SQS returns at most ten messages per receive
 
-_THROTTLING = frozenset(
-    {
-        "ThrottlingException",
-        "Throttling",
-        "RequestThrottled",
-        "ServiceUnavailable",
-        "InternalError",
-        "InternalFailure",
-        "KmsThrottled",
-    }
-)
-_MISSING_QUEUE = frozenset({"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"})
-_REFUSED = frozenset(
-    {"AccessDenied", "AccessDeniedException", "InvalidClientTokenId", "UnrecognizedClientException"}
+SERVICE = "SQS"
+_MISSING_QUEUE = (
+    "the events queue does not exist; create the environment first with `flotilla init`, "
+    "or check --env and --region"
 )
 
 
@@ -133,31 +115,9 @@ class SqsEventQueue:
             self._client.delete_message(QueueUrl=self._url, ReceiptHandle=event.receipt)
 
 
-@contextmanager
-def translated_errors(what: str) -> Iterator[None]:
-    """Turn botocore failures of `what` into engine errors."""
-    try:
-        yield
-    except ClientError as exc:
-        raise translate(exc, what) from exc
-    except (ConnectionError, HTTPClientError) as exc:
-        raise TransientError(f"{what}: cannot reach SQS ({exc}); will retry") from exc
-    except BotoCoreError as exc:
-        raise FlotillaError(f"{what}: {exc}") from exc
-
-
-def translate(exc: ClientError, what: str) -> FlotillaError:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    message = str(error.get("Message", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    if code in _THROTTLING or status >= 500:
-        return TransientError(f"{what}: SQS is throttling or unavailable ({code})")
-    if code in _MISSING_QUEUE:
-        return ConfigurationError(
-            f"{what}: the events queue does not exist; create the environment first with "
-            "`flotilla init`, or check --env and --region"
-        )
-    if code in _REFUSED:
-        return ConfigurationError(f"{what}: AWS refused the request ({code}); check credentials")
-    return FlotillaError(f"{what}: SQS answered {code}: {message}")
+def translated_errors(what: str) -> AbstractContextManager[None]:
+    """botocore's failures of `what` as engine errors, by the one AWS error edge."""
+    missing = dict.fromkeys(
+        ("QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"), _MISSING_QUEUE
+    )
+    return aws_errors.translated_errors(SERVICE, what, missing=missing)
