@@ -13,30 +13,29 @@ boot without one), then, once the wheel is in the new bucket, with both.
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import click
 
-from flotilla.adapters.stacks import (
-    CloudFormationStacks,
-    StackChange,
-    StackEvent,
-    StackResult,
-    change_summary,
+from flotilla.adapters.stacks import CloudFormationStacks, StackEvent
+from flotilla.adapters.templates import ENVIRONMENT_TEMPLATE
+from flotilla.cli.options import aws_options, wiring_from
+from flotilla.cli.output import output_option
+from flotilla.cli.stack_deploy import (
+    apply_stack,
+    deploy_stack,
+    environment_stack_name,
+    report_result,
+    stack_parameters,
+    subnet_list,
 )
-from flotilla.adapters.templates import ENVIRONMENT_TEMPLATE, load_template, template_text
-from flotilla.cli.options import aws_options
-from flotilla.cli.output import output_option, print_json, print_table
-from flotilla.cli.service_commands import wiring_from
 from flotilla.cli.wheel_options import (
     ARTIFACT_BUCKET_OUTPUT,
     ChosenWheel,
     WheelRequest,
-    artifacts_from,
     chosen_wheel,
     publish,
     publish_unless_dry_run,
@@ -44,187 +43,7 @@ from flotilla.cli.wheel_options import (
     wheel_request,
 )
 from flotilla.cli.wiring import Wiring
-from flotilla.engine.errors import FlotillaError, ValidationError
-
-
-def environment_stack_name(environment: str) -> str:
-    return f"flotilla-{environment}"
-
-
-def stacks_from(wiring: Wiring) -> CloudFormationStacks:
-    return CloudFormationStacks(wiring.client("cloudformation"), wiring.clock)
-
-
-def stack_parameters(
-    stacks: CloudFormationStacks,
-    stack: str,
-    template: str,
-    given: Mapping[str, str | None],
-    managed: Collection[str],
-) -> dict[str, str]:
-    """Every managed parameter: as given, else as the stack has it, else the default.
-
-    All are passed explicitly, so an option left out never resets a value chosen before,
-    and the same command run twice sends the same parameters (nothing to change).
-    """
-    declared: dict[str, Any] = load_template(template)["Parameters"]
-    current = stacks.parameters(stack)
-    values: dict[str, str] = {}
-    for key in managed:
-        chosen = given.get(key)
-        if chosen is not None:
-            values[key] = chosen
-        elif key in current:
-            values[key] = _list_value(current[key])
-        elif "Default" in declared[key]:
-            values[key] = str(declared[key]["Default"])
-    return values
-
-
-def _list_value(value: str) -> str:
-    """A CommaDelimitedList's current value as CloudFormation takes it: `a,b`.
-
-    moto describes such a parameter as a Python list (`['a', 'b']`); AWS as `a,b`.
-    """
-    if value.startswith("[") and value.endswith("]"):
-        parsed = ast.literal_eval(value)
-        if isinstance(parsed, list):
-            return ",".join(str(item) for item in parsed)
-    return value
-
-
-def subnet_list(text: str | None) -> str | None:
-    """`subnet-a,subnet-b` (spaces allowed), checked for shape; None stays None."""
-    if text is None:
-        return None
-    subnets = [part.strip() for part in text.split(",") if part.strip()]
-    for subnet in subnets:
-        if not subnet.startswith("subnet-") or not subnet[7:].isalnum():
-            raise ValidationError(f"invalid subnet id {subnet[:40]!r}: expected subnet-<hex>")
-    return ",".join(subnets)
-
-
-def print_event(event: StackEvent, *, err: bool = False) -> None:
-    reason = f"  {event.reason}" if event.reason else ""
-    click.echo(f"{event.resource}  {event.resource_type}  {event.status}{reason}", err=err)
-
-
-def changes_json(changes: list[StackChange]) -> list[dict[str, Any]]:
-    return [
-        {
-            "action": c.action,
-            "resource": c.resource,
-            "type": c.resource_type,
-            "replacement": c.replacement,
-        }
-        for c in changes
-    ]
-
-
-def report_preview(
-    stack: str, existed: bool, changes: list[StackChange] | None, output: str
-) -> None:
-    if output == "json":
-        print_json(
-            {
-                "stack": stack,
-                "dry_run": True,
-                "exists": existed,
-                "changed": changes is not None,
-                "changes": changes_json(changes or []),
-            }
-        )
-        return
-    if changes is None:
-        click.echo(f"stack {stack} is up to date: nothing would change")
-        return
-    verb = "update" if existed else "create"
-    if not changes:
-        click.echo(f"would {verb} stack {stack}: parameters or outputs only, no resource")
-        return
-    click.echo(f"would {verb} stack {stack}: {change_summary(changes)}")
-    print_table(
-        ["ACTION", "RESOURCE", "TYPE", "REPLACEMENT"],
-        [[c.action, c.resource, c.resource_type, c.replacement or ""] for c in changes],
-    )
-
-
-def deploy_stack(
-    stacks: CloudFormationStacks,
-    stack: str,
-    template: str,
-    parameters: Mapping[str, str],
-    *,
-    dry_run: bool,
-    output: str,
-) -> StackResult | None:
-    """Preview or deploy `stack`, printing progress; the result (None for a dry run)."""
-    if dry_run:
-        existed = stacks.status(stack) is not None
-        changes = stacks.preview(stack, template_text(template), parameters)
-        report_preview(stack, existed, changes, output)
-        return None
-    events: list[StackEvent] = []
-    result = apply_stack(stacks, stack, template, parameters, output=output, events=events)
-    report_result(stack, result, events, output)
-    return result
-
-
-def apply_stack(
-    stacks: CloudFormationStacks,
-    stack: str,
-    template: str,
-    parameters: Mapping[str, str],
-    *,
-    output: str,
-    events: list[StackEvent],
-) -> StackResult:
-    """Deploy `stack` and wait, printing each event as it comes and adding it to `events`."""
-
-    # Progress goes to stdout for people; with --output json to stderr, so stdout stays JSON.
-    def on_event(event: StackEvent) -> None:
-        events.append(event)
-        print_event(event, err=output == "json")
-
-    return stacks.deploy(stack, template_text(template), parameters, on_event)
-
-
-def report_result(
-    stack: str,
-    result: StackResult,
-    events: list[StackEvent],
-    output: str,
-    *,
-    changed: bool | None = None,
-) -> None:
-    """The outcome: one line for people, one JSON document for scripts."""
-    changed = result.changed if changed is None else changed
-    if output == "json":
-        print_json(
-            {
-                "stack": stack,
-                "status": result.status,
-                "changed": changed,
-                "changes": changes_json(result.changes),
-                "events": [
-                    {
-                        "resource": e.resource,
-                        "type": e.resource_type,
-                        "status": e.status,
-                        "reason": e.reason,
-                    }
-                    for e in events
-                ],
-                "outputs": result.outputs,
-            }
-        )
-    elif changed and result.changes:
-        click.echo(f"stack {stack}: {result.status} ({change_summary(result.changes)})")
-    elif changed:  # created, or only parameters or outputs changed
-        click.echo(f"stack {stack}: {result.status}")
-    else:
-        click.echo(f"stack {stack} is up to date ({result.status}): nothing to change")
-
+from flotilla.engine.errors import FlotillaError
 
 ENVIRONMENT_PARAMETERS = (
     "EnvironmentName",
@@ -293,11 +112,11 @@ def init(
     wiring = wiring_from(options)
     environment = wiring.settings.environment
     stack = environment_stack_name(environment)
-    stacks = stacks_from(wiring)
+    stacks = wiring.stacks
     # With no scheduler instance (they run elsewhere, as in the demo's), no instance of
     # this stack installs Flotilla: nothing to publish, and an editable install may run it.
     needs_no_wheel = scheduler_count == 0 and request == WheelRequest()
-    with nullcontext() if needs_no_wheel else chosen_wheel(request) as chosen:
+    with nullcontext() if needs_no_wheel else chosen_wheel(request, wiring) as chosen:
         parameters = stack_parameters(
             stacks,
             stack,
@@ -314,7 +133,7 @@ def init(
             if bucket is None and chosen.path is not None and not dry_run:
                 create_then_publish(stacks, stack, parameters, chosen, wiring, output)
                 return
-            store = None if bucket is None else artifacts_from(wiring, bucket)
+            store = None if bucket is None else wiring.artifacts(bucket)
             publish_unless_dry_run(store, chosen, dry_run=dry_run, output=output)
         deploy_stack(
             stacks, stack, ENVIRONMENT_TEMPLATE, parameters, dry_run=dry_run, output=output
@@ -359,7 +178,7 @@ def create_then_publish(
             f"stack {stack} has no output {ARTIFACT_BUCKET_OUTPUT} after its update: is "
             "its template this Flotilla's?"
         )
-    publish(artifacts_from(wiring, bucket), chosen, output)
+    publish(wiring.artifacts(bucket), chosen, output)
     result = apply_stack(
         stacks, stack, ENVIRONMENT_TEMPLATE, parameters, output=output, events=events
     )

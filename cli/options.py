@@ -1,4 +1,4 @@
-"""Options shared by every command that talks to AWS."""
+"""Options shared by every command that talks to AWS, and the wiring they resolve into."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import click
 
 from flotilla.adapters.aws_errors import REGION_VARIABLES
-from flotilla.cli.wiring import AwsSettings
+from flotilla.cli.wiring import AwsSettings, Wiring
 from flotilla.engine.errors import ValidationError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,6 +42,15 @@ def settings_from(
     environment: str | None, region: str | None, profile: str | None, endpoint_url: str | None
 ) -> AwsSettings:
     return AwsSettings.resolve(environment, region, profile, endpoint_url)
+
+
+def wiring_from(options: dict[str, Any]) -> Wiring:
+    """The composition root for a command's `aws_options` (nothing is built until used)."""
+    return Wiring(
+        settings_from(
+            options["environment"], options["region"], options["profile"], options["endpoint_url"]
+        )
+    )
 
 
 def parse_seconds(option: str, text: str, *, minimum: float, maximum: float = math.inf) -> float:

@@ -25,19 +25,16 @@ from typing import Any
 
 import click
 
-from flotilla.cli.init_command import (
+from flotilla.cli.options import aws_options, wiring_from
+from flotilla.cli.output import output_option
+from flotilla.cli.stack_deploy import (
     deploy_stack,
     environment_stack_name,
     stack_parameters,
-    stacks_from,
     subnet_list,
 )
-from flotilla.cli.options import aws_options
-from flotilla.cli.output import output_option
-from flotilla.cli.service_commands import existing_service, wiring_from
 from flotilla.cli.wheel_options import (
     ARTIFACT_BUCKET_OUTPUT,
-    artifacts_from,
     chosen_wheel,
     publish_unless_dry_run,
     wheel_options,
@@ -45,6 +42,7 @@ from flotilla.cli.wheel_options import (
 )
 from flotilla.engine import validation
 from flotilla.engine.errors import ConfigurationError, ValidationError
+from flotilla.engine.operations.names import find_service
 from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef, Service
 from flotilla.engine.updates import modify_service
 
@@ -151,8 +149,8 @@ def provision(
     }
     wiring = wiring_from(options)
     environment = wiring.settings.environment
-    service = existing_service(wiring.store, name, wiring)
-    stacks = stacks_from(wiring)
+    service = find_service(wiring.store, name, environment)
+    stacks = wiring.stacks
     environment_stack = environment_stack_name(environment)
     if stacks.status(environment_stack) is None:
         raise ConfigurationError(
@@ -184,11 +182,9 @@ def provision(
         raise ValidationError(
             f"service {name!r} has a target group: give its VPC with --vpc-id vpc-..."
         )
-    with chosen_wheel(request) as chosen:
+    with chosen_wheel(request, wiring) as chosen:
         parameters.update(chosen.parameters)
-        publish_unless_dry_run(
-            artifacts_from(wiring, bucket), chosen, dry_run=dry_run, output=output
-        )
+        publish_unless_dry_run(wiring.artifacts(bucket), chosen, dry_run=dry_run, output=output)
         result = deploy_stack(
             stacks, stack, SERVICE_TEMPLATE, parameters, dry_run=dry_run, output=output
         )

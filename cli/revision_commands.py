@@ -14,16 +14,13 @@ from typing import Any
 import click
 
 from flotilla.cli import revision_sources
-from flotilla.cli.options import aws_options
+from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_fields, print_json, print_table
-from flotilla.cli.service_commands import existing_service, wiring_from
-from flotilla.cli.wiring import Wiring
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
+from flotilla.engine.operations.names import ID_CHARS, find_revision, find_service
 from flotilla.engine.records import Revision
 from flotilla.engine.revisions import build_revision
-
-ID_CHARS = 12  # how much of an id tables show; any unique prefix names a revision
 
 
 @click.group()
@@ -69,7 +66,7 @@ def add(
         sources = revision_sources.from_directory(Path(source))
     wiring = wiring_from(options)
     store = wiring.store
-    existing_service(store, service, wiring)  # fails before anything is sealed
+    find_service(store, service, wiring.settings.environment)  # fails before anything is sealed
     now = wiring.clock.now()
     taken = {r.label for r in store.list_revisions(service)}
     if label is None:
@@ -83,7 +80,7 @@ def add(
             f"service {service!r} already has a revision labelled {label!r}; choose another --label"
         )
     built = build_revision(
-        service, label, sources.units, sources.environments, _secret_box(wiring, kms_key_id), now
+        service, label, sources.units, sources.environments, wiring.secret_box(kms_key_id), now
     )
     stored = store.put_revision(built)
     if stored.label != label:
@@ -107,7 +104,7 @@ def list_(service: str, output: str, **options: Any) -> None:
     """List SERVICE's revisions, oldest first, with their current weights."""
     wiring = wiring_from(options)
     store = wiring.store
-    record = existing_service(store, service, wiring)
+    record = find_service(store, service, wiring.settings.environment)
     revisions = store.list_revisions(service)
     if output == "json":
         print_json([_summary(r, record.weights.get(r.id)) for r in revisions])
@@ -137,8 +134,8 @@ def show(service: str, revision_name: str, show_units: bool, output: str, **opti
     """Show one revision (named by label or id prefix): units and variable NAMES."""
     wiring = wiring_from(options)
     store = wiring.store
-    record = existing_service(store, service, wiring)
-    found = resolve_revision(store.list_revisions(service), revision_name, service)
+    record = find_service(store, service, wiring.settings.environment)
+    found = find_revision(store.list_revisions(service), revision_name, service)
     summary = _summary(found, record.weights.get(found.id))
     if output == "json":
         if show_units:
@@ -164,29 +161,6 @@ def show(service: str, revision_name: str, show_units: bool, output: str, **opti
                 click.echo(f"    | {line}".rstrip())
 
 
-def resolve_revision(revisions: list[Revision], name: str, service: str) -> Revision:
-    """The one revision `name` names: an exact id, a label, or a unique id prefix."""
-    exact = [r for r in revisions if r.id == name]
-    if exact:
-        return exact[0]
-    # A label that is also a prefix of another revision's id is ambiguous, not a label.
-    by_label = [r for r in revisions if r.label == name]
-    by_prefix = [r for r in revisions if r.id.startswith(name.lower())] if name else []
-    matches = {r.id: r for r in by_label + by_prefix}
-    if len(matches) == 1:
-        return next(iter(matches.values()))
-    if not matches:
-        raise ValidationError(
-            f"service {service!r} has no revision labelled {name[:70]!r} or with an id "
-            f"starting with it; see `flotilla revision list {service}`"
-        )
-    listed = ", ".join(f"{r.id[:ID_CHARS]} ({r.label})" for r in matches.values())
-    raise ValidationError(
-        f"{name[:70]!r} names more than one revision of {service!r} ({listed}); "
-        "give a longer id prefix"
-    )
-
-
 def _summary(revision: Revision, weight: int | None) -> dict[str, Any]:
     variables = revision.environment.variable_names if revision.environment else {}
     return {
@@ -198,11 +172,3 @@ def _summary(revision: Revision, weight: int | None) -> dict[str, Any]:
         "variables": {unit: list(names) for unit, names in sorted(variables.items())},
         "weight": weight,
     }
-
-
-def _secret_box(wiring: Wiring, key_id: str | None) -> Any:
-    from flotilla.adapters.secrets import KmsSecretBox
-
-    return KmsSecretBox(
-        wiring.client("kms"), key_id or f"alias/flotilla-{wiring.settings.environment}"
-    )

@@ -1,11 +1,10 @@
 """`flotilla rollout status|watch|pause|resume|revert`: see and steer a service's rollout.
 
-Status and watch only read (see `cli.progress`). Pause, resume and revert change the
-service record through `engine.updates.modify_service` (conditional on its version,
-re-applied on a conflict), add a line to the service history saying who did it, and then
-wake the scheduler with a `service_changed` event. The event is only a wake-up: if it
-cannot be sent the change is stored all the same, and the scheduler's timed pass finds it.
-The rollout state itself is the scheduler's alone; these commands never write it.
+Status and watch only read (see `cli.progress`). Pause, resume and revert are the
+engine's operations (`engine.operations.steering`: a conditional change of the service
+record, a history line saying who did it, then a wake-up for the scheduler that the change
+does not depend on); these commands parse, call them and print what they did. The rollout
+state itself is the scheduler's alone; nothing here writes it.
 """
 
 from __future__ import annotations
@@ -14,14 +13,13 @@ import getpass
 import json
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
-from flotilla.cli.notify import notify_scheduler
-from flotilla.cli.options import Seconds, aws_options
+from flotilla.cli.notify import warn_unwoken
+from flotilla.cli.options import Seconds, aws_options, wiring_from
 from flotilla.cli.output import output_option, print_json
 from flotilla.cli.progress import (
     Progress,
@@ -29,15 +27,13 @@ from flotilla.cli.progress import (
     print_progress,
     progress_json,
     read_progress,
-    weights_text,
 )
-from flotilla.cli.service_commands import existing_service, wiring_from
 from flotilla.cli.wiring import Wiring
 from flotilla.engine import validation
 from flotilla.engine.errors import FlotillaError, ValidationError
-from flotilla.engine.records import HistoryEntry, RolloutStatus, Service
-from flotilla.engine.updates import modify_service
-from flotilla.scheduler.rollout import bounded_history
+from flotilla.engine.operations.names import find_service, weights_text
+from flotilla.engine.operations.steering import Change
+from flotilla.engine.records import HistoryEntry, RolloutStatus
 
 MAX_REASON = 200
 ALARMING = frozenset({"rollout_stopped", "reverted"})
@@ -69,7 +65,7 @@ def status(service: str, output: str, **options: Any) -> None:
     """Show SERVICE's rollout: weights, failures, a bar per revision and every live instance."""
     validation.service_name(service)
     wiring = wiring_from(options)
-    record = existing_service(wiring.store, service, wiring)
+    record = find_service(wiring.store, service, wiring.settings.environment)
     show_progress(read_progress(wiring.store, record, wiring.clock.now()), output)
 
 
@@ -115,13 +111,14 @@ def watch_rollout(
     """
     store, clock = wiring.store, wiring.clock
     wait: Callable[[float], None] = clock.sleep if sleep is None else sleep
-    record = existing_service(store, name, wiring)
+    environment = wiring.settings.environment
+    record = find_service(store, name, environment)
     seen = {_key(entry) for entry in record.history}
     deadline = clock.now() + timedelta(seconds=timeout)
     polls = 0
     while True:
         if polls:
-            record = existing_service(store, name, wiring)
+            record = find_service(store, name, environment)
         progress = read_progress(store, record, clock.now())
         if output == "text" and polls:
             if sys.stdout.isatty():
@@ -211,23 +208,19 @@ def reason_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-def _now_ms(wiring: Wiring) -> datetime:
-    now = wiring.clock.now()
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)  # items keep whole ms
-
-
-def _report(wiring: Wiring, stored: Service, output: str, message: str, *, changed: bool) -> None:
-    woken = notify_scheduler(wiring, stored.name) if changed else False
+def _report(change: Change, output: str, message: str) -> None:
+    if change.unwoken is not None:
+        warn_unwoken(change.unwoken)
     if output == "json":
-        labels = {r.id: r.label for r in wiring.store.list_revisions(stored.name)}
+        stored = change.service
         print_json(
             {
                 "service": stored.name,
-                "changed": changed,
+                "changed": change.changed,
                 "paused": stored.paused,
-                "weights": weights_text(stored.weights, labels),
+                "weights": weights_text(stored.weights, change.labels),
                 "version": stored.version,
-                "scheduler_woken": woken,
+                "scheduler_woken": change.woken,
                 "message": message,
             }
         )
@@ -236,27 +229,19 @@ def _report(wiring: Wiring, stored: Service, output: str, message: str, *, chang
 
 
 def set_paused(wiring: Wiring, name: str, paused: bool, reason: str | None, output: str) -> None:
-    kind = "paused" if paused else "resumed"
-    why = f"{kind} by {operator_name()}" + (f": {reason}" if reason else "")
-    at = _now_ms(wiring)
-    applied = [False]
-
-    def change(current: Service) -> Service:
-        applied[0] = current.paused != paused
-        if not applied[0]:
-            return current
-        entry = HistoryEntry(at, kind, why, dict(current.weights))
-        return replace(current, paused=paused, history=bounded_history(current.history, [entry]))
-
-    current = existing_service(wiring.store, name, wiring)
-    stored = modify_service(wiring.store, name, change, current=current)
-    if not applied[0]:
-        message = f"{name} is {kind} already; nothing changed"
+    operations = wiring.operations
+    pause_or_resume = operations.pause if paused else operations.resume
+    current = find_service(wiring.store, name, wiring.settings.environment)
+    change = pause_or_resume(current, by=operator_name(), reason=reason)
+    if not change.changed:
+        message = f"{name} is {'paused' if paused else 'resumed'} already; nothing changed"
     elif paused:
-        message = f"{why}: the scheduler moves nothing in {name} until `flotilla rollout resume`"
+        message = (
+            f"{change.note}: the scheduler moves nothing in {name} until `flotilla rollout resume`"
+        )
     else:
-        message = f"{why}: the scheduler carries on with {name}'s rollout"
-    _report(wiring, stored, output, message, changed=applied[0])
+        message = f"{change.note}: the scheduler carries on with {name}'s rollout"
+    _report(change, output, message)
 
 
 @rollout.command()
@@ -296,40 +281,11 @@ def revert(service: str, reason: str | None, output: str, **options: Any) -> Non
     validation.service_name(service)
     extra = parse_reason(reason)
     wiring = wiring_from(options)
-    store = wiring.store
-    current = existing_service(store, service, wiring)
-    labels = {r.id: r.label for r in store.list_revisions(service)}
-    operator = operator_name()
-    at = _now_ms(wiring)
-    before: list[dict[str, int]] = []
-
-    def change(current: Service) -> Service:
-        previous = current.rollout_state.previous_weights
-        if previous is None:
-            raise FlotillaError(
-                f"nothing to revert: no rollout of {service} has completed without a failure "
-                f"yet, so no last good weights are known; set weights with `flotilla weights`"
-            )
-        if current.weights == previous:
-            raise FlotillaError(
-                f"nothing to revert: {service}'s weights already are its last good weights "
-                f"({weights_text(previous, labels)})"
-            )
-        before[:] = [dict(current.weights)]
-        why = (
-            f"reverted by {operator}: restored the last good weights "
-            f"{weights_text(previous, labels)} (were {weights_text(current.weights, labels)})"
-        ) + (f": {extra}" if extra else "")
-        entry = HistoryEntry(at, "reverted", why, dict(previous))
-        return replace(
-            current, weights=dict(previous), history=bounded_history(current.history, [entry])
-        )
-
-    stored = modify_service(store, service, change, current=current)
-    message = (
-        f"reverted {service} to its last good weights {weights_text(stored.weights, labels)} "
-        f"(were {weights_text(before[0], labels)})"
-    )
-    if stored.paused:
+    current = find_service(wiring.store, service, wiring.settings.environment)
+    change = wiring.operations.revert(current, by=operator_name(), reason=extra)
+    restored = weights_text(change.service.weights, change.labels)
+    were = weights_text(change.before, change.labels)
+    message = f"reverted {service} to its last good weights {restored} (were {were})"
+    if change.service.paused:
         message += f"; {service} is paused: nothing moves until `flotilla rollout resume`"
-    _report(wiring, stored, output, message, changed=True)
+    _report(change, output, message)

@@ -18,16 +18,14 @@ from typing import Any, TypeVar
 
 import click
 
-from flotilla.cli.options import aws_options
-from flotilla.cli.revision_commands import resolve_revision
-from flotilla.cli.service_commands import existing_service, wiring_from
+from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.trace import html, model, terminal
 from flotilla.cli.trace.model import DeployRow, RolloutView
 from flotilla.engine import validation
 from flotilla.engine.errors import FlotillaError, NotFoundError, ValidationError
+from flotilla.engine.operations.names import ID_CHARS, find_revision, find_service
 
 F = TypeVar("F", bound=Callable[..., Any])
-ID_CHARS = 12
 MAX_DEPLOY_ID = 1024  # DynamoDB allows 2048 bytes in a partition key; ids are far shorter
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -100,11 +98,11 @@ def rollout(
     else:
         wiring = wiring_from(options)
         store = wiring.store
-        existing_service(store, service, wiring)
+        find_service(store, service, wiring.settings.environment)
         now = wiring.clock.now()
         label = None
         if revision is not None:
-            found = resolve_revision(store.list_revisions(service), revision, service)
+            found = find_revision(store.list_revisions(service), revision, service)
             revision, label = found.id, found.label
         checkpoints = store.list_deploys(service, since=since_time)
         rows = model.select_rollout(

@@ -18,9 +18,8 @@ from typing import Any
 
 import click
 
-from flotilla.cli.options import aws_options
+from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_json, print_table
-from flotilla.cli.service_commands import wiring_from
 from flotilla.engine import users, validation
 from flotilla.engine.errors import (
     AlreadyExistsError,

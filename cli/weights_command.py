@@ -1,8 +1,9 @@
 """`flotilla weights SERVICE REV=W …`: set revision weights in one atomic change.
 
 Revisions are named by label or by a unique id prefix; every name and weight is checked
-before the change is written (conditionally, retried on conflict by engine.updates), so
-a mistake in any pair changes nothing.
+before the change is written (conditionally, retried on conflict: the engine's
+`Operations.set_weights`), so a mistake in any pair changes nothing. This command parses
+the pairs, calls the operation and prints the weights it stored.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ from typing import Any
 
 import click
 
-from flotilla.cli.notify import notify_scheduler
-from flotilla.cli.options import aws_options
+from flotilla.cli.notify import warn_unwoken
+from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_json, print_table
-from flotilla.cli.revision_commands import ID_CHARS, resolve_revision
-from flotilla.cli.service_commands import existing_service, wiring_from
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
-from flotilla.engine.updates import set_weights
+from flotilla.engine.operations.names import ID_CHARS, find_service
 
 
 def parse_pairs(pairs: tuple[str, ...]) -> list[tuple[str, int]]:
@@ -49,19 +48,11 @@ def weights(service: str, pairs: tuple[str, ...], output: str, **options: Any) -
     validation.service_name(service)
     parsed = parse_pairs(pairs)
     wiring = wiring_from(options)
-    store = wiring.store
-    current = existing_service(store, service, wiring)
-    revisions = store.list_revisions(service)
-    chosen: dict[str, int] = {}
-    for name, weight in parsed:
-        found = resolve_revision(revisions, name, service)
-        if found.id in chosen:
-            raise ValidationError(f"revision {found.id[:ID_CHARS]} ({found.label}) is named twice")
-        chosen[found.id] = weight
-    stored = set_weights(store, service, chosen, current=current)
-    if stored.version != current.version:
-        notify_scheduler(wiring, service)
-    labels = {r.id: r.label for r in revisions}
+    current = find_service(wiring.store, service, wiring.settings.environment)
+    change = wiring.operations.set_weights(current, parsed)
+    if change.unwoken is not None:
+        warn_unwoken(change.unwoken)
+    stored, labels = change.service, change.labels
     if output == "json":
         print_json(
             {

@@ -15,7 +15,6 @@ Every option is checked before any AWS call, so a refused one changes nothing.
 
 from __future__ import annotations
 
-import os
 import re
 import tempfile
 from collections.abc import Callable, Iterator
@@ -34,7 +33,6 @@ from flotilla.adapters.artifacts import (
     wheel_digest,
     wheel_key,
 )
-from flotilla.adapters.package_index import index_from
 from flotilla.cli.dependency_lock import DependencyLock, lock_for
 from flotilla.cli.running_wheel import check_wheel, rebuild_running_wheel
 from flotilla.cli.wiring import Wiring
@@ -128,21 +126,18 @@ class ChosenWheel:
 
 
 @contextmanager
-def chosen_wheel(request: WheelRequest) -> Iterator[ChosenWheel]:
-    """The wheel the request names, checked (or rebuilt into a folder kept while in use)."""
+def chosen_wheel(request: WheelRequest, wiring: Wiring) -> Iterator[ChosenWheel]:
+    """The wheel the request names, checked (or rebuilt into a folder kept while in use);
+    a file's dependencies are pinned from the wiring's package index."""
     if request.url is not None and request.sha256 is not None:
         yield ChosenWheel(request.url, request.sha256)
         return
     with tempfile.TemporaryDirectory(prefix="flotilla-wheel-") as folder:
         wheel = check_wheel(request.path) if request.path else rebuild_running_wheel(Path(folder))
         path = wheel.path
-        lock = lock_for(path.name, wheel.requires, index_from(os.environ))
+        lock = lock_for(path.name, wheel.requires, wiring.package_index)
         sha256, size = wheel_digest(path)
         yield ChosenWheel(wheel_key(path.name, sha256), sha256, path, size, lock)
-
-
-def artifacts_from(wiring: Wiring, bucket: str) -> S3ArtifactStore:
-    return S3ArtifactStore(wiring.client("s3"), bucket)
 
 
 def _say(text: str, output: str) -> None:

@@ -1,4 +1,5 @@
-"""The composition root: builds real adapters from settings. The only place that does.
+"""The composition root: builds real adapters from settings. The only place that does
+(the agent itself is assembled from them in `cli.agent_assembly`).
 
 Settings come from command-line options first, then `FLOTILLA_*` environment variables,
 then defaults; AWS credentials follow boto3's standard chain (profiles, instance roles).
@@ -11,8 +12,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.exceptions import NoRegionError, ProfileNotFound
@@ -23,10 +26,20 @@ from flotilla.adapters.dynamodb_locks import DynamoDBLockService
 from flotilla.adapters.dynamodb_store import DynamoDBStateStore
 from flotilla.adapters.dynamodb_users import DynamoDBUserStore
 from flotilla.adapters.sqs_events import SqsEventQueue
+from flotilla.cli.agent_runtime import PROCESS, RuntimeChoice
 from flotilla.engine.clock import Clock, SystemClock
 from flotilla.engine.config import TableNames
 from flotilla.engine.errors import ConfigurationError
+from flotilla.engine.operations.steering import Operations
+from flotilla.engine.ports import Event, EventQueue, LoadBalancer, UnitRuntime
+from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef
 from flotilla.engine.validation import environment_name
+
+if TYPE_CHECKING:  # imported where used: most commands need none of them
+    from flotilla.adapters.artifacts import S3ArtifactStore
+    from flotilla.adapters.package_index import PackageIndex
+    from flotilla.adapters.secrets import KmsSecretBox
+    from flotilla.adapters.stacks import CloudFormationStacks
 
 
 @dataclass(frozen=True)
@@ -122,3 +135,91 @@ class Wiring:
     @cached_property
     def users(self) -> DynamoDBUserStore:
         return DynamoDBUserStore(self.dynamodb, self.tables.users, self.clock)
+
+    @cached_property
+    def events_on_first_use(self) -> EventQueue:
+        """`events`, looked up only when an event is sent (`_QueueOnFirstUse`)."""
+        return _QueueOnFirstUse(self)
+
+    @cached_property
+    def operations(self) -> Operations:
+        """The operator's operations; they wake the scheduler after the change is stored."""
+        return Operations(self.store, self.events_on_first_use, self.clock)
+
+    def secret_box(self, key_id: str | None = None) -> KmsSecretBox:
+        """Seals and opens environments with `key_id`, by default the environment's key."""
+        from flotilla.adapters.secrets import KmsSecretBox
+
+        return KmsSecretBox(
+            self.client("kms"), key_id or f"alias/flotilla-{self.settings.environment}"
+        )
+
+    def load_balancer(self, ref: LoadBalancerRef | None) -> LoadBalancer | None:
+        """The adapter for a service's load balancer; None for a service without one."""
+        if ref is None:
+            return None
+        if ref.kind is LoadBalancerKind.CLASSIC:
+            from flotilla.adapters.elb_classic import ClassicLoadBalancer
+
+            return ClassicLoadBalancer(self.client("elb"), ref.name)
+        from flotilla.adapters.elbv2 import TargetGroupLoadBalancer
+
+        return TargetGroupLoadBalancer(self.client("elbv2"), ref.name)
+
+    @cached_property
+    def stacks(self) -> CloudFormationStacks:
+        from flotilla.adapters.stacks import CloudFormationStacks
+
+        return CloudFormationStacks(self.client("cloudformation"), self.clock)
+
+    def artifacts(self, bucket: str) -> S3ArtifactStore:
+        """The environment's artifact bucket (its name is an output of the stack)."""
+        from flotilla.adapters.artifacts import S3ArtifactStore
+
+        return S3ArtifactStore(self.client("s3"), bucket)
+
+    @cached_property
+    def package_index(self) -> PackageIndex:
+        """Where the wheel's dependencies are pinned from: `FLOTILLA_PACKAGE_INDEX` or PyPI."""
+        from flotilla.adapters.package_index import index_from
+
+        return index_from(os.environ)
+
+
+class _QueueOnFirstUse:
+    """The wiring's `EventQueue`, looked up when first used. Finding the SQS queue is a
+    call that can fail; an operator's change is stored before the scheduler is woken, so
+    that failure must cost only the wake-up, never the change."""
+
+    def __init__(self, wiring: Wiring) -> None:
+        self._wiring = wiring
+
+    def send(self, event: Event) -> None:
+        self._wiring.events.send(event)
+
+    def receive(self, *, wait: timedelta, max_events: int = 10) -> list[Event]:
+        return self._wiring.events.receive(wait=wait, max_events=max_events)
+
+    def ack(self, event: Event) -> None:
+        self._wiring.events.ack(event)
+
+
+def unit_runtime(
+    choice: RuntimeChoice, *, state_dir: Path, bus_address: str | None, unit_dir: Path | None
+) -> UnitRuntime:
+    """Where an agent runs units (`cli.agent_runtime` chose which, and why)."""
+    if choice.kind == PROCESS:
+        return process_runtime(state_dir)
+    from flotilla.adapters.systemd import SystemdRuntime
+
+    return SystemdRuntime.connect(
+        bus_address=bus_address, unit_dir=unit_dir, env_dir=state_dir / "env"
+    )
+
+
+def process_runtime(state_dir: Path) -> UnitRuntime:
+    """The process runtime of an agent started with `--state-dir STATE_DIR`; also how the
+    demo and the benchmarks stop the units such an agent left running."""
+    from flotilla.adapters.process_runtime import ProcessRuntime
+
+    return ProcessRuntime(state_dir / "process")

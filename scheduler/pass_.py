@@ -25,13 +25,13 @@ from opentelemetry import trace
 from flotilla.engine.clock import Clock
 from flotilla.engine.errors import ConflictError, FlotillaError, LockLostError, NotFoundError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
+from flotilla.engine.operations.rules import bounded_history
 from flotilla.engine.ports import StateStore
 from flotilla.engine.records import Service, deploy_id_for
 from flotilla.engine.updates import modify_service
 from flotilla.scheduler.rollout import (
     ServiceInputs,
     ServicePlan,
-    bounded_history,
     deploy_window,
     needs_deploy_list,
     plan_service,

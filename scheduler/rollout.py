@@ -20,7 +20,8 @@ rule below is unit-tested without a store:
   ended `rolled_back` or `failed` are counted per revision. When one reaches
   `max_failures` (0 counts as 1) the rollout stops: nothing more moves to it. With
   `auto_revert` and known previous weights, those are restored instead and a new rollout
-  towards them begins. Either way the service history says why.
+  towards them begins (the rule is `engine.operations.rules.revert_target`, the one
+  `flotilla rollout revert` follows). Either way the service history says why.
 - **Paused** services are left exactly as they are: no assignment and no record changes.
 - **Dead** instances lose their assignment (they are not counted by the apportionment).
 """
@@ -35,8 +36,8 @@ from enum import StrEnum
 
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.liveness import is_alive
+from flotilla.engine.operations.rules import bounded_history, revert_target
 from flotilla.engine.records import (
-    HISTORY_LIMIT,
     HistoryEntry,
     Instance,
     RolloutState,
@@ -167,20 +168,16 @@ def plan_service(inputs: ServiceInputs, *, fence_lock: str, fence: int) -> Servi
     if spent and state.status is RolloutStatus.ROLLING:
         reason = _stop_reason(spent, state, budget, inputs.deploys.values())
         history.append(HistoryEntry(now, "rollout_stopped", reason, weights))
-        previous = state.previous_weights
-        if policy.auto_revert and previous is not None and previous != weights:
-            weights = dict(previous)
+        target = revert_target(state, weights) if policy.auto_revert else None
+        if isinstance(target, dict):
+            weights = target
             history.append(
                 HistoryEntry(now, "reverted", f"restored the last good weights: {reason}", weights)
             )
             state = _begin(state, weights, now)
         else:
-            if policy.auto_revert:
-                reason += (
-                    "; not reverted: no rollout has completed without failures yet"
-                    if previous is None
-                    else "; not reverted: these are the last good weights"
-                )
+            if target is not None:
+                reason += f"; not reverted: {target.value}"
             state = dataclasses.replace(state, status=RolloutStatus.STOPPED, reason=reason)
     halted = set(spent) if state.status is RolloutStatus.STOPPED else set()
 
@@ -324,12 +321,6 @@ def _change(before: Mapping[str, int], after: Mapping[str, int]) -> str:
 def _show(weights: Mapping[str, int]) -> str:
     shown = ", ".join(f"{r[:12]}={w}" for r, w in sorted(weights.items()))
     return "{" + shown + "}"
-
-
-def bounded_history(
-    kept: Sequence[HistoryEntry], added: Sequence[HistoryEntry]
-) -> tuple[HistoryEntry, ...]:
-    return (*kept, *added)[-HISTORY_LIMIT:]
 
 
 def _whole_ms(moment: datetime) -> datetime:

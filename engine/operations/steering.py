@@ -1,0 +1,161 @@
+"""Operator operations on a service: set weights, pause, resume, revert.
+
+Each changes the service record through `engine.updates.modify_service` (conditional on
+the version it was based on, re-applied to the latest record on a conflict, validated
+before every write), so a mistake stores nothing and two operators never overwrite each
+other. Pause, resume and revert add a line to the service history saying who did it and
+why; new weights need none, the scheduler records the rollout they start.
+
+A change that was stored is followed by a `service_changed` event. The event is only a
+wake-up: if it cannot be sent the change stands all the same, the scheduler's timed pass
+finds it, and the returned `Change` says why the scheduler was not woken. The rollout
+state is the scheduler's alone; nothing here writes it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from flotilla.engine import updates
+from flotilla.engine.clock import Clock
+from flotilla.engine.errors import FlotillaError, ValidationError
+from flotilla.engine.operations.names import ID_CHARS, find_revision, weights_text
+from flotilla.engine.operations.rules import NoRevert, bounded_history, revert_target
+from flotilla.engine.ports import Event, EventQueue, StateStore
+from flotilla.engine.records import HistoryEntry, Service
+
+CHANGED = "service_changed"  # the event that wakes the scheduler for one service
+
+
+@dataclass(frozen=True)
+class Change:
+    """What an operation did to a service."""
+
+    service: Service  # as stored afterwards (as given, when nothing changed)
+    changed: bool  # whether anything was written
+    before: Mapping[str, int]  # the weights before the operation
+    labels: Mapping[str, str]  # revision id -> label, of the service's revisions
+    note: str | None = None  # the history line written, if one was
+    unwoken: str | None = None  # why the scheduler was not woken after a stored change
+
+    @property
+    def woken(self) -> bool:
+        return self.changed and self.unwoken is None
+
+
+def wake_scheduler(events: EventQueue, service: str) -> str | None:
+    """Send `service_changed` about `service`: None once sent, else why it was not."""
+    try:
+        events.send(Event(CHANGED, service))
+    except FlotillaError as unsent:
+        return unsent.message
+    return None
+
+
+class Operations:
+    """The operator's operations on one environment's services."""
+
+    def __init__(self, store: StateStore, events: EventQueue, clock: Clock) -> None:
+        self.store = store
+        self.events = events
+        self.clock = clock
+
+    def set_weights(self, service: Service, named: Sequence[tuple[str, int]]) -> Change:
+        """Give each named revision (label, id or id prefix) its weight in one atomic change;
+        revisions not named keep theirs. Every name is resolved before anything is written."""
+        revisions = self.store.list_revisions(service.name)
+        chosen: dict[str, int] = {}
+        for name, weight in named:
+            found = find_revision(revisions, name, service.name)
+            if found.id in chosen:
+                raise ValidationError(
+                    f"revision {found.id[:ID_CHARS]} ({found.label}) is named twice"
+                )
+            chosen[found.id] = weight
+        stored = updates.set_weights(self.store, service.name, chosen, current=service)
+        labels = {r.id: r.label for r in revisions}
+        return self._woken(
+            Change(stored, stored.version != service.version, dict(service.weights), labels)
+        )
+
+    def pause(self, service: Service, *, by: str, reason: str | None = None) -> Change:
+        """The scheduler assigns nothing in `service` until it is resumed; deploys already
+        running finish. Pausing a paused service changes nothing."""
+        return self._set_paused(service, True, by, reason)
+
+    def resume(self, service: Service, *, by: str, reason: str | None = None) -> Change:
+        """The scheduler carries on with `service`'s rollout where it was paused."""
+        return self._set_paused(service, False, by, reason)
+
+    def revert(self, service: Service, *, by: str, reason: str | None = None) -> Change:
+        """Restore the last good weights (`rules.revert_target`); refused, storing nothing,
+        when there are none or they are in force already."""
+        labels = self._labels(service.name)
+        at = self._now()
+        notes: list[str] = []
+
+        def change(current: Service) -> Service:
+            target = revert_target(current.rollout_state, current.weights)
+            if isinstance(target, NoRevert):
+                raise FlotillaError(_nothing_to_revert(target, current, labels))
+            why = (
+                f"reverted by {by}: restored the last good weights "
+                f"{weights_text(target, labels)} (were {weights_text(current.weights, labels)})"
+            ) + (f": {reason}" if reason else "")
+            notes[:] = [why]
+            entry = HistoryEntry(at, "reverted", why, dict(target))
+            return _with_entry(replace(current, weights=dict(target)), entry)
+
+        before = dict(service.weights)
+        stored = updates.modify_service(self.store, service.name, change, current=service)
+        return self._woken(Change(stored, True, before, labels, notes[0]))
+
+    # --- shared -----------------------------------------------------------------------
+
+    def _set_paused(self, service: Service, paused: bool, by: str, reason: str | None) -> Change:
+        kind = "paused" if paused else "resumed"
+        why = f"{kind} by {by}" + (f": {reason}" if reason else "")
+        labels = self._labels(service.name)
+        at = self._now()
+        applied = [False]
+
+        def change(current: Service) -> Service:
+            applied[0] = current.paused != paused
+            if not applied[0]:
+                return current
+            entry = HistoryEntry(at, kind, why, dict(current.weights))
+            return _with_entry(replace(current, paused=paused), entry)
+
+        stored = updates.modify_service(self.store, service.name, change, current=service)
+        note = why if applied[0] else None
+        return self._woken(Change(stored, applied[0], dict(service.weights), labels, note))
+
+    def _woken(self, change: Change) -> Change:
+        if not change.changed:
+            return change
+        return replace(change, unwoken=wake_scheduler(self.events, change.service.name))
+
+    def _labels(self, service: str) -> dict[str, str]:
+        return {r.id: r.label for r in self.store.list_revisions(service)}
+
+    def _now(self) -> datetime:
+        now = self.clock.now()
+        return now.replace(microsecond=now.microsecond // 1000 * 1000)  # items keep whole ms
+
+
+def _with_entry(service: Service, entry: HistoryEntry) -> Service:
+    return replace(service, history=bounded_history(service.history, [entry]))
+
+
+def _nothing_to_revert(why: NoRevert, service: Service, labels: Mapping[str, str]) -> str:
+    if why is NoRevert.UNKNOWN:
+        return (
+            f"nothing to revert: no rollout of {service.name} has completed without a failure "
+            "yet, so no last good weights are known; set weights with `flotilla weights`"
+        )
+    return (
+        f"nothing to revert: {service.name}'s weights already are its last good weights "
+        f"({weights_text(service.weights, labels)})"
+    )
