@@ -2,8 +2,9 @@
 older `scripts/bench-*` entry points (one each).
 
 Importing the package makes the checkout importable (`flotilla` is installed editable,
-`tests.support` is not) and gives boto3 dummy credentials and a region, so that every
-benchmark talks to local stand-ins (moto server, DynamoDB Local) and never to AWS.
+the `testbed` the benchmarks share with the tests is not) and gives boto3 dummy
+credentials and a region, so that every benchmark talks to local stand-ins (moto server,
+DynamoDB Local) and never to AWS. No benchmark imports the tests package.
 """
 
 from __future__ import annotations

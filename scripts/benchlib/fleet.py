@@ -1,8 +1,8 @@
 """Real agent processes (and a real scheduler process) on a moto server, for the
 benchmarks that time what a fleet does: restarts, rollouts, the scheduler's reaction.
 
-Built on the integration tests' helpers (tests/support/agents.py): the same `flotilla
-agent` and `flotilla scheduler` commands, units on the process runtime. Times are read
+Built on the testbed the integration tests use too (testbed/agents.py): the same
+`flotilla agent` and `flotilla scheduler` commands, units on the process runtime. Times are read
 from the checkpoints the agents write (their clock is this machine's clock), not from
 this process's polling, so the polling adds no error to them.
 """
@@ -15,17 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import boto3
-
-from flotilla.adapters.process_runtime import ProcessRuntime
-from flotilla.adapters.sqs_events import SqsEventQueue, queue_name
+from flotilla.adapters.sqs_events import queue_name
+from flotilla.cli.wiring import process_runtime
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.ports import Event
 from flotilla.engine.records import RolloutPolicy, Service
 from flotilla.engine.revisions import build_revision
 from flotilla.engine.updates import set_weights
-from tests.support.agents import AgentProcess, AwsWorld, start_agent, wait_for
-from tests.support.aws import REGION
+from testbed.agents import AgentProcess, AwsWorld, start_agent, wait_for
 
 SLEEPER = "[Service]\nExecStart=/bin/sleep 600\n"
 
@@ -47,8 +44,8 @@ class Fleet:
                     rollout=RolloutPolicy(self.max_in_flight, max_failures=1)),
         )  # fmt: skip
         self.instances = [f"i-{self.service}-{n:02d}" for n in range(self.size)]
-        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=self.world.endpoint)
-        self.events = SqsEventQueue.for_environment(sqs, self.world.environment)
+        sqs = self.world.wiring.client("sqs")
+        self.events = self.world.wiring.events
         self._sqs, self._labels = sqs, 0
         queue = sqs.get_queue_url(QueueName=queue_name(self.world.environment))
         self._queue_url = queue["QueueUrl"]
@@ -113,7 +110,7 @@ class Fleet:
         for agent in self.agents:
             agent.kill()
         for instance in self.instances:
-            runtime = ProcessRuntime(self.work / instance / "process")
+            runtime = process_runtime(self.work / instance)  # the agent's --state-dir
             runtime.stop(runtime.owned_units())
 
 

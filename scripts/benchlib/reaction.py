@@ -19,7 +19,7 @@ from pathlib import Path
 
 from benchlib.figures import Figure
 from benchlib.fleet import Fleet, seconds_between, stopping
-from tests.support.agents import aws_world, start_scheduler, wait_for
+from testbed.agents import aws_world, start_scheduler, wait_for
 
 INTERVAL = 15  # seconds: `flotilla scheduler`'s default
 KINDS = {"SQS wake-up": True, "polling only": False}

@@ -22,10 +22,10 @@ from benchlib.figures import Figure
 from benchlib.fleet import Fleet, seconds_between, stopping
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import Instance
-from tests.support.agents import aws_world, start_agent, wait_for
+from testbed.agents import aws_world, start_agent, wait_for
 
 KILLED_AT = "starting"
-AGENT_LEASE = 3  # seconds, as tests/support/agents.py starts agents
+AGENT_LEASE = 3  # seconds, as testbed/agents.py starts agents
 
 
 def logged_at(lines: list[dict[str, Any]], starting: str = "") -> datetime:

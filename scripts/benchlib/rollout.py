@@ -24,7 +24,7 @@ from benchlib.figures import Figure
 from benchlib.fleet import Fleet, seconds_between, stopping
 from flotilla.engine.records import RolloutPolicy
 from flotilla.engine.updates import modify_service
-from tests.support.agents import aws_world, start_scheduler
+from testbed.agents import aws_world, start_scheduler
 
 INSTANCES = 20
 IN_FLIGHT = (1, 2, 5)

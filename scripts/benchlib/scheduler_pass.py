@@ -22,8 +22,8 @@ from flotilla.engine.config import TableNames
 from flotilla.engine.ports import StateStore
 from flotilla.engine.updates import set_weights
 from flotilla.scheduler.pass_ import PassSettings, SchedulerPass
-from tests.support.aws import CallCounter, dynamodb_client, dynamodb_local
-from tests.support.scheduler_world import V1, V2, CountingStore, make_service, register
+from testbed.aws import CallCounter, dynamodb_client, dynamodb_local
+from testbed.scheduler_world import V1, V2, CountingStore, make_service, register
 
 SHAPES = [  # (instances, services)
     (1_000, 1),

@@ -1,5 +1,8 @@
 """A small world for scheduler tests: services, instances and fake agents on any store.
 
+Services, instances and the counting store come from the testbed
+(testbed/scheduler_world.py), which the scheduler's benchmark shares.
+
 `FakeAgents` does what real agents do to the records, and nothing else: it creates the
 deploy of each instance's assignment (under the runner's deploy id), finishes it with a
 chosen outcome and sets the instance's current revision as the runner would. Starting
@@ -12,44 +15,26 @@ import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
 
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.clock import Clock
 from flotilla.engine.errors import AlreadyExistsError
 from flotilla.engine.liveness import is_alive
 from flotilla.engine.ports import StateStore
-from flotilla.engine.records import Instance, RolloutPolicy, Service, deploy_id_for
+from flotilla.engine.records import Instance, deploy_id_for
+from testbed.scheduler_world import LONG, V1, V2, V3, CountingStore, make_service, register
 
-V1 = "1" * 64
-V2 = "2" * 64
-V3 = "3" * 64
-LONG = timedelta(days=1)
-
-
-def make_service(
-    store: StateStore,
-    name: str = "api",
-    weights: dict[str, int] | None = None,
-    *,
-    max_in_flight: str = "1",
-    max_failures: int = 1,
-    auto_revert: bool = True,
-) -> Service:
-    return store.create_service(
-        Service(
-            name=name,
-            rollout=RolloutPolicy(max_in_flight, max_failures, auto_revert),
-            weights={V1: 100} if weights is None else weights,
-        )
-    )
-
-
-def register(store: StateStore, clock: Clock, service: str, count: int, prefix: str = "i") -> None:
-    now = clock.now()
-    for n in range(count):
-        instance = Instance(f"{prefix}-{n:03d}", service, "test", now, now)
-        store.register_instance(instance, expires_at=now + LONG)
+__all__ = [
+    "LONG",
+    "V1",
+    "V2",
+    "V3",
+    "CountingStore",
+    "FakeAgents",
+    "heartbeat",
+    "make_service",
+    "register",
+]
 
 
 def heartbeat(store: StateStore, clock: Clock, instance_ids: Iterable[str]) -> None:
@@ -137,45 +122,3 @@ class FakeAgents:
     def settle(self) -> None:
         self.start()
         self.finish()
-
-
-class CountingStore:
-    """A `StateStore` that counts the calls made through it, by method name."""
-
-    WRITES = frozenset(
-        {
-            "create_service",
-            "update_service",
-            "delete_service",
-            "set_assignment",
-            "register_instance",
-            "record_heartbeat",
-            "set_current_revision",
-            "create_deploy",
-            "update_deploy",
-        }
-    )
-
-    def __init__(self, inner: StateStore) -> None:
-        self.inner = inner
-        self.calls: Counter[str] = Counter()
-        self.before: dict[str, Callable[..., None]] = {}  # hooks run before a call
-
-    def __getattr__(self, name: str) -> Any:
-        method = getattr(self.inner, name)
-
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            self.calls[name] += 1
-            hook = self.before.get(name)
-            if hook is not None:
-                hook(*args, **kwargs)
-            return method(*args, **kwargs)
-
-        return counted
-
-    @property
-    def writes(self) -> int:
-        return sum(n for name, n in self.calls.items() if name in self.WRITES)
-
-    def reset(self) -> None:
-        self.calls.clear()

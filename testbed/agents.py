@@ -1,0 +1,151 @@
+"""Real `flotilla agent` and `flotilla scheduler` processes against a moto server, for
+the crash and integration tests and the fleet benchmarks; and the operator's CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flotilla.cli.wiring import AwsSettings, Wiring
+from testbed.aws import REGION, create_environment_stack, moto_server
+
+FLOTILLA = str(Path(sys.executable).parent / "flotilla")
+
+
+@dataclass
+class AwsWorld:
+    """An environment on a moto server, reachable from this process and from agents.
+
+    This process's adapters come from the composition root, built from the settings the
+    agents get through their environment."""
+
+    endpoint: str
+    environment: str
+
+    def __post_init__(self) -> None:
+        self.wiring = Wiring(AwsSettings(self.environment, REGION, None, self.endpoint))
+        self.clock = self.wiring.clock
+        self.tables = self.wiring.tables
+        self.store = self.wiring.store
+        self.locks = self.wiring.locks
+        self.secrets = self.wiring.secret_box()
+
+    def agent_environment(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "FLOTILLA_ENDPOINT_URL": self.endpoint,
+            "FLOTILLA_ENV": self.environment,
+            "AWS_REGION": REGION,
+        }
+
+
+@contextmanager
+def aws_world(environment: str) -> Iterator[AwsWorld]:
+    with moto_server() as endpoint:
+        create_environment_stack(environment, endpoint)
+        yield AwsWorld(endpoint, environment)
+
+
+@dataclass
+class AgentProcess:
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def terminate(self, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        lines = []
+        for raw in self.log.read_text().splitlines():
+            try:
+                lines.append(json.loads(raw))
+            except json.JSONDecodeError:
+                lines.append({"raw": raw})
+        return lines
+
+
+def start_agent(
+    world: AwsWorld,
+    work: Path,
+    service: str,
+    instance_id: str,
+    *,
+    fault: str | None = None,
+    runtime: list[str] | None = None,
+) -> AgentProcess:
+    """An agent process; `runtime` gives its runtime options (default: the process runtime)."""
+    env = world.agent_environment()
+    env.pop("FLOTILLA_FAULT_KILL_AT", None)
+    if fault:
+        env["FLOTILLA_FAULT_KILL_AT"] = fault
+    log = work / f"agent-{instance_id}-{time.time_ns()}.log"
+    command = [
+        FLOTILLA, "agent",
+        "--service", service,
+        "--instance-id", instance_id,
+        "--state-dir", str(work / instance_id),
+        "--poll-interval", "0.3",
+        "--agent-lease-seconds", "3",
+        "--lease-seconds", "20",
+        "--trace-file", str(work / "spans.jsonl"),
+        *(runtime or ["--runtime", "process"]),
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    return AgentProcess(process, log)
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def start_scheduler(
+    world: AwsWorld, work: Path, owner: str, *, interval: float = 600, lease: float = 4
+) -> AgentProcess:
+    """A `flotilla scheduler` process. The long default interval means that, after its
+    first full pass, only SQS events make it act: tests see the wake-ups work."""
+    log = work / f"scheduler-{owner}-{time.time_ns()}.log"
+    command = [
+        FLOTILLA, "scheduler",
+        "--owner", owner,
+        "--interval", str(interval),
+        "--lease-seconds", str(lease),
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, env=world.agent_environment(), stdout=out, stderr=subprocess.STDOUT
+        )
+    return AgentProcess(process, log)
+
+
+def flotilla_cli(world: AwsWorld, *arguments: str) -> subprocess.CompletedProcess[str]:
+    """Run one `flotilla` command against the world, as an operator would."""
+    return subprocess.run(
+        [FLOTILLA, *arguments],
+        env=world.agent_environment(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
