@@ -1,4 +1,4 @@
-"""The unit runtime over systemd's D-Bus API (pydbus), and the unit files both runtimes write.
+"""The unit runtime over systemd's D-Bus API (pydbus).
 
 Production talks to the system manager on the system bus, with unit files in
 /run/systemd/system and environment files in /run/flotilla/env (both tmpfs: decrypted
@@ -8,25 +8,27 @@ tests talk to a `systemd --user` manager at a given bus address.
 Only units Flotilla owns (named by `flotilla.engine.units`) are ever started, stopped or
 removed; any other name is refused with `ValidationError` before anything happens.
 
-Waiting for systemd: a start or stop job is followed through `JobRemoved` signals (after
-`Manager.Subscribe()`, on a private GLib main context iterated here), with a check that
-the job still exists as a fallback. For most service types the start job is "done" as
-soon as the process is forked or exec'd, even if it exits a moment later, so a started
-service is also watched for a short settle period and must not fail during it. Waits use
-the injected clock and are bounded. GLib and D-Bus errors become engine errors here.
+Waiting for systemd: a start or stop job is followed through its `JobRemoved` signal
+(`adapters.systemd_bus`). For most service types the start job is "done" as soon as the
+process is forked or exec'd, even if it exits a moment later, so `start` then settles the
+units by the one rule and loop of the `UnitRuntime` port (`engine.activation.settle`):
+each must be running well, and stay so for a short settle period. Waits use the injected
+clock and are bounded. GLib and D-Bus errors become engine errors here. The unit and
+environment files are `adapters.unit_files`, shared with the process runtime.
 """
 
 from __future__ import annotations
 
-import errno
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from flotilla.adapters.systemd_bus import REFUSED_TO_LOAD, SYSTEMD, TRANSIENT_ERRORS, JobWatch
+from flotilla.adapters.unit_files import UnitFiles
+from flotilla.engine.activation import settle, unit_failure
 from flotilla.engine.clock import Clock, SystemClock
 from flotilla.engine.errors import (
     ConfigurationError,
@@ -36,34 +38,10 @@ from flotilla.engine.errors import (
     ValidationError,
 )
 from flotilla.engine.ports import UnitStatus
-from flotilla.engine.units import (
-    PlannedUnit,
-    environment_file_name,
-    is_owned,
-    plan_installation,
-    require_owned,
-)
+from flotilla.engine.units import is_owned, plan_installation, require_owned
 
 SYSTEM_UNIT_DIR = Path("/run/systemd/system")
 SYSTEM_ENVIRONMENT_DIR = Path("/run/flotilla/env")
-_SYSTEMD = "org.freedesktop.systemd1"
-_TRANSIENT_ERRORS = {
-    "org.freedesktop.DBus.Error.NoReply",
-    "org.freedesktop.DBus.Error.Timeout",
-    "org.freedesktop.DBus.Error.TimedOut",
-    "org.freedesktop.DBus.Error.Disconnected",
-    "org.freedesktop.DBus.Error.ServiceUnknown",
-    "org.freedesktop.DBus.Error.NameHasNoOwner",
-    "org.freedesktop.DBus.Error.LimitsExceeded",
-    "org.freedesktop.systemd1.TransactionIsDestructive",
-    "org.freedesktop.systemd1.ShuttingDown",
-}
-_REFUSED_TO_LOAD = {
-    "org.freedesktop.systemd1.BadUnitSetting": "bad-setting",
-    "org.freedesktop.systemd1.LoadFailed": "error",
-    "org.freedesktop.systemd1.UnitMasked": "masked",
-    "org.freedesktop.systemd1.NoSuchUnit": "not-found",
-}
 _CLD_EXITED = 1  # ExecMainCode: the main process exited (rather than being killed)
 # How to get the D-Bus bindings, in the words of the one line an agent that lacks them says.
 BINDINGS_FIX = (
@@ -83,121 +61,6 @@ def missing_bindings() -> str | None:
     except ImportError as exc:
         return str(exc) or type(exc).__name__
     return None
-
-
-class UnitFiles:
-    """Unit and environment files of owned units, written atomically and only when changed.
-
-    Environment files hold decrypted secrets: mode 0600 from creation on (never a moment
-    wider), in a 0700 directory owned by this process's user, one file per unit.
-    """
-
-    def __init__(self, unit_dir: Path, environment_dir: Path) -> None:
-        self.unit_dir = unit_dir
-        self.environment_dir = environment_dir
-
-    def unit_path(self, name: str) -> Path:
-        return self.unit_dir / name
-
-    def environment_path(self, name: str) -> Path:
-        return self.environment_dir / environment_file_name(name)
-
-    def installed(self) -> list[str]:
-        """Owned names that have a unit file here."""
-        with _file_errors("list", self.unit_dir):
-            if not self.unit_dir.is_dir():
-                return []
-            return sorted(p.name for p in self.unit_dir.iterdir() if is_owned(p.name))
-
-    def write(self, planned: Sequence[PlannedUnit]) -> list[str]:
-        """Write what differs (environment files first); return the unit files rewritten."""
-        if any(unit.environment is not None for unit in planned):
-            self._prepare_environment_dir()
-        for unit in planned:
-            if unit.environment is not None:
-                self._write_if_changed(
-                    self.environment_path(unit.installed), unit.environment.encode(), 0o600
-                )
-        with _file_errors("create", self.unit_dir):
-            self.unit_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-        return [
-            unit.installed
-            for unit in planned
-            if self._write_if_changed(self.unit_path(unit.installed), unit.text.encode(), 0o644)
-        ]
-
-    def remove(self, names: Sequence[str]) -> list[str]:
-        """Delete unit files, then environment files; return the unit files that existed."""
-        removed = []
-        for name in require_owned(names):
-            with _file_errors("remove", self.unit_dir), suppress(FileNotFoundError):
-                self.unit_path(name).unlink()
-                removed.append(name)
-            with _file_errors("remove", self.environment_dir), suppress(FileNotFoundError):
-                self.environment_path(name).unlink()
-        return removed
-
-    def _prepare_environment_dir(self) -> None:
-        directory = self.environment_dir
-        with _file_errors("create", directory):
-            directory.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            with suppress(FileExistsError):
-                directory.mkdir(mode=0o700)
-            info = directory.stat()
-            if info.st_uid != os.geteuid():
-                raise ConfigurationError(
-                    f"environment directory {directory} belongs to uid {info.st_uid}, not to "
-                    "this agent: secrets will not be written there; remove it or pick another"
-                )
-            if info.st_mode & 0o777 != 0o700:
-                directory.chmod(0o700)
-
-    def _write_if_changed(self, path: Path, content: bytes, mode: int) -> bool:
-        with _file_errors("write", path):
-            try:
-                info = path.stat()
-                if info.st_mode & 0o777 == mode and path.read_bytes() == content:
-                    return False
-            except FileNotFoundError:
-                pass
-            write_atomically(path, content, mode)
-            return True
-
-
-def write_atomically(path: Path, content: bytes, mode: int) -> None:
-    """Temp file (0600 from creation), fsync, chmod, rename over `path`, fsync the directory."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="~")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-@contextmanager
-def _file_errors(action: str, path: Path) -> Iterator[None]:
-    try:
-        yield
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise ConfigurationError(
-                f"cannot {action} {path}: {exc.strerror}; run the agent as root or configure "
-                "unit and environment directories it may write"
-            ) from exc
-        raise TransientError(f"cannot {action} {path}: {exc.strerror}") from exc
 
 
 class SystemdRuntime:
@@ -305,13 +168,22 @@ class SystemdRuntime:
                         self._raise_refusal(name, exc)
                 results = watch.wait(jobs, self._deadline(), "start")
             for job, name in jobs.items():
-                state = self._status(name)
-                if results[job] != "done" or startup_failed(state, kinds[name]):
-                    done = results[job] == "done"
-                    raise start_failure(
-                        state, "exited right after it started" if done else f"job {results[job]}"
+                if results[job] != "done":
+                    raise unit_failure(
+                        self._status(name), f"failed to start (job {results[job]})", _hint(name)
                     )
-            self._settle([name for name in names if kinds[name] != "oneshot"])
+            # For most service types the job is "done" once the process is forked, even if
+            # it exits a moment later: the settle period catches that.
+            settle(
+                names,
+                lambda pending: [self._status(name) for name in pending],
+                clock=self.clock,
+                run_once=[name for name in names if kinds[name] == "oneshot"],
+                hold=self.settle_seconds,
+                settle_timeout=self.job_timeout,
+                poll=self.poll_interval,
+                hint=_hint,
+            )
 
     def status(self, names: Sequence[str]) -> list[UnitStatus]:
         with self._dbus("read unit status"):
@@ -382,7 +254,7 @@ class SystemdRuntime:
             # pydbus.SystemBus() returns exits the whole process when the bus goes away.
             address = self.bus_address or Gio.dbus_address_get_for_bus_sync(Gio.BusType.SYSTEM)
             bus = pydbus.connect(address)
-            manager = bus.get(_SYSTEMD, "/org/freedesktop/systemd1")
+            manager = bus.get(SYSTEMD, "/org/freedesktop/systemd1")
             manager.Subscribe()  # else systemd sends no JobRemoved signals to this client
         self._bus, self._manager = bus, manager
         return manager
@@ -402,7 +274,7 @@ class SystemdRuntime:
             message = f"systemd could not {action} ({where}): {exc.message}"
             gio = self._gi[1]
             closed = exc.matches(gio.io_error_quark(), gio.IOErrorEnum.CLOSED)
-            if name in _TRANSIENT_ERRORS or closed or name is None:
+            if name in TRANSIENT_ERRORS or closed or name is None:
                 self.close()
                 raise TransientError(message) from exc
             if name in (
@@ -420,11 +292,11 @@ class SystemdRuntime:
         path = self._connect().LoadUnit(name)
         glib = self._gi[0]
         reply = self._bus.con.call_sync(
-            _SYSTEMD,
+            SYSTEMD,
             path,
             "org.freedesktop.DBus.Properties",
             "GetAll",
-            glib.Variant("(s)", (f"{_SYSTEMD}.{interface}",)),
+            glib.Variant("(s)", (f"{SYSTEMD}.{interface}",)),
             glib.VariantType.new("(a{sv})"),
             0,
             int(self.job_timeout * 1000),
@@ -473,9 +345,9 @@ class SystemdRuntime:
         loaded = self._connect().ListUnitsByPatterns([], [f"{stem}*.{suffix}"])
         return [row[0] for row in loaded]
 
-    def _job_watch(self) -> _JobWatch:
+    def _job_watch(self) -> JobWatch:
         manager = self._connect()
-        return _JobWatch(manager, self._bus, self._gi[0], self.clock, self.poll_interval)
+        return JobWatch(manager, self._bus, self._gi[0], self.clock, self.poll_interval)
 
     def _deadline(self) -> datetime:
         return self.clock.now() + timedelta(seconds=self.job_timeout)
@@ -494,7 +366,7 @@ class SystemdRuntime:
             )
 
     def _raise_refusal(self, name: str, exc: Any) -> None:
-        load_state = _REFUSED_TO_LOAD.get(self._error_name(exc) or "")
+        load_state = REFUSED_TO_LOAD.get(self._error_name(exc) or "")
         if load_state is None:
             raise exc
         raise UnitFailedError(
@@ -502,22 +374,6 @@ class SystemdRuntime:
             unit=name,
             result=load_state,
         ) from exc
-
-    def _settle(self, names: Sequence[str]) -> None:
-        """Watch started units for the settle period: exiting at once is failing to start."""
-        if not names or self.settle_seconds <= 0:
-            return
-        until = self.clock.now() + timedelta(seconds=self.settle_seconds)
-        while True:
-            for name in names:
-                state = self._status(name)
-                if startup_failed(state, "service"):
-                    raise start_failure(
-                        state, f"stopped within {self.settle_seconds} s of starting"
-                    )
-            if self.clock.now() >= until:
-                return
-            self.clock.sleep(self.poll_interval)
 
 
 def _startable(names: list[str]) -> list[str]:
@@ -530,95 +386,5 @@ def _startable(names: list[str]) -> list[str]:
     return names
 
 
-def startup_failed(state: UnitStatus, service_type: str) -> bool:
-    if state.active_state == "failed" or state.sub_state == "auto-restart":
-        return True
-    if state.active_state in ("inactive", "deactivating"):
-        # A oneshot that ran and exited cleanly has done what starting it means.
-        return not (service_type == "oneshot" and state.result == "success")
-    return False
-
-
-def start_failure(state: UnitStatus, what: str, hint: str = "") -> UnitFailedError:
-    exit_note = "" if state.exit_status is None else f", exit status {state.exit_status}"
-    return UnitFailedError(
-        f"unit {state.name} failed to start ({what}): {state.active_state}/{state.sub_state}, "
-        f"result {state.result}{exit_note}; {hint or f'see `systemctl status {state.name}`'}",
-        unit=state.name,
-        result=state.result,
-        exit_status=state.exit_status,
-    )
-
-
-class _JobWatch:
-    """Collects `JobRemoved` signals on a private GLib main context while jobs run."""
-
-    def __init__(self, manager: Any, bus: Any, glib: Any, clock: Clock, poll: float) -> None:
-        self.manager, self.bus, self.glib = manager, bus, glib
-        self.clock, self.poll = clock, poll
-        self.finished: dict[str, str] = {}  # job path -> result
-        self.context: Any = None
-        self.subscription: Any = None
-
-    def __enter__(self) -> _JobWatch:
-        self.context = self.glib.MainContext()
-        # Signals are dispatched on the context that is thread-default when subscribing.
-        self.context.push_thread_default()
-        try:
-            self.subscription = self.manager.JobRemoved.connect(self._removed)
-        finally:
-            self.context.pop_thread_default()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        with suppress(Exception):
-            self.subscription.disconnect()
-
-    def _removed(self, _id: int, job: str, _unit: str, result: str) -> None:
-        self.finished[job] = result
-
-    def _dispatch(self) -> None:
-        while self.context.iteration(False):
-            pass
-
-    def wait(self, jobs: Mapping[str, str], deadline: datetime, what: str) -> dict[str, str]:
-        """Each job's result (done, failed, dependency, timeout, canceled, skipped)."""
-        next_check = self.clock.now()
-        while True:
-            self._dispatch()
-            pending = [job for job in jobs if job not in self.finished]
-            if not pending:
-                return {job: self.finished[job] for job in jobs}
-            now = self.clock.now()
-            if now >= next_check:
-                # A job that is gone although its signal never came: judge by the unit.
-                gone = [job for job in pending if not self._exists(job)]
-                self._dispatch()  # its signal may have come meanwhile
-                for job in gone:
-                    self.finished.setdefault(job, "done")
-                next_check = now + timedelta(seconds=0.5)
-            if now >= deadline:
-                raise UnitFailedError(
-                    f"systemd did not finish the {what} job of "
-                    f"{', '.join(jobs[job] for job in pending)} in time; it is still queued",
-                    unit=jobs[pending[0]],
-                    result="timeout",
-                )
-            self.clock.sleep(self.poll)
-
-    def _exists(self, job: str) -> bool:
-        try:
-            self.bus.con.call_sync(
-                _SYSTEMD,
-                job,
-                "org.freedesktop.DBus.Properties",
-                "Get",
-                self.glib.Variant("(ss)", (f"{_SYSTEMD}.Job", "State")),
-                None,
-                0,
-                5000,
-                None,
-            )
-        except self.glib.Error:
-            return False
-        return True
+def _hint(name: str) -> str:
+    return f"see `systemctl status {name}`"

@@ -122,7 +122,22 @@ class UnitStatus:
 
 
 class UnitRuntime(Protocol):
-    """Installs, starts, stops and removes the units Flotilla owns, and only those."""
+    """Installs, starts, stops and removes the units Flotilla owns, and only those.
+
+    Every method refuses a name Flotilla does not own (`ValidationError`) before touching
+    anything, and every method is idempotent.
+
+    The settling rule, what `start` guarantees when it returns: every named unit has
+    left its transitional state (its start job is done, it is no longer activating) and
+    is running well, as `engine.activation.judge` reads its status: active, or a oneshot
+    that exited 0; and no unit failed within the runtime's own short settle period after
+    starting (a service whose process is forked is "started" even if it exits a moment
+    later). Otherwise `start` raises `UnitFailedError` naming the unit, systemd's result
+    and the exit status, with the message built by `engine.activation.unit_failure`.
+    Runtimes wait with `engine.activation.settle`, the one settle loop, which the deploy
+    also uses to watch the units through the service's longer settle period.
+    tests/contract/test_unit_runtime.py checks this for every implementation.
+    """
 
     def owned_units(self) -> list[str]:
         """Installed names of every unit Flotilla owns on this machine."""
@@ -138,7 +153,7 @@ class UnitRuntime(Protocol):
         ...
 
     def start(self, names: Sequence[str]) -> None:
-        """Start and wait for the start jobs; a unit that fails raises `UnitFailedError`."""
+        """Start, and return only once the units settled (the rule above)."""
         ...
 
     def status(self, names: Sequence[str]) -> list[UnitStatus]: ...

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TypeVar
 
 from flotilla.engine import units as unit_names
-from flotilla.engine.activation import is_well, plan_activation
+from flotilla.engine.activation import plan_activation, settle
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef
 from flotilla.engine.clock import Clock
 from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
@@ -253,7 +253,8 @@ class Steps:
         )
 
     def start_revision(self, revision_id: str) -> None:
-        """Install, start, and check that the units run well through the settle period."""
+        """Install, start (the runtime returns once the units settled), and check that the
+        units run well through the service's settle period."""
         revision = self._revision(revision_id)
         environments: dict[str, dict[str, str]] = {}
         if revision.environment is not None:
@@ -269,36 +270,28 @@ class Steps:
         to_start = [unit_names.installed_name(name, revision.id) for name in plan.start]
         try:
             self.call("runtime.start", lambda: runtime.start(to_start))
-            settle_until = self.ports.clock.now() + timedelta(seconds=self.service.settle_seconds)
-            while True:
-                self._require_well(revision)
-                if self.ports.clock.now() >= settle_until:
-                    break
-                self.keep_lease()
-                self.ports.clock.sleep(
-                    min(1.0, (settle_until - self.ports.clock.now()).total_seconds())
-                )
+            self._require_well(revision, settle_seconds=self.service.settle_seconds)
         except UnitFailedError as failed:
             raise StepFailed(failed.message) from failed
 
-    def _require_well(self, revision: Revision) -> None:
-        """Every started unit active (or, for a oneshot, done with success)."""
+    def _require_well(self, revision: Revision, *, settle_seconds: float | None = None) -> None:
+        """Every started unit running well (active, or a oneshot done with success); just
+        after starting (`settle_seconds` given), staying so through the settle period. The
+        one settle loop, keeping the lease alive between looks."""
         plan = plan_activation(revision.units)
         installed = {unit_names.installed_name(name, revision.id): name for name in plan.start}
-        names = list(installed)
-        statuses = self.call("runtime.status", lambda: self.ports.runtime.status(names))
-        for status in statuses:
-            if not is_well(status, run_once=installed.get(status.name) in plan.run_once):
-                exit_note = (
-                    "" if status.exit_status is None else f", exit status {status.exit_status}"
-                )
-                raise UnitFailedError(
-                    f"unit {status.name} is {status.active_state} ({status.sub_state}; "
-                    f"result {status.result}{exit_note})",
-                    unit=status.name,
-                    result=status.result,
-                    exit_status=status.exit_status,
-                )
+        starting = settle_seconds is not None
+        settle(
+            list(installed),
+            lambda names: self.call("runtime.status", lambda: self.ports.runtime.status(names)),
+            clock=self.ports.clock,
+            run_once=[name for name, unit in installed.items() if unit in plan.run_once],
+            hold=settle_seconds or 0.0,
+            poll=1.0,
+            what="failed to start" if starting else "is not running",
+            just_started=starting,
+            between=self.keep_lease,
+        )
 
     def registering(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer

@@ -1,0 +1,137 @@
+"""The unit and environment files of owned units on disk, shared by the systemd and the
+process runtimes.
+
+Files are written atomically (a temporary file, fsync, rename, fsync of the directory) and
+only when their content or mode differs, so installing a revision twice rewrites nothing
+and a crash never leaves half a file. Environment files hold decrypted secrets: mode 0600
+from creation on, in a 0700 directory owned by the agent's user. File-system errors become
+engine errors here: no permission is a `ConfigurationError` (run as root, or choose other
+directories), anything else a `TransientError`.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+from flotilla.engine.errors import ConfigurationError, TransientError
+from flotilla.engine.units import PlannedUnit, environment_file_name, is_owned, require_owned
+
+
+class UnitFiles:
+    """Unit and environment files of owned units, written atomically and only when changed.
+
+    Environment files hold decrypted secrets: mode 0600 from creation on (never a moment
+    wider), in a 0700 directory owned by this process's user, one file per unit.
+    """
+
+    def __init__(self, unit_dir: Path, environment_dir: Path) -> None:
+        self.unit_dir = unit_dir
+        self.environment_dir = environment_dir
+
+    def unit_path(self, name: str) -> Path:
+        return self.unit_dir / name
+
+    def environment_path(self, name: str) -> Path:
+        return self.environment_dir / environment_file_name(name)
+
+    def installed(self) -> list[str]:
+        """Owned names that have a unit file here."""
+        with _file_errors("list", self.unit_dir):
+            if not self.unit_dir.is_dir():
+                return []
+            return sorted(p.name for p in self.unit_dir.iterdir() if is_owned(p.name))
+
+    def write(self, planned: Sequence[PlannedUnit]) -> list[str]:
+        """Write what differs (environment files first); return the unit files rewritten."""
+        if any(unit.environment is not None for unit in planned):
+            self._prepare_environment_dir()
+        for unit in planned:
+            if unit.environment is not None:
+                self._write_if_changed(
+                    self.environment_path(unit.installed), unit.environment.encode(), 0o600
+                )
+        with _file_errors("create", self.unit_dir):
+            self.unit_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        return [
+            unit.installed
+            for unit in planned
+            if self._write_if_changed(self.unit_path(unit.installed), unit.text.encode(), 0o644)
+        ]
+
+    def remove(self, names: Sequence[str]) -> list[str]:
+        """Delete unit files, then environment files; return the unit files that existed."""
+        removed = []
+        for name in require_owned(names):
+            with _file_errors("remove", self.unit_dir), suppress(FileNotFoundError):
+                self.unit_path(name).unlink()
+                removed.append(name)
+            with _file_errors("remove", self.environment_dir), suppress(FileNotFoundError):
+                self.environment_path(name).unlink()
+        return removed
+
+    def _prepare_environment_dir(self) -> None:
+        directory = self.environment_dir
+        with _file_errors("create", directory):
+            directory.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+            with suppress(FileExistsError):
+                directory.mkdir(mode=0o700)
+            info = directory.stat()
+            if info.st_uid != os.geteuid():
+                raise ConfigurationError(
+                    f"environment directory {directory} belongs to uid {info.st_uid}, not to "
+                    "this agent: secrets will not be written there; remove it or pick another"
+                )
+            if info.st_mode & 0o777 != 0o700:
+                directory.chmod(0o700)
+
+    def _write_if_changed(self, path: Path, content: bytes, mode: int) -> bool:
+        with _file_errors("write", path):
+            try:
+                info = path.stat()
+                if info.st_mode & 0o777 == mode and path.read_bytes() == content:
+                    return False
+            except FileNotFoundError:
+                pass
+            write_atomically(path, content, mode)
+            return True
+
+
+def write_atomically(path: Path, content: bytes, mode: int) -> None:
+    """Temp file (0600 from creation), fsync, chmod, rename over `path`, fsync the directory."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix="~")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+@contextmanager
+def _file_errors(action: str, path: Path) -> Iterator[None]:
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise ConfigurationError(
+                f"cannot {action} {path}: {exc.strerror}; run the agent as root or configure "
+                "unit and environment directories it may write"
+            ) from exc
+        raise TransientError(f"cannot {action} {path}: {exc.strerror}") from exc
