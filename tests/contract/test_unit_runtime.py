@@ -1,9 +1,16 @@
-"""The unit runtime contract: one suite, run against a real systemd and the process runtime.
+"""The unit runtime contract: one suite, run against a real systemd, the process runtime
+and the in-memory runtime.
 
-`runtime` is parametrized over `SystemdRuntime` talking to a private `systemd --user`
-manager (started per test by tests/support/systemd_manager.py, a fraction of a second)
-and `ProcessRuntime` on a state directory. The classes at the end hold what only one of
-them does (timers, dependencies, the manager helper itself; refusing sockets).
+`harness` is parametrized over `SystemdRuntime` talking to a private `systemd --user`
+manager (started per test by tests/support/systemd_manager.py, a fraction of a second),
+`ProcessRuntime` on a state directory, and `MemoryUnitRuntime` (the simulated machine of
+the simulation and fault tests). Files are looked at through the harness (`files`), on
+disk or in the memory machine. The memory runtime runs no program: its machine is told
+what the programs these tests start do (`what_programs_do`), and the tests check what the
+runtime makes of that. `start`'s settling rule (engine/ports.py) is tested here for all
+three. The classes at the end hold what only some of them do: files on disk (modes,
+inodes), processes (an environment reaching one), timers and dependencies, the manager
+helper itself, refusing sockets.
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import shlex
 import signal
 import stat
 import subprocess
@@ -22,11 +31,14 @@ from pathlib import Path
 
 import pytest
 
+from flotilla.adapters import memory_runtime
+from flotilla.adapters.memory_runtime import MemoryMachine, MemoryUnitRuntime
 from flotilla.adapters.process_runtime import ProcessRuntime
 from flotilla.adapters.systemd import SystemdRuntime
+from flotilla.engine.activation import Verdict, judge
 from flotilla.engine.errors import ConfigurationError, UnitFailedError, ValidationError
-from flotilla.engine.ports import UnitRuntime
-from flotilla.engine.units import installed_name, parse_environment_file
+from flotilla.engine.ports import UnitRuntime, UnitStatus
+from flotilla.engine.units import installed_name, parse_environment_file, unit_settings
 from tests.support.systemd_manager import PrivateSystemdManager, require_private_manager
 
 REVISION_A = "3f2a9c1b7d4e" + "a" * 52
@@ -52,17 +64,64 @@ TRICKY_VALUES = {
 
 
 @dataclass
+class DiskFiles:
+    """The unit and environment files of a runtime that writes them to disk."""
+
+    unit_dir: Path
+    environment_dir: Path
+
+    def unit_text(self, name: str) -> str | None:
+        path = self.unit_dir / name
+        return path.read_text() if path.exists() else None
+
+    def environment_path(self, name: str) -> str:
+        return str(self.environment_dir / f"{name}.env")
+
+    def environment_text(self, name: str) -> str | None:
+        path = Path(self.environment_path(name))
+        # Bytes, not text mode: universal newlines would turn a quoted "\r" into "\n".
+        return path.read_bytes().decode() if path.exists() else None
+
+    def environment_files(self) -> list[str]:
+        return sorted(os.listdir(self.environment_dir)) if self.environment_dir.exists() else []
+
+
+@dataclass
+class MachineFiles:
+    """The same view of the files a memory machine holds."""
+
+    machine: MemoryMachine
+
+    def unit_text(self, name: str) -> str | None:
+        return self.machine.unit_files.get(name)
+
+    def environment_path(self, name: str) -> str:
+        return f"{memory_runtime.ENVIRONMENT_DIR}/{name}.env"
+
+    def environment_text(self, name: str) -> str | None:
+        return self.machine.environment_files.get(f"{name}.env")
+
+    def environment_files(self) -> list[str]:
+        return sorted(self.machine.environment_files)
+
+
+@dataclass
 class Harness:
     """One runtime implementation, ready for a test, with ways to look behind it."""
 
     kind: str
     runtime: UnitRuntime
-    unit_dir: Path
-    environment_dir: Path
+    files: DiskFiles | MachineFiles
     work: Path  # scratch space for what units write
     fresh: Callable[[], UnitRuntime]  # the same machine seen by a restarted agent
     start_foreign: Callable[[str], None]  # a unit (or process) Flotilla does not own
     foreign_running: Callable[[str], bool]
+
+    @property
+    def disk(self) -> DiskFiles:
+        """The files on disk, for the tests only runtimes that write files run."""
+        assert isinstance(self.files, DiskFiles), f"the {self.kind} runtime writes no files"
+        return self.files
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -100,8 +159,7 @@ def systemd_harness(tmp_path: Path) -> Iterator[Harness]:
             yield Harness(
                 "systemd",
                 runtime,
-                manager.unit_dir,
-                tmp_path / "env",
+                DiskFiles(manager.unit_dir, tmp_path / "env"),
                 tmp_path / "work",
                 make,
                 start_foreign,
@@ -131,8 +189,7 @@ def process_harness(tmp_path: Path) -> Iterator[Harness]:
         yield Harness(
             "process",
             runtime,
-            state_dir / "units",
-            state_dir / "env",
+            DiskFiles(state_dir / "units", state_dir / "env"),
             tmp_path / "work",
             lambda: ProcessRuntime(state_dir),
             start_foreign,
@@ -145,8 +202,52 @@ def process_harness(tmp_path: Path) -> Iterator[Harness]:
             process.wait()
 
 
-@pytest.fixture(params=["systemd", "process"])
+# What the programs the tests start do, for the memory machine, which runs none: the exit
+# status each ends with at once, or None if it keeps running.
+_EXIT_STATUS = {"/bin/false": 1, "/bin/true": 0, "/bin/touch": 0, "/nonexistent/binary": 203}
+
+
+def what_programs_do(_name: str, text: str) -> int | None:
+    [command] = [v for s, k, v in unit_settings(text) if (s, k) == ("Service", "ExecStart")]
+    program, *arguments = shlex.split(command)
+    if program == "/bin/sh":  # only `sh -c '... exit N'` here
+        return int(re.findall(r"exit (\d+)", arguments[-1])[-1])
+    return _EXIT_STATUS.get(program)  # /bin/sleep, and a program that reports, keep running
+
+
+@pytest.fixture
+def memory_harness(tmp_path: Path) -> Harness:
+    machine = MemoryMachine(exits=what_programs_do)
+
+    def start_foreign(name: str) -> None:
+        # Another unit on the same machine: its file and its running state, nothing of ours.
+        machine.unit_files[name] = SLEEPER
+        machine.states[name] = UnitStatus(name, "active", "running", "success")
+
+    def foreign_running(name: str) -> bool:
+        return machine.states[name].active_state == "active" and name in machine.unit_files
+
+    (tmp_path / "work").mkdir()
+    return Harness(
+        "memory",
+        MemoryUnitRuntime(machine),
+        MachineFiles(machine),
+        tmp_path / "work",
+        lambda: MemoryUnitRuntime(machine),
+        start_foreign,
+        foreign_running,
+    )
+
+
+@pytest.fixture(params=["systemd", "process", "memory"])
 def harness(request: pytest.FixtureRequest) -> Harness:
+    found: Harness = request.getfixturevalue(f"{request.param}_harness")
+    return found
+
+
+@pytest.fixture(params=["systemd", "process"])
+def real_harness(request: pytest.FixtureRequest) -> Harness:
+    """Only the runtimes that write files and run processes (the memory runtime does not)."""
     found: Harness = request.getfixturevalue(f"{request.param}_harness")
     return found
 
@@ -198,11 +299,11 @@ def test_every_operation_twice_is_harmless(harness: Harness) -> None:
     units = {"web.service": SLEEPER}
     environments = {"web.service": {"TOKEN": "s3cret"}}
     names = runtime.install(REVISION_A, units, environments)
-    files = [harness.unit_dir / names[0], harness.environment_dir / f"{names[0]}.env"]
-    before = [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files]
+    files = harness.files
+    installed = (files.unit_text(names[0]), files.environment_text(names[0]))
 
     assert runtime.install(REVISION_A, units, environments) == names
-    assert [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files] == before, "rewritten"
+    assert (files.unit_text(names[0]), files.environment_text(names[0])) == installed
     runtime.start(names)
     runtime.start(names)
     assert states(harness, names) == [("active", "running")]
@@ -213,7 +314,8 @@ def test_every_operation_twice_is_harmless(harness: Harness) -> None:
     runtime.remove(names)
 
     assert runtime.owned_units() == []
-    assert not any(f.exists() for f in files)
+    assert files.unit_text(names[0]) is None
+    assert files.environment_text(names[0]) is None
 
 
 def test_a_unit_never_installed_is_inactive_and_stopping_it_is_fine(harness: Harness) -> None:
@@ -251,51 +353,39 @@ def test_references_to_units_of_others_stay_and_do_not_block(harness: Harness) -
     harness.runtime.start(names)
 
     assert states(harness, names) == [("active", "running")]
-    installed = (harness.unit_dir / names[0]).read_text()
+    installed = harness.files.unit_text(names[0])
+    assert installed is not None
     assert "After=docker.service\nWants=nonexistent-foreign.service\n" in installed
 
 
-def test_each_unit_has_its_own_environment_file_and_sees_only_it(harness: Harness) -> None:
-    runtime = harness.runtime
-    out = {unit: harness.work / f"{unit}.json" for unit in ("web.service", "db.service")}
+def test_each_unit_has_its_own_environment_file(harness: Harness) -> None:
     environments = {
         "web.service": {"WEB_TOKEN": "w e b", "SHARED": "web's"},
         "db.service": {"DB_PASSWORD": 'p"a$s\\s', "SHARED": "db's"},
     }
-    names = runtime.install(
-        REVISION_A, {unit: env_dumper(harness, path) for unit, path in out.items()}, environments
+    names = harness.runtime.install(
+        REVISION_A, {"web.service": SLEEPER, "db.service": SLEEPER}, environments
     )
-    runtime.start(names)
 
     for unit, variables in environments.items():
         name = installed_name(unit, REVISION_A)
-        env_file = harness.environment_dir / f"{name}.env"
-        assert parse_environment_file(env_file.read_text()) == variables
-        assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-        seen = seen_environment(out[unit])
-        assert {key: seen.get(key) for key in variables} == variables
-        others = {key for env in environments.values() for key in env} - set(variables)
-        assert not others & set(seen), f"{unit} sees another unit's variables"
-    assert stat.S_IMODE(harness.environment_dir.stat().st_mode) == 0o700
-    assert sorted(os.listdir(harness.environment_dir)) == [f"{name}.env" for name in names]
+        text = harness.files.environment_text(name)
+        assert text is not None
+        assert parse_environment_file(text) == variables
+        assert f"EnvironmentFile={harness.files.environment_path(name)}\n" in (
+            harness.files.unit_text(name) or ""
+        )
+    assert harness.files.environment_files() == [f"{name}.env" for name in names]
 
 
-def test_environment_values_reach_the_process_exactly(harness: Harness) -> None:
-    generator = random.Random(7)
-    alphabet = " \t\n\r\"'\\$`%#;=~*?[]{}()<>|&!\x01\x1f\x7fé☃日\u2028"
-    variables = dict(TRICKY_VALUES)
-    for number in range(40):
-        length = generator.randint(0, 24)
-        variables[f"RANDOM_{number}"] = "".join(generator.choices(alphabet, k=length))
-    out = harness.work / "env.json"
+def test_environment_files_keep_every_value_exactly(harness: Harness) -> None:
     names = harness.runtime.install(
-        REVISION_A, {"web.service": env_dumper(harness, out)}, {"web.service": variables}
+        REVISION_A, {"web.service": SLEEPER}, {"web.service": TRICKY_VALUES}
     )
 
-    harness.runtime.start(names)
-
-    seen = seen_environment(out)
-    assert {key: seen.get(key) for key in variables} == variables
+    text = harness.files.environment_text(names[0])
+    assert text is not None
+    assert parse_environment_file(text) == TRICKY_VALUES
 
 
 def test_an_environment_for_a_unit_not_in_the_revision_is_refused(harness: Harness) -> None:
@@ -305,7 +395,7 @@ def test_an_environment_for_a_unit_not_in_the_revision_is_refused(harness: Harne
         )
 
     assert harness.runtime.owned_units() == []
-    assert not harness.environment_dir.exists() or not os.listdir(harness.environment_dir)
+    assert harness.files.environment_files() == []
 
 
 def test_a_unit_that_cannot_load_fails_to_start(harness: Harness) -> None:
@@ -360,11 +450,12 @@ def test_siblings_are_renamed_within_their_own_revision(harness: Harness) -> Non
     second = runtime.install(REVISION_B, units, {"web.service": {"WHO": "b"}})
 
     for revision, other in ((REVISION_A, REVISION_B), (REVISION_B, REVISION_A)):
-        text = (harness.unit_dir / installed_name("web.service", revision)).read_text()
+        text = harness.files.unit_text(installed_name("web.service", revision))
+        assert text is not None
         own_db, other_db = (installed_name("db.service", r) for r in (revision, other))
         assert f"Requires={own_db}\nAfter={own_db} docker.service\n" in text
         assert other_db not in text
-        env_file = harness.environment_dir / f"{installed_name('web.service', revision)}.env"
+        env_file = harness.files.environment_path(installed_name("web.service", revision))
         assert f"EnvironmentFile={env_file}\n" in text
     runtime.start(first)
     assert states(harness, first) == [("active", "running")] * 2
@@ -393,6 +484,133 @@ def test_a_unit_removed_while_running_is_still_owned_until_stopped(harness: Harn
     assert harness.runtime.owned_units() == names
     harness.runtime.stop(names)
     assert harness.runtime.owned_units() == []
+
+
+# The settling rule of `UnitRuntime.start` (engine/ports.py).
+
+ONESHOT = "[Service]\nType=oneshot\nExecStart={}\n"
+KEPT_ONESHOT = "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n"
+
+
+def failure_text(status: UnitStatus) -> str:
+    """How the one failure message (engine.activation.unit_failure) shows a unit's state."""
+    exit_note = "" if status.exit_status is None else f", exit status {status.exit_status}"
+    return f"{status.active_state}/{status.sub_state}, result {status.result}{exit_note}"
+
+
+def test_start_returns_once_every_unit_has_settled(harness: Harness) -> None:
+    units = {
+        "web.service": SLEEPER,
+        "migrate.service": ONESHOT.format("/bin/sleep 0.3"),  # start waits for it to end
+        "setup.service": KEPT_ONESHOT,
+    }
+    names = harness.runtime.install(REVISION_A, units, {})
+
+    harness.runtime.start(names)
+
+    web, migrate, setup = (installed_name(unit, REVISION_A) for unit in units)
+    found = {status.name: status for status in harness.runtime.status(names)}
+    assert (found[web].active_state, found[web].sub_state) == ("active", "running")
+    assert (found[migrate].active_state, found[migrate].result) == ("inactive", "success")
+    assert (found[setup].active_state, found[setup].sub_state) == ("active", "exited")
+    oneshots = {migrate, setup}
+    for status in found.values():
+        assert judge(status, run_once=status.name in oneshots) is Verdict.WELL
+
+
+@pytest.mark.parametrize(
+    ("service", "exit_status"),
+    [
+        (ONESHOT.format("/bin/false"), 1),
+        ("[Service]\nType=exec\nExecStart=/bin/sh -c 'sleep 0.1; exit 4'\n", 4),
+    ],
+    ids=["oneshot-fails", "stops-within-the-settle-period"],
+)
+def test_a_unit_that_does_not_settle_well_fails_start_with_the_one_message(
+    harness: Harness, service: str, exit_status: int
+) -> None:
+    names = harness.runtime.install(REVISION_A, {"web.service": service}, {})
+
+    with pytest.raises(UnitFailedError) as failed:
+        harness.runtime.start(names)
+
+    [status] = harness.runtime.status(names)
+    assert (status.active_state, status.result, status.exit_status) == (
+        "failed",
+        "exit-code",
+        exit_status,
+    )
+    assert (failed.value.unit, failed.value.result, failed.value.exit_status) == (
+        names[0],
+        "exit-code",
+        exit_status,
+    )
+    assert failed.value.message.startswith(f"unit {names[0]} failed to start")
+    assert failure_text(status) in failed.value.message
+
+
+# What only the runtimes with files on disk and real processes do. The memory runtime keeps
+# a machine's files in dicts (no modes, inodes or directories to check) and runs no process
+# (no environment reaches one): the tests above check its files through the same view.
+
+
+class TestFilesOnDisk:
+    def test_installing_again_rewrites_no_file(self, real_harness: Harness) -> None:
+        runtime, disk = real_harness.runtime, real_harness.disk
+        units = {"web.service": SLEEPER}
+        environments = {"web.service": {"TOKEN": "s3cret"}}
+        names = runtime.install(REVISION_A, units, environments)
+        files = [disk.unit_dir / names[0], disk.environment_dir / f"{names[0]}.env"]
+        before = [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files]
+
+        assert runtime.install(REVISION_A, units, environments) == names
+        assert [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files] == before, "rewritten"
+        runtime.remove(names)
+        assert not any(f.exists() for f in files)
+
+
+class TestProcesses:
+    def test_each_unit_has_its_own_environment_file_and_sees_only_it(
+        self, real_harness: Harness
+    ) -> None:
+        runtime, disk = real_harness.runtime, real_harness.disk
+        out = {unit: real_harness.work / f"{unit}.json" for unit in ("web.service", "db.service")}
+        environments = {
+            "web.service": {"WEB_TOKEN": "w e b", "SHARED": "web's"},
+            "db.service": {"DB_PASSWORD": 'p"a$s\\s', "SHARED": "db's"},
+        }
+        units = {unit: env_dumper(real_harness, path) for unit, path in out.items()}
+        names = runtime.install(REVISION_A, units, environments)
+        runtime.start(names)
+
+        for unit, variables in environments.items():
+            name = installed_name(unit, REVISION_A)
+            env_file = disk.environment_dir / f"{name}.env"
+            assert parse_environment_file(env_file.read_text()) == variables
+            assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+            seen = seen_environment(out[unit])
+            assert {key: seen.get(key) for key in variables} == variables
+            others = {key for env in environments.values() for key in env} - set(variables)
+            assert not others & set(seen), f"{unit} sees another unit's variables"
+        assert stat.S_IMODE(disk.environment_dir.stat().st_mode) == 0o700
+        assert sorted(os.listdir(disk.environment_dir)) == [f"{name}.env" for name in names]
+
+    def test_environment_values_reach_the_process_exactly(self, real_harness: Harness) -> None:
+        generator = random.Random(7)
+        alphabet = " \t\n\r\"'\\$`%#;=~*?[]{}()<>|&!\x01\x1f\x7fé☃日\u2028"
+        variables = dict(TRICKY_VALUES)
+        for number in range(40):
+            length = generator.randint(0, 24)
+            variables[f"RANDOM_{number}"] = "".join(generator.choices(alphabet, k=length))
+        out = real_harness.work / "env.json"
+        names = real_harness.runtime.install(
+            REVISION_A, {"web.service": env_dumper(real_harness, out)}, {"web.service": variables}
+        )
+
+        real_harness.runtime.start(names)
+
+        seen = seen_environment(out)
+        assert {key: seen.get(key) for key in variables} == variables
 
 
 # What only one runtime does.
@@ -447,9 +665,9 @@ class TestSystemd:
         units = {"web.socket": socket, "web.service": SLEEPER}
         names = systemd_harness.runtime.install(REVISION_A, units, {"web.socket": {"A": "1"}})
 
-        text = (systemd_harness.unit_dir / "flotilla-web-3f2a9c1b7d4e.socket").read_text()
+        text = (systemd_harness.disk.unit_dir / "flotilla-web-3f2a9c1b7d4e.socket").read_text()
         assert text.endswith(
-            "EnvironmentFile=" + str(systemd_harness.environment_dir) + "/"
+            "EnvironmentFile=" + str(systemd_harness.disk.environment_dir) + "/"
             "flotilla-web-3f2a9c1b7d4e.socket.env\n"
         )
         systemd_harness.runtime.start([names[1]])
@@ -498,4 +716,24 @@ class TestProcessRuntime:
             process_harness.runtime.install(REVISION_A, units, {})
 
         assert process_harness.runtime.owned_units() == []
-        assert not process_harness.unit_dir.exists() or not os.listdir(process_harness.unit_dir)
+        assert not process_harness.disk.unit_dir.exists() or not os.listdir(
+            process_harness.disk.unit_dir
+        )
+
+
+class TestMemoryRuntime:
+    def test_a_machine_whose_programs_exit_at_once_fails_their_units(self) -> None:
+        machine = MemoryMachine(exits=memory_runtime.exits_at_once({"web.service"}))
+        runtime = MemoryUnitRuntime(machine)
+        names = runtime.install(REVISION_A, {"web.service": SLEEPER, "db.service": SLEEPER}, {})
+
+        with pytest.raises(UnitFailedError) as failed:
+            runtime.start(names)
+
+        web = installed_name("web.service", REVISION_A)
+        assert (failed.value.unit, failed.value.result, failed.value.exit_status) == (
+            web,
+            "exit-code",
+            1,
+        )
+        assert runtime.active() == [installed_name("db.service", REVISION_A)]

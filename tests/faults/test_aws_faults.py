@@ -5,7 +5,7 @@ AWS is a moto server in its own process behind a TCP proxy (tests/support/faults
 Faults are injected into the boto3 clients through botocore's `before-send` event, so
 botocore's own retries (standard mode, CLIENT_CONFIG), the adapters' error translation and
 the engine's retry policies all take part, as they would against AWS. The scheduler pass
-and the agents are the real ones; the units run in memory (tests/simulation/runtime.py).
+and the agents are the real ones; the units run in memory (adapters/memory_runtime.py).
 FLOTILLA_FAULT_RATE sets the share of failed requests (default 0.15), FLOTILLA_FAULT_SEED
 replays a run.
 """
@@ -31,6 +31,7 @@ from flotilla.adapters.dynamodb_codec import CLIENT_CONFIG
 from flotilla.adapters.dynamodb_locks import DynamoDBLockService
 from flotilla.adapters.dynamodb_store import DynamoDBStateStore
 from flotilla.adapters.elb_classic import ClassicLoadBalancer
+from flotilla.adapters.memory_runtime import MemoryUnitRuntime
 from flotilla.adapters.secrets import LocalSecretBox
 from flotilla.engine.checkpoint import Outcome
 from flotilla.engine.clock import Clock, FakeClock, SystemClock
@@ -52,7 +53,6 @@ from flotilla.engine.records import (
 from flotilla.engine.revisions import build_revision
 from flotilla.engine.updates import modify_service
 from flotilla.scheduler.pass_ import PassSettings, SchedulerPass
-from tests.simulation.runtime import MemoryUnitRuntime
 from tests.support.aws import REGION, create_environment_stack, dynamodb_client, moto_server
 from tests.support.faults import BotocoreFaults, EndpointProxy
 

@@ -1,5 +1,5 @@
 """A small service for in-process fault tests: memory store, locks and load balancer, one
-in-memory unit runtime per instance (tests/simulation/runtime.py), a fake clock, and the
+in-memory unit runtime per instance (adapters/memory_runtime.py), a fake clock, and the
 checks every fault test ends with (`check_converged`)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from flotilla.adapters.memory_load_balancer import MemoryLoadBalancer
 from flotilla.adapters.memory_locks import MemoryLockService
+from flotilla.adapters.memory_runtime import MemoryMachine, MemoryUnitRuntime, exits_at_once
 from flotilla.adapters.memory_store import MemoryStateStore
 from flotilla.adapters.secrets import LocalSecretBox
 from flotilla.engine import units
@@ -26,7 +27,6 @@ from flotilla.engine.records import (
     Service,
 )
 from flotilla.engine.revisions import build_revision
-from tests.simulation.runtime import MemoryUnitRuntime
 
 GOOD = "[Service]\nType=exec\nExecStart=/usr/bin/api\n"
 
@@ -69,7 +69,8 @@ class FaultWorld:
 
     def instance(self, instance_id: str) -> Instance:
         now = self.clock.now()
-        self.runtimes[instance_id] = MemoryUnitRuntime(fail_units=frozenset({"broken"}))
+        machine = MemoryMachine(exits=exits_at_once({"broken.service"}))
+        self.runtimes[instance_id] = MemoryUnitRuntime(machine)
         stored = self.store.register_instance(
             Instance(instance_id, "api", "test", now, now), expires_at=expiry_for(now)
         )

@@ -3,7 +3,7 @@ on the in-memory store, locks, load balancer and event queue, on one simulated c
 
 Everything that runs is production code: `Scheduler` (leadership, timer, events,
 `SchedulerPass`), one `Agent` per instance with its `DeployRunner` and `Steps`. Only the
-machines are simulated: a `MemoryUnitRuntime` per instance (tests/simulation/runtime.py),
+machines are simulated: a `MemoryUnitRuntime` per instance (adapters/memory_runtime.py),
 and the load balancer is the `MemoryLoadBalancer`, which drains and health-checks in
 simulated time. Every call to the store and to the lock service goes through a counting
 wrapper, split by caller (agents, scheduler), so idle rates and rollout costs are measured,
@@ -28,6 +28,7 @@ from flotilla.adapters import items
 from flotilla.adapters.memory_events import MemoryEventQueue
 from flotilla.adapters.memory_load_balancer import MemoryLoadBalancer
 from flotilla.adapters.memory_locks import MemoryLockService
+from flotilla.adapters.memory_runtime import MemoryUnitRuntime
 from flotilla.adapters.memory_store import MemoryStateStore
 from flotilla.adapters.secrets import LocalSecretBox
 from flotilla.engine.deploy.agent import Agent, AgentSettings
@@ -47,7 +48,6 @@ from flotilla.engine.records import (
 from flotilla.engine.revisions import build_revision
 from flotilla.engine.updates import modify_service
 from flotilla.scheduler.service import Scheduler, SchedulerSettings
-from tests.simulation.runtime import MemoryUnitRuntime
 from tests.simulation.simclock import SimClock
 
 SERVICE = "api"
