@@ -11,6 +11,10 @@ runtime makes of that. `start`'s settling rule (engine/ports.py) is tested here 
 three. The classes at the end hold what only some of them do: files on disk (modes,
 inodes), processes (an environment reaching one), timers and dependencies, the manager
 helper itself, refusing sockets.
+
+Longer than ~400 lines on purpose: it is the whole contract of one port, written once,
+with the three harnesses it runs against; split, a rule would sit apart from the harness
+that makes it checkable for each runtime.
 """
 
 from __future__ import annotations
