@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from flotilla.machines.deploy import Outcome, outcome
+from flotilla.machines.deploy import Outcome
 
 __all__ = ["DeployCheckpoint", "LeaseRef", "Outcome", "Transition"]  # Outcome: the machine's
 
@@ -59,6 +59,7 @@ class DeployCheckpoint:
     trace_parent: str | None = None  # W3C traceparent of the deploy's root span
     last_span_id: str | None = None  # linked from the resume span after a crash
     outcome: Outcome | None = None
+    failed_in: str | None = None  # the state whose step failed, noted by the machine
     error: str | None = None  # why the new revision failed, if it did
     rollback_error: str | None = None  # why restoring the previous revision failed, if it did
     history: tuple[Transition, ...] = ()
@@ -66,16 +67,3 @@ class DeployCheckpoint:
     @property
     def finished(self) -> bool:
         return self.outcome is not None
-
-    def outcome_when_done(self) -> Outcome:
-        """As the machine decides it, from what this checkpoint records."""
-        failed = self.error is not None
-        return outcome(failed=failed, rollback_failed=failed and self.rollback_error is not None)
-
-    def failed_in(self) -> str | None:
-        """The state whose step failed (the one visited just before `failed`)."""
-        states = [t.state for t in self.history]
-        if "failed" not in states:
-            return None
-        index = states.index("failed")
-        return states[index - 1] if index > 0 else None

@@ -14,18 +14,25 @@ leaves each by the explicit `lb_skipped` trigger, so its history shows them as s
 rather than missing. Guards keep `lb_skipped` for services without a load balancer and
 the load-balancer triggers for services with one.
 
-Pure: no I/O, no clock. The engine performs the current state's step and then fires its
-trigger (`success_trigger`, or `fail`). Restoring at a stored state fires no `on_enter`
+Pure: no I/O, no clock. This module is the one authority on the flow: the engine
+restores a `DeployMachine` once per run from the checkpoint's stored facts (state,
+`failed_in`, whether the rollback failed), performs the current state's step, reports a
+`StepResult`, and `advance` fires the trigger it means. The facts the engine acts on
+(`working`, `can_fail`, `holds_slot`, `rolling_back`, `rollback_work`, `outcome`) are read
+off the machine, never re-derived. Restoring at a stored state fires no `on_enter`
 callback (a `transitions` rule), which suits the engine: on resume it performs the current
 state's step itself. A trigger the current state does not allow raises `InvalidTransition`;
 a checkpoint this definition cannot follow raises `CannotResume` from `DeployMachine.restore`.
+
+Over 400 lines on purpose: one machine per module (CONVENTIONS.md), and its definition,
+the facts derived from it and the class that follows it read best together.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any, Final
 
 from transitions import Machine, MachineError
@@ -37,38 +44,54 @@ from transitions import Machine, MachineError
 # over. Removing a transition that a stored state does not depend on needs no bump.
 MACHINE_VERSION: Final[int] = 1
 
-INITIAL_STATE: Final = "pending"
-FAILED_STATE: Final = "failed"
-ROLLING_BACK_STATE: Final = "rolling_back"
-UNLOCKED_STATE: Final = "unlocked"
-DONE_STATE: Final = "done"
 
-HAPPY_PATH: Final = (
-    "pending",
-    "locking",
-    "deregistering",
-    "draining",
-    "stopping",
-    "starting",
-    "registering",
-    "healthy",
-    "unlocked",
-    "done",
-)
-FAILURE_STATES: Final = (FAILED_STATE, ROLLING_BACK_STATE)
-# Every state, in order: the happy path, then the two states only a failure visits.
+class State(StrEnum):
+    """Every state, in order: the happy path, then the two states only a failure visits.
+    A `StrEnum`: stored checkpoints hold the plain words, which compare equal."""
+
+    PENDING = "pending"
+    LOCKING = "locking"
+    DEREGISTERING = "deregistering"
+    DRAINING = "draining"
+    STOPPING = "stopping"
+    STARTING = "starting"
+    REGISTERING = "registering"
+    HEALTHY = "healthy"
+    UNLOCKED = "unlocked"
+    DONE = "done"
+    FAILED = "failed"
+    ROLLING_BACK = "rolling_back"
+
+    def __repr__(self) -> str:
+        return repr(self.value)  # messages show the stored word: 'draining'
+
+
+INITIAL_STATE: Final = State.PENDING
+ROLLING_BACK_STATE: Final = State.ROLLING_BACK
+UNLOCKED_STATE: Final = State.UNLOCKED
+DONE_STATE: Final = State.DONE
+
+HAPPY_PATH: Final = tuple(State)[:10]
+FAILURE_STATES: Final = (State.FAILED, State.ROLLING_BACK)
 STATES: Final = (*HAPPY_PATH, *FAILURE_STATES)
-TERMINAL_STATES: Final = (DONE_STATE,)
+TERMINAL_STATES: Final = (State.DONE,)
 # States in which the engine performs a step (and where a crash can leave a deploy).
 STEP_STATES: Final = tuple(state for state in STATES if state not in TERMINAL_STATES)
-# States whose step can fail for good; `fail` leads from each of them to `failed`.
+# States whose step can fail the deploy; `fail` leads from each of them to `failed`, and
+# the deploy's overall deadline bounds them.
 WORKING_STATES: Final = HAPPY_PATH[1:8]
+# States whose step can give up (after too many attempts, or for good): the working
+# states and the rollback. `failed` and `unlocked` have nowhere else to go, so they are
+# tried again however often the agent died there.
+FALLIBLE_STATES: Final = (*WORKING_STATES, State.ROLLING_BACK)
+# The working states after `locking`: they run only under a live slot of the deploy lock.
+SLOT_STATES: Final = WORKING_STATES[1:]
 # States that talk to the load balancer; without one they are left by `lb_skipped`.
-LOAD_BALANCER_STATES: Final = ("deregistering", "draining", "registering")
+LOAD_BALANCER_STATES: Final = (State.DEREGISTERING, State.DRAINING, State.REGISTERING)
 # A failure in these states has touched no unit: there are no units to restore.
-UNITS_UNTOUCHED_STATES: Final = ("pending", "locking", "deregistering", "draining")
+UNITS_UNTOUCHED_STATES: Final = (State.PENDING, State.LOCKING, State.DEREGISTERING, State.DRAINING)
 # A failure in these states has not deregistered the instance: nothing to re-register.
-LB_UNTOUCHED_STATES: Final = ("pending", "locking")
+LB_UNTOUCHED_STATES: Final = (State.PENDING, State.LOCKING)
 
 FAIL_TRIGGER: Final = "fail"
 LB_SKIPPED: Final = "lb_skipped"
@@ -90,15 +113,18 @@ SUCCESS_TRIGGER: Final[Mapping[str, str]] = {
     "rolling_back": "rollback_finished",
 }
 
-_WITH_LB = "has_load_balancer"
-_WITHOUT_LB = "lacks_load_balancer"
+# The names of the guards (methods of `DeployMachine`), as the transitions and the
+# diagram name them.
+WITH_LB: Final = "has_load_balancer"
+WITHOUT_LB: Final = "lacks_load_balancer"
 
 
 def _move(
     trigger: str, source: str | tuple[str, ...], dest: str, **options: str
 ) -> Mapping[str, Any]:
-    sources = list(source) if isinstance(source, tuple) else source
-    return {"trigger": trigger, "source": sources, "dest": dest, **options}
+    # Plain strings: `transitions` would name `State` members by their Python names.
+    sources = [str(s) for s in source] if isinstance(source, tuple) else str(source)
+    return {"trigger": trigger, "source": sources, "dest": str(dest), **options}
 
 
 # The whole definition. `conditions` name guard methods of `DeployMachine`; `before` and
@@ -106,14 +132,14 @@ def _move(
 TRANSITIONS: Final = (
     _move("begin", "pending", "locking"),
     _move("lock_acquired", "locking", "deregistering"),
-    _move("deregistered", "deregistering", "draining", conditions=_WITH_LB),
-    _move(LB_SKIPPED, "deregistering", "draining", conditions=_WITHOUT_LB),
-    _move("drained", "draining", "stopping", conditions=_WITH_LB),
-    _move(LB_SKIPPED, "draining", "stopping", conditions=_WITHOUT_LB),
+    _move("deregistered", "deregistering", "draining", conditions=WITH_LB),
+    _move(LB_SKIPPED, "deregistering", "draining", conditions=WITHOUT_LB),
+    _move("drained", "draining", "stopping", conditions=WITH_LB),
+    _move(LB_SKIPPED, "draining", "stopping", conditions=WITHOUT_LB),
     _move("units_stopped", "stopping", "starting"),
     _move("units_started", "starting", "registering"),
-    _move("registered", "registering", "healthy", conditions=_WITH_LB),
-    _move(LB_SKIPPED, "registering", "healthy", conditions=_WITHOUT_LB),
+    _move("registered", "registering", "healthy", conditions=WITH_LB),
+    _move(LB_SKIPPED, "registering", "healthy", conditions=WITHOUT_LB),
     _move("health_passed", "healthy", "unlocked"),
     _move("lock_released", "unlocked", "done"),
     _move(FAIL_TRIGGER, WORKING_STATES, "failed", before="_note_failure"),
@@ -127,6 +153,15 @@ TRIGGERS: Final = tuple(dict.fromkeys(t["trigger"] for t in TRANSITIONS))
 # For each machine version whose checkpoints this definition can follow, the states it can
 # take them over from. Only this version so far.
 _RESUMABLE_STATES: Final[Mapping[int, frozenset[str]]] = {MACHINE_VERSION: frozenset(STATES)}
+
+
+class StepResult(Enum):
+    """What the engine reports after performing a state's step; the machine turns it into
+    the trigger to fire (`success_trigger`, `failure_trigger`)."""
+
+    SUCCEEDED = "succeeded"
+    SKIPPED = "skipped"  # nothing to do here (a load-balancer state without one)
+    FAILED = "failed"
 
 
 class Outcome(StrEnum):
@@ -193,12 +228,12 @@ def can_resume(machine_version: int, state: str) -> bool:
 
 def allowed_triggers(state: str, *, has_load_balancer: bool) -> tuple[str, ...]:
     """The triggers that `state` allows, with its load-balancer guard applied."""
-    guard_passes = {_WITH_LB: has_load_balancer, _WITHOUT_LB: not has_load_balancer}
+    guard_passes = {WITH_LB: has_load_balancer, WITHOUT_LB: not has_load_balancer}
     return tuple(
         dict.fromkeys(
             t["trigger"]
             for t in TRANSITIONS
-            if state in _sources(t) and guard_passes.get(t.get("conditions", ""), True)
+            if state in sources(t) and guard_passes.get(t.get("conditions", ""), True)
         )
     )
 
@@ -249,11 +284,6 @@ def rollback_work(failed_in: str | None, *, has_load_balancer: bool) -> Rollback
     )
 
 
-def rollback_needed(failed_in: str | None) -> bool:
-    """Whether the previous revision's units must be restored after a failure in `failed_in`."""
-    return rollback_work(failed_in, has_load_balancer=False).restore_units
-
-
 class DeployMachine:
     """One deploy's position in the machine, and the facts its guards and outcome need.
 
@@ -284,9 +314,9 @@ class DeployMachine:
         self._rollback_failed = rollback_failed
         self._machine = Machine(
             model=self,
-            states=list(STATES),
+            states=[str(s) for s in STATES],
             transitions=[dict(t) for t in TRANSITIONS],
-            initial=state,
+            initial=str(state),
             auto_transitions=False,
             send_event=False,
         )
@@ -349,6 +379,27 @@ class DeployMachine:
         return rollback_work(self._failed_in, has_load_balancer=self._has_load_balancer)
 
     @property
+    def working(self) -> bool:
+        """Whether the current step can fail the deploy (and its overall deadline applies)."""
+        return self.state in WORKING_STATES
+
+    @property
+    def can_fail(self) -> bool:
+        """Whether the current step may give up (e.g. after too many attempts)."""
+        return self.state in FALLIBLE_STATES
+
+    @property
+    def holds_slot(self) -> bool:
+        """Whether the current step must run under a live slot of the deploy lock."""
+        return self.state in SLOT_STATES
+
+    @property
+    def rolling_back(self) -> bool:
+        """Whether the current step restores the previous revision (its failure is a
+        failed rollback, not a failed deploy)."""
+        return self.state == State.ROLLING_BACK
+
+    @property
     def allowed_triggers(self) -> tuple[str, ...]:
         return allowed_triggers(self.state, has_load_balancer=self._has_load_balancer)
 
@@ -375,23 +426,14 @@ class DeployMachine:
             raise refused()
         return self.state
 
-
-def next_state(state: str, trigger: str, *, has_load_balancer: bool) -> str:
-    """The state `trigger` leads to from `state`, or `InvalidTransition`."""
-    return DeployMachine(state, has_load_balancer=has_load_balancer).fire(trigger)
-
-
-def mermaid() -> str:
-    """The machine as a Mermaid `stateDiagram-v2` (rendered in docs/deploy-machine.md)."""
-    guard_labels = {_WITH_LB: " [with LB]", _WITHOUT_LB: " [no LB]"}
-    lines = ["stateDiagram-v2", f"    [*] --> {INITIAL_STATE}"]
-    for transition in TRANSITIONS:
-        label = transition["trigger"] + guard_labels.get(transition.get("conditions", ""), "")
-        lines += [f"    {s} --> {transition['dest']}: {label}" for s in _sources(transition)]
-    lines += [f"    {state} --> [*]" for state in TERMINAL_STATES]
-    return "\n".join(lines) + "\n"
+    def advance(self, result: StepResult) -> str:
+        """Move on from the current state's step as `result` says; return the new state."""
+        if result is StepResult.FAILED:
+            return self.fire(failure_trigger(self.state))
+        return self.fire(success_trigger(self.state, has_load_balancer=self._has_load_balancer))
 
 
-def _sources(transition: Mapping[str, Any]) -> list[str]:
+def sources(transition: Mapping[str, Any]) -> list[str]:
+    """The states a transition of `TRANSITIONS` leaves from."""
     source = transition["source"]
     return list(source) if isinstance(source, list) else [source]

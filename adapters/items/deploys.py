@@ -9,6 +9,7 @@ from typing import Any
 from flotilla.adapters.items import common
 from flotilla.adapters.items.common import Item
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition
+from flotilla.machines.deploy import State
 
 DEPLOY_SCHEMA = 1
 
@@ -35,6 +36,7 @@ def deploy_to_item(checkpoint: DeployCheckpoint) -> Item:
         "trace_parent": checkpoint.trace_parent,
         "last_span_id": checkpoint.last_span_id,
         "outcome": None if checkpoint.outcome is None else checkpoint.outcome.value,
+        "failed_in": checkpoint.failed_in,
         "error": checkpoint.error,
         "rollback_error": checkpoint.rollback_error,
         "history": [_transition_to_item(t) for t in checkpoint.history],
@@ -85,6 +87,7 @@ def deploy_from_item(item: Mapping[str, Any]) -> DeployCheckpoint:
             moment = common.time(value)
             if moment is not None:
                 deadlines[str(name)] = moment
+        history = tuple(_transition_from_item(t) for t in item["history"])
         return DeployCheckpoint(
             id=str(item["id"]),
             service=str(item["service"]),
@@ -106,9 +109,23 @@ def deploy_from_item(item: Mapping[str, Any]) -> DeployCheckpoint:
             trace_parent=common.optional_str(item.get("trace_parent")),
             last_span_id=common.optional_str(item.get("last_span_id")),
             outcome=None if outcome is None else Outcome(outcome),
+            failed_in=_failed_in(item, history),
             error=common.optional_str(item.get("error")),
             rollback_error=common.optional_str(item.get("rollback_error")),
-            history=tuple(_transition_from_item(t) for t in item["history"]),
+            history=history,
         )
 
     return common.read("deploy", item, build)
+
+
+def _failed_in(item: Mapping[str, Any], history: tuple[Transition, ...]) -> str | None:
+    """The stored `failed_in`; items written before it was stored (still schema 1: an
+    older reader ignores the field) recorded it only as the state visited just before
+    `failed` in the history, so it is read from there once, here."""
+    if "failed_in" in item:
+        return common.optional_str(item["failed_in"])
+    states = [t.state for t in history]
+    if State.FAILED not in states:
+        return None
+    index = states.index(State.FAILED)
+    return states[index - 1] if index > 0 else None

@@ -1,13 +1,16 @@
 """The deploy runner: load the checkpoint, perform the state's step, advance, persist.
 
 The loop, for one deploy:
-1. load the checkpoint; if the last runner was interrupted in a state, record the
-   interruption and a `resume` span linked to the interrupted one;
-2. perform the current state's step through the ports (idempotent, see `steps`);
-3. fire the step's trigger on the state machine and write the checkpoint conditionally
-   on its version; a runner that loses that race stops at once (another one is ahead).
-Deadlines and attempt counts live in the checkpoint, so a resumed deploy gets no fresh
-budget, and a deploy whose agent keeps dying in one state gives up and rolls back.
+1. load the checkpoint and restore the state machine once from its stored facts (state,
+   `failed_in`, a failed rollback); if the last runner was interrupted in a state, record
+   the interruption and a `resume` span linked to the interrupted one;
+2. perform the current state's step through the ports (idempotent, see `steps.STEPS`);
+3. report the step's result to the machine, which fires the trigger it means, and write
+   the checkpoint conditionally on its version; a runner that loses that race stops at
+   once (another one is ahead).
+The machine decides the flow (machines/deploy.py); the runner only performs it. Deadlines
+and attempt counts live in the checkpoint, so a resumed deploy gets no fresh budget, and a
+deploy whose agent keeps dying in one state gives up and rolls back.
 """
 
 from __future__ import annotations
@@ -16,8 +19,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from opentelemetry import trace
 
@@ -25,12 +27,12 @@ from flotilla.engine import units
 from flotilla.engine.checkpoint import DeployCheckpoint, Transition
 from flotilla.engine.deploy import telemetry
 from flotilla.engine.deploy.retry import with_retries
-from flotilla.engine.deploy.steps import Advance, Ports, StepFailed, Steps, StepSettings
+from flotilla.engine.deploy.steps import STEPS, Advance, Ports, StepFailed, Steps, StepSettings
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, FlotillaError
-from flotilla.engine.leases import LeaseKeeper
 from flotilla.engine.ports import Event, EventQueue
-from flotilla.engine.records import Instance, Lease, Service, deploy_id_for
+from flotilla.engine.records import Instance, Service, deploy_id_for
 from flotilla.machines import deploy as machine
+from flotilla.machines.deploy import DeployMachine, StepResult
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -40,9 +42,27 @@ T = TypeVar("T")
 FaultHook = Callable[[str, str], None]
 
 
+class Liveness(Protocol):
+    """What the runner's owner (the agent) tells it while a deploy runs: whether to stop
+    between steps, and how to keep the owner's own lease alive from inside long waits."""
+
+    def stop_requested(self) -> bool: ...
+
+    def keep_alive(self) -> None: ...
+
+
+class AlwaysLive:
+    """Liveness for a runner nobody stops (tests, tools): never stop, nothing to keep."""
+
+    def stop_requested(self) -> bool:
+        return False
+
+    def keep_alive(self) -> None:
+        return None
+
+
 @dataclass(frozen=True)
 class RunnerSettings:
-    overall_timeout: timedelta = timedelta(minutes=30)
     max_attempts_per_state: int = 3
     steps: StepSettings = field(default_factory=StepSettings)
 
@@ -60,15 +80,13 @@ class DeployRunner:
         *,
         settings: RunnerSettings | None = None,
         events: EventQueue | None = None,
-        stop_requested: Callable[[], bool] = lambda: False,
-        keep_alive: Callable[[], None] = lambda: None,
+        liveness: Liveness | None = None,
         fault: FaultHook = _no_fault,
     ) -> None:
         self.ports_for = ports_for
         self.settings = settings or RunnerSettings()
         self.events = events
-        self.stop_requested = stop_requested
-        self.keep_alive = keep_alive
+        self.liveness: Liveness = liveness or AlwaysLive()
         self.fault = fault
 
     # --- creating --------------------------------------------------------------------
@@ -108,22 +126,24 @@ class DeployRunner:
         checkpoint = _retried(ports, lambda: ports.store.get_deploy(deploy_id))
         if checkpoint.finished:
             return checkpoint
-        if not machine.can_resume(checkpoint.machine_version, checkpoint.state):
-            raise FlotillaError(
-                f"deploy {deploy_id} was written by state machine version "
-                f"{checkpoint.machine_version} in state {checkpoint.state!r}, which this agent "
-                f"(machine version {machine.MACHINE_VERSION}) cannot resume; "
-                "finish it with an agent of that version"
+        try:
+            deploy = DeployMachine.restore(
+                checkpoint.machine_version,
+                checkpoint.state,
+                has_load_balancer=service.load_balancer is not None,
+                failed_in=checkpoint.failed_in,
+                rollback_failed=checkpoint.rollback_error is not None,
             )
-        steps = Steps(ports, service, self.settings.steps, self._keeper(ports), _retry_event)
-        steps.keep_alive = self.keep_alive
+        except machine.CannotResume as cannot:
+            raise FlotillaError(f"deploy {deploy_id}: {cannot}") from cannot
+        steps = self._steps(ports, service, deploy_id)
         try:
             checkpoint = self._mark_resume(ports, checkpoint)
             while not checkpoint.finished:
-                if self.stop_requested():
+                if self.liveness.stop_requested():
                     log.info("stopping between steps", extra=_log_fields(checkpoint))
                     break
-                checkpoint = self._step(ports, steps, service, checkpoint)
+                checkpoint = self._step(ports, steps, deploy, checkpoint)
         except ConflictError as ahead:
             log.warning("another runner is ahead; stopping: %s", ahead.message)
         finally:
@@ -140,7 +160,8 @@ class DeployRunner:
         owned = _retried(ports, ports.runtime.owned_units)
         if any(units.belongs_to(name, current) for name in owned):
             return False
-        steps = Steps(ports, service, self.settings.steps, self._keeper(ports), _retry_event)
+        # Not a deploy: no slot is ever taken under this owner.
+        steps = self._steps(ports, service, f"restore/{instance.id}")
         attributes = {
             "flotilla.service": service.name,
             "flotilla.instance": instance.id,
@@ -151,8 +172,15 @@ class DeployRunner:
             steps.start_revision(current)
         return True
 
-    def _keeper(self, ports: Ports) -> Callable[[Lease], LeaseKeeper]:
-        return lambda lease: LeaseKeeper(ports.locks, ports.clock, lease, self.settings.steps.lease)
+    def _steps(self, ports: Ports, service: Service, deploy_id: str) -> Steps:
+        return Steps(
+            ports,
+            service,
+            self.settings.steps,
+            deploy_id=deploy_id,
+            keep_alive=self.liveness.keep_alive,
+            on_retry=_retry_event,
+        )
 
     def _mark_resume(self, ports: Ports, checkpoint: DeployCheckpoint) -> DeployCheckpoint:
         """A state left open by an earlier runner means that runner was interrupted."""
@@ -182,34 +210,27 @@ class DeployRunner:
             return _retried(ports, lambda: ports.store.update_deploy(marked))
 
     def _step(
-        self, ports: Ports, steps: Steps, service: Service, checkpoint: DeployCheckpoint
+        self, ports: Ports, steps: Steps, deploy: DeployMachine, checkpoint: DeployCheckpoint
     ) -> DeployCheckpoint:
         state = checkpoint.state
         attempt = checkpoint.attempts.get(state, 1)
         attributes = {**_attributes(checkpoint), "flotilla.attempt": attempt}
         with telemetry.child_span(checkpoint.trace_parent, f"deploy.{state}", attributes) as span:
             self.fault("before-step", state)
-            error: str | None = None
-            rollback_error: str | None = None
+            reason: str | None = None
             try:
-                advance = self._perform(ports, steps, service, checkpoint, attempt)
+                advance = self._perform(ports, steps, deploy, checkpoint, attempt)
             except StepFailed as failed:
-                if state == machine.ROLLING_BACK_STATE:
-                    rollback_error = failed.message
-                else:
-                    error = failed.message
-                advance = Advance(failed=True)
+                reason = failed.message
             except FlotillaError as failed:
-                if failed.retryable or state not in machine.WORKING_STATES:
+                if failed.retryable or not deploy.working:
                     raise  # an outage: leave the state open, a later run resumes it
-                error = failed.message  # anything else in a working state fails the deploy
-                advance = Advance(failed=True)
+                reason = failed.message  # anything else in a working state fails the deploy
+            if reason is not None:
+                advance = Advance(result=StepResult.FAILED)
+                telemetry.mark_error(span, reason)
             self.fault("after-effect", state)
-            if error or rollback_error:
-                telemetry.mark_error(span, error or rollback_error or "")
-            checkpoint = self._advance(
-                ports, service, checkpoint, advance, error, rollback_error, span
-            )
+            checkpoint = self._advance(ports, deploy, checkpoint, advance, reason, span)
         # After the state's span has ended: a SIGKILL during the next step must not lose it.
         telemetry.flush()
         if checkpoint.finished:
@@ -220,36 +241,22 @@ class DeployRunner:
         self,
         ports: Ports,
         steps: Steps,
-        service: Service,
+        deploy: DeployMachine,
         checkpoint: DeployCheckpoint,
         attempt: int,
     ) -> Advance:
-        state = checkpoint.state
-        now = ports.clock.now()
-        if state == machine.INITIAL_STATE:
-            return Advance(deadlines={"overall": now + self.settings.overall_timeout})
-        # Only states that can fail or roll back give up; `failed` and `unlocked` have
-        # nowhere else to go, so they are tried again however often the agent died there.
-        limited = state in machine.WORKING_STATES or state == machine.ROLLING_BACK_STATE
-        if limited and attempt > self.settings.max_attempts_per_state:
+        if deploy.can_fail and attempt > self.settings.max_attempts_per_state:
             raise StepFailed(
-                f"the agent stopped {attempt - 1} times in state {state}; giving up on it"
+                f"the agent stopped {attempt - 1} times in state {checkpoint.state}; "
+                "giving up on it"
             )
-        if state == machine.FAILED_STATE:
-            return Advance()
-        if state == machine.ROLLING_BACK_STATE:
-            work = machine.rollback_work(
-                checkpoint.failed_in(), has_load_balancer=service.load_balancer is not None
-            )
-            return steps.rolling_back(checkpoint, work)
         overall = checkpoint.deadlines.get("overall")
-        if state in machine.WORKING_STATES and overall is not None and now > overall:
+        if deploy.working and overall is not None and ports.clock.now() > overall:
             raise StepFailed(
-                f"the deploy ran past its overall timeout ({self.settings.overall_timeout})"
+                f"the deploy ran past its overall timeout ({self.settings.steps.overall_timeout})"
             )
-        relocked = steps.hold_slot(checkpoint) if state in machine.WORKING_STATES[1:] else None
-        perform: Callable[[DeployCheckpoint], Advance] = getattr(steps, state)
-        advance = perform(checkpoint)
+        relocked = steps.slot.hold(checkpoint) if deploy.holds_slot else None
+        advance = STEPS[checkpoint.state](steps, checkpoint)
         if relocked is not None and advance.lease is None:
             advance = dataclasses.replace(advance, lease=relocked)
         return advance
@@ -257,34 +264,29 @@ class DeployRunner:
     def _advance(
         self,
         ports: Ports,
-        service: Service,
+        deploy: DeployMachine,
         checkpoint: DeployCheckpoint,
         advance: Advance,
-        error: str | None,
-        rollback_error: str | None,
+        reason: str | None,
         span: trace.Span,
     ) -> DeployCheckpoint:
         now = ports.clock.now()
-        has_load_balancer = service.load_balancer is not None
-        state = checkpoint.state
-        trigger = (
-            machine.failure_trigger(state)
-            if advance.failed
-            else machine.success_trigger(state, has_load_balancer=has_load_balancer)
-        )
-        new_state = machine.next_state(state, trigger, has_load_balancer=has_load_balancer)
+        # The reason is the deploy's error, or, in the rollback, why the rollback failed.
+        rolling_back = deploy.rolling_back
+        error, rollback_error = (None, reason) if rolling_back else (reason, None)
+        new_state = deploy.advance(advance.result)
         span_id = telemetry.span_id_of(span)
         if advance.skipped:  # e.g. load-balancer states of a service without one
             span.set_attribute("flotilla.skipped", True)
         closed = dataclasses.replace(
             checkpoint.history[-1],
             ended_at=now,
-            error=error or rollback_error,
+            error=reason,
             skipped=advance.skipped,
             span_id=span_id,
         )
         history = (*checkpoint.history[:-1], closed)
-        if new_state != machine.DONE_STATE:
+        if not deploy.finished:
             history = (*history, Transition(new_state, now))
         updated = dataclasses.replace(
             checkpoint,
@@ -294,12 +296,12 @@ class DeployRunner:
             attempts={**checkpoint.attempts, new_state: 1},
             lease=None if advance.clear_lease else (advance.lease or checkpoint.lease),
             last_span_id=span_id,
+            failed_in=deploy.failed_in,
             error=checkpoint.error or error,
             rollback_error=checkpoint.rollback_error or rollback_error,
+            outcome=deploy.outcome if deploy.finished else None,
             history=history,
         )
-        if new_state == machine.DONE_STATE:
-            updated = dataclasses.replace(updated, outcome=updated.outcome_when_done())
         stored = _retried(ports, lambda: ports.store.update_deploy(updated))
         log.info(
             "deploy %s: %s -> %s", stored.id, checkpoint.state, new_state, extra=_log_fields(stored)

@@ -3,27 +3,27 @@
 Every step is idempotent: the agent may crash after a step's effect and before its
 checkpoint, and the restarted agent runs the step again. Deregistering twice,
 stopping a stopped unit, starting an active unit, releasing a released lock: all fine.
-A step returns an `Advance` (the trigger to fire plus what to remember in the
-checkpoint); a step that fails for good raises `StepFailed` with the reason.
+A step returns an `Advance` (whether it succeeded or was skipped, plus what to remember
+in the checkpoint); a step that fails for good raises `StepFailed` with the reason.
+`STEPS` maps every state of the machine that has a step to the method performing it.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from flotilla.engine import units as unit_names
 from flotilla.engine.activation import plan_activation, settle
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef
 from flotilla.engine.clock import Clock
+from flotilla.engine.deploy.errors import StepFailed
 from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
+from flotilla.engine.deploy.slots import DeploySlot
 from flotilla.engine.deploy.telemetry import call_span
-from flotilla.engine.errors import FlotillaError, UnitFailedError
-from flotilla.engine.leases import LeaseKeeper
-from flotilla.engine.liveness import live_instances
+from flotilla.engine.errors import UnitFailedError
 from flotilla.engine.ports import (
     LoadBalancer,
     LockService,
@@ -32,27 +32,32 @@ from flotilla.engine.ports import (
     TargetState,
     UnitRuntime,
 )
-from flotilla.engine.records import Lease, Revision, Service
-from flotilla.machines.deploy import RollbackWork
+from flotilla.engine.records import Revision, Service
+from flotilla.machines import deploy as machine
+from flotilla.machines.deploy import State, StepResult
 
 T = TypeVar("T")
 
-
-class StepFailed(FlotillaError):
-    """A step failed for good; the deploy goes down the failure path with this reason."""
+__all__ = ["STEPS", "Advance", "Ports", "StepFailed", "StepSettings", "Steps"]
 
 
 @dataclass(frozen=True)
 class Advance:
     """What a step reports: it succeeded, was skipped (a load-balancer state of a service
-    without one) or failed; the machine maps that to its trigger (`success_trigger`,
-    `failure_trigger`). The rest is recorded in the checkpoint."""
+    without one) or failed; the machine maps that to its trigger. The rest is recorded
+    in the checkpoint."""
 
-    skipped: bool = False
-    failed: bool = False
+    result: StepResult = StepResult.SUCCEEDED
     lease: LeaseRef | None = None
     clear_lease: bool = False
     deadlines: dict[str, datetime] = field(default_factory=dict)
+
+    @property
+    def skipped(self) -> bool:
+        return self.result is StepResult.SKIPPED
+
+
+SKIPPED: Final = Advance(result=StepResult.SKIPPED)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class StepSettings:
     # from inside waits (this deploy's slot, the agent's own lock) never lapse in between.
     max_poll_seconds: float = 5.0
     rollback_health_timeout: timedelta = timedelta(minutes=5)
+    overall_timeout: timedelta = timedelta(minutes=30)
 
 
 @dataclass
@@ -75,24 +81,34 @@ class Ports:
 
 
 class Steps:
-    """The effect of each working state, for one deploy."""
+    """The effect of each state, for one deploy (or, without one, for `start_revision`)."""
 
     def __init__(
         self,
         ports: Ports,
         service: Service,
         settings: StepSettings,
-        keeper_factory: Callable[[Lease], LeaseKeeper],
+        *,
+        deploy_id: str,
+        keep_alive: Callable[[], None],
         on_retry: Callable[[BaseException, int], None],
     ) -> None:
         self.ports = ports
         self.service = service
         self.settings = settings
-        self._keeper_factory = keeper_factory
         self._on_retry = on_retry
-        self.keeper: LeaseKeeper | None = None
-        # Called from every wait: the agent renews its own lock through it.
-        self.keep_alive: Callable[[], None] = lambda: None
+        # Called from every wait: the agent renews its own lease through it.
+        self._keep_alive = keep_alive
+        self.slot = DeploySlot(
+            locks=ports.locks,
+            store=ports.store,
+            clock=ports.clock,
+            service=service,
+            deploy_id=deploy_id,
+            duration=settings.lease,
+            call=self.call,
+            wait=self.wait,
+        )
 
     # --- plumbing --------------------------------------------------------------------
 
@@ -102,11 +118,9 @@ class Steps:
             return with_retries(action, clock=self.ports.clock, on_retry=self._on_retry)
 
     def keep_lease(self) -> None:
-        self.keep_alive()
-        if self.keeper is not None:
-            self.keeper.keep()
-            if self.keeper.lost_reason is not None:
-                raise StepFailed(f"lost the deploy lock: {self.keeper.lost_reason}")
+        """Keep the agent's lease and this deploy's slot; `StepFailed` if the slot is lost."""
+        self._keep_alive()
+        self.slot.keep()
 
     def wait(self, what: str, check: Callable[[], bool], deadline: datetime) -> None:
         def checked() -> bool:
@@ -124,84 +138,23 @@ class Steps:
         except DeadlineExceededError as late:
             raise StepFailed(late.message) from late
 
-    def adopt_lease(self, checkpoint: DeployCheckpoint) -> None:
-        """After a restart, take up the lease the checkpoint says this deploy holds."""
-        if self.keeper is not None or checkpoint.lease is None:
-            return
-        ref = checkpoint.lease
-        held = [
-            lease
-            for lease in self.call("lock.holders", lambda: self.ports.locks.holders(ref.name))
-            if lease.slot == ref.slot and lease.token == ref.token and lease.owner == ref.owner
-        ]
-        if held:
-            self.keeper = self._keeper_factory(held[0])
-        # A lapsed lease is not adopted: `hold_slot` takes a slot again (waiting for one)
-        # before a working state goes on.
-
     def _deadline(self, checkpoint: DeployCheckpoint, name: str, length: timedelta) -> datetime:
         """A deadline is computed once and stored: a resumed deploy gets no fresh budget."""
         return checkpoint.deadlines.get(name) or self.ports.clock.now() + length
 
     # --- the states ------------------------------------------------------------------
 
+    def pending(self, checkpoint: DeployCheckpoint) -> Advance:
+        overall = self._deadline(checkpoint, "overall", self.settings.overall_timeout)
+        return Advance(deadlines={"overall": overall})
+
     def locking(self, checkpoint: DeployCheckpoint) -> Advance:
-        self.adopt_lease(checkpoint)
-        if self.keeper is not None and self.keeper.lease is not None:
-            return Advance(lease=_ref(self.keeper.lease))
-        return Advance(lease=_ref(self._take_slot(checkpoint)))
-
-    def hold_slot(self, checkpoint: DeployCheckpoint) -> LeaseRef | None:
-        """The working states after `locking` run only under a live slot. A deploy resumed
-        after its lease lapsed (its agent was down longer than the lease) takes a slot
-        again, waiting as `locking` does, before it goes on: meanwhile another instance
-        may have taken the slot, and both must not leave the load balancer at once.
-        Returns the new lease to record, or None when the recorded one is still held."""
-        if checkpoint.lease is None:
-            return None
-        self.adopt_lease(checkpoint)
-        if self.keeper is not None and self.keeper.lease is not None:
-            return None
-        return _ref(self._take_slot(checkpoint))
-
-    def _take_slot(self, checkpoint: DeployCheckpoint) -> Lease:
-        """A slot of the service's deploy lock, owned by the deploy (so that a restarted
-        agent can adopt it): one taken before a crash and not yet checkpointed, or a new
-        one, waited for until the deploy's overall deadline."""
-        for existing in self._own_slots(checkpoint):
-            self.keeper = self._keeper_factory(existing)
-            return existing
-        acquired: list[Lease] = []
-
-        def try_acquire() -> bool:
-            live = live_instances(self.ports.store, self.service.name, self.ports.clock.now())
-            slots = self.service.rollout.slots(max(len(live), 1))
-            lease = self.call(
-                "lock.acquire",
-                lambda: self.ports.locks.acquire(
-                    self._lock_name, checkpoint.id, slots=slots, lease=self.settings.lease
-                ),
-            )
-            if lease is not None:
-                acquired.append(lease)
-            return lease is not None
-
-        self.wait("the deploy lock", try_acquire, checkpoint.deadlines["overall"])
-        self.keeper = self._keeper_factory(acquired[0])
-        return acquired[0]
-
-    def _own_slots(self, checkpoint: DeployCheckpoint) -> list[Lease]:
-        holders = self.call("lock.holders", lambda: self.ports.locks.holders(self._lock_name))
-        return [lease for lease in holders if lease.owner == checkpoint.id]
-
-    @property
-    def _lock_name(self) -> str:
-        return f"deploy/{self.service.name}"
+        return Advance(lease=self.slot.take(checkpoint))
 
     def deregistering(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
         if balancer is None:
-            return Advance(skipped=True)
+            return SKIPPED
         self.keep_lease()
         self.call("lb.deregister", lambda: balancer.deregister(checkpoint.instance_id))
         drain = timedelta(seconds=self.service.drain_timeout_seconds)
@@ -210,7 +163,7 @@ class Steps:
     def draining(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
         if balancer is None:
-            return Advance(skipped=True)
+            return SKIPPED
         drain = timedelta(seconds=self.service.drain_timeout_seconds)
         deadline = self._deadline(checkpoint, "drain", drain)
         self.wait(
@@ -296,7 +249,7 @@ class Steps:
     def registering(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
         if balancer is None:
-            return Advance(skipped=True)
+            return SKIPPED
         self.keep_lease()
         self.call("lb.register", lambda: balancer.register(checkpoint.instance_id))
         return Advance()
@@ -326,22 +279,19 @@ class Steps:
         return Advance()
 
     def unlocked(self, checkpoint: DeployCheckpoint) -> Advance:
-        if self.keeper is not None:
-            keeper = self.keeper
-            self.call("lock.release", keeper.release)
-            self.keeper = None
-        else:
-            # After a restart: every live slot this deploy owns, the one its checkpoint
-            # records or one taken just before a crash and never checkpointed (the deploy
-            # then gave up in `locking`), rather than let it block the rollout until its
-            # lease lapses. One read of the holders.
-            for lease in self._own_slots(checkpoint):
-                self.call("lock.release", functools.partial(self.ports.locks.release, lease))
+        self.slot.release()
         return Advance(clear_lease=True)
 
-    def rolling_back(self, checkpoint: DeployCheckpoint, work: RollbackWork) -> Advance:
-        """Undo what the failed deploy did: units back to the previous revision, and the
-        instance back in the load balancer if it may have left it."""
+    def failed(self, checkpoint: DeployCheckpoint) -> Advance:
+        return Advance()  # nothing to do: the failure is recorded; `rolling_back` undoes it
+
+    def rolling_back(self, checkpoint: DeployCheckpoint) -> Advance:
+        """Undo what the failed deploy did, as the machine rules for the state it failed in:
+        units back to the previous revision, and the instance back in the load balancer if
+        it may have left it."""
+        work = machine.rollback_work(
+            checkpoint.failed_in, has_load_balancer=self.service.load_balancer is not None
+        )
         if work.restore_units:
             self._stop_all_but(checkpoint.from_revision)
             if checkpoint.from_revision is not None:
@@ -368,5 +318,18 @@ class Steps:
         return Advance()
 
 
-def _ref(lease: Lease) -> LeaseRef:
-    return LeaseRef(lease.name, lease.slot, lease.owner, lease.token)
+# The step each state performs: the machine decides which state comes next, this table
+# what happens in it. A test checks it covers exactly the machine's `STEP_STATES`.
+STEPS: Final[Mapping[str, Callable[[Steps, DeployCheckpoint], Advance]]] = {
+    State.PENDING: Steps.pending,
+    State.LOCKING: Steps.locking,
+    State.DEREGISTERING: Steps.deregistering,
+    State.DRAINING: Steps.draining,
+    State.STOPPING: Steps.stopping,
+    State.STARTING: Steps.starting,
+    State.REGISTERING: Steps.registering,
+    State.HEALTHY: Steps.healthy,
+    State.UNLOCKED: Steps.unlocked,
+    State.FAILED: Steps.failed,
+    State.ROLLING_BACK: Steps.rolling_back,
+}

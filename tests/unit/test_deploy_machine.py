@@ -25,6 +25,7 @@ from flotilla.machines.deploy import (
     Outcome,
     RollbackWork,
 )
+from flotilla.machines.diagram import mermaid
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDER_COMMAND = ".venv/bin/python scripts/render-machine-diagram"
@@ -208,17 +209,17 @@ def test_every_trigger_in_every_state_moves_as_written_or_is_refused(
 @pytest.mark.parametrize("state", deploy.LOAD_BALANCER_STATES)
 def test_guards_keep_skips_and_load_balancer_triggers_apart(state: str) -> None:
     with pytest.raises(InvalidTransition, match=r"\(with a load balancer\).*allowed there: "):
-        deploy.next_state(state, "lb_skipped", has_load_balancer=True)
+        DeployMachine(state, has_load_balancer=True).fire("lb_skipped")
     lb_trigger = deploy.SUCCESS_TRIGGER[state]
     with pytest.raises(InvalidTransition, match=r"\(without a load balancer\).*lb_skipped"):
-        deploy.next_state(state, lb_trigger, has_load_balancer=False)
+        DeployMachine(state, has_load_balancer=False).fire(lb_trigger)
 
 
 def test_an_unknown_trigger_is_named_as_such() -> None:
     with pytest.raises(InvalidTransition, match=r"unknown trigger 'explode'.*health_passed, fail"):
-        deploy.next_state("healthy", "explode", has_load_balancer=True)
+        DeployMachine("healthy", has_load_balancer=True).fire("explode")
     with pytest.raises(InvalidTransition, match=r"nothing \(a final state\)"):
-        deploy.next_state("done", "begin", has_load_balancer=True)
+        DeployMachine("done", has_load_balancer=True).fire("begin")
 
 
 def test_invalid_transitions_are_the_modules_own_errors() -> None:
@@ -268,7 +269,6 @@ def test_rollback_work_depends_on_where_the_deploy_failed(
     assert deploy.rollback_work(failed_in, has_load_balancer=True) == work
     without_lb = deploy.rollback_work(failed_in, has_load_balancer=False)
     assert without_lb == RollbackWork(restore_units=work.restore_units, reregister=False)
-    assert deploy.rollback_needed(failed_in) is work.restore_units
     assert work.needed is (work.restore_units or work.reregister)
 
 
@@ -388,7 +388,7 @@ def test_the_diagram_draws_exactly_the_expected_transitions(has_load_balancer: b
     guard = "[with LB]" if has_load_balancer else "[no LB]"
     other = "[no LB]" if has_load_balancer else "[with LB]"
     drawn = set()
-    for line in deploy.mermaid().splitlines()[1:]:
+    for line in mermaid().splitlines()[1:]:
         edge, _, label = line.strip().partition(": ")
         source, dest = edge.split(" --> ")
         if "[*]" in (source, dest) or label.endswith(other):
@@ -407,6 +407,6 @@ def test_a_failed_step_starts_the_rollback_and_a_failed_rollback_ends_the_deploy
         trigger = deploy.failure_trigger(state)
         if state == deploy.ROLLING_BACK_STATE:
             assert trigger == deploy.ROLLBACK_FAILED
-            assert deploy.next_state(state, trigger, has_load_balancer=True) == "unlocked"
+            assert DeployMachine(state, has_load_balancer=True).fire(trigger) == "unlocked"
         else:
             assert trigger == deploy.FAIL_TRIGGER

@@ -12,6 +12,7 @@ import pytest
 from flotilla.adapters.memory_load_balancer import MemoryLoadBalancer
 from flotilla.engine import units
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
+from flotilla.engine.deploy.steps import STEPS
 from flotilla.engine.errors import ConflictError
 from flotilla.engine.ports import TargetState
 from flotilla.engine.records import Lease
@@ -240,3 +241,8 @@ def test_throttled_load_balancer_calls_are_retried(cluster: Cluster) -> None:
     done = cluster.store.get_deploy(cluster.deploy("i-1"))
     assert done.outcome is Outcome.SUCCEEDED
     assert len(cluster.lb.calls) > 4
+
+
+def test_the_step_table_covers_exactly_the_machines_step_states() -> None:
+    assert set(STEPS) == set(machine.STEP_STATES)
+    assert all(isinstance(state, machine.State) for state in STEPS)
