@@ -27,7 +27,7 @@ from flotilla.cli.agent_runtime import (
 from flotilla.cli.daemon import daemon_options, seconds_option, start_daemon
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.deploy.agent import Agent, AgentSettings
-from flotilla.engine.deploy.runner import DeployRunner, FaultHook, RunnerSettings
+from flotilla.engine.deploy.runner import DeployRunner, FaultHook, Liveness, RunnerSettings
 from flotilla.engine.deploy.steps import Ports, StepSettings
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.ports import LoadBalancer
@@ -104,17 +104,19 @@ def agent(**options: Any) -> None:
         )
 
     events = wiring.events
-    runner = DeployRunner(
-        ports_for,
-        events=events,
-        settings=RunnerSettings(
-            steps=StepSettings(
-                lease=timedelta(seconds=options["lease_seconds"]),
-                max_poll_seconds=min(5.0, options["agent_lease_seconds"] / 4),
-            )
-        ),
-        fault=_fault_from_environment(),
+    runner_settings = RunnerSettings(
+        steps=StepSettings(
+            lease=timedelta(seconds=options["lease_seconds"]),
+            max_poll_seconds=min(5.0, options["agent_lease_seconds"] / 4),
+        )
     )
+    fault = _fault_from_environment()
+
+    def make_runner(liveness: Liveness) -> DeployRunner:
+        return DeployRunner(
+            ports_for, events=events, settings=runner_settings, liveness=liveness, fault=fault
+        )
+
     Agent(
         AgentSettings(
             instance_id=instance_id,
@@ -127,7 +129,7 @@ def agent(**options: Any) -> None:
         ),
         store=wiring.store,
         locks=wiring.locks,
-        runner=runner,
+        make_runner=make_runner,
         clock=wiring.clock,
         stop=stop,
         wait_for_wakeup=stop.wait,

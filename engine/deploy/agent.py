@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flotilla.engine.clock import Clock
-from flotilla.engine.deploy.runner import DeployRunner
+from flotilla.engine.deploy.runner import DeployRunner, Liveness
 from flotilla.engine.errors import FlotillaError, NotFoundError
+from flotilla.engine.leases import LeaseKeeper
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL, expiry_for
 from flotilla.engine.ports import Event, EventQueue, LockService, StateStore
-from flotilla.engine.records import Instance, Lease, Service, deploy_id_for
+from flotilla.engine.records import Instance, Service, deploy_id_for
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,12 @@ class AgentSettings:
 
 
 class Agent:
-    """Runs until `stop` is set; every iteration is safe to interrupt."""
+    """Runs until `stop` is set; every iteration is safe to interrupt.
+
+    The agent is its runner's `Liveness`: the runner stops between steps when a stop was
+    requested or this agent lost its lease on the instance, and renews that lease from
+    inside its waits. So the runner is made here, from `make_runner(liveness)`.
+    """
 
     def __init__(
         self,
@@ -48,7 +54,7 @@ class Agent:
         *,
         store: StateStore,
         locks: LockService,
-        runner: DeployRunner,
+        make_runner: Callable[[Liveness], DeployRunner],
         clock: Clock,
         stop: threading.Event,
         wait_for_wakeup: Callable[[float], object] | None = None,
@@ -57,8 +63,6 @@ class Agent:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.locks = locks
-        self.runner = runner
         self.clock = clock
         self.stop = stop
         self._wait = wait_for_wakeup or self._sleep
@@ -66,52 +70,47 @@ class Agent:
         # Called once, after the first registration of this process and before any resume
         # (which can take long): the entry point tells its supervisor the agent is up.
         self.on_registered = on_registered
-        self._lease: Lease | None = None
+        self.lease = LeaseKeeper(
+            locks,
+            clock,
+            name=f"agent/{settings.instance_id}",
+            owner=settings.owner,
+            duration=settings.agent_lease,
+        )
         self._last_heartbeat: datetime | None = None
-        self._lost_agent_lock = False
         self._finished: set[str] = set()  # deploys done in this process, not to be retried
         # A deploy this process started that has not finished: an outage stopped its runner
         # (e.g. between `unlocked` and `done`), so the next iteration resumes it first.
         self._unfinished: tuple[str, str] | None = None  # (deploy id, service)
-        # The runner renews our lock from inside its waits, and stops between steps when
-        # asked to stop or when another agent took the instance over.
-        runner.keep_alive = self._keep_alive
-        runner.stop_requested = lambda: self.stop.is_set() or self._lost_agent_lock
+        self.runner = make_runner(self)
 
     def _sleep(self, seconds: float) -> None:
         # Wake at once on SIGTERM; the fake clock in tests just moves on.
         if not self.stop.wait(0) and seconds > 0:
             self.clock.sleep(seconds)
 
-    # --- the agent lock --------------------------------------------------------------
+    # --- liveness, for the runner ---------------------------------------------------------
+
+    def stop_requested(self) -> bool:
+        """Stop between steps on SIGTERM, or once another agent may have taken over."""
+        return self.stop.is_set() or self.lease.lost
+
+    def keep_alive(self) -> None:
+        """Renew this agent's lease on the instance if due (engine/leases.py's rule)."""
+        self.lease.keep()
 
     def _hold_agent_lock(self) -> bool:
-        """Take or renew `agent/<instance>`; a standby agent waits for it."""
-        name = f"agent/{self.settings.instance_id}"
-        try:
-            if self._lease is not None:
-                self._lease = self.locks.renew(self._lease, duration=self.settings.agent_lease)
-            else:
-                self._lease = self.locks.acquire(
-                    name, self.settings.owner, slots=1, lease=self.settings.agent_lease
-                )
-        except FlotillaError as failed:
-            log.warning("agent lock: %s", failed.message)
-            self._lease = None
-        return self._lease is not None
-
-    def _keep_alive(self) -> None:
-        if self._lease is None:
-            return
-        # Renew once a third of the lease has passed, so one more poll can never outlast it.
-        if self._lease.expires_at - self.clock.now() > self.settings.agent_lease * 2 / 3:
-            return
-        if not self._hold_agent_lock():
-            self._lost_agent_lock = True
-
-    def _renewed_if_due(self) -> bool:
-        self._keep_alive()
-        return self._lease is not None
+        """Keep `agent/<instance>`, or take it; a standby agent waits for it."""
+        if self.lease.held:
+            self.lease.keep()
+            if self.lease.lost:
+                log.warning("lost the agent lock: %s", self.lease.lost_reason)
+        else:
+            try:
+                self.lease.acquire()
+            except FlotillaError as failed:
+                log.warning("agent lock: %s", failed.message)
+        return self.lease.held
 
     # --- the loop --------------------------------------------------------------------
 
@@ -120,11 +119,9 @@ class Agent:
         resumed = False
         while not self.stop.is_set():
             try:
-                self._lost_agent_lock = False
                 # Take the lock, or renew it only when a third of it has passed (not at
                 # every poll: that would be a DynamoDB write per agent per poll).
-                held = self._hold_agent_lock() if self._lease is None else self._renewed_if_due()
-                if not held:
+                if not self._hold_agent_lock():
                     log.info("another agent runs this instance; standing by")
                     self._wait(self.settings.agent_lease.total_seconds() / 3)
                     continue
@@ -143,11 +140,10 @@ class Agent:
                 # AWS unreachable or throttling: keep the running units, try again later.
                 log.warning("agent iteration failed: %s", failed.message)
             self._wait(self.settings.poll_interval.total_seconds())
-        if self._lease is not None:
-            try:
-                self.locks.release(self._lease)
-            except FlotillaError as failed:
-                log.warning("could not release the agent lock: %s", failed.message)
+        try:
+            self.lease.release()
+        except FlotillaError as failed:
+            log.warning("could not release the agent lock: %s", failed.message)
 
     def _register(self) -> Instance:
         now = self.clock.now()

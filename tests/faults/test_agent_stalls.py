@@ -16,6 +16,7 @@ import pytest
 
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.deploy.agent import Agent, AgentSettings
+from flotilla.engine.deploy.runner import DeployRunner, Liveness
 from flotilla.engine.errors import TransientError
 from tests.faults.world import FaultWorld
 
@@ -47,8 +48,10 @@ def test_a_running_agent_finishes_a_deploy_that_stopped_in_unlocked() -> None:
     store = OutageAtDone(world, failures=6)  # longer than the runner's retries: it stops
     ports = world.ports("i-1")
     ports.store = store  # type: ignore[assignment]
-    runner = world.runner("i-1")
-    runner.ports_for = lambda _service: ports
+
+    def make_runner(liveness: Liveness) -> DeployRunner:
+        return DeployRunner(lambda _service: ports, liveness=liveness)
+
     stop = threading.Event()
     polls = []
 
@@ -62,7 +65,7 @@ def test_a_running_agent_finishes_a_deploy_that_stopped_in_unlocked() -> None:
         AgentSettings("i-1", "api", "test", owner="agent-1"),
         store=store,  # type: ignore[arg-type]
         locks=world.locks,
-        runner=runner,
+        make_runner=make_runner,
         clock=world.clock,
         stop=stop,
         wait_for_wakeup=wait,

@@ -161,7 +161,7 @@ class AwsFleet:
             AgentSettings(instance_id, "api", "test", owner=f"{instance_id}-{time.time_ns()}"),
             store=store,
             locks=locks,
-            runner=DeployRunner(lambda _service: ports),
+            make_runner=lambda liveness: DeployRunner(lambda _service: ports, liveness=liveness),
             clock=self.clock,
             stop=stop,
             wait_for_wakeup=wait,

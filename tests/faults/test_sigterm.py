@@ -17,7 +17,7 @@ import pytest
 
 from flotilla.engine.checkpoint import Outcome
 from flotilla.engine.deploy.agent import Agent, AgentSettings
-from flotilla.engine.deploy.runner import DeployRunner
+from flotilla.engine.deploy.runner import DeployRunner, Liveness
 from flotilla.machines import deploy as machine
 from tests.faults.test_agent_kills import upgraded
 from tests.faults.world import FaultWorld
@@ -33,7 +33,7 @@ def agent(
     world: FaultWorld,
     owner: str,
     stop: threading.Event,
-    runner: DeployRunner,
+    make_runner: Callable[[Liveness], DeployRunner],
     then: Callable[[], None] = lambda: None,
 ) -> Agent:
     def wait(seconds: float) -> None:
@@ -44,7 +44,7 @@ def agent(
         AgentSettings("i-1", "api", "test", owner=owner),
         store=world.store,
         locks=world.locks,
-        runner=runner,
+        make_runner=make_runner,
         clock=world.clock,
         stop=stop,
         wait_for_wakeup=wait,
@@ -70,7 +70,9 @@ def test_sigterm_in_any_state_stops_cleanly_and_the_next_agent_finishes(
             hits.append(current)
             terminated.set()
 
-    first_runner = world.runner("i-1", fault=sigterm)
+    def first_runner(liveness: Liveness) -> DeployRunner:
+        return world.runner("i-1", fault=sigterm, liveness=liveness)
+
     first = agent(world, "agent-1", terminated, first_runner, then=terminated.set)
     first.run()  # returns only because of the stop
 
@@ -87,7 +89,7 @@ def test_sigterm_in_any_state_stops_cleanly_and_the_next_agent_finishes(
         world,
         "agent-2",
         finished,
-        world.runner("i-1"),
+        lambda liveness: world.runner("i-1", liveness=liveness),
         then=lambda: finished.set() if world.store.get_deploy(deploy.id).finished else None,
     )
     second.run()

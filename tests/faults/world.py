@@ -15,7 +15,7 @@ from flotilla.adapters.secrets import LocalSecretBox
 from flotilla.engine import units
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.clock import FakeClock
-from flotilla.engine.deploy.runner import DeployRunner, FaultHook, RunnerSettings
+from flotilla.engine.deploy.runner import DeployRunner, FaultHook, Liveness, RunnerSettings
 from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import (
@@ -87,11 +87,18 @@ class FaultWorld:
             clock=self.clock,
         )
 
-    def runner(self, instance_id: str, fault: FaultHook | None = None) -> DeployRunner:
-        runner = DeployRunner(lambda _s: self.ports(instance_id), settings=RunnerSettings())
-        if fault is not None:
-            runner.fault = fault
-        return runner
+    def runner(
+        self,
+        instance_id: str,
+        fault: FaultHook | None = None,
+        liveness: Liveness | None = None,
+    ) -> DeployRunner:
+        return DeployRunner(
+            lambda _s: self.ports(instance_id),
+            settings=RunnerSettings(),
+            liveness=liveness,
+            **({} if fault is None else {"fault": fault}),
+        )
 
     def assign(self, instance_id: str, revision: Revision) -> Instance:
         current = self.store.get_instance(instance_id)

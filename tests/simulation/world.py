@@ -32,7 +32,7 @@ from flotilla.adapters.memory_runtime import MemoryUnitRuntime
 from flotilla.adapters.memory_store import MemoryStateStore
 from flotilla.adapters.secrets import LocalSecretBox
 from flotilla.engine.deploy.agent import Agent, AgentSettings
-from flotilla.engine.deploy.runner import DeployRunner
+from flotilla.engine.deploy.runner import DeployRunner, Liveness
 from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.ports import Event, TargetState
@@ -242,10 +242,13 @@ class Fleet:
         )
 
     def _agent(self, instance_id: str) -> Agent:
-        runner = DeployRunner(
-            lambda _service: self._ports(instance_id),
-            events=self.events if self.settings.agent_events else None,
-        )
+        def make_runner(liveness: Liveness) -> DeployRunner:
+            return DeployRunner(
+                lambda _service: self._ports(instance_id),
+                events=self.events if self.settings.agent_events else None,
+                liveness=liveness,
+            )
+
         return Agent(
             AgentSettings(
                 instance_id,
@@ -257,7 +260,7 @@ class Fleet:
             ),
             store=self.agent_store,
             locks=self.agent_locks,
-            runner=runner,
+            make_runner=make_runner,
             clock=self.clock,
             stop=self.stop,
             events=self.events,

@@ -13,7 +13,7 @@ from flotilla.adapters.memory_store import MemoryStateStore
 from flotilla.adapters.process_runtime import ProcessRuntime
 from flotilla.adapters.secrets import LocalSecretBox
 from flotilla.engine.clock import FakeClock, SystemClock
-from flotilla.engine.deploy.runner import DeployRunner, FaultHook, RunnerSettings
+from flotilla.engine.deploy.runner import DeployRunner, FaultHook, Liveness, RunnerSettings
 from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import Instance, LoadBalancerKind, LoadBalancerRef, Revision, Service
@@ -62,10 +62,18 @@ class Cluster:
             clock=self.clock,
         )
 
-    def runner(self, instance_id: str, fault: FaultHook | None = None) -> DeployRunner:
+    def runner(
+        self,
+        instance_id: str,
+        fault: FaultHook | None = None,
+        liveness: Liveness | None = None,
+    ) -> DeployRunner:
         kwargs = {} if fault is None else {"fault": fault}
         return DeployRunner(
-            lambda _service: self.ports(instance_id), settings=RunnerSettings(), **kwargs
+            lambda _service: self.ports(instance_id),
+            settings=RunnerSettings(),
+            liveness=liveness,
+            **kwargs,
         )
 
     def revision(

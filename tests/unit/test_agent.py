@@ -12,6 +12,7 @@ import pytest
 from flotilla.engine import units
 from flotilla.engine.checkpoint import Outcome
 from flotilla.engine.deploy.agent import Agent, AgentSettings
+from flotilla.engine.deploy.runner import DeployRunner, Liveness
 from flotilla.engine.errors import TransientError
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import Instance
@@ -44,7 +45,7 @@ def run_agent(
         AgentSettings(instance_id="i-1", service="api", agent_version="test", owner=owner),
         store=cluster.store,
         locks=cluster.locks,
-        runner=cluster.runner("i-1"),
+        make_runner=lambda liveness: cluster.runner("i-1", liveness=liveness),
         clock=cluster.clock,
         stop=stop,
         wait_for_wakeup=wait,
@@ -93,15 +94,19 @@ def test_a_rolled_back_assignment_is_not_tried_again(cluster: Cluster) -> None:
     run_agent(cluster)
     cluster.assign("i-1", bad)
     created: list[str] = []
-    agent_runner = cluster.runner("i-1")
-    original_create = agent_runner.create
 
-    def counting_create(*args, **kwargs):  # type: ignore[no-untyped-def]
-        checkpoint = original_create(*args, **kwargs)
-        created.append(checkpoint.id)
-        return checkpoint
+    def counting_runner(liveness: Liveness) -> DeployRunner:
+        agent_runner = cluster.runner("i-1", liveness=liveness)
+        original_create = agent_runner.create
 
-    agent_runner.create = counting_create  # type: ignore[method-assign]
+        def counting_create(*args, **kwargs):  # type: ignore[no-untyped-def]
+            checkpoint = original_create(*args, **kwargs)
+            created.append(checkpoint.id)
+            return checkpoint
+
+        agent_runner.create = counting_create  # type: ignore[method-assign]
+        return agent_runner
+
     stop = threading.Event()
     left = [6]
 
@@ -115,7 +120,7 @@ def test_a_rolled_back_assignment_is_not_tried_again(cluster: Cluster) -> None:
         AgentSettings(instance_id="i-1", service="api", agent_version="test", owner="a"),
         store=cluster.store,
         locks=cluster.locks,
-        runner=agent_runner,
+        make_runner=counting_runner,
         clock=cluster.clock,
         stop=stop,
         wait_for_wakeup=wait,
