@@ -1,0 +1,47 @@
+"""Records the golden checkpoints of this version: one stored deploy item per scenario and
+state, as this version writes them (see scenarios.py).
+
+    .venv/bin/python -m tests.golden.record
+
+writes tests/golden/checkpoints/machine-v<MACHINE_VERSION>/. Run it when the deploy
+machine's version is bumped, and commit the new folder beside the old ones: the replay
+test resumes every folder's checkpoints with the current runner, so an agent that could
+no longer finish what an earlier version left behind fails a test. Never rewrite a
+folder that has been released.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from flotilla.adapters import items
+from flotilla.machines.deploy import MACHINE_VERSION
+from tests.golden.scenarios import INSTANCE, SCENARIOS, fixture_path, save
+
+
+def main() -> int:
+    folder = f"machine-v{MACHINE_VERSION}"
+    for scenario in SCENARIOS:
+        for state in scenario.crash_states:
+            # A fixed folder, so the unit log paths in recorded errors stay the same.
+            root = Path(tempfile.gettempdir()) / "flotilla-golden" / f"{scenario.name}-{state}"
+            shutil.rmtree(root, ignore_errors=True)
+            cluster = scenario.world(root)
+            try:
+                deploy_id = scenario.stop_in(cluster, state)
+                item = items.deploy_to_item(cluster.store.get_deploy(deploy_id))
+            finally:
+                cluster.shutdown()
+                shutil.rmtree(root, ignore_errors=True)
+            assert item["instance_id"] == INSTANCE
+            path = fixture_path(folder, scenario, state)
+            save(path, item)
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

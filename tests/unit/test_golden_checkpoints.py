@@ -1,0 +1,101 @@
+"""Golden replay: checkpoints as earlier versions wrote them are resumed by this runner.
+
+tests/golden/checkpoints/<folder>/ holds stored deploy items, one per scenario and state
+(tests/golden/scenarios.py says how they were made; `python -m tests.golden.record`
+records the current version's). For each, the same world is rebuilt with the current
+code up to that state, the stored checkpoint is replaced by the golden one, and the
+current runner must finish it the way the scenario ends: the right outcome, the right
+units running, the instance back in service, no slot left held. A machine version that
+cannot follow a released checkpoint fails here, not on a fleet mid-upgrade.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from flotilla.adapters import items
+from flotilla.engine import units
+from flotilla.engine.checkpoint import Outcome
+from flotilla.machines import deploy as machine
+from tests.golden.scenarios import GOLDEN, INSTANCE, SCENARIOS, Scenario, fixture_path, load
+
+FOLDERS = sorted(path.name for path in GOLDEN.iterdir() if path.is_dir())
+CASES = [
+    (folder, scenario, state)
+    for folder in FOLDERS
+    for scenario in SCENARIOS
+    for state in scenario.crash_states
+]
+
+
+def test_every_step_state_has_a_golden_checkpoint_of_this_version() -> None:
+    folder = f"machine-v{machine.MACHINE_VERSION}"
+    recorded = {
+        state
+        for scenario in SCENARIOS
+        for state in scenario.crash_states
+        if fixture_path(folder, scenario, state).is_file()
+    }
+    missing = set(machine.STEP_STATES) - recorded
+    assert not missing, f"record them: .venv/bin/python -m tests.golden.record ({missing})"
+
+
+def test_the_folders_hold_exactly_the_scenarios_files() -> None:
+    for folder in FOLDERS:
+        expected = {
+            fixture_path(folder, scenario, state).name
+            for scenario in SCENARIOS
+            for state in scenario.crash_states
+        }
+        assert {path.name for path in (GOLDEN / folder).glob("*.json")} == expected, folder
+
+
+@pytest.mark.parametrize(
+    ("folder", "scenario", "state"),
+    CASES,
+    ids=[f"{folder}/{scenario.name}-{state}" for folder, scenario, state in CASES],
+)
+def test_a_golden_checkpoint_is_resumed_to_its_end(
+    tmp_path: Path, folder: str, scenario: Scenario, state: str
+) -> None:
+    golden = items.deploy_from_item(load(fixture_path(folder, scenario, state)))
+    assert golden.state == state
+    cluster = scenario.world(tmp_path)
+    try:
+        deploy_id = scenario.stop_in(cluster, state)
+        assert golden.id == deploy_id, "the scenario no longer builds the recorded deploy"
+        written = cluster.store.get_deploy(deploy_id)
+        cluster.store.update_deploy(dataclasses.replace(golden, version=written.version))
+
+        cluster.clock.advance(5)
+        done = cluster.runner(INSTANCE).run(deploy_id, cluster.service)
+
+        assert done.outcome is scenario.outcome, done.error
+        if state != machine.INITIAL_STATE:
+            assert [t.state for t in done.history if t.resumed] == [state]
+        ends_on = golden.to_revision if scenario.outcome is Outcome.SUCCEEDED else None
+        ends_on = ends_on or golden.from_revision
+        assert ends_on is not None
+        runtime = cluster.runtime(INSTANCE)
+        assert runtime.owned_units() == [units.installed_name("app.service", ends_on)]
+        if scenario.outcome is not Outcome.FAILED:
+            assert cluster.store.get_instance(INSTANCE).current_revision == ends_on
+            if scenario.with_load_balancer:
+                assert cluster.lb.registered() == {INSTANCE}
+        assert cluster.locks.holders("deploy/api") == []
+        if golden.failed_in is not None:
+            assert done.failed_in == golden.failed_in
+    finally:
+        cluster.shutdown()
+
+
+def test_a_checkpoint_written_before_failed_in_was_stored_reads_it_from_its_history() -> None:
+    for scenario in SCENARIOS:
+        for state in scenario.crash_states:
+            old = load(fixture_path("machine-v1-before-failed-in", scenario, state))
+            new = load(fixture_path("machine-v1", scenario, state))
+            assert "failed_in" not in old
+            assert items.deploy_from_item(old).failed_in == new["failed_in"]
