@@ -57,9 +57,6 @@ class DynamoDBStateStore:
             raise NotFoundError(f"{what} does not exist")
         return from_attributes(response["Item"])
 
-    def _now_ms(self) -> int:
-        return to_epoch_ms(self._clock.now())
-
     # --- services --------------------------------------------------------------------
 
     def create_service(self, service: Service) -> Service:

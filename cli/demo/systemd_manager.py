@@ -33,7 +33,6 @@ from flotilla.engine.errors import ConfigurationError
 
 SYSTEMD_BINARIES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
 DBUS_USER_SOCKET = "/usr/lib/systemd/user/dbus.socket"
-CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 # Runs inside the new mount namespace: join the fresh cgroups, mount the tmpfs, exec systemd.
 _INNER_SCRIPT = """
