@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flotilla.adapters.process_runtime import ProcessRuntime
 from flotilla.cli.demo.systemd_manager import PrivateSystemdManager
+from flotilla.cli.wiring import process_runtime
 from flotilla.engine.errors import FlotillaError
 from flotilla.engine.units import installed_name
 
@@ -194,7 +194,7 @@ class Fleet:
             for state_dir in sorted(instances.iterdir()):
                 if not (state_dir / "process").is_dir():
                     continue  # its units ran on systemd
-                runtime = ProcessRuntime(state_dir / "process")
+                runtime = process_runtime(state_dir)  # the agent's --state-dir
                 runtime.stop(runtime.owned_units())
                 runtime.remove(runtime.owned_units())
 
