@@ -15,13 +15,12 @@ from typing import Any
 
 import click
 
-from flotilla.cli.options import aws_options
+from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_json, print_table
-from flotilla.cli.progress import label_of, weights_text
-from flotilla.cli.service_commands import existing_service, wiring_from
 from flotilla.engine import validation
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.errors import ValidationError
+from flotilla.engine.operations.names import find_service, label_of, weights_text
 from flotilla.engine.records import HistoryEntry
 
 MAX_LIMIT = 10_000
@@ -97,7 +96,7 @@ def line_json(line: Line, labels: Mapping[str, str], now: datetime) -> dict[str,
         "to_revision": _revision(labels, deploy.to_revision),
         "state": deploy.state,
         "outcome": None if deploy.outcome is None else deploy.outcome.value,
-        "failed_in": deploy.failed_in(),
+        "failed_in": deploy.failed_in,
         "error": deploy.error,
         "rollback_error": deploy.rollback_error,
         "finished_at": deploy.updated_at.isoformat() if deploy.finished else None,
@@ -108,7 +107,7 @@ def line_json(line: Line, labels: Mapping[str, str], now: datetime) -> dict[str,
 def _deploy_detail(deploy: DeployCheckpoint) -> str:
     parts = []
     if deploy.error:
-        failed_in = deploy.failed_in()
+        failed_in = deploy.failed_in
         parts.append(f"failed in {failed_in}: {deploy.error}" if failed_in else deploy.error)
     if deploy.rollback_error:
         parts.append(f"rollback failed: {deploy.rollback_error}")
@@ -148,7 +147,7 @@ def history(service: str, limit: str, output: str, **options: Any) -> None:
     count = parse_limit(limit)
     wiring = wiring_from(options)
     store = wiring.store
-    record = existing_service(store, service, wiring)
+    record = find_service(store, service, wiring.settings.environment)
     deploys = store.list_deploys(service)
     labels = {r.id: r.label for r in store.list_revisions(service)}
     now = wiring.clock.now()

@@ -22,6 +22,7 @@ from flotilla.cli.output import print_fields, print_table
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.errors import NotFoundError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
+from flotilla.engine.operations.names import label_of, weights_text
 from flotilla.engine.ports import StateStore
 from flotilla.engine.records import Instance, RolloutStatus, Service, deploy_id_for
 from flotilla.machines.deploy import FAILURE_STATES, HAPPY_PATH
@@ -36,21 +37,9 @@ from flotilla.scheduler.rollout import (
     unsettled,
 )
 
-ID_CHARS = 12
 BAR_WIDTH = 30
 # The scheduler's word `in_flight` reads as "deploying" to a person watching a rollout.
 PHASE_WORDS = {Phase.SETTLED: "settled", Phase.IN_FLIGHT: "deploying", Phase.FAILED: "failed"}
-
-
-def label_of(labels: Mapping[str, str], revision: str | None) -> str | None:
-    if revision is None:
-        return None
-    return labels.get(revision) or revision[:ID_CHARS]
-
-
-def weights_text(weights: Mapping[str, int], labels: Mapping[str, str]) -> str:
-    shown = sorted((label_of(labels, rev) or "", w) for rev, w in weights.items())
-    return ", ".join(f"{name}={w}" for name, w in shown) or "-"
 
 
 @dataclass(frozen=True)
@@ -256,7 +245,7 @@ def _instance_row(progress: Progress, item: InstanceProgress) -> Sequence[Any]:
     if item.phase is Phase.SETTLED:
         shown = "-"
     elif item.phase is Phase.FAILED:
-        failed_in = item.deploy.failed_in() if item.deploy is not None else None
+        failed_in = item.deploy.failed_in if item.deploy is not None else None
         error = item.deploy.error if item.deploy is not None else None
         shown = f"failed in {failed_in}" if failed_in else "failed"
         shown += f": {error}" if error else ""

@@ -14,35 +14,15 @@ from typing import Any, TypeVar
 import click
 
 from flotilla.cli.notify import notify_scheduler
-from flotilla.cli.options import aws_options, settings_from
+from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_fields, print_json, print_table
-from flotilla.cli.wiring import Wiring
 from flotilla.engine import validation
-from flotilla.engine.errors import NotFoundError, ValidationError
-from flotilla.engine.ports import StateStore
+from flotilla.engine.errors import ValidationError
+from flotilla.engine.operations.names import find_service
 from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef, Service
 from flotilla.engine.updates import modify_service
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def wiring_from(options: dict[str, Any]) -> Wiring:
-    return Wiring(
-        settings_from(
-            options["environment"], options["region"], options["profile"], options["endpoint_url"]
-        )
-    )
-
-
-def existing_service(store: StateStore, name: str, wiring: Wiring) -> Service:
-    """The stored service, or a NotFoundError that says where we looked and what to do."""
-    try:
-        return store.get_service(validation.service_name(name))
-    except NotFoundError as exc:
-        raise NotFoundError(
-            f"service {name!r} does not exist in environment {wiring.settings.environment!r}; "
-            "see `flotilla service list`, or create it with `flotilla service create`"
-        ) from exc
 
 
 def parse_load_balancer(text: str) -> LoadBalancerRef | None:
@@ -201,7 +181,7 @@ def update(name: str, output: str, **options: Any) -> None:
     validation.service_name(name)
     apply_settings(Service(name=name), options)  # bad options fail before any AWS call
     wiring = wiring_from(options)
-    current = existing_service(wiring.store, name, wiring)
+    current = find_service(wiring.store, name, wiring.settings.environment)
     stored = modify_service(
         wiring.store, name, lambda record: apply_settings(record, options), current=current
     )
@@ -217,7 +197,7 @@ def update(name: str, output: str, **options: Any) -> None:
 def show(name: str, output: str, **options: Any) -> None:
     """Show NAME's settings, rollout policy and weights."""
     wiring = wiring_from(options)
-    _show(existing_service(wiring.store, name, wiring), output)
+    _show(find_service(wiring.store, name, wiring.settings.environment), output)
 
 
 @service.command(name="list")
@@ -256,6 +236,6 @@ def delete(name: str, expected_version: int | None, **options: Any) -> None:
     """Delete the service NAME (its revisions and instances are left as they are)."""
     wiring = wiring_from(options)
     store = wiring.store
-    current = existing_service(store, name, wiring)
+    current = find_service(store, name, wiring.settings.environment)
     store.delete_service(name, expected_version=expected_version or current.version)
     click.echo(f"deleted service {name}")

@@ -103,6 +103,7 @@ def finish(store: StateStore, deploy: DeployCheckpoint, *, fail: bool = False) -
             updated_at=now,
             outcome=Outcome.ROLLED_BACK if fail else Outcome.SUCCEEDED,
             error=ERROR if fail else None,
+            failed_in="starting" if fail else None,  # noted by the machine, stored with it
             history=history,
         )
     )
