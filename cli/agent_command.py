@@ -1,4 +1,9 @@
-"""`flotilla agent`: the daemon on every instance (run it as a systemd service itself)."""
+"""`flotilla agent`: the daemon on every instance (run it as a systemd service itself).
+
+The command reads its options, chooses the unit runtime (`cli.agent_runtime`), builds the
+adapters in the composition root (`cli.wiring`) and has the agent assembled where every
+agent is (`cli.agent_assembly.build_agent`); then it runs it until SIGTERM.
+"""
 
 from __future__ import annotations
 
@@ -17,21 +22,15 @@ import click
 from flotilla.adapters.sd_notify import notify_ready
 from flotilla.adapters.systemd import missing_bindings
 from flotilla.cli import DISTRIBUTION
-from flotilla.cli.agent_runtime import (
-    PROCESS,
-    SYSTEMD,
-    build_runtime,
-    choose_runtime,
-    host_runs_systemd,
-)
+from flotilla.cli.agent_assembly import adapters_from, build_agent
+from flotilla.cli.agent_runtime import PROCESS, SYSTEMD, choose_runtime, host_runs_systemd
 from flotilla.cli.daemon import daemon_options, seconds_option, start_daemon
-from flotilla.cli.wiring import Wiring
-from flotilla.engine.deploy.agent import Agent, AgentSettings
-from flotilla.engine.deploy.runner import DeployRunner, FaultHook, Liveness, RunnerSettings
-from flotilla.engine.deploy.steps import Ports, StepSettings
+from flotilla.cli.wiring import unit_runtime
+from flotilla.engine.deploy.agent import AgentSettings
+from flotilla.engine.deploy.runner import FaultHook, RunnerSettings
+from flotilla.engine.deploy.steps import StepSettings
 from flotilla.engine.errors import ValidationError
-from flotilla.engine.ports import LoadBalancer
-from flotilla.engine.records import Instance, LoadBalancerKind, Service
+from flotilla.engine.records import Instance
 from flotilla.engine.validation import service_name
 
 FAULT_VARIABLE = "FLOTILLA_FAULT_KILL_AT"
@@ -87,37 +86,14 @@ def agent(**options: Any) -> None:
     wiring, stop = start_daemon("flotilla-agent", options)
     log.info("%s", choice.describe())
     instance_id = options["instance_id"] or _instance_id_from_metadata()
-    runtime = build_runtime(
+    runtime = unit_runtime(
         choice,
         state_dir=options["state_dir"],
         bus_address=options["bus_address"],
         unit_dir=options["unit_dir"],
     )
-    secrets = _secret_box(wiring, options["kms_key_id"])
-    balancers: dict[str, LoadBalancer | None] = {}
-
-    def ports_for(record: Service) -> Ports:
-        if record.name not in balancers:
-            balancers[record.name] = _load_balancer(record, wiring)
-        return Ports(
-            wiring.store, wiring.locks, runtime, secrets, balancers[record.name], wiring.clock
-        )
-
-    events = wiring.events
-    runner_settings = RunnerSettings(
-        steps=StepSettings(
-            lease=timedelta(seconds=options["lease_seconds"]),
-            max_poll_seconds=min(5.0, options["agent_lease_seconds"] / 4),
-        )
-    )
-    fault = _fault_from_environment()
-
-    def make_runner(liveness: Liveness) -> DeployRunner:
-        return DeployRunner(
-            ports_for, events=events, settings=runner_settings, liveness=liveness, fault=fault
-        )
-
-    Agent(
+    adapters = adapters_from(wiring, runtime, kms_key_id=options["kms_key_id"])
+    build_agent(
         AgentSettings(
             instance_id=instance_id,
             service=service,
@@ -127,13 +103,16 @@ def agent(**options: Any) -> None:
             heartbeat_interval=timedelta(seconds=options["heartbeat_interval"]),
             agent_lease=timedelta(seconds=options["agent_lease_seconds"]),
         ),
-        store=wiring.store,
-        locks=wiring.locks,
-        make_runner=make_runner,
-        clock=wiring.clock,
+        adapters,
         stop=stop,
+        runner_settings=RunnerSettings(
+            steps=StepSettings(
+                lease=timedelta(seconds=options["lease_seconds"]),
+                max_poll_seconds=min(5.0, options["agent_lease_seconds"] / 4),
+            )
+        ),
+        fault=_fault_from_environment(),
         wait_for_wakeup=stop.wait,
-        events=events,
         on_registered=_tell_systemd_registered,
     ).run()
 
@@ -141,27 +120,6 @@ def agent(**options: Any) -> None:
 def _tell_systemd_registered(instance: Instance) -> None:
     # A no-op unless systemd started the agent as a Type=notify service.
     notify_ready(f"registered {instance.id} in {instance.service}")
-
-
-def _secret_box(wiring: Wiring, key_id: str | None) -> Any:
-    from flotilla.adapters.secrets import KmsSecretBox
-
-    return KmsSecretBox(
-        wiring.client("kms"), key_id or f"alias/flotilla-{wiring.settings.environment}"
-    )
-
-
-def _load_balancer(service: Service, wiring: Wiring) -> LoadBalancer | None:
-    balancer = service.load_balancer
-    if balancer is None:
-        return None
-    if balancer.kind is LoadBalancerKind.CLASSIC:
-        from flotilla.adapters.elb_classic import ClassicLoadBalancer
-
-        return ClassicLoadBalancer(wiring.client("elb"), balancer.name)
-    from flotilla.adapters.elbv2 import TargetGroupLoadBalancer
-
-    return TargetGroupLoadBalancer(wiring.client("elbv2"), balancer.name)
 
 
 def _instance_id_from_metadata() -> str:

@@ -6,7 +6,8 @@ host that runs systemd, the process runtime is used only when asked for by name:
 that silently escape systemd (no cgroup, no restart, no journal) would be a surprise. An
 agent that should use systemd but cannot import its D-Bus bindings stops with one line
 saying what to install; it never falls back to the process runtime. The choice and its
-reason are logged once at start.
+reason are logged once at start. The composition root builds the chosen runtime
+(`cli.wiring.unit_runtime`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 
 from flotilla.adapters.systemd import BINDINGS_FIX
 from flotilla.engine.errors import ConfigurationError, ValidationError
-from flotilla.engine.ports import UnitRuntime
 
 # What sd_booted() tests: systemd creates it early at boot and nothing else does.
 SYSTEMD_RUNNING_DIR = Path("/run/systemd/system")
@@ -77,17 +77,3 @@ def choose_runtime(
             f"PyGObject ({missing_bindings}): {BINDINGS_FIX}"
         )
     return RuntimeChoice(SYSTEMD, reason)
-
-
-def build_runtime(
-    choice: RuntimeChoice, *, state_dir: Path, bus_address: str | None, unit_dir: Path | None
-) -> UnitRuntime:
-    if choice.kind == PROCESS:
-        from flotilla.adapters.process_runtime import ProcessRuntime
-
-        return ProcessRuntime(state_dir / "process")
-    from flotilla.adapters.systemd import SystemdRuntime
-
-    return SystemdRuntime.connect(
-        bus_address=bus_address, unit_dir=unit_dir, env_dir=state_dir / "env"
-    )

@@ -18,8 +18,8 @@ from flotilla.adapters.templates import create_tables
 from flotilla.engine.clock import SystemClock
 from flotilla.engine.config import TableNames
 from flotilla.engine.records import Service
-from tests.support.aws import CallCounter, dynamodb_client, dynamodb_local, moto_server
-from tests.support.cluster import Cluster
+from testbed.aws import CallCounter, dynamodb_client, dynamodb_local, moto_server
+from testbed.cluster import Cluster
 
 
 class TimedRuntime:

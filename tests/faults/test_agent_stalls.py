@@ -10,13 +10,14 @@ with a lost answer to the checkpoint write that leaves `unlocked` (seed 12651711
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
 
+from flotilla.cli.agent_assembly import build_agent
 from flotilla.engine.checkpoint import DeployCheckpoint
-from flotilla.engine.deploy.agent import Agent, AgentSettings
-from flotilla.engine.deploy.runner import DeployRunner, Liveness
+from flotilla.engine.deploy.agent import AgentSettings
 from flotilla.engine.errors import TransientError
 from tests.faults.world import FaultWorld
 
@@ -46,12 +47,7 @@ def test_a_running_agent_finishes_a_deploy_that_stopped_in_unlocked() -> None:
     world = FaultWorld()
     upgraded(world, "i-1")
     store = OutageAtDone(world, failures=6)  # longer than the runner's retries: it stops
-    ports = world.ports("i-1")
-    ports.store = store  # type: ignore[assignment]
-
-    def make_runner(liveness: Liveness) -> DeployRunner:
-        return DeployRunner(lambda _service: ports, liveness=liveness)
-
+    adapters = dataclasses.replace(world.adapters("i-1"), store=store)
     stop = threading.Event()
     polls = []
 
@@ -61,12 +57,9 @@ def test_a_running_agent_finishes_a_deploy_that_stopped_in_unlocked() -> None:
         if len(polls) >= 30:  # five minutes of polls after the outage
             stop.set()
 
-    Agent(
+    build_agent(
         AgentSettings("i-1", "api", "test", owner="agent-1"),
-        store=store,  # type: ignore[arg-type]
-        locks=world.locks,
-        make_runner=make_runner,
-        clock=world.clock,
+        adapters,
         stop=stop,
         wait_for_wakeup=wait,
     ).run()

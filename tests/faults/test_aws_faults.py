@@ -33,12 +33,11 @@ from flotilla.adapters.dynamodb_store import DynamoDBStateStore
 from flotilla.adapters.elb_classic import ClassicLoadBalancer
 from flotilla.adapters.memory_runtime import MemoryUnitRuntime
 from flotilla.adapters.secrets import LocalSecretBox
+from flotilla.cli.agent_assembly import AgentAdapters, build_agent
 from flotilla.engine.checkpoint import Outcome
 from flotilla.engine.clock import Clock, FakeClock, SystemClock
 from flotilla.engine.config import TableNames
 from flotilla.engine.deploy.agent import Agent, AgentSettings
-from flotilla.engine.deploy.runner import DeployRunner
-from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.errors import FlotillaError
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.ports import TargetState
@@ -151,18 +150,17 @@ class AwsFleet:
         store = DynamoDBStateStore(dynamodb, self.tables, self.clock)
         locks = DynamoDBLockService(dynamodb, self.tables.locks, self.clock)
         balancer = ClassicLoadBalancer(self.faulty("elb"), self.balancer_name)
-        ports = Ports(store, locks, self.runtimes[instance_id], self.secrets, balancer, self.clock)
+        adapters = AgentAdapters(
+            store, locks, self.runtimes[instance_id], self.secrets, self.clock, lambda _: balancer
+        )
 
         def wait(seconds: float) -> None:
             self.clock.sleep(min(seconds, 1.0))
             then()
 
-        return Agent(
+        return build_agent(
             AgentSettings(instance_id, "api", "test", owner=f"{instance_id}-{time.time_ns()}"),
-            store=store,
-            locks=locks,
-            make_runner=lambda liveness: DeployRunner(lambda _service: ports, liveness=liveness),
-            clock=self.clock,
+            adapters,
             stop=stop,
             wait_for_wakeup=wait,
         )

@@ -15,9 +15,10 @@ from collections.abc import Callable
 
 import pytest
 
+from flotilla.cli.agent_assembly import build_agent
 from flotilla.engine.checkpoint import Outcome
 from flotilla.engine.deploy.agent import Agent, AgentSettings
-from flotilla.engine.deploy.runner import DeployRunner, Liveness
+from flotilla.engine.deploy.runner import FaultHook, RunnerSettings
 from flotilla.machines import deploy as machine
 from tests.faults.test_agent_kills import upgraded
 from tests.faults.world import FaultWorld
@@ -33,20 +34,19 @@ def agent(
     world: FaultWorld,
     owner: str,
     stop: threading.Event,
-    make_runner: Callable[[Liveness], DeployRunner],
+    fault: FaultHook | None = None,
     then: Callable[[], None] = lambda: None,
 ) -> Agent:
     def wait(seconds: float) -> None:
         world.clock.advance(seconds)
         then()
 
-    return Agent(
+    return build_agent(
         AgentSettings("i-1", "api", "test", owner=owner),
-        store=world.store,
-        locks=world.locks,
-        make_runner=make_runner,
-        clock=world.clock,
+        world.adapters("i-1"),
         stop=stop,
+        runner_settings=RunnerSettings(),
+        fault=fault,
         wait_for_wakeup=wait,
     )
 
@@ -70,10 +70,7 @@ def test_sigterm_in_any_state_stops_cleanly_and_the_next_agent_finishes(
             hits.append(current)
             terminated.set()
 
-    def first_runner(liveness: Liveness) -> DeployRunner:
-        return world.runner("i-1", fault=sigterm, liveness=liveness)
-
-    first = agent(world, "agent-1", terminated, first_runner, then=terminated.set)
+    first = agent(world, "agent-1", terminated, sigterm, then=terminated.set)
     first.run()  # returns only because of the stop
 
     assert hits == [state], "the deploy never reached the state"
@@ -89,7 +86,6 @@ def test_sigterm_in_any_state_stops_cleanly_and_the_next_agent_finishes(
         world,
         "agent-2",
         finished,
-        lambda liveness: world.runner("i-1", liveness=liveness),
         then=lambda: finished.set() if world.store.get_deploy(deploy.id).finished else None,
     )
     second.run()

@@ -12,11 +12,11 @@ from flotilla.adapters.memory_locks import MemoryLockService
 from flotilla.adapters.memory_runtime import MemoryMachine, MemoryUnitRuntime, exits_at_once
 from flotilla.adapters.memory_store import MemoryStateStore
 from flotilla.adapters.secrets import LocalSecretBox
+from flotilla.cli.agent_assembly import AgentAdapters, build_runner
 from flotilla.engine import units
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.clock import FakeClock
-from flotilla.engine.deploy.runner import DeployRunner, FaultHook, Liveness, RunnerSettings
-from flotilla.engine.deploy.steps import Ports
+from flotilla.engine.deploy.runner import DeployRunner, FaultHook, RunnerSettings
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import (
     Instance,
@@ -77,28 +77,19 @@ class FaultWorld:
         self.lb.register(instance_id)
         return stored
 
-    def ports(self, instance_id: str) -> Ports:
-        return Ports(
+    def adapters(self, instance_id: str) -> AgentAdapters:
+        """What the instance's agent and runner use (agents: `cli.agent_assembly`)."""
+        return AgentAdapters(
             store=self.store,
             locks=self.locks,
             runtime=self.runtimes[instance_id],
             secrets=self.secrets,
-            load_balancer=self.lb,
             clock=self.clock,
+            load_balancer_for=lambda _service: self.lb,
         )
 
-    def runner(
-        self,
-        instance_id: str,
-        fault: FaultHook | None = None,
-        liveness: Liveness | None = None,
-    ) -> DeployRunner:
-        return DeployRunner(
-            lambda _s: self.ports(instance_id),
-            settings=RunnerSettings(),
-            liveness=liveness,
-            **({} if fault is None else {"fault": fault}),
-        )
+    def runner(self, instance_id: str, fault: FaultHook | None = None) -> DeployRunner:
+        return build_runner(self.adapters(instance_id), settings=RunnerSettings(), fault=fault)
 
     def assign(self, instance_id: str, revision: Revision) -> Instance:
         current = self.store.get_instance(instance_id)

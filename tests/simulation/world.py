@@ -31,9 +31,8 @@ from flotilla.adapters.memory_locks import MemoryLockService
 from flotilla.adapters.memory_runtime import MemoryUnitRuntime
 from flotilla.adapters.memory_store import MemoryStateStore
 from flotilla.adapters.secrets import LocalSecretBox
+from flotilla.cli.agent_assembly import AgentAdapters, build_agent
 from flotilla.engine.deploy.agent import Agent, AgentSettings
-from flotilla.engine.deploy.runner import DeployRunner, Liveness
-from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.ports import Event, TargetState
 from flotilla.engine.records import (
@@ -195,16 +194,6 @@ class Fleet:
         )
         return self.store.put_revision(revision)
 
-    def _ports(self, instance_id: str) -> Ports:
-        return Ports(
-            store=self.agent_store,
-            locks=self.agent_locks,
-            runtime=self.runtimes[instance_id],
-            secrets=self.secrets,
-            load_balancer=self.lb,
-            clock=self.clock,
-        )
-
     def install_fleet(self, running: Revision) -> None:
         """Every instance registered, running `running` and in service: a settled fleet."""
         now = self.clock.now()
@@ -242,14 +231,16 @@ class Fleet:
         )
 
     def _agent(self, instance_id: str) -> Agent:
-        def make_runner(liveness: Liveness) -> DeployRunner:
-            return DeployRunner(
-                lambda _service: self._ports(instance_id),
-                events=self.events if self.settings.agent_events else None,
-                liveness=liveness,
-            )
-
-        return Agent(
+        adapters = AgentAdapters(
+            store=self.agent_store,  # counting wrappers, as the scheduler's
+            locks=self.agent_locks,
+            runtime=self.runtimes[instance_id],
+            secrets=self.secrets,
+            clock=self.clock,
+            load_balancer_for=lambda _service: self.lb,
+            events=self.events,
+        )
+        return build_agent(
             AgentSettings(
                 instance_id,
                 SERVICE,
@@ -258,12 +249,9 @@ class Fleet:
                 poll_interval=self.settings.agent_poll,
                 heartbeat_interval=self.settings.heartbeat,
             ),
-            store=self.agent_store,
-            locks=self.agent_locks,
-            make_runner=make_runner,
-            clock=self.clock,
+            adapters,
             stop=self.stop,
-            events=self.events,
+            report_deploys=self.settings.agent_events,
         )
 
     def reset_counts(self) -> None:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from flotilla.cli.agent_assembly import build_agent
 from flotilla.engine import units
 from flotilla.engine.checkpoint import Outcome
 from flotilla.engine.deploy.agent import Agent, AgentSettings
-from flotilla.engine.deploy.runner import DeployRunner, Liveness
 from flotilla.engine.errors import TransientError
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import Instance
@@ -41,12 +41,9 @@ def run_agent(
         if left[0] <= 0:
             stop.set()
 
-    agent = Agent(
+    agent = build_agent(
         AgentSettings(instance_id="i-1", service="api", agent_version="test", owner=owner),
-        store=cluster.store,
-        locks=cluster.locks,
-        make_runner=lambda liveness: cluster.runner("i-1", liveness=liveness),
-        clock=cluster.clock,
+        cluster.adapters("i-1"),
         stop=stop,
         wait_for_wakeup=wait,
         on_registered=on_registered,
@@ -94,19 +91,6 @@ def test_a_rolled_back_assignment_is_not_tried_again(cluster: Cluster) -> None:
     run_agent(cluster)
     cluster.assign("i-1", bad)
     created: list[str] = []
-
-    def counting_runner(liveness: Liveness) -> DeployRunner:
-        agent_runner = cluster.runner("i-1", liveness=liveness)
-        original_create = agent_runner.create
-
-        def counting_create(*args, **kwargs):  # type: ignore[no-untyped-def]
-            checkpoint = original_create(*args, **kwargs)
-            created.append(checkpoint.id)
-            return checkpoint
-
-        agent_runner.create = counting_create  # type: ignore[method-assign]
-        return agent_runner
-
     stop = threading.Event()
     left = [6]
 
@@ -116,15 +100,21 @@ def test_a_rolled_back_assignment_is_not_tried_again(cluster: Cluster) -> None:
         if left[0] <= 0:
             stop.set()
 
-    Agent(
+    agent = build_agent(
         AgentSettings(instance_id="i-1", service="api", agent_version="test", owner="a"),
-        store=cluster.store,
-        locks=cluster.locks,
-        make_runner=counting_runner,
-        clock=cluster.clock,
+        cluster.adapters("i-1"),
         stop=stop,
         wait_for_wakeup=wait,
-    ).run()
+    )
+    original_create = agent.runner.create
+
+    def counting_create(*args, **kwargs):  # type: ignore[no-untyped-def]
+        checkpoint = original_create(*args, **kwargs)
+        created.append(checkpoint.id)
+        return checkpoint
+
+    agent.runner.create = counting_create  # type: ignore[method-assign]
+    agent.run()
     assert len(created) == 1  # six iterations, one attempt
     deploys = cluster.store.list_instance_deploys("i-1")
     assert deploys[-1].outcome is Outcome.ROLLED_BACK

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import threading
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
 from flotilla.adapters.memory_locks import MemoryLockService
+from flotilla.cli.agent_assembly import AgentAdapters, build_agent
 from flotilla.engine.clock import FakeClock
-from flotilla.engine.deploy.agent import Agent, AgentSettings
-from flotilla.engine.deploy.runner import DeployRunner, Liveness
+from flotilla.engine.deploy.agent import AgentSettings
+from flotilla.engine.deploy.runner import Liveness
 from flotilla.engine.errors import LockLostError, TransientError
 from flotilla.engine.leases import LeaseKeeper
 from flotilla.engine.records import Lease
@@ -143,12 +145,11 @@ def test_the_scheduler_and_the_agent_hold_their_leases_by_the_same_rule(
     """Both renew at a third and not before: the one rule, not three."""
     leadership = Leadership(locks, clock, name="scheduler", owner="s", lease=LEASE)
     assert leadership.try_acquire()
-    agent = Agent(
+    # Only the lease is used here: no store, runtime or secrets are reached.
+    unused: Any = None
+    agent = build_agent(
         AgentSettings("i-1", "api", "test", owner="agent", agent_lease=LEASE),
-        store=None,  # type: ignore[arg-type]  # not reached: only the lease is used here
-        locks=locks,
-        make_runner=lambda liveness: DeployRunner(lambda _s: None, liveness=liveness),  # type: ignore[arg-type,return-value]
-        clock=clock,
+        AgentAdapters(store=unused, locks=locks, runtime=unused, secrets=unused, clock=clock),
         stop=threading.Event(),
     )
     assert agent.lease.acquire()
