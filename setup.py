@@ -4,12 +4,18 @@ setup.cfg maps each top-level folder into the `flotilla` namespace (`flotilla.cl
 and setuptools' `find:` cannot add that prefix, so a hand-written list used to name the
 packages and silently left new subpackages out of the wheel. Here the list is derived from
 that mapping: every folder with an `__init__.py` under a mapped folder is a package.
+
+setuptools builds a wheel from whatever `build/lib` holds, and never removes what an
+earlier build left there: a module deleted or moved since would still ship. So every
+build starts from an empty `build/lib`.
 """
 
+import shutil
 from configparser import ConfigParser
 from pathlib import Path
 
 from setuptools import find_packages, setup
+from setuptools.command.build import build
 
 HERE = Path(__file__).parent
 
@@ -30,4 +36,12 @@ def packages() -> list[str]:
     return sorted(found)
 
 
-setup(packages=packages())
+class CleanBuild(build):
+    """`build`, from an empty build folder (see the module's docstring)."""
+
+    def run(self) -> None:
+        shutil.rmtree(self.build_lib, ignore_errors=True)
+        super().run()
+
+
+setup(packages=packages(), cmdclass={"build": CleanBuild})
