@@ -10,6 +10,7 @@ message can hold anything and must never become markup.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from html import escape
 from typing import Any
@@ -17,19 +18,20 @@ from typing import Any
 from flotilla.cli.trace.assets import SCRIPT, STYLE
 from flotilla.cli.trace.model import OUTCOMES, RolloutView, state_order
 from flotilla.cli.trace.terminal import duration_text, time_text
+from flotilla.machines.deploy import State
 
-COLOURS = {
-    "pending": "#b8bec6",
-    "locking": "#4c78a8",
-    "deregistering": "#72b7b2",
-    "draining": "#9ecae9",
-    "stopping": "#f2cf5b",
-    "starting": "#f58518",
-    "registering": "#b279a2",
-    "healthy": "#54a24b",
-    "unlocked": "#88d27a",
-    "failed": "#e45756",
-    "rolling_back": "#d67195",
+COLOURS: Mapping[str, str] = {
+    State.PENDING: "#b8bec6",
+    State.LOCKING: "#4c78a8",
+    State.DEREGISTERING: "#72b7b2",
+    State.DRAINING: "#9ecae9",
+    State.STOPPING: "#f2cf5b",
+    State.STARTING: "#f58518",
+    State.REGISTERING: "#b279a2",
+    State.HEALTHY: "#54a24b",
+    State.UNLOCKED: "#88d27a",
+    State.FAILED: "#e45756",
+    State.ROLLING_BACK: "#d67195",
 }
 _CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "

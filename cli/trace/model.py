@@ -87,7 +87,11 @@ class DeployRow:
     def failed_state(self) -> str | None:
         """The state whose step failed for good, if one did."""
         for segment in self.segments:
-            if segment.error and not segment.interrupted and segment.state != "rolling_back":
+            if (
+                segment.error
+                and not segment.interrupted
+                and segment.state != machine.State.ROLLING_BACK
+            ):
                 return segment.state
         return None
 

@@ -129,7 +129,10 @@ def _row(deploy_id: str, spans: list[Span]) -> DeployRow | None:
     last = segments[-1]
     done = last.state == machine.UNLOCKED_STATE and last.end is not None and not last.error
     if done:
-        outcome = "succeeded" if error is None else "failed" if rollback_error else "rolled_back"
+        failed = error is not None
+        outcome = str(
+            machine.outcome(failed=failed, rollback_failed=failed and bool(rollback_error))
+        )
     else:
         outcome = RUNNING
     return DeployRow(

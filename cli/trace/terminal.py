@@ -16,33 +16,34 @@ from textwrap import wrap
 from typing import IO
 
 from flotilla.cli.trace.model import RUNNING, DeployRow, RolloutView, Segment
+from flotilla.machines.deploy import State
 
 LETTERS: Mapping[str, str] = {
-    "pending": "p",
-    "locking": "l",
-    "deregistering": "x",
-    "draining": "d",
-    "stopping": "s",
-    "starting": "t",
-    "registering": "g",
-    "healthy": "h",
-    "unlocked": "u",
-    "failed": "F",
-    "rolling_back": "B",
+    State.PENDING: "p",
+    State.LOCKING: "l",
+    State.DEREGISTERING: "x",
+    State.DRAINING: "d",
+    State.STOPPING: "s",
+    State.STARTING: "t",
+    State.REGISTERING: "g",
+    State.HEALTHY: "h",
+    State.UNLOCKED: "u",
+    State.FAILED: "F",
+    State.ROLLING_BACK: "B",
 }
 # Background colours (SGR), black letters on them.
 _BACKGROUNDS: Mapping[str, int] = {
-    "pending": 47,
-    "locking": 44,
-    "deregistering": 46,
-    "draining": 106,
-    "stopping": 43,
-    "starting": 103,
-    "registering": 45,
-    "healthy": 42,
-    "unlocked": 102,
-    "failed": 41,
-    "rolling_back": 105,
+    State.PENDING: 47,
+    State.LOCKING: 44,
+    State.DEREGISTERING: 46,
+    State.DRAINING: 106,
+    State.STOPPING: 43,
+    State.STARTING: 103,
+    State.REGISTERING: 45,
+    State.HEALTHY: 42,
+    State.UNLOCKED: 102,
+    State.FAILED: 41,
+    State.ROLLING_BACK: 105,
 }
 _OUTCOME_COLOURS: Mapping[str, int] = {
     "succeeded": 32,

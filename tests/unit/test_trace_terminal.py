@@ -149,3 +149,13 @@ def test_durations_read_like_a_person_wrote_them() -> None:
     assert terminal.duration_text(timedelta(seconds=42)) == "42s"
     assert terminal.duration_text(timedelta(seconds=62)) == "1m02s"
     assert terminal.duration_text(timedelta(hours=2, minutes=5)) == "2h05m"
+
+
+def test_every_state_the_machine_can_stop_in_has_a_letter_a_background_and_a_colour() -> None:
+    from flotilla.cli.trace import html, terminal
+    from flotilla.machines import deploy as machine
+
+    step_states = set(machine.STEP_STATES)
+    assert set(terminal.LETTERS) == step_states
+    assert set(terminal._BACKGROUNDS) == step_states
+    assert set(html.COLOURS) == step_states
