@@ -1,17 +1,22 @@
 """Leases on DynamoDB: named locks with N slots, renewal, and fencing tokens.
 
-Layout in the locks table, per lock name:
-- slot -1 is a counter; every acquisition first takes the next token from it (ADD), so
-  tokens only grow, even when slot items are deleted by TTL;
-- slots 0..N-1 hold (owner, token, expiry). A slot is taken by a conditional update that
-  succeeds only if the slot is free or expired AND its last token is smaller than ours,
-  so a later holder of a slot always carries a larger token than any earlier one.
+Layout in the locks table: one item per (lock name, slot 0..N-1) holding (owner, token,
+expiry). A slot is taken by one conditional update that succeeds only if the slot is free
+or expired, and that raises the slot's token by one in the same write, so a later holder of
+a slot always carries a larger token than any earlier one. A slot item seen for the first
+time (never used, or deleted by TTL a day after its last lease ran out) starts from the
+current time in milliseconds: larger than any token an earlier item of that slot handed
+out, and than the tokens of the per-lock counter (slot -1) that earlier versions kept.
+An uncontended acquire is one write: the slot tried first depends on the owner, so
+contenders spread over the slots; only when it is taken are the holders read (one query)
+and the free slots tried.
 Renew and release are conditional on (owner, token): only the holder can do either, and a
 holder whose lease ran out cannot renew it back (it must stop: `LockLostError`).
 """
 
 from __future__ import annotations
 
+import zlib
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,7 +25,6 @@ from botocore.exceptions import ClientError
 from flotilla.adapters.dynamodb_codec import (
     is_condition_failure,
     paginate,
-    to_attribute,
     to_attributes,
     translated_errors,
 )
@@ -28,7 +32,6 @@ from flotilla.engine.clock import Clock, from_epoch_ms, to_epoch_ms
 from flotilla.engine.errors import LockLostError
 from flotilla.engine.records import Lease
 
-COUNTER_SLOT = -1
 LOCK_SCHEMA = 1
 # Expired slot items may be deleted by TTL a day later; tokens survive in the counter.
 TTL_GRACE = timedelta(days=1)
@@ -42,47 +45,36 @@ class DynamoDBLockService:
         self._table = table
         self._clock = clock
 
-    def _next_token(self, name: str) -> int:
-        with translated_errors(f"taking a token for lock {name!r}"):
-            response = self._client.update_item(
-                TableName=self._table,
-                Key=to_attributes({"name": name, "slot": COUNTER_SLOT}),
-                UpdateExpression="ADD #token :one",
-                ExpressionAttributeNames={"#token": "token"},
-                ExpressionAttributeValues={":one": to_attribute(1)},
-                ReturnValues="UPDATED_NEW",
-            )
-        return int(response["Attributes"]["token"]["N"])
-
     def acquire(self, name: str, owner: str, *, slots: int, lease: timedelta) -> Lease | None:
         if slots < 1:
             raise ValueError("a lock needs at least one slot")
-        token = self._next_token(name)
         now = self._clock.now()
         expires_at = now + lease
-        # Start at a slot that depends on the token, so contenders spread over the slots.
-        for offset in range(slots):
-            slot = (token + offset) % slots
-            if self._claim(name, slot, owner, token, now, expires_at):
-                return Lease(name, slot, owner, token, from_epoch_ms(to_epoch_ms(expires_at)))
-        return None
+        first = zlib.crc32(owner.encode()) % slots
+        taken = self._claim(name, first, owner, now, expires_at)
+        if taken is None:
+            held = {h.slot for h in self.holders(name)}
+            for offset in range(1, slots):
+                slot = (first + offset) % slots
+                if slot not in held:
+                    taken = self._claim(name, slot, owner, now, expires_at)
+                    if taken is not None:
+                        break
+        return taken
 
     def _claim(
-        self, name: str, slot: int, owner: str, token: int, now: datetime, expires_at: datetime
-    ) -> bool:
+        self, name: str, slot: int, owner: str, now: datetime, expires_at: datetime
+    ) -> Lease | None:
         try:
             with translated_errors(f"acquiring lock {name!r}"):
-                self._client.update_item(
+                response = self._client.update_item(
                     TableName=self._table,
                     Key=to_attributes({"name": name, "slot": slot}),
                     UpdateExpression=(
-                        "SET #owner = :owner, #token = :token, expires_ms = :expires,"
-                        " expires_at_epoch = :ttl, #schema = :schema"
+                        "SET #owner = :owner, #token = if_not_exists(#token, :start) + :one,"
+                        " expires_ms = :expires, expires_at_epoch = :ttl, #schema = :schema"
                     ),
-                    ConditionExpression=(
-                        "(attribute_not_exists(#owner) OR expires_ms <= :now)"
-                        " AND (attribute_not_exists(#token) OR #token < :token)"
-                    ),
+                    ConditionExpression="attribute_not_exists(#owner) OR expires_ms <= :now",
                     ExpressionAttributeNames={
                         "#owner": "owner",
                         "#token": "token",
@@ -91,19 +83,22 @@ class DynamoDBLockService:
                     ExpressionAttributeValues=to_attributes(
                         {
                             ":owner": owner,
-                            ":token": token,
+                            ":start": to_epoch_ms(now),
+                            ":one": 1,
                             ":expires": to_epoch_ms(expires_at),
                             ":ttl": int((expires_at + TTL_GRACE).timestamp()),
                             ":now": to_epoch_ms(now),
                             ":schema": LOCK_SCHEMA,
                         }
                     ),
+                    ReturnValues="UPDATED_NEW",
                 )
         except ClientError as exc:
             if is_condition_failure(exc):
-                return False
+                return None
             raise
-        return True
+        token = int(response["Attributes"]["token"]["N"])
+        return Lease(name, slot, owner, token, from_epoch_ms(to_epoch_ms(expires_at)))
 
     def renew(self, lease: Lease, *, duration: timedelta) -> Lease:
         now = self._clock.now()

@@ -115,19 +115,45 @@ def test_fewer_slots_later_do_not_hand_out_held_slots(backend: Backend) -> None:
 
 
 def test_lock_costs_in_dynamodb_calls(dynamodb_backend: Backend) -> None:
-    """An uncontended acquire is two writes; renew and release one each."""
+    """An uncontended acquire, a renewal and a release are one write each."""
     backend = dynamodb_backend
     assert backend.calls is not None
     backend.calls.reset()
     lease = backend.locks.acquire("deploy/api", "i-1", slots=1, lease=LEASE)
     assert lease is not None
-    assert dict(backend.calls.calls) == {"UpdateItem": 2}
+    assert dict(backend.calls.calls) == {"UpdateItem": 1}
     backend.calls.reset()
     lease = backend.locks.renew(lease, duration=LEASE)
     assert dict(backend.calls.calls) == {"UpdateItem": 1}
     backend.calls.reset()
     assert backend.locks.release(lease)
     assert dict(backend.calls.calls) == {"UpdateItem": 1}
+
+
+def test_a_slot_item_deleted_by_ttl_still_hands_out_a_larger_token(
+    dynamodb_backend: Backend,
+) -> None:
+    """Expired slot items go a day after their lease; the tokens of the slot still grow, and
+    stay larger than those of the per-lock counter (slot -1) earlier versions kept."""
+    backend = dynamodb_backend
+    assert backend.client is not None
+    assert backend.tables is not None
+    backend.client.put_item(
+        TableName=backend.tables.locks,
+        Item={"name": {"S": "scheduler"}, "slot": {"N": "-1"}, "token": {"N": "41"}},
+    )
+    first = backend.locks.acquire("scheduler", "s-1", slots=1, lease=LEASE)
+    assert first is not None
+    assert first.token > 41
+    assert backend.locks.release(first)
+    backend.client.delete_item(
+        TableName=backend.tables.locks,
+        Key={"name": {"S": "scheduler"}, "slot": {"N": str(first.slot)}},
+    )
+    backend.clock.advance(1)
+    second = backend.locks.acquire("scheduler", "s-2", slots=1, lease=LEASE)
+    assert second is not None
+    assert second.token > first.token
 
 
 @pytest.mark.parametrize("slots", [1, 3])
