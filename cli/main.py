@@ -7,54 +7,44 @@ input, 1 for anything else that failed), never a traceback.
 from __future__ import annotations
 
 import sys
-from importlib.metadata import version
 
 import click
 
 from flotilla.cli import DISTRIBUTION
+from flotilla.cli.lazy_group import LazyCommand, LazyGroup
 from flotilla.engine.errors import FlotillaError, ValidationError
 
+# Every command, by name, and where it is defined. A command's module is imported only
+# when that command is used (see cli.lazy_group); its one-line help in `flotilla --help`
+# comes from its own docstring.
+COMMANDS = {
+    "agent": LazyCommand("flotilla.cli.agent_command:agent"),
+    "demo": LazyCommand("flotilla.cli.demo_command:demo"),
+    "history": LazyCommand("flotilla.cli.history_command:history"),
+    "init": LazyCommand("flotilla.cli.init_command:init"),
+    "keys": LazyCommand("flotilla.cli.user_commands:keys"),
+    "revision": LazyCommand("flotilla.cli.revision_commands:revision"),
+    "rollout": LazyCommand("flotilla.cli.rollout_commands:rollout"),
+    "scheduler": LazyCommand("flotilla.cli.scheduler_command:scheduler"),
+    "service": LazyCommand(
+        "flotilla.cli.service_commands:service",
+        subcommands={"provision": "flotilla.cli.provision_command:provision"},
+    ),
+    "trace": LazyCommand("flotilla.cli.trace_command:trace"),
+    "user": LazyCommand("flotilla.cli.user_commands:user"),
+    "weights": LazyCommand("flotilla.cli.weights_command:weights"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(version(DISTRIBUTION), prog_name="flotilla")
+
+# The version is looked up (importlib.metadata) only when --version is asked for.
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name=DISTRIBUTION, prog_name="flotilla")
 def cli() -> None:
     """Flotilla deploys systemd units across a fleet on AWS.
 
     Every deploy on every instance is a persisted state machine, so an agent
     that crashes resumes where it stopped.
     """
-
-
-def _register_commands() -> None:
-    from flotilla.cli.agent_command import agent
-    from flotilla.cli.demo_command import demo
-    from flotilla.cli.history_command import history
-    from flotilla.cli.init_command import init
-    from flotilla.cli.provision_command import provision
-    from flotilla.cli.revision_commands import revision
-    from flotilla.cli.rollout_commands import rollout
-    from flotilla.cli.scheduler_command import scheduler
-    from flotilla.cli.service_commands import service
-    from flotilla.cli.trace_command import trace
-    from flotilla.cli.user_commands import keys, user
-    from flotilla.cli.weights_command import weights
-
-    cli.add_command(demo)
-    cli.add_command(agent)
-    cli.add_command(init)
-    cli.add_command(service)
-    service.add_command(provision)
-    cli.add_command(revision)
-    cli.add_command(weights)
-    cli.add_command(trace)
-    cli.add_command(user)
-    cli.add_command(keys)
-    cli.add_command(rollout)
-    cli.add_command(history)
-    cli.add_command(scheduler)
-
-
-_register_commands()
 
 
 def main() -> None:

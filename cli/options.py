@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from flotilla.adapters.aws_errors import REGION_VARIABLES
-from flotilla.cli.wiring import AwsSettings, Wiring
 from flotilla.engine.errors import ValidationError
+
+if TYPE_CHECKING:  # the composition root imports boto3: only a command that runs needs it
+    from flotilla.cli.wiring import AwsSettings, Wiring
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -41,11 +43,15 @@ def aws_options(command: F) -> F:
 def settings_from(
     environment: str | None, region: str | None, profile: str | None, endpoint_url: str | None
 ) -> AwsSettings:
+    from flotilla.cli.wiring import AwsSettings
+
     return AwsSettings.resolve(environment, region, profile, endpoint_url)
 
 
 def wiring_from(options: dict[str, Any]) -> Wiring:
     """The composition root for a command's `aws_options` (nothing is built until used)."""
+    from flotilla.cli.wiring import Wiring
+
     return Wiring(
         settings_from(
             options["environment"], options["region"], options["profile"], options["endpoint_url"]

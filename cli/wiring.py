@@ -22,24 +22,25 @@ from botocore.exceptions import NoRegionError, ProfileNotFound
 
 from flotilla.adapters.aws_errors import REGION_VARIABLES
 from flotilla.adapters.dynamodb_codec import CLIENT_CONFIG
-from flotilla.adapters.dynamodb_locks import DynamoDBLockService
-from flotilla.adapters.dynamodb_store import DynamoDBStateStore
 from flotilla.adapters.dynamodb_users import DynamoDBUserStore
-from flotilla.adapters.sqs_events import SqsEventQueue
-from flotilla.cli.agent_runtime import PROCESS, RuntimeChoice
 from flotilla.engine.clock import Clock, SystemClock
 from flotilla.engine.config import TableNames
 from flotilla.engine.errors import ConfigurationError
-from flotilla.engine.operations.steering import Operations
 from flotilla.engine.ports import Event, EventQueue, LoadBalancer, UnitRuntime
 from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef
 from flotilla.engine.validation import environment_name
 
-if TYPE_CHECKING:  # imported where used: most commands need none of them
+if TYPE_CHECKING:  # imported where used: most commands need none of them (and
+    # `flotilla keys`, run at every SSH login, needs only the users)
     from flotilla.adapters.artifacts import S3ArtifactStore
+    from flotilla.adapters.dynamodb_locks import DynamoDBLockService
+    from flotilla.adapters.dynamodb_store import DynamoDBStateStore
     from flotilla.adapters.package_index import PackageIndex
     from flotilla.adapters.secrets import KmsSecretBox
+    from flotilla.adapters.sqs_events import SqsEventQueue
     from flotilla.adapters.stacks import CloudFormationStacks
+    from flotilla.cli.agent_runtime import RuntimeChoice
+    from flotilla.engine.operations.steering import Operations
 
 
 @dataclass(frozen=True)
@@ -122,14 +123,20 @@ class Wiring:
 
     @cached_property
     def store(self) -> DynamoDBStateStore:
+        from flotilla.adapters.dynamodb_store import DynamoDBStateStore
+
         return DynamoDBStateStore(self.dynamodb, self.tables, self.clock)
 
     @cached_property
     def locks(self) -> DynamoDBLockService:
+        from flotilla.adapters.dynamodb_locks import DynamoDBLockService
+
         return DynamoDBLockService(self.dynamodb, self.tables.locks, self.clock)
 
     @cached_property
     def events(self) -> SqsEventQueue:
+        from flotilla.adapters.sqs_events import SqsEventQueue
+
         return SqsEventQueue.for_environment(self.client("sqs"), self.settings.environment)
 
     @cached_property
@@ -144,6 +151,8 @@ class Wiring:
     @cached_property
     def operations(self) -> Operations:
         """The operator's operations; they wake the scheduler after the change is stored."""
+        from flotilla.engine.operations.steering import Operations
+
         return Operations(self.store, self.events_on_first_use, self.clock)
 
     def secret_box(self, key_id: str | None = None) -> KmsSecretBox:
@@ -208,6 +217,8 @@ def unit_runtime(
     choice: RuntimeChoice, *, state_dir: Path, bus_address: str | None, unit_dir: Path | None
 ) -> UnitRuntime:
     """Where an agent runs units (`cli.agent_runtime` chose which, and why)."""
+    from flotilla.cli.agent_runtime import PROCESS
+
     if choice.kind == PROCESS:
         return process_runtime(state_dir)
     from flotilla.adapters.systemd import SystemdRuntime

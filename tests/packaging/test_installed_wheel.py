@@ -136,13 +136,15 @@ def test_the_sdist_builds_the_same_wheel(dist: Path, tmp_path: Path) -> None:
 
 def command_paths(bin_dir: Path, cwd: Path) -> list[list[str]]:
     """Every command and subcommand of the installed `flotilla`, found by walking it."""
-    walk = (
+    walk = (  # through click's API: the root group imports a command when asked for it
         "import json, click\n"
         "from flotilla.cli.main import cli\n"
         "def walk(group, path):\n"
         "    yield path\n"
-        "    for name, sub in getattr(group, 'commands', {}).items():\n"
-        "        yield from walk(sub, [*path, name])\n"
+        "    if isinstance(group, click.Group):\n"
+        "        context = click.Context(group)\n"
+        "        for name in group.list_commands(context):\n"
+        "            yield from walk(group.get_command(context, name), [*path, name])\n"
         "print(json.dumps(list(walk(cli, []))))\n"
     )
     listed = run(bin_dir / "python", "-c", walk, cwd=cwd)
