@@ -35,6 +35,7 @@ BENCHMARKS = {
     "rollout": Benchmark("rollout", 3, 2, "rollout of 20 instances, max_in_flight 1, 2, 5"),
     "reaction": Benchmark("reaction", 5, 3, "weight change to first deploy: SQS vs polling"),
     "trace": Benchmark("trace", 5, 3, "trace viewer, 1000 instances"),
+    "startup": Benchmark("startup", 15, 7, "flotilla --help, keys --help and keys USER start-up"),
 }
 
 
