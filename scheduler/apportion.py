@@ -10,8 +10,21 @@ Counts per revision are a largest-remainder (Hamilton) apportionment of the inst
 - each revision first gets the floor of its exact quota `total * weight / sum(weights)`;
 - the seats left over go one each to the revisions ordered by
   1. larger remainder first,
-  2. then larger weight,
-  3. then revision id ascending (plain `str` ordering).
+  2. then, among equal remainders, a revision that holds more instances now than its floor
+     before one that does not (the seat then keeps an instance where it is),
+  3. then larger weight,
+  4. then revision id ascending (plain `str` ordering).
+
+Only equal remainders at the cut leave Hamilton's method a choice (weights 3:1 over 10
+instances: quotas 7.5 and 2.5, one seat left), and rule 2 makes the choice that moves the
+fewest instances: with the current split 7/3, nothing moves. Among the revisions tied at
+the cut, a seat given to one that holds more than its floor keeps one of its instances in
+place, and a seat given to any other keeps none, so handing the seats to the former first
+reaches the minimum over every outcome the method allows. Rules 3 and 4 only order what is
+left, so the answer stays a function of the inputs. What each revision holds is a count,
+independent of dict order; `assign` passes it. Once its targets are reached, the revisions
+that got the extra seats are exactly those holding more than their floor, so the next pass
+gives the seats to them again.
 
 Arithmetic is exact integer arithmetic: every quota shares the denominator
 `sum(weights)`, so remainders are compared as integer numerators, never as floats.
@@ -25,6 +38,7 @@ and fill the revisions that are short, in revision-id order.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 
 from flotilla.engine.errors import ValidationError
@@ -32,8 +46,14 @@ from flotilla.engine.errors import ValidationError
 __all__ = ["assign", "hamilton_counts", "moves"]
 
 
-def hamilton_counts(total: int, weights: Mapping[str, int]) -> dict[str, int]:
+def hamilton_counts(
+    total: int, weights: Mapping[str, int], held: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """Split `total` seats among the revisions in `weights` by largest remainder.
+
+    `held` is how many instances each revision has now (as `assign` counts its `current`);
+    among equal remainders, the leftover seats go first to the revisions holding more than
+    their floor (the module's rule 2). Without it, no revision holds any.
 
     Returns a count for every revision in `weights` (zero-weight revisions get 0), keyed in
     revision-id order. The counts sum to `total` when any weight is positive; when all weights
@@ -45,6 +65,8 @@ def hamilton_counts(total: int, weights: Mapping[str, int]) -> dict[str, int]:
             "pass the number of live instances"
         )
     _check_weights(weights)
+    holding = {} if held is None else held
+    _check_held(holding)
     revisions = sorted(weights)
     weight_sum = sum(weights[revision] for revision in revisions)
     if weight_sum == 0 or total == 0:
@@ -58,10 +80,13 @@ def hamilton_counts(total: int, weights: Mapping[str, int]) -> dict[str, int]:
     leftover = total - sum(counts.values())
     # leftover < number of revisions with a positive remainder (each remainder is < 1 seat and
     # they sum to leftover seats), so a zero-weight revision can never receive one.
-    by_claim = sorted(
-        revisions, key=lambda revision: (-remainders[revision], -weights[revision], revision)
-    )
-    for revision in by_claim[:leftover]:
+    floors = dict(counts)
+
+    def claim(revision: str) -> tuple[int, bool, int, str]:
+        keeps_an_instance = holding.get(revision, 0) > floors[revision]
+        return (-remainders[revision], not keeps_an_instance, -weights[revision], revision)
+
+    for revision in sorted(revisions, key=claim)[:leftover]:
         counts[revision] += 1
     return counts
 
@@ -76,7 +101,8 @@ def assign(current: Mapping[str, str | None], weights: Mapping[str, int]) -> dic
     """
     _check_current(current)
     instance_ids = sorted(current)
-    counts = hamilton_counts(len(instance_ids), weights)
+    held = Counter(revision for revision in current.values() if revision is not None)
+    counts = hamilton_counts(len(instance_ids), weights, held)
 
     kept = dict.fromkeys(counts, 0)
     target: dict[str, str | None] = {}
@@ -123,6 +149,14 @@ def _check_weights(weights: Mapping[str, int]) -> None:
         if weight < 0:
             raise ValidationError(
                 f"weight of revision {revision!r} is {weight}; weights must be 0 or more"
+            )
+
+
+def _check_held(held: Mapping[str, int]) -> None:
+    for revision, count in held.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValidationError(
+                f"instances held by revision {revision!r} must be a non-negative int, got {count!r}"
             )
 
 

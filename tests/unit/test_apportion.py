@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from flotilla.engine.errors import ValidationError
@@ -36,11 +37,59 @@ def fleets(draw: st.DrawFn, max_instances: int = 40) -> dict[str, str | None]:
     return {instance_id: draw(revision) for instance_id in instance_ids}
 
 
-def claim_key(revision: str, total: int, weights: dict[str, int]) -> tuple[Fraction, int, str]:
-    """The documented order for leftover seats: larger remainder, larger weight, smaller id."""
+def claim_key(
+    revision: str, total: int, weights: dict[str, int], held: dict[str, int] | None = None
+) -> tuple[Fraction, bool, int, str]:
+    """The documented order for leftover seats: larger remainder, then holding more than
+    the floor, then larger weight, then smaller id."""
     quota = Fraction(total * weights[revision], sum(weights.values()))
-    remainder = quota - (quota.numerator // quota.denominator)
-    return (-remainder, -weights[revision], revision)
+    floor = quota.numerator // quota.denominator
+    holds_more = (held or {}).get(revision, 0) > floor
+    return (-(quota - floor), not holds_more, -weights[revision], revision)
+
+
+def held_by(current: dict[str, str | None]) -> dict[str, int]:
+    """How many instances each revision has now."""
+    return dict(Counter(revision for revision in current.values() if revision is not None))
+
+
+def hamilton_outcomes(total: int, weights: dict[str, int]) -> list[dict[str, int]]:
+    """Every apportionment Hamilton's method allows: each revision its floor, and the seats
+    left over to the largest remainders, handed out every possible way among the revisions
+    whose remainders tie at the cut. Computed with fractions, apart from the module."""
+    weight_sum = sum(weights.values())
+    if weight_sum == 0 or total == 0:
+        return [dict.fromkeys(weights, 0)]
+    quotas = {
+        revision: Fraction(total * weight, weight_sum) for revision, weight in weights.items()
+    }
+    floors = {revision: quota.numerator // quota.denominator for revision, quota in quotas.items()}
+    remainders = {revision: quotas[revision] - floors[revision] for revision in quotas}
+    leftover = total - sum(floors.values())
+    if leftover == 0:
+        return [floors]
+    cut = sorted(remainders.values(), reverse=True)[leftover - 1]
+    above = [revision for revision, remainder in remainders.items() if remainder > cut]
+    tied = sorted(revision for revision, remainder in remainders.items() if remainder == cut)
+    outcomes = []
+    for chosen in itertools.combinations(tied, leftover - len(above)):
+        outcomes.append(
+            {revision: floors[revision] + (revision in (*above, *chosen)) for revision in floors}
+        )
+    return outcomes
+
+
+def every_assignment(
+    instance_ids: list[str], counts: dict[str, int]
+) -> Iterator[dict[str, str | None]]:
+    """Every way to give the instances revisions so that each revision gets its count."""
+    if not instance_ids:
+        yield {}
+        return
+    for revision, count in counts.items():
+        if count:
+            for rest in every_assignment(instance_ids[1:], {**counts, revision: count - 1}):
+                yield {instance_ids[0]: revision, **rest}
 
 
 def brute_force_min_moves(current: dict[str, str | None], counts: dict[str, int]) -> int:
@@ -48,12 +97,7 @@ def brute_force_min_moves(current: dict[str, str | None], counts: dict[str, int]
     instance_ids = sorted(current)
     if sum(counts.values()) == 0:
         return moves(current, dict.fromkeys(instance_ids))
-    wanted = Counter({revision: count for revision, count in counts.items() if count})
-    best = len(instance_ids) + 1
-    for choice in itertools.product(sorted(wanted), repeat=len(instance_ids)):
-        if Counter(choice) == wanted:
-            best = min(best, moves(current, dict(zip(instance_ids, choice, strict=True))))
-    return best
+    return min(moves(current, choice) for choice in every_assignment(instance_ids, counts))
 
 
 # --- hamilton_counts -------------------------------------------------------------------------
@@ -99,6 +143,58 @@ def test_leftover_seats_go_by_the_documented_tie_break(total: int, weights: dict
             assert claim_key(winner, total, weights) < claim_key(loser, total, weights)
 
 
+@FAST
+@given(
+    st.integers(min_value=0, max_value=200),
+    weights_strategy,
+    st.dictionaries(st.sampled_from(REVISIONS + STRAY_REVISIONS), st.integers(0, 60)),
+)
+def test_counts_are_always_a_valid_hamilton_outcome_that_follows_the_documented_order(
+    total: int, weights: dict[str, int], held: dict[str, int]
+) -> None:
+    counts = hamilton_counts(total, weights, held)
+    assert counts in hamilton_outcomes(total, weights)
+    if sum(weights.values()) == 0:
+        return
+    quotas = {r: Fraction(total * weight, sum(weights.values())) for r, weight in weights.items()}
+    rounded_up = [revision for revision in weights if counts[revision] > quotas[revision]]
+    rounded_down = [revision for revision in weights if counts[revision] < quotas[revision]]
+    for winner in rounded_up:
+        for loser in rounded_down:
+            assert claim_key(winner, total, weights, held) < claim_key(loser, total, weights, held)
+
+
+def test_equal_remainders_go_first_to_the_revision_that_holds_the_extra_instance() -> None:
+    # Weights 3:1 over 10 instances, quotas 7.5 and 2.5: split 7/3 now, so "light" holds
+    # more than its floor of 2 and keeps its third instance; nothing has to move.
+    assert hamilton_counts(10, {"heavy": 3, "light": 1}, {"heavy": 7, "light": 3}) == {
+        "heavy": 7,
+        "light": 3,
+    }
+    # Split 8/2, or nothing held: "light" holds no more than its floor; larger weight wins.
+    assert hamilton_counts(10, {"heavy": 3, "light": 1}, {"heavy": 8, "light": 2}) == {
+        "heavy": 8,
+        "light": 2,
+    }
+    assert hamilton_counts(10, {"heavy": 3, "light": 1}) == {"heavy": 8, "light": 2}
+    # Quotas 4/3 each, one seat left: "b" and "c" both hold more than their floor of 1,
+    # so the order without holders decides between them (equal weights: the smaller id).
+    assert hamilton_counts(4, {"a": 1, "b": 1, "c": 1}, {"b": 2, "c": 2}) == {
+        "a": 1,
+        "b": 2,
+        "c": 1,
+    }
+    # Holding decides only among equal remainders: 0.75 beats 0.25 whatever is held.
+    assert hamilton_counts(1, {"heavy": 3, "light": 1}, {"light": 1}) == {"heavy": 1, "light": 0}
+
+
+def test_held_counts_are_checked() -> None:
+    with pytest.raises(ValidationError, match="non-negative int"):
+        hamilton_counts(2, {"a": 1}, {"a": -1})
+    with pytest.raises(ValidationError, match="non-negative int"):
+        hamilton_counts(2, {"a": 1}, {"a": True})
+
+
 def test_ninety_ten_over_ten_instances_is_nine_and_one() -> None:
     assert hamilton_counts(10, {"new": 10, "old": 90}) == {"new": 1, "old": 9}
 
@@ -134,7 +230,7 @@ def test_assigned_counts_are_the_hamilton_counts(
 ) -> None:
     target = assign(current, weights)
     assert set(target) == set(current)
-    counts = hamilton_counts(len(current), weights)
+    counts = hamilton_counts(len(current), weights, held_by(current))
     assigned = Counter(revision for revision in target.values() if revision is not None)
     assert assigned == Counter({revision: count for revision, count in counts.items() if count})
     if sum(weights.values()) == 0:
@@ -149,8 +245,33 @@ def test_moves_are_the_brute_force_minimum(
     current: dict[str, str | None], weights: dict[str, int]
 ) -> None:
     target = assign(current, weights)
-    counts = hamilton_counts(len(current), weights)
+    counts = hamilton_counts(len(current), weights, held_by(current))
     assert moves(current, target) == brute_force_min_moves(current, counts)
+
+
+SEVEN_THREE = {f"i-{number:02}": "heavy" if number < 7 else "light" for number in range(10)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(fleets(max_instances=7), st.dictionaries(st.sampled_from(REVISIONS[:4]), st.integers(0, 4)))
+@example(SEVEN_THREE, {"heavy": 3, "light": 1})
+@example({"i-1": "r-b", "i-2": "r-a", "i-3": "r-c"}, {"r-a": 1, "r-b": 1, "r-c": 1, "r-d": 1})
+@example({"i-1": "r-b", "i-2": None}, {"r-a": 2, "r-b": 2})
+def test_moves_are_the_minimum_over_every_valid_hamilton_outcome(
+    current: dict[str, str | None], weights: dict[str, int]
+) -> None:
+    """Of every apportionment Hamilton's method allows (each way of handing the leftover
+    seats among revisions tied at the cut), none moves fewer instances than `assign`."""
+    target = assign(current, weights)
+    outcomes = hamilton_outcomes(len(current), weights)
+    assigned = Counter(revision for revision in target.values() if revision is not None)
+    assert {revision: assigned[revision] for revision in weights} in outcomes
+    fewest = min(brute_force_min_moves(current, counts) for counts in outcomes)
+    assert moves(current, target) == fewest
+
+
+def test_a_seven_three_split_under_weights_three_to_one_moves_nothing() -> None:
+    assert assign(SEVEN_THREE, {"heavy": 3, "light": 1}) == SEVEN_THREE
 
 
 @FAST
@@ -159,7 +280,7 @@ def test_every_instance_still_under_its_count_keeps_its_revision(
     current: dict[str, str | None], weights: dict[str, int]
 ) -> None:
     target = assign(current, weights)
-    counts = hamilton_counts(len(current), weights)
+    counts = hamilton_counts(len(current), weights, held_by(current))
     on_revision = Counter(current.values())
     for instance_id, revision in current.items():
         if revision in counts and on_revision[revision] <= counts[revision]:
@@ -219,12 +340,15 @@ def test_unknown_revisions_lose_their_instances_and_new_instances_fill_short_rev
 
 def test_more_revisions_than_instances() -> None:
     target = assign({"i-1": "r-e", "i-2": None}, dict.fromkeys(REVISIONS, 1))
-    # Only r-a and r-b get a seat, so r-e's instance has to move.
-    assert target == {"i-1": "r-a", "i-2": "r-b"}
+    # Only two of the five equal quotas get a seat: r-e, which has an instance already,
+    # keeps it, and the new instance goes to r-a (the smallest id).
+    assert target == {"i-1": "r-e", "i-2": "r-a"}
 
 
 def test_single_instance_and_empty_fleet() -> None:
-    assert assign({"i-1": "b"}, {"a": 1, "b": 1}) == {"i-1": "a"}
+    # Quotas 0.5 each: the one seat goes to the revision that has the instance already.
+    assert assign({"i-1": "b"}, {"a": 1, "b": 1}) == {"i-1": "b"}
+    assert assign({"i-1": None}, {"a": 1, "b": 1}) == {"i-1": "a"}
     assert assign({"i-1": "b"}, {"a": 1, "b": 2}) == {"i-1": "b"}
     assert assign({}, {"a": 1}) == {}
 
