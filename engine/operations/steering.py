@@ -1,10 +1,11 @@
-"""Operator operations on a service: set weights, pause, resume, revert.
+"""Operator operations on a service: set weights, pause, resume, revert, undo.
 
 Each changes the service record through `engine.updates.modify_service` (conditional on
 the version it was based on, re-applied to the latest record on a conflict, validated
 before every write), so a mistake stores nothing and two operators never overwrite each
-other. Pause, resume and revert add a line to the service history saying who did it and
-why; new weights need none, the scheduler records the rollout they start.
+other. Pause, resume, revert and undo add a line to the service history saying who did it
+and why; new weights need none, the scheduler records the rollout they start. Weights
+that run nothing are refused unless asked for (`rules.check_running`).
 
 A change that was stored is followed by a `service_changed` event. The event is only a
 wake-up: if it cannot be sent the change stands all the same, the scheduler's timed pass
@@ -22,11 +23,18 @@ from flotilla.engine import updates
 from flotilla.engine.clock import Clock
 from flotilla.engine.errors import FlotillaError, ValidationError
 from flotilla.engine.operations.names import ID_CHARS, find_revision, weights_text
-from flotilla.engine.operations.rules import NoRevert, bounded_history, revert_target
+from flotilla.engine.operations.rules import (
+    NoRevert,
+    bounded_history,
+    check_running,
+    revert_target,
+    undo_target,
+)
 from flotilla.engine.ports import Event, EventQueue, StateStore
 from flotilla.engine.records import HistoryEntry, Service
 
 CHANGED = "service_changed"  # the event that wakes the scheduler for one service
+UNDONE = "undone"  # the history kind of an undo
 
 
 @dataclass(frozen=True)
@@ -62,9 +70,12 @@ class Operations:
         self.events = events
         self.clock = clock
 
-    def set_weights(self, service: Service, named: Sequence[tuple[str, int]]) -> Change:
+    def set_weights(
+        self, service: Service, named: Sequence[tuple[str, int]], *, stop_all: bool = False
+    ) -> Change:
         """Give each named revision (label, id or id prefix) its weight in one atomic change;
-        revisions not named keep theirs. Every name is resolved before anything is written."""
+        revisions not named keep theirs. Every name is resolved before anything is written;
+        weights that would run nothing need `stop_all`."""
         revisions = self.store.list_revisions(service.name)
         chosen: dict[str, int] = {}
         for name, weight in named:
@@ -74,7 +85,14 @@ class Operations:
                     f"revision {found.id[:ID_CHARS]} ({found.label}) is named twice"
                 )
             chosen[found.id] = weight
-        stored = updates.set_weights(self.store, service.name, chosen, current=service)
+
+        def change(current: Service) -> Service:
+            weights = {**current.weights, **chosen}
+            if weights != current.weights:
+                check_running(weights, stop_all=stop_all, service=current.name)
+            return replace(current, weights=weights)
+
+        stored = updates.modify_service(self.store, service.name, change, current=service)
         labels = {r.id: r.label for r in revisions}
         return self._woken(
             Change(stored, stored.version != service.version, dict(service.weights), labels)
@@ -106,6 +124,57 @@ class Operations:
             ) + (f": {reason}" if reason else "")
             notes[:] = [why]
             entry = HistoryEntry(at, "reverted", why, dict(target))
+            return _with_entry(replace(current, weights=dict(target)), entry)
+
+        before = dict(service.weights)
+        stored = updates.modify_service(self.store, service.name, change, current=service)
+        return self._woken(Change(stored, True, before, labels, notes[0]))
+
+    def undo(
+        self,
+        service: Service,
+        *,
+        by: str,
+        steps: int = 1,
+        to: str | None = None,
+        reason: str | None = None,
+        stop_all: bool = False,
+    ) -> Change:
+        """Go back to earlier weights of the service's history (`rules.undo_target`): the
+        setting `steps` back, or the latest in which the revision named `to` had weight.
+        Refused, storing nothing, when the history holds no such weights."""
+        if steps < 1:
+            raise ValidationError(f"invalid --steps {steps}: give a whole number, 1 or more")
+        revisions = self.store.list_revisions(service.name)
+        labels = {r.id: r.label for r in revisions}
+        wanted = None if to is None else find_revision(revisions, to, service.name)
+        at = self._now()
+        notes: list[str] = []
+
+        def change(current: Service) -> Service:
+            target = undo_target(
+                current.history,
+                current.weights,
+                steps=steps,
+                to=None if wanted is None else wanted.id,
+            )
+            if isinstance(target, str):
+                what = (
+                    f"the weights before the current ones{'' if steps == 1 else f' ({steps} back)'}"
+                    if wanted is None
+                    else f"earlier weights with {wanted.label} in them"
+                )
+                raise FlotillaError(
+                    f"cannot undo {current.name}'s weights to {what}: {target}; see "
+                    f"`flotilla history {current.name}`, or set weights with `flotilla weights`"
+                )
+            check_running(target, stop_all=stop_all, service=current.name)
+            why = (
+                f"undone by {by}: back to {weights_text(target, labels)} "
+                f"(were {weights_text(current.weights, labels)})"
+            ) + (f": {reason}" if reason else "")
+            notes[:] = [why]
+            entry = HistoryEntry(at, UNDONE, why, dict(target))
             return _with_entry(replace(current, weights=dict(target)), entry)
 
         before = dict(service.weights)
@@ -153,9 +222,11 @@ def _nothing_to_revert(why: NoRevert, service: Service, labels: Mapping[str, str
     if why is NoRevert.UNKNOWN:
         return (
             f"nothing to revert: no rollout of {service.name} has completed without a failure "
-            "yet, so no last good weights are known; set weights with `flotilla weights`"
+            "yet, so no last good weights are known; go back to earlier weights with "
+            f"`flotilla rollout undo {service.name}`, or set weights with `flotilla weights`"
         )
     return (
         f"nothing to revert: {service.name}'s weights already are its last good weights "
-        f"({weights_text(service.weights, labels)})"
+        f"({weights_text(service.weights, labels)}); to go back to the weights before them, "
+        f"use `flotilla rollout undo {service.name}`"
     )

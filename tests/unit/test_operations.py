@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from datetime import timedelta
 
 import pytest
@@ -15,8 +16,20 @@ from flotilla.adapters.memory_store import MemoryStateStore
 from flotilla.adapters.secrets import LocalSecretBox
 from flotilla.engine.clock import FakeClock
 from flotilla.engine.errors import FlotillaError, NotFoundError, TransientError, ValidationError
-from flotilla.engine.operations.names import find_revision, find_service, label_of, weights_text
-from flotilla.engine.operations.rules import NoRevert, bounded_history, revert_target
+from flotilla.engine.operations.names import (
+    find_revision,
+    find_service,
+    label_of,
+    new_label,
+    weights_text,
+)
+from flotilla.engine.operations.rules import (
+    NoRevert,
+    bounded_history,
+    revert_target,
+    undo_target,
+    weight_settings,
+)
 from flotilla.engine.operations.steering import Operations
 from flotilla.engine.ports import Event
 from flotilla.engine.records import (
@@ -130,11 +143,63 @@ def test_a_refused_weight_change_stores_and_sends_nothing(
     assert world.woken() == []
 
 
-def test_a_name_that_is_a_label_and_an_id_prefix_is_ambiguous(world: World) -> None:
+def _revision(revision_id: str, label: str) -> Revision:
+    return Revision("api", revision_id, label, {}, None, FakeClock().now())
+
+
+def test_an_exact_label_wins_over_an_id_prefix() -> None:
+    b = _revision("f" * 64, "b")
+    other = _revision("b221" + "0" * 60, "v7")
+    revisions = [b, other]
+    assert find_revision(revisions, "b", "api") is b  # not "names more than one revision"
+    assert find_revision(revisions, "b2", "api") is other  # a longer prefix still names it
+    assert find_revision(revisions, other.id.upper(), "api") is other  # a whole id, any case
+
+
+def test_build_number_labels_always_name_their_own_revision() -> None:
+    # Ids starting with digits, as sha256 ids do one time in... often enough.
+    revisions = [
+        _revision(f"{(n * 7) % 10}{n:x}" + "a" * (62 - len(f"{n:x}")) + "0", str(n))
+        for n in range(1, 13)
+    ]
+    for revision in revisions:
+        assert find_revision(revisions, revision.label, "api") is revision
+
+
+def test_an_id_prefix_of_several_revisions_is_ambiguous_and_says_so() -> None:
+    revisions = [_revision("ab" + "0" * 62, "v1"), _revision("ab" + "1" * 62, "v2")]
+    with pytest.raises(ValidationError, match="start of the ids of 2 revisions"):
+        find_revision(revisions, "ab", "api")
+    twins = [_revision("c" * 64, "same"), _revision("d" * 64, "same")]
+    with pytest.raises(ValidationError, match="2 revisions of 'api' are labelled 'same'"):
+        find_revision(twins, "same", "api")
+
+
+def test_the_label_rule_at_revision_add() -> None:
+    revisions = [_revision("b221" + "0" * 60, "v1")]
+    assert new_label(revisions, "b", "api") == "b"  # a prefix of an id: the label wins
+    assert new_label(revisions, "b221", "api") == "b221"
+    with pytest.raises(ValidationError, match="already has a revision labelled 'v1'"):
+        new_label(revisions, "v1", "api")
+    with pytest.raises(ValidationError, match="64 hex digits read as a whole revision id"):
+        new_label(revisions, "e" * 64, "api")
+
+
+def test_weights_that_run_nothing_need_stop_all(world: World) -> None:
     v1 = world.revision("v1")
-    world.revision(v1.id[:4])  # labelled like the start of v1's id
-    with pytest.raises(ValidationError, match="names more than one revision"):
-        find_revision(world.store.list_revisions("api"), v1.id[:4], "api")
+    world.operations.set_weights(world.service(), [("v1", 100)])
+    world.woken()
+    before = world.service()
+    with pytest.raises(ValidationError, match=r"would have weight 0.*add --stop-all"):
+        world.operations.set_weights(before, [("v1", 0)])
+    assert world.service() == before
+    assert world.woken() == []
+    with pytest.raises(ValidationError, match="--stop-all is for weights that are all 0"):
+        world.operations.set_weights(before, [("v1", 50)], stop_all=True)
+    assert world.service() == before
+    stopped = world.operations.set_weights(before, [("v1", 0)], stop_all=True)
+    assert stopped.service.weights == {v1.id: 0}
+    assert world.woken() == ["service_changed"]
 
 
 # --- pause and resume -----------------------------------------------------------------
@@ -203,8 +268,11 @@ def test_revert_restores_the_last_good_weights(world: World) -> None:
 @pytest.mark.parametrize(
     ("last_good", "message"),
     [
-        (None, "nothing to revert: no rollout of api has completed without a failure yet"),
-        ({"V1": 100}, r"nothing to revert: api's weights already are its last good weights \(v1"),
+        (None, "nothing to revert: no rollout of api has completed without a failure yet.*undo"),
+        (
+            {"V1": 100},
+            r"already are its last good weights \(v1=100\); .*`flotilla rollout undo api`",
+        ),
     ],
 )
 def test_nothing_to_revert_stores_and_sends_nothing(
@@ -217,6 +285,114 @@ def test_nothing_to_revert_stores_and_sends_nothing(
         world.operations.revert(before, by="alice")
     assert world.service() == before
     assert world.woken() == []
+
+
+# --- undo -------------------------------------------------------------------------------
+
+
+def _rolled_out(world: World, weights: dict[str, int]) -> None:
+    """What the scheduler records for a rollout of `weights` that completed cleanly."""
+    current = world.service()
+    at = world.clock.now()
+    entries = (
+        HistoryEntry(at, "rollout_started", "weights changed", weights),
+        HistoryEntry(at, "rollout_complete", "every live instance runs its assignment", weights),
+    )
+    state = RolloutState(weights=weights, status=RolloutStatus.COMPLETE, previous_weights=weights)
+    world.store.update_service(
+        dataclasses.replace(
+            current,
+            weights=weights,
+            rollout_state=state,
+            history=bounded_history(current.history, entries),
+        )
+    )
+    world.clock.advance(60)
+
+
+def test_undo_goes_back_after_a_rollout_that_succeeded(world: World) -> None:
+    v1, v2 = world.revision("v1"), world.revision("v2")
+    _rolled_out(world, {v1.id: 100})
+    _rolled_out(world, {v1.id: 0, v2.id: 100})
+    world.woken()
+    # revert has nothing to do: the current weights are the last good ones
+    with pytest.raises(FlotillaError, match="nothing to revert"):
+        world.operations.revert(world.service(), by="alice")
+    change = world.operations.undo(world.service(), by="alice", reason="v2 is slow")
+    assert change.service.weights == {v1.id: 100, v2.id: 0}
+    assert change.before == {v1.id: 0, v2.id: 100}
+    entry = change.service.history[-1]
+    assert (entry.kind, entry.weights) == ("undone", {v1.id: 100, v2.id: 0})
+    assert entry.reason == "undone by alice: back to v1=100, v2=0 (were v1=0, v2=100): v2 is slow"
+    assert change.note == entry.reason
+    assert world.woken() == ["service_changed"]
+    # Undoing the undo goes forward again, as kubectl's rollout undo does.
+    again = world.operations.undo(world.service(), by="alice")
+    assert again.service.weights == {v1.id: 0, v2.id: 100}
+
+
+def test_undo_by_steps_and_to_a_revision(world: World) -> None:
+    v1, v2, v3 = world.revision("v1"), world.revision("v2"), world.revision("v3")
+    _rolled_out(world, {v1.id: 100})
+    _rolled_out(world, {v1.id: 75, v2.id: 25})
+    _rolled_out(world, {v2.id: 100})
+    _rolled_out(world, {v3.id: 100})
+    two_back = world.operations.undo(world.service(), by="bob", steps=2)
+    assert two_back.service.weights == {v3.id: 0, v1.id: 75, v2.id: 25}
+    back_to_v3 = world.operations.undo(world.service(), by="bob", to="v3")
+    assert back_to_v3.service.weights == {v1.id: 0, v2.id: 0, v3.id: 100}
+    # The newest earlier weights in which v1 had weight: the 75/25 canary (the current
+    # weights do not count, however much weight v1 has in them).
+    back_to_v1 = world.operations.undo(world.service(), by="bob", to="v1")
+    assert back_to_v1.service.weights == {v1.id: 75, v2.id: 25, v3.id: 0}
+
+
+@pytest.mark.parametrize(
+    ("steps", "to", "message"),
+    [
+        (1, None, "cannot undo api's weights to the weights before the current ones: its "
+                  "history holds no earlier weights"),
+        (3, None, "holds 1 earlier setting(s) of weights, not 3"),
+        (1, "v2", "no earlier weights in its history gave that revision a weight"),
+    ],
+)  # fmt: skip
+def test_nothing_to_undo_stores_and_sends_nothing(
+    world: World, steps: int, to: str | None, message: str
+) -> None:
+    v1, v2 = world.revision("v1"), world.revision("v2")
+    if steps != 1 or to is not None:
+        _rolled_out(world, {v1.id: 50})
+    _rolled_out(world, {v1.id: 100, v2.id: 0})
+    before = world.service()
+    with pytest.raises(FlotillaError, match=re.escape(message)):
+        world.operations.undo(before, by="alice", steps=steps, to=to)
+    assert world.service() == before
+    assert world.woken() == []
+
+
+def test_undo_to_weights_that_ran_nothing_needs_stop_all(world: World) -> None:
+    v1 = world.revision("v1")
+    _rolled_out(world, {v1.id: 0})  # stored by an older Flotilla, before --stop-all
+    _rolled_out(world, {v1.id: 100})
+    with pytest.raises(ValidationError, match="add --stop-all"):
+        world.operations.undo(world.service(), by="alice")
+    change = world.operations.undo(world.service(), by="alice", stop_all=True)
+    assert change.service.weights == {v1.id: 0}
+
+
+def test_weight_settings_and_the_undo_target() -> None:
+    a, b = "a" * 64, "b" * 64
+    at = FakeClock().now()
+    history = [
+        HistoryEntry(at, "rollout_started", "", {a: 100}),
+        HistoryEntry(at, "rollout_complete", "", {a: 100, b: 0}),  # the same setting
+        HistoryEntry(at, "paused", "", {a: 100}),
+        HistoryEntry(at, "rollout_started", "", {b: 100}),
+    ]
+    assert weight_settings(history) == [{a: 100}, {b: 100}]
+    assert undo_target(history, {b: 100}) == {b: 0, a: 100}
+    # A change the scheduler has not taken up yet is undone to the last recorded weights.
+    assert undo_target(history, {a: 50, b: 50}) == {a: 0, b: 100}
 
 
 # --- the rules and names both sides use -----------------------------------------------
