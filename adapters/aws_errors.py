@@ -9,7 +9,7 @@ may succeed later (`retryable`), so no caller parses messages.
 
 - throttling, 5xx answers and failures to connect or read → `TransientError` (retryable);
   botocore has already retried these (standard mode, `CLIENT_CONFIG`), the engine's
-  step-level policy decides whether to try again;
+  step-level policy decides whether to try again (the message promises nothing);
 - access denied and unusable credentials or region → `ConfigurationError`;
 - error codes that mean "the thing you named does not exist" → `ConfigurationError` with the
   message the adapter gives (which names the thing and says how to fix it);
@@ -141,7 +141,9 @@ def translate_botocore_error(exc: BotoCoreError, service: str, what: str) -> Flo
             + NO_CREDENTIALS_HINT
         )
     if isinstance(exc, ConnectionError | HTTPClientError):
-        return TransientError(f"{what}: cannot reach {service} ({type(exc).__name__}); will retry")
+        # No promise of a retry here: whether one follows is the caller's (the daemons'
+        # loops, the CLI's own few attempts), and each says so itself.
+        return TransientError(f"{what}: cannot reach {service} ({type(exc).__name__})")
     # Parameter validation and the like: the same call would fail the same way.
     return FlotillaError(f"{what}: botocore refused the call ({exc})")
 
@@ -151,9 +153,7 @@ def translate(
 ) -> FlotillaError:
     code = error_code(exc)
     if is_transient(exc):
-        return TransientError(
-            f"{what}: {service} is throttling or unavailable ({code}); will retry"
-        )
+        return TransientError(f"{what}: {service} is throttling or unavailable ({code})")
     if missing and code in missing:
         return ConfigurationError(f"{what}: {missing[code]}")
     if code in ACCESS_DENIED_CODES:

@@ -12,7 +12,7 @@ import click
 
 from flotilla.cli import DISTRIBUTION
 from flotilla.cli.lazy_group import LazyCommand, LazyGroup
-from flotilla.engine.errors import FlotillaError, ValidationError
+from flotilla.engine.errors import FlotillaError, TransientError, ValidationError
 
 # Every command, by name, and where it is defined. A command's module is imported only
 # when that command is used (see cli.lazy_group); its one-line help in `flotilla --help`
@@ -65,6 +65,10 @@ def main() -> None:
     except ValidationError as bad_input:
         click.echo(f"error: {bad_input.message}", err=True)
         sys.exit(2)
+    except TransientError as unreachable:
+        # Each call was tried a few times already, and said so (cli.aws_calls).
+        click.echo(f"error: {unreachable.message}; run the command again in a moment", err=True)
+        sys.exit(1)
     except FlotillaError as failure:
         click.echo(f"error: {failure.message}", err=True)
         sys.exit(1)

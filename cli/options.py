@@ -48,15 +48,16 @@ def settings_from(
     return AwsSettings.resolve(environment, region, profile, endpoint_url)
 
 
-def wiring_from(options: dict[str, Any]) -> Wiring:
-    """The composition root for a command's `aws_options` (nothing is built until used)."""
+def wiring_from(options: dict[str, Any], *, interactive: bool = True) -> Wiring:
+    """The composition root for a command's `aws_options` (nothing is built until used).
+    `interactive` (a person waits): its AWS calls give up in seconds and say when they
+    retry (`cli.aws_calls`)."""
     from flotilla.cli.wiring import Wiring
 
-    return Wiring(
-        settings_from(
-            options["environment"], options["region"], options["profile"], options["endpoint_url"]
-        )
+    settings = settings_from(
+        options["environment"], options["region"], options["profile"], options["endpoint_url"]
     )
+    return Wiring(settings, interactive=interactive)
 
 
 def parse_seconds(option: str, text: str, *, minimum: float, maximum: float = math.inf) -> float:

@@ -393,7 +393,9 @@ def keys(
             users.user_name(user_name)
         except ValidationError:
             return  # no such user can exist: nothing to print
-    store = wiring_from(options).users
+    # sshd waits for this, not a person: botocore's own retries, no notes on stderr, and
+    # none of the interactive machinery to import at every login.
+    store = wiring_from(options, interactive=False).users
     if user_name is None:
         candidates = store.list_users()
     else:

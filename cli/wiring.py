@@ -2,7 +2,11 @@
 (the agent itself is assembled from them in `cli.agent_assembly`).
 
 Settings come from command-line options first, then `FLOTILLA_*` environment variables,
-then defaults; AWS credentials follow boto3's standard chain (profiles, instance roles).
+then defaults, each validated where it is read (`cli.settings`: a bad one is one line
+naming it and where it came from); AWS credentials follow boto3's standard chain
+(profiles, instance roles), and what botocore refuses about them becomes one line here,
+where sessions and clients are made. A command's clients answer a person in seconds
+(`interactive`: `cli.aws_calls`); a daemon's keep botocore's patient settings.
 The region is the one exception: botocore reads only `AWS_DEFAULT_REGION`, while EC2 user
 data, the AWS CLI docs and most operators set `AWS_REGION`, so `--region`, then each of
 `REGION_VARIABLES` in turn, then the profile's region decide it.
@@ -11,24 +15,25 @@ data, the AWS CLI docs and most operators set `AWS_REGION`, so `--region`, then 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import boto3
-from botocore.exceptions import NoRegionError, ProfileNotFound
+from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
 
 from flotilla.adapters.aws_errors import REGION_VARIABLES
 from flotilla.adapters.dynamodb_codec import CLIENT_CONFIG
 from flotilla.adapters.dynamodb_users import DynamoDBUserStore
+from flotilla.cli import settings as setting_rules
 from flotilla.engine.clock import Clock, SystemClock
 from flotilla.engine.config import TableNames
 from flotilla.engine.errors import ConfigurationError
 from flotilla.engine.ports import Event, EventQueue, LoadBalancer, UnitRuntime
 from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef
-from flotilla.engine.validation import environment_name
 
 if TYPE_CHECKING:  # imported where used: most commands need none of them (and
     # `flotilla keys`, run at every SSH login, needs only the users)
@@ -51,6 +56,8 @@ class AwsSettings:
     region: str | None = None
     profile: str | None = None
     endpoint_url: str | None = None  # a moto server or DynamoDB Local, for the demo and tests
+    # Where each setting came from ("--region", "AWS_REGION", ...), for messages about it.
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def resolve(
@@ -60,14 +67,9 @@ class AwsSettings:
         profile: str | None = None,
         endpoint_url: str | None = None,
     ) -> AwsSettings:
-        return cls(
-            environment=environment_name(
-                environment or os.environ.get("FLOTILLA_ENV") or "default"
-            ),
-            region=region or region_from_environment(),
-            profile=profile or os.environ.get("FLOTILLA_PROFILE"),
-            endpoint_url=endpoint_url or os.environ.get("FLOTILLA_ENDPOINT_URL"),
-        )
+        """Options first, then variables, then defaults, each validated (`cli.settings`)."""
+        read = setting_rules.resolve(environment, region, profile, endpoint_url)
+        return cls(read.environment, read.region, read.profile, read.endpoint_url, read.sources)
 
 
 NO_REGION = (
@@ -77,20 +79,15 @@ NO_REGION = (
 )
 
 
-def region_from_environment() -> str | None:
-    """The first region named by `REGION_VARIABLES`; None leaves it to the profile."""
-    for variable in REGION_VARIABLES:
-        if value := os.environ.get(variable, "").strip():
-            return value
-    return None
-
-
 class Wiring:
     """Builds each adapter once, on first use."""
 
-    def __init__(self, settings: AwsSettings, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: AwsSettings, clock: Clock | None = None, *, interactive: bool = False
+    ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
+        self.interactive = interactive  # a person waits: short time-outs, retries said aloud
         self.tables = TableNames.for_environment(settings.environment)
 
     @cached_property
@@ -100,9 +97,15 @@ class Wiring:
                 profile_name=self.settings.profile, region_name=self.settings.region
             )
         except ProfileNotFound as exc:
+            where = self.settings.sources.get("profile", "--profile")
+            name = self.settings.profile or os.environ.get("AWS_PROFILE", "")
             raise ConfigurationError(
-                f"AWS profile {self.settings.profile!r} is not configured; "
-                "check --profile or ~/.aws/config"
+                f"AWS profile {name!r} (from {where}) is not configured; see "
+                "`aws configure list-profiles`, or fix ~/.aws/config"
+            ) from exc
+        except BotoCoreError as exc:  # a config file it cannot parse, and the like
+            raise setting_rules.configuration_error(
+                exc, self.settings.sources, "reading the AWS settings"
             ) from exc
         if session.region_name is None:
             raise ConfigurationError(NO_REGION)
@@ -110,12 +113,24 @@ class Wiring:
 
     def client(self, service: str) -> Any:
         make_client: Any = self.session.client  # typed per service name; ours is dynamic
+        config = CLIENT_CONFIG
+        if self.interactive:
+            from flotilla.cli.aws_calls import CLI_CLIENT_CONFIG
+
+            config = CLIENT_CONFIG.merge(CLI_CLIENT_CONFIG)
         try:
-            return make_client(
-                service, endpoint_url=self.settings.endpoint_url, config=CLIENT_CONFIG
-            )
+            client = make_client(service, endpoint_url=self.settings.endpoint_url, config=config)
         except NoRegionError as exc:
             raise ConfigurationError(NO_REGION) from exc
+        except (BotoCoreError, ValueError) as exc:  # a region or endpoint botocore refuses
+            raise setting_rules.configuration_error(
+                exc, self.settings.sources, f"making the {service} client"
+            ) from exc
+        if not self.interactive:
+            return client
+        from flotilla.cli.aws_calls import RetryingClient
+
+        return RetryingClient(client, self.clock)
 
     @cached_property
     def dynamodb(self) -> Any:

@@ -44,11 +44,13 @@ def service_name(value: Any) -> str:
     return value
 
 
-def environment_name(value: Any) -> str:
+def environment_name(value: Any, *, where: str | None = None) -> str:
+    """`where` names the option or variable the value came from, for the message."""
     if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
+        source = f" (from {where})" if where else ""
         raise ValidationError(
-            f"invalid environment name {_show(value)}: use 1-24 lowercase letters, digits and "
-            "hyphens, starting with a letter (e.g. 'prod')"
+            f"invalid environment name {_show(value)}{source}: use 1-24 lowercase letters, "
+            "digits and hyphens, starting with a letter (e.g. 'prod')"
         )
     return value
 

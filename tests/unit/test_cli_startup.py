@@ -31,6 +31,7 @@ NOT_FOR_KEYS = (
 KEYS_CLI_MODULES = {
     "flotilla.cli", "flotilla.cli.main", "flotilla.cli.lazy_group", "flotilla.cli.options",
     "flotilla.cli.output", "flotilla.cli.user_commands", "flotilla.cli.wiring",
+    "flotilla.cli.settings",
 }  # fmt: skip
 
 
