@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from flotilla.adapters import aws_errors
 from flotilla.adapters.aws_errors import error_code, error_message
-from flotilla.engine.errors import FlotillaError, ItemTooLargeError
+from flotilla.engine.errors import FlotillaError, ItemTooLargeError, TransientError
 
 SERVICE = "DynamoDB"
 _serializer = TypeSerializer()
@@ -77,6 +78,29 @@ def item_from_condition_failure(exc: ClientError) -> dict[str, Any] | None:
     return None if not attributes else from_attributes(attributes)
 
 
+@dataclass(frozen=True)
+class CancellationReason:
+    """Why one item of a cancelled transaction was refused (DynamoDB's `Code`), with the
+    item as it is when its condition failed (`ReturnValuesOnConditionCheckFailure`)."""
+
+    code: str
+    item: dict[str, Any] | None
+
+
+def cancellation_reasons(exc: ClientError) -> list[CancellationReason]:
+    """Per item of a cancelled transaction, in order; empty for any other error."""
+    if error_code(exc) != "TransactionCanceledException":
+        return []
+    reasons: Any = exc.response.get("CancellationReasons") or []
+    return [
+        CancellationReason(
+            str(reason.get("Code") or "None"),
+            from_attributes(reason["Item"]) if reason.get("Item") else None,
+        )
+        for reason in reasons
+    ]
+
+
 def conditional_write(
     what: str,
     write: Callable[[], Any],
@@ -105,8 +129,22 @@ def translated_errors(what: str) -> Iterator[None]:
         raise aws_errors.translate_botocore_error(exc, SERVICE, what) from exc
 
 
+# Why a transaction can be cancelled that retrying may cure: another transaction held one
+# of its items, or the table was throttled.
+_TRANSIENT_CANCELLATIONS = frozenset(
+    {
+        "TransactionConflict",
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+        "RequestLimitExceeded",
+    }
+)
+
+
 def translate(exc: ClientError, what: str) -> FlotillaError:
     message = error_message(exc)
+    if any(r.code in _TRANSIENT_CANCELLATIONS for r in cancellation_reasons(exc)):
+        return TransientError(f"{what}: DynamoDB cancelled the transaction ({message}); will retry")
     if error_code(exc) == "ValidationException" and "size" in message.lower():
         return ItemTooLargeError(f"{what}: DynamoDB refused the item as too large ({message})")
     missing_table = (

@@ -19,6 +19,7 @@ from botocore.exceptions import ClientError
 
 from flotilla.adapters import items
 from flotilla.adapters.dynamodb_codec import (
+    cancellation_reasons,
     conditional_write,
     from_attributes,
     is_condition_failure,
@@ -31,8 +32,8 @@ from flotilla.adapters.dynamodb_codec import (
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.clock import Clock, to_epoch_ms
 from flotilla.engine.config import TableNames
-from flotilla.engine.errors import AlreadyExistsError, ConflictError, NotFoundError
-from flotilla.engine.records import Instance, Revision, Service
+from flotilla.engine.errors import AlreadyExistsError, ConflictError, LockLostError, NotFoundError
+from flotilla.engine.records import AgentClaim, CurrentRevision, Instance, Revision, Service
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -48,10 +49,12 @@ class DynamoDBStateStore:
 
     # --- helpers ---------------------------------------------------------------------
 
-    def _get(self, table: str, key: dict[str, Any], what: str) -> dict[str, Any]:
+    def _get(
+        self, table: str, key: dict[str, Any], what: str, *, consistent: bool = True
+    ) -> dict[str, Any]:
         with translated_errors(f"reading {what}"):
             response = self._client.get_item(
-                TableName=table, Key=to_attributes(key), ConsistentRead=True
+                TableName=table, Key=to_attributes(key), ConsistentRead=consistent
             )
         if "Item" not in response:
             raise NotFoundError(f"{what} does not exist")
@@ -176,10 +179,12 @@ class DynamoDBStateStore:
 
     # --- instances -------------------------------------------------------------------
 
-    def register_instance(self, instance: Instance, *, expires_at: datetime) -> Instance:
-        """Create the instance, or refresh agent version and heartbeat of an existing one."""
+    def register_instance(
+        self, instance: Instance, *, expires_at: datetime, claim: AgentClaim | None = None
+    ) -> Instance:
+        """Create the instance, or refresh agent version and heartbeat of an existing one;
+        with a claim, take it for that agent process in the same write."""
         item = items.instance_to_item(instance, expires_at=expires_at)
-        names = {"#service": "service"}
         values = {
             ":service": item["service"],
             ":agent": item["agent_version"],
@@ -189,48 +194,116 @@ class DynamoDBStateStore:
             ":schema": item["schema"],
             ":zero": 0,
         }
-        conditional_write(
-            f"registering instance {instance.id!r}",
-            lambda: self._client.update_item(
-                TableName=self._tables.instances,
-                Key=to_attributes({"id": instance.id}),
-                UpdateExpression=(
-                    "SET #service = :service, agent_version = :agent, heartbeat_ms = :heartbeat,"
-                    " expires_at_epoch = :expires, #schema = :schema,"
-                    " registered_ms = if_not_exists(registered_ms, :registered),"
-                    " assignment_version = if_not_exists(assignment_version, :zero)"
-                ),
-                ConditionExpression="attribute_not_exists(id) OR #service = :service",
-                ExpressionAttributeNames={**names, "#schema": "schema"},
-                ExpressionAttributeValues=to_attributes(values),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            ),
-            lambda current: ConflictError(
-                f"instance {instance.id!r} belongs to service "
-                f"{(current or {}).get('service')!r}, not {instance.service!r}; an instance "
-                "is born into one service",
-                current=None if current is None else items.instance_from_item(current),
-            ),
+        update = (
+            "SET #service = :service, agent_version = :agent, heartbeat_ms = :heartbeat,"
+            " expires_at_epoch = :expires, #schema = :schema,"
+            " registered_ms = if_not_exists(registered_ms, :registered),"
+            " assignment_version = if_not_exists(assignment_version, :zero)"
         )
-        return self.get_instance(instance.id)
+        condition = "(attribute_not_exists(id) OR #service = :service)"
+        if claim is not None:
+            update += ", agent_owner = :owner, agent_lease_ms = :lease"
+            # Free, ours, run out, or held by a predecessor proven dead.
+            condition += (
+                " AND (attribute_not_exists(agent_owner) OR agent_owner IN (:owner, :replacing)"
+                " OR agent_lease_ms <= :heartbeat)"
+            )
+            values |= {
+                ":owner": claim.owner,
+                ":lease": to_epoch_ms(claim.lease_until),
+                ":replacing": claim.replacing or claim.owner,
+            }
+            if claim.wake_address is not None:
+                update += ", wake_address = :wake"
+                values[":wake"] = claim.wake_address
 
-    def record_heartbeat(self, instance_id: str, at: datetime, expires_at: datetime) -> None:
+        def refused(current: dict[str, Any] | None) -> Exception:
+            record = None if current is None else items.instance_from_item(current)
+            if record is not None and record.service != instance.service:
+                return ConflictError(
+                    f"instance {instance.id!r} belongs to service {record.service!r}, not "
+                    f"{instance.service!r}; an instance is born into one service",
+                    current=record,
+                )
+            owner = None if record is None else record.agent_owner
+            return ConflictError(f"instance {instance.id!r} is held by agent {owner!r}", record)
+
+        with translated_errors(f"registering instance {instance.id!r}"):
+            try:
+                response = self._client.update_item(
+                    TableName=self._tables.instances,
+                    Key=to_attributes({"id": instance.id}),
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames={"#service": "service", "#schema": "schema"},
+                    ExpressionAttributeValues=to_attributes(values),
+                    ReturnValues="ALL_NEW",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except ClientError as exc:
+                if not is_condition_failure(exc):
+                    raise
+                raise refused(item_from_condition_failure(exc)) from exc
+        return items.instance_from_item(from_attributes(response["Attributes"]))
+
+    def record_heartbeat(
+        self,
+        instance_id: str,
+        at: datetime,
+        expires_at: datetime,
+        *,
+        claim: AgentClaim | None = None,
+    ) -> None:
+        update = "SET heartbeat_ms = :at, expires_at_epoch = :expires"
+        condition = "attribute_exists(id)"
+        values: dict[str, Any] = {":at": to_epoch_ms(at), ":expires": int(expires_at.timestamp())}
+        if claim is not None:
+            update += ", agent_lease_ms = :lease"
+            condition += " AND agent_owner = :owner"
+            values |= {":owner": claim.owner, ":lease": to_epoch_ms(claim.lease_until)}
+            if claim.wake_address is not None:
+                update += ", wake_address = :wake"
+                values[":wake"] = claim.wake_address
+
+        def refused(current: dict[str, Any] | None) -> Exception:
+            if current is None:
+                return NotFoundError(
+                    f"instance {instance_id!r} is not registered (it may have expired); "
+                    "the agent registers it again"
+                )
+            return LockLostError(
+                f"instance {instance_id!r} is held by agent {current.get('agent_owner')!r} "
+                f"now, not {claim.owner if claim else None!r}"
+            )
+
         conditional_write(
             f"recording the heartbeat of {instance_id!r}",
             lambda: self._client.update_item(
                 TableName=self._tables.instances,
                 Key=to_attributes({"id": instance_id}),
-                UpdateExpression="SET heartbeat_ms = :at, expires_at_epoch = :expires",
-                ConditionExpression="attribute_exists(id)",
-                ExpressionAttributeValues=to_attributes(
-                    {":at": to_epoch_ms(at), ":expires": int(expires_at.timestamp())}
-                ),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeValues=to_attributes(values),
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             ),
-            lambda _current: NotFoundError(
-                f"instance {instance_id!r} is not registered (it may have expired); "
-                "the agent registers it again"
-            ),
+            refused,
         )
+
+    def release_instance(self, instance_id: str, owner: str) -> bool:
+        try:
+            with translated_errors(f"releasing instance {instance_id!r}"):
+                self._client.update_item(
+                    TableName=self._tables.instances,
+                    Key=to_attributes({"id": instance_id}),
+                    UpdateExpression="REMOVE agent_owner, agent_lease_ms",
+                    ConditionExpression="agent_owner = :owner",
+                    ExpressionAttributeValues=to_attributes({":owner": owner}),
+                )
+        except ClientError as exc:
+            if is_condition_failure(exc):
+                return False
+            raise
+        return True
 
     def set_assignment(
         self, instance_id: str, revision_id: str | None, *, expected_version: int
@@ -281,8 +354,13 @@ class DynamoDBStateStore:
             lambda _current: NotFoundError(f"instance {instance_id!r} does not exist"),
         )
 
-    def get_instance(self, instance_id: str) -> Instance:
-        item = self._get(self._tables.instances, {"id": instance_id}, f"instance {instance_id!r}")
+    def get_instance(self, instance_id: str, *, consistent: bool = True) -> Instance:
+        item = self._get(
+            self._tables.instances,
+            {"id": instance_id},
+            f"instance {instance_id!r}",
+            consistent=consistent,
+        )
         return items.instance_from_item(item)
 
     def list_instances(self, service: str) -> list[Instance]:
@@ -326,7 +404,9 @@ class DynamoDBStateStore:
         item = self._get(self._tables.deploys, {"id": deploy_id}, f"deploy {deploy_id!r}")
         return items.deploy_from_item(item)
 
-    def update_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint:
+    def update_deploy(
+        self, checkpoint: DeployCheckpoint, *, current: CurrentRevision | None = None
+    ) -> DeployCheckpoint:
         stored = dataclasses.replace(checkpoint, version=checkpoint.version + 1)
         item = items.deploy_to_item(stored)
         items.check_item_size(item, f"deploy {checkpoint.id!r}")
@@ -341,18 +421,39 @@ class DynamoDBStateStore:
                 current=record,
             )
 
-        conditional_write(
-            f"checkpointing deploy {checkpoint.id!r}",
-            lambda: self._client.put_item(
-                TableName=self._tables.deploys,
-                Item=to_attributes(item),
-                ConditionExpression="#version = :expected",
-                ExpressionAttributeNames={"#version": "version"},
-                ExpressionAttributeValues={":expected": to_attribute(checkpoint.version)},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            ),
-            conflict,
-        )
+        what = f"checkpointing deploy {checkpoint.id!r}"
+        put = {
+            "TableName": self._tables.deploys,
+            "Item": to_attributes(item),
+            "ConditionExpression": "#version = :expected",
+            "ExpressionAttributeNames": {"#version": "version"},
+            "ExpressionAttributeValues": {":expected": to_attribute(checkpoint.version)},
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+        if current is None:
+            conditional_write(what, lambda: self._client.put_item(**put), conflict)
+            return stored
+        # The checkpoint and the instance's current revision in one transaction: one call,
+        # and never one without the other.
+        record_current = {
+            "TableName": self._tables.instances,
+            "Key": to_attributes({"id": current.instance_id}),
+            "UpdateExpression": "SET current_revision = :revision",
+            "ConditionExpression": "attribute_exists(id)",
+            "ExpressionAttributeValues": to_attributes({":revision": current.revision}),
+        }
+        with translated_errors(what):
+            try:
+                self._client.transact_write_items(
+                    TransactItems=[{"Put": put}, {"Update": record_current}]
+                )
+            except ClientError as exc:
+                reasons = cancellation_reasons(exc)
+                if reasons and reasons[0].code == "ConditionalCheckFailed":
+                    raise conflict(reasons[0].item) from exc
+                if len(reasons) > 1 and reasons[1].code == "ConditionalCheckFailed":
+                    raise NotFoundError(f"instance {current.instance_id!r} does not exist") from exc
+                raise
         return stored
 
     def list_deploys(

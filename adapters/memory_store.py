@@ -18,8 +18,8 @@ from typing import Any
 from flotilla.adapters import items
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.clock import Clock, to_epoch_ms
-from flotilla.engine.errors import AlreadyExistsError, ConflictError, NotFoundError
-from flotilla.engine.records import Instance, Revision, Service
+from flotilla.engine.errors import AlreadyExistsError, ConflictError, LockLostError, NotFoundError
+from flotilla.engine.records import AgentClaim, CurrentRevision, Instance, Revision, Service
 
 Item = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -122,27 +122,59 @@ class MemoryStateStore:
 
     # --- instances -------------------------------------------------------------------
 
-    def register_instance(self, instance: Instance, *, expires_at: datetime) -> Instance:
+    def register_instance(
+        self, instance: Instance, *, expires_at: datetime, claim: AgentClaim | None = None
+    ) -> Instance:
         fresh = items.instance_to_item(instance, expires_at=expires_at)
+        now_ms = to_epoch_ms(instance.heartbeat_at)
         with self._lock:
             current = self._instances.get(instance.id)
-            if current is None:
-                fresh.update(assigned_revision=None, assignment_version=0, current_revision=None)
-                self._instances[instance.id] = fresh
-                self._instances_by_service.setdefault(instance.service, set()).add(instance.id)
-            elif current["service"] != instance.service:
+            if current is not None and current["service"] != instance.service:
                 raise ConflictError(
                     f"instance {instance.id!r} belongs to service {current['service']!r}, not "
                     f"{instance.service!r}; an instance is born into one service",
                     current=items.instance_from_item(copy.deepcopy(current)),
                 )
+            if (
+                current is not None
+                and claim is not None
+                and _held_by_another(current, claim, now_ms)
+            ):
+                raise ConflictError(
+                    f"instance {instance.id!r} is held by agent {current['agent_owner']!r}",
+                    current=items.instance_from_item(copy.deepcopy(current)),
+                )
+            if current is None:
+                fresh.update(
+                    assigned_revision=None,
+                    assignment_version=0,
+                    current_revision=None,
+                    agent_owner=None,
+                    agent_lease_ms=None,
+                    wake_address=None,
+                )
+                self._instances[instance.id] = fresh
+                self._instances_by_service.setdefault(instance.service, set()).add(instance.id)
+                current = fresh
             else:
                 for field in ("agent_version", "heartbeat_ms", "expires_at_epoch", "schema"):
                     current[field] = fresh[field]
-            stored = copy.deepcopy(self._instances[instance.id])
+            if claim is not None:
+                current["agent_owner"] = claim.owner
+                current["agent_lease_ms"] = to_epoch_ms(claim.lease_until)
+                if claim.wake_address is not None:
+                    current["wake_address"] = claim.wake_address
+            stored = copy.deepcopy(current)
         return items.instance_from_item(stored)
 
-    def record_heartbeat(self, instance_id: str, at: datetime, expires_at: datetime) -> None:
+    def record_heartbeat(
+        self,
+        instance_id: str,
+        at: datetime,
+        expires_at: datetime,
+        *,
+        claim: AgentClaim | None = None,
+    ) -> None:
         with self._lock:
             current = self._instances.get(instance_id)
             if current is None:
@@ -150,8 +182,26 @@ class MemoryStateStore:
                     f"instance {instance_id!r} is not registered (it may have expired); "
                     "the agent registers it again"
                 )
+            if claim is not None and current.get("agent_owner") != claim.owner:
+                raise LockLostError(
+                    f"instance {instance_id!r} is held by agent "
+                    f"{current.get('agent_owner')!r} now, not {claim.owner!r}"
+                )
             current["heartbeat_ms"] = to_epoch_ms(at)
             current["expires_at_epoch"] = int(expires_at.timestamp())
+            if claim is not None:
+                current["agent_lease_ms"] = to_epoch_ms(claim.lease_until)
+                if claim.wake_address is not None:
+                    current["wake_address"] = claim.wake_address
+
+    def release_instance(self, instance_id: str, owner: str) -> bool:
+        with self._lock:
+            current = self._instances.get(instance_id)
+            if current is None or current.get("agent_owner") != owner:
+                return False
+            current["agent_owner"] = None
+            current["agent_lease_ms"] = None
+            return True
 
     def set_assignment(
         self, instance_id: str, revision_id: str | None, *, expected_version: int
@@ -180,7 +230,7 @@ class MemoryStateStore:
             raise NotFoundError(f"instance {instance_id!r} does not exist")
         return current
 
-    def get_instance(self, instance_id: str) -> Instance:
+    def get_instance(self, instance_id: str, *, consistent: bool = True) -> Instance:
         with self._lock:
             stored = copy.deepcopy(self._instance_item(instance_id))
         return items.instance_from_item(stored)
@@ -214,22 +264,27 @@ class MemoryStateStore:
             raise NotFoundError(f"deploy {deploy_id!r} does not exist")
         return items.deploy_from_item(copy.deepcopy(item))
 
-    def update_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint:
+    def update_deploy(
+        self, checkpoint: DeployCheckpoint, *, current: CurrentRevision | None = None
+    ) -> DeployCheckpoint:
         stored = dataclasses.replace(checkpoint, version=checkpoint.version + 1)
         item = items.deploy_to_item(stored)
         items.check_item_size(item, f"deploy {checkpoint.id!r}")
         with self._lock:
-            current = self._deploys.get(checkpoint.id)
-            if current is None:
+            instance = None if current is None else self._instance_item(current.instance_id)
+            existing = self._deploys.get(checkpoint.id)
+            if existing is None:
                 raise NotFoundError(f"deploy {checkpoint.id!r} does not exist")
-            if current["version"] != checkpoint.version:
-                record = items.deploy_from_item(copy.deepcopy(current))
+            if existing["version"] != checkpoint.version:
+                record = items.deploy_from_item(copy.deepcopy(existing))
                 raise ConflictError(
                     f"deploy {checkpoint.id!r} was advanced by another runner (version "
                     f"{record.version}, expected {checkpoint.version}); this runner stops",
                     current=record,
                 )
             self._deploys[checkpoint.id] = item
+            if instance is not None and current is not None:
+                instance["current_revision"] = current.revision
         return stored
 
     def list_deploys(
@@ -259,3 +314,12 @@ class MemoryStateStore:
 def _segment_of(name: str, segments: int) -> int:
     """A stable shard for a name, as DynamoDB's parallel scan spreads keys over segments."""
     return zlib.crc32(name.encode("utf-8")) % segments
+
+
+def _held_by_another(item: Item, claim: AgentClaim, now_ms: int) -> bool:
+    """Whether another agent's claim on the instance still runs (the one rule the DynamoDB
+    store writes as its condition)."""
+    owner = item.get("agent_owner")
+    if owner is None or owner in (claim.owner, claim.replacing):
+        return False
+    return int(item.get("agent_lease_ms") or 0) > now_ms

@@ -15,9 +15,11 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from flotilla.adapters import process_identity
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.clock import Clock
-from flotilla.engine.deploy.agent import Agent, AgentSettings
+from flotilla.engine.deploy.agent import Agent, AgentSettings, never_proven_dead
+from flotilla.engine.deploy.agent_lease import ProvenDead
 from flotilla.engine.deploy.runner import DeployRunner, FaultHook, Liveness, RunnerSettings
 from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.ports import (
@@ -27,6 +29,7 @@ from flotilla.engine.ports import (
     SecretBox,
     StateStore,
     UnitRuntime,
+    WakeUps,
 )
 from flotilla.engine.records import Instance, Service
 
@@ -46,6 +49,12 @@ class AgentAdapters:
     clock: Clock
     load_balancer_for: Callable[[Service], LoadBalancer | None] = no_load_balancer
     events: EventQueue | None = None  # wakes the scheduler: instance joined, deploy ended
+    # Whether the agent process an identity names is gone, so a successor need not wait
+    # out its hold (adapters/process_identity.py on a real machine; never, in a world of
+    # simulated instances that share one machine's processes).
+    proven_dead: ProvenDead = never_proven_dead
+    # The instance's wake-up channel: the scheduler rings it when the assignment changes.
+    wakeups: WakeUps | None = None
 
     def ports(self, service: Service) -> Ports:
         """The runner's ports for a deploy of `service` (its load balancer, if any)."""
@@ -59,7 +68,13 @@ class AgentAdapters:
         )
 
 
-def adapters_from(wiring: Wiring, runtime: UnitRuntime, *, kms_key_id: str | None) -> AgentAdapters:
+def adapters_from(
+    wiring: Wiring,
+    runtime: UnitRuntime,
+    *,
+    kms_key_id: str | None,
+    stop: threading.Event | None = None,
+) -> AgentAdapters:
     """The real adapters of an agent: AWS through `wiring`, units on `runtime`.
 
     The events queue is looked up now, so an agent that cannot find it stops at start;
@@ -80,6 +95,8 @@ def adapters_from(wiring: Wiring, runtime: UnitRuntime, *, kms_key_id: str | Non
         clock=wiring.clock,
         load_balancer_for=load_balancer_for,
         events=wiring.events,
+        proven_dead=process_identity.proven_dead,
+        wakeups=wiring.wakeups(stop),
     )
 
 
@@ -134,11 +151,12 @@ def build_agent(
     return Agent(
         settings,
         store=adapters.store,
-        locks=adapters.locks,
         make_runner=make_runner,
         clock=adapters.clock,
         stop=stop,
         wait_for_wakeup=wait_for_wakeup,
         events=adapters.events,
         on_registered=on_registered,
+        proven_dead=adapters.proven_dead,
+        wakeups=adapters.wakeups,
     )

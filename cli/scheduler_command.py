@@ -15,8 +15,9 @@ from typing import Any
 import click
 
 from flotilla.adapters.sd_notify import notify_ready
-from flotilla.cli.daemon import daemon_options, seconds_option, start_daemon
+from flotilla.cli.daemon import at_start, daemon_options, seconds_option, start_daemon
 from flotilla.engine.errors import ValidationError
+from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
 from flotilla.engine.validation import whole_number
 from flotilla.scheduler.service import Scheduler, SchedulerSettings
 
@@ -38,7 +39,7 @@ from flotilla.scheduler.service import Scheduler, SchedulerSettings
 )
 @seconds_option(
     "--instance-ttl",
-    300.0,
+    DEFAULT_INSTANCE_TTL.total_seconds(),
     10,
     86400,
     "Seconds without a heartbeat after which an instance counts as dead",
@@ -54,7 +55,8 @@ from flotilla.scheduler.service import Scheduler, SchedulerSettings
 def scheduler(**options: Any) -> None:
     """Run the scheduler: lead or stand by; pass on a timer and at once on SQS events.
 
-    Logs one JSON object per line on standard error. Under systemd (`Type=notify`) it
+    At start it retries AWS with back-off for about a minute and a half, logging each
+    attempt. Logs one JSON object per line on standard error. Under systemd (`Type=notify`) it
     reports READY after its first leadership attempt reached the lock service. SIGTERM
     (or Ctrl-C) releases the leader lease so that a standby takes over at once, and
     exits 0.
@@ -86,11 +88,12 @@ def scheduler(**options: Any) -> None:
         settings,
         store=wiring.store,
         locks=wiring.locks,
-        events=wiring.events,
+        events=at_start("finding the events queue", lambda: wiring.events, stop),
         clock=wiring.clock,
         stop=stop,
         wait=wait,
         on_ready=tell_systemd_ready,
+        wakeups=wiring.wakeups(stop),
     ).run()
 
 

@@ -15,6 +15,7 @@ data, the AWS CLI docs and most operators set `AWS_REGION`, so `--region`, then 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -43,6 +44,7 @@ if TYPE_CHECKING:  # imported where used: most commands need none of them (and
     from flotilla.adapters.package_index import PackageIndex
     from flotilla.adapters.secrets import KmsSecretBox
     from flotilla.adapters.sqs_events import SqsEventQueue
+    from flotilla.adapters.sqs_wakeups import SqsWakeUps
     from flotilla.adapters.stacks import CloudFormationStacks
     from flotilla.cli.agent_runtime import RuntimeChoice
     from flotilla.engine.operations.steering import Operations
@@ -153,6 +155,12 @@ class Wiring:
         from flotilla.adapters.sqs_events import SqsEventQueue
 
         return SqsEventQueue.for_environment(self.client("sqs"), self.settings.environment)
+
+    def wakeups(self, stop: threading.Event | None = None) -> SqsWakeUps:
+        """The agents' wake-up channels; `stop` ends an agent's waits at once (SIGTERM)."""
+        from flotilla.adapters.sqs_wakeups import SqsWakeUps
+
+        return SqsWakeUps(self.client("sqs"), self.settings.environment, stop=stop)
 
     @cached_property
     def users(self) -> DynamoDBUserStore:

@@ -11,7 +11,13 @@ from datetime import datetime, timedelta
 from flotilla.engine.ports import StateStore
 from flotilla.engine.records import Instance
 
-DEFAULT_INSTANCE_TTL = timedelta(minutes=5)
+# An agent holds its instance for this long and renews the hold once a third of it has
+# passed (engine/leases.py); that renewal is its heartbeat, every 3 minutes by default.
+DEFAULT_AGENT_LEASE = timedelta(minutes=9)
+DEFAULT_HEARTBEAT = DEFAULT_AGENT_LEASE / 3
+# An instance silent for this long is dead to the scheduler: more than three heartbeats.
+# Instances that are terminated leave sooner, through EC2's own notifications.
+DEFAULT_INSTANCE_TTL = timedelta(minutes=10)
 
 
 def is_alive(instance: Instance, now: datetime, ttl: timedelta = DEFAULT_INSTANCE_TTL) -> bool:

@@ -14,7 +14,15 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from flotilla.engine.checkpoint import DeployCheckpoint
-from flotilla.engine.records import Instance, Lease, Revision, SealedEnvironment, Service
+from flotilla.engine.records import (
+    AgentClaim,
+    CurrentRevision,
+    Instance,
+    Lease,
+    Revision,
+    SealedEnvironment,
+    Service,
+)
 from flotilla.engine.users import User
 
 
@@ -38,20 +46,42 @@ class StateStore(Protocol):
     def list_revisions(self, service: str) -> list[Revision]: ...
 
     # Instances: each writer updates only its own fields (see `Instance`).
-    def register_instance(self, instance: Instance, *, expires_at: datetime) -> Instance: ...
-    def record_heartbeat(self, instance_id: str, at: datetime, expires_at: datetime) -> None: ...
+    # Instances: with a `claim`, registering also takes the instance for an agent process
+    # (`ConflictError` carrying the instance while another live agent holds it), and a
+    # heartbeat renews that claim (`LockLostError` once another agent took it over).
+    def register_instance(
+        self, instance: Instance, *, expires_at: datetime, claim: AgentClaim | None = None
+    ) -> Instance: ...
+    def record_heartbeat(
+        self,
+        instance_id: str,
+        at: datetime,
+        expires_at: datetime,
+        *,
+        claim: AgentClaim | None = None,
+    ) -> None: ...
+    def release_instance(self, instance_id: str, owner: str) -> bool:
+        """Give up `owner`'s claim on the instance; False (no change) if it is not held so."""
+        ...
+
     def set_assignment(
         self, instance_id: str, revision_id: str | None, *, expected_version: int
     ) -> Instance: ...
     def set_current_revision(self, instance_id: str, revision_id: str | None) -> None: ...
-    def get_instance(self, instance_id: str) -> Instance: ...
+    # `consistent` False may read a moment-old instance, for half the price (an agent's
+    # periodic look at its assignment; a wake-up asks for the latest).
+    def get_instance(self, instance_id: str, *, consistent: bool = True) -> Instance: ...
     def list_instances(self, service: str) -> list[Instance]: ...
     def delete_instance(self, instance_id: str) -> None: ...
 
-    # Deploys: `update_deploy` writes only if the stored version equals `checkpoint.version`.
+    # Deploys: `update_deploy` writes only if the stored version equals `checkpoint.version`;
+    # with `current`, it records the instance's current revision in the same atomic write
+    # (both or neither; `NotFoundError` if the instance is gone, and nothing is written).
     def create_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint: ...
     def get_deploy(self, deploy_id: str) -> DeployCheckpoint: ...
-    def update_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint: ...
+    def update_deploy(
+        self, checkpoint: DeployCheckpoint, *, current: CurrentRevision | None = None
+    ) -> DeployCheckpoint: ...
     def list_deploys(
         self, service: str, *, since: datetime | None = None
     ) -> list[DeployCheckpoint]: ...
@@ -183,6 +213,32 @@ class EventQueue(Protocol):
     def send(self, event: Event) -> None: ...
     def receive(self, *, wait: timedelta, max_events: int = 10) -> list[Event]: ...
     def ack(self, event: Event) -> None: ...
+
+
+class WakeUps(Protocol):
+    """Wake-up channels, one per instance: the scheduler rings an instance's channel when
+    its assignment changes, and its agent waits on the channel instead of polling the store.
+
+    Best effort by design: a lost wake-up costs the time until the agent's next (rare)
+    poll, a doubled one a read that finds nothing new.
+    """
+
+    def open(self, instance_id: str) -> str:
+        """Create (or find) the instance's channel; its address."""
+        ...
+
+    def wait(self, address: str, seconds: float) -> bool:
+        """Wait at most `seconds` for a ring; True if one came (it is consumed then).
+        `NotFoundError` if the channel is gone (its owner opens it again)."""
+        ...
+
+    def ring(self, address: str) -> None:
+        """Wake whoever waits on `address`; `NotFoundError` if the channel is gone."""
+        ...
+
+    def close(self, address: str) -> None:
+        """Delete the channel (its instance left); closing a closed one is harmless."""
+        ...
 
 
 class UserStore(Protocol):

@@ -69,6 +69,18 @@ class RolloutState:
     # a scheduler holding an older token of the same lock has lost its lease and must stop.
     fence_lock: str | None = None
     fence: int = 0
+    # The deploy lock's slots for the live instances, as the scheduler last counted them
+    # (`RolloutPolicy.slots`): deploys take a slot without counting the service's instances
+    # themselves. 0 until a scheduler has planned the service.
+    slots: int = 0
+
+
+@dataclass(frozen=True)
+class CurrentRevision:
+    """The revision an instance runs now (None: nothing), as a deploy records it."""
+
+    instance_id: str
+    revision: str | None
 
 
 @dataclass(frozen=True)
@@ -154,6 +166,24 @@ class Instance:
     assigned_revision: str | None = None
     assignment_version: int = 0
     current_revision: str | None = None
+    # The agent process that holds the instance (its identity, engine/deploy/agent_lease)
+    # and until when; the agent's heartbeat renews it (one write for both).
+    agent_owner: str | None = None
+    agent_lease_until: datetime | None = None
+    # Where the scheduler rings the agent when the assignment changes (its wake-up queue);
+    # None: the agent only polls.
+    wake_address: str | None = None
+
+
+@dataclass(frozen=True)
+class AgentClaim:
+    """An agent process taking (or keeping) its instance until `lease_until`; `replacing`
+    names a predecessor proven dead, whose claim it may take over before it runs out."""
+
+    owner: str
+    lease_until: datetime
+    replacing: str | None = None
+    wake_address: str | None = None  # recorded on the instance with the claim, if known
 
 
 def deploy_id_for(instance: Instance) -> str:

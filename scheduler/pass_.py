@@ -26,8 +26,8 @@ from flotilla.engine.clock import Clock
 from flotilla.engine.errors import ConflictError, FlotillaError, LockLostError, NotFoundError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
 from flotilla.engine.operations.rules import bounded_history
-from flotilla.engine.ports import StateStore
-from flotilla.engine.records import Service, deploy_id_for
+from flotilla.engine.ports import StateStore, WakeUps
+from flotilla.engine.records import Instance, Service, deploy_id_for
 from flotilla.engine.updates import modify_service
 from flotilla.scheduler.rollout import (
     ServiceInputs,
@@ -60,6 +60,7 @@ class PassReport:
     missing: set[str] = field(default_factory=set)  # named but not stored
     failed: dict[str, str] = field(default_factory=dict)  # service -> error message
     assignments_written: int = 0
+    wake_ups: int = 0  # agents rung after their assignment changed
     service_writes: int = 0
     conflicts: int = 0
     in_flight: int = 0
@@ -78,11 +79,15 @@ class SchedulerPass:
         clock: Clock,
         settings: PassSettings,
         guard: Callable[[], int],
+        wakeups: WakeUps | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
         self.settings = settings
         self.guard = guard
+        # Rings an agent whose assignment changed, so it deploys at once rather than at
+        # its next poll; without it agents find their assignment by polling alone.
+        self.wakeups = wakeups
 
     def run(self, names: Collection[str] | None = None) -> PassReport:
         """A pass over the whole shard, or over the named services only."""
@@ -199,15 +204,17 @@ class SchedulerPass:
 
     def _assign(self, plan: ServicePlan, report: PassReport) -> None:
         written = 0
+        gone = plan.leaving
         for assignment in plan.assignments:
             self.guard()
             try:
-                self.store.set_assignment(
+                stored = self.store.set_assignment(
                     assignment.instance_id,
                     assignment.revision,
                     expected_version=assignment.expected_version,
                 )
                 written += 1
+                report.wake_ups += self._wake(stored, leaving=assignment.instance_id in gone)
             except ConflictError:
                 report.conflicts += 1  # changed since we read it: the next pass sees it
             except NotFoundError:
@@ -222,3 +229,19 @@ class SchedulerPass:
                 plan.in_flight,
                 plan.slots,
             )
+
+    def _wake(self, instance: Instance, *, leaving: bool) -> int:
+        """Ring the agent of a changed assignment (1 if rung); close the channel of an
+        instance that leaves its service. Best effort: the agent's poll is the net."""
+        address = instance.wake_address
+        if self.wakeups is None or address is None:
+            return 0
+        try:
+            if leaving:
+                self.wakeups.close(address)
+                return 0
+            self.wakeups.ring(address)
+        except FlotillaError as failed:
+            log.info("could not wake %s: %s", instance.id, failed.message)
+            return 0
+        return 1

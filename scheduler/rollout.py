@@ -88,6 +88,8 @@ class ServicePlan:
     in_flight: int
     slots: int
     waiting: int  # moves held back by pacing or by a stopped rollout
+    # Dead instances whose assignment this plan clears: they leave the service.
+    leaving: frozenset[str] = frozenset()
 
     @property
     def writes_nothing(self) -> bool:
@@ -182,11 +184,12 @@ def plan_service(inputs: ServiceInputs, *, fence_lock: str, fence: int) -> Servi
     halted = set(spent) if state.status is RolloutStatus.STOPPED else set()
 
     assignments, waiting, in_flight = _moves(live, phases, weights, state, halted, slots, inputs)
-    assignments += [
+    leaving = [
         Assignment(i.id, None, i.assignment_version)
         for i in sorted(inputs.dead, key=lambda i: i.id)
         if i.assigned_revision is not None
     ]
+    assignments += leaving
 
     if state.status is RolloutStatus.ROLLING and not assignments and not waiting and not in_flight:
         failed = sum(1 for phase in phases.values() if phase is Phase.FAILED)
@@ -208,6 +211,9 @@ def plan_service(inputs: ServiceInputs, *, fence_lock: str, fence: int) -> Servi
             previous_weights=dict(weights) if clean else state.previous_weights,
         )
 
+    if state.slots != slots:
+        state = dataclasses.replace(state, slots=slots)
+
     updated = None
     if history or state != service.rollout_state or weights != service.weights:
         state = dataclasses.replace(state, fence_lock=fence_lock, fence=fence)
@@ -225,6 +231,7 @@ def plan_service(inputs: ServiceInputs, *, fence_lock: str, fence: int) -> Servi
         in_flight=in_flight,
         slots=slots,
         waiting=waiting,
+        leaving=frozenset(a.instance_id for a in leaving),
     )
 
 

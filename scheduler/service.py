@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from flotilla.engine.clock import Clock
 from flotilla.engine.errors import FlotillaError, LockLostError, NotFoundError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
-from flotilla.engine.ports import Event, EventQueue, LockService, StateStore
+from flotilla.engine.ports import Event, EventQueue, LockService, StateStore, WakeUps
 from flotilla.scheduler.leader import Leadership, lock_name
 from flotilla.scheduler.pass_ import PassReport, PassSettings, SchedulerPass
 
@@ -75,6 +75,7 @@ class Scheduler:
         stop: threading.Event | None = None,
         wait: Callable[[float], None] | None = None,
         on_ready: Callable[[bool], None] | None = None,
+        wakeups: WakeUps | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -98,6 +99,7 @@ class Scheduler:
                 fence_lock=settings.lock_name,
             ),
             guard=self.leadership.guard,
+            wakeups=wakeups,
         )
         self._next_full_pass: datetime | None = None
         self._known: set[str] = set()  # the services of this shard, as of the last full pass

@@ -101,7 +101,7 @@ class Cluster:
         instance = self.store.get_instance(instance_id)
         runner = self.runner(instance_id, fault)
         checkpoint = runner.create(instance, self.service)
-        runner.run(checkpoint.id, self.service)
+        runner.run(checkpoint.id, self.service, known=checkpoint)
         return checkpoint.id
 
     def shutdown(self) -> None:

@@ -25,6 +25,9 @@ def instance_to_item(instance: Instance, *, expires_at: datetime) -> Item:
         "assigned_revision": instance.assigned_revision,
         "assignment_version": instance.assignment_version,
         "current_revision": instance.current_revision,
+        "agent_owner": instance.agent_owner,
+        "agent_lease_ms": common.ms(instance.agent_lease_until),
+        "wake_address": instance.wake_address,
     }
 
 
@@ -45,6 +48,9 @@ def instance_from_item(item: Mapping[str, Any]) -> Instance:
             assigned_revision=common.optional_str(item.get("assigned_revision")),
             assignment_version=int(item.get("assignment_version", 0)),
             current_revision=common.optional_str(item.get("current_revision")),
+            agent_owner=common.optional_str(item.get("agent_owner")),
+            agent_lease_until=common.time(item.get("agent_lease_ms")),
+            wake_address=common.optional_str(item.get("wake_address")),
         )
 
     return common.read("instance", item, build)

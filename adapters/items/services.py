@@ -70,6 +70,7 @@ def _rollout_state_to_item(state: RolloutState) -> Item:
         else dict(state.previous_weights),
         "fence_lock": state.fence_lock,
         "fence": state.fence,
+        "slots": state.slots,
     }
 
 
@@ -91,6 +92,7 @@ def _rollout_state_from_item(item: Mapping[str, Any] | None) -> RolloutState:
         previous_weights=None if previous is None else _weights(previous),
         fence_lock=common.optional_str(item.get("fence_lock")),
         fence=int(item.get("fence", 0)),
+        slots=int(item.get("slots", 0)),
     )
 
 

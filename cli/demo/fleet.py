@@ -109,8 +109,7 @@ class Fleet:
             *self.runtime_options(instance_id),
             "--state-dir", str(self.state_dir(instance_id)),
             "--poll-interval", "1",  # each poll is two emulator calls; 4 agents add up
-            "--heartbeat-interval", "5",
-            "--agent-lease-seconds", "3",
+            "--agent-lease-seconds", "3",  # a heartbeat a second: the demo's TTL is short
             "--trace-file", str(self.spans),
         ]  # fmt: skip
         return self._start(instance_id, arguments, extra)

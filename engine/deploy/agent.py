@@ -1,12 +1,14 @@
 """The agent loop: the daemon on every instance.
 
-On start it takes the instance's agent lock (so two agent processes for one instance
-never both run deploys), registers the instance (and says so, once, through
-`on_registered`: the entry point tells systemd it is ready), and FIRST resumes any deploy
-it had in flight. Then it heartbeats, watches its assignment (polling; an optional wake-up
-callable shortens the wait) and runs a deploy whenever the assignment changes. An
-agent that cannot reach AWS keeps the units it has running and simply waits: only a
-deploy changes units (DESIGN.md). A stop request (SIGTERM) is honoured between steps.
+On start it takes its instance (engine/deploy/agent_lease.py: registering the instance
+and holding it in one write, so two agent processes never both run its deploys; a
+predecessor proven dead is replaced at once), says so once through `on_registered` (the
+entry point tells systemd it is ready), and FIRST resumes any deploy it had in flight.
+Then it keeps its hold, which is its heartbeat (one write per third of the lease), watches
+its assignment (polling; an optional wake-up callable shortens the wait) and runs a deploy
+whenever the assignment changes. An agent that cannot reach AWS keeps the units it has
+running and simply waits: only a deploy changes units (DESIGN.md). A stop request
+(SIGTERM) is honoured between steps.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
+from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.clock import Clock
+from flotilla.engine.deploy.agent_lease import InstanceLease, ProvenDead, lock_name
 from flotilla.engine.deploy.runner import DeployRunner, Liveness
-from flotilla.engine.errors import FlotillaError, NotFoundError
+from flotilla.engine.errors import FlotillaError
 from flotilla.engine.leases import LeaseKeeper
-from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL, expiry_for
-from flotilla.engine.ports import Event, EventQueue, LockService, StateStore
+from flotilla.engine.liveness import DEFAULT_AGENT_LEASE, DEFAULT_INSTANCE_TTL
+from flotilla.engine.ports import Event, EventQueue, StateStore, WakeUps
 from flotilla.engine.records import Instance, Service, deploy_id_for
 
 log = logging.getLogger(__name__)
@@ -33,18 +37,35 @@ class AgentSettings:
     instance_id: str
     service: str
     agent_version: str
-    owner: str  # unique per agent process: instance id, pid and start time
+    owner: str  # unique per agent process (adapters/process_identity.py on a real machine)
     poll_interval: timedelta = timedelta(seconds=10)
-    heartbeat_interval: timedelta = timedelta(seconds=30)
     instance_ttl: timedelta = DEFAULT_INSTANCE_TTL
-    agent_lease: timedelta = timedelta(seconds=15)
+    # The agent's hold on its instance; renewing it (once a third has passed) is the
+    # heartbeat, so the scheduler's instance TTL must be well above a third of it.
+    agent_lease: timedelta = DEFAULT_AGENT_LEASE
+
+    def __post_init__(self) -> None:
+        if self.instance_ttl <= self.agent_lease / 3:
+            raise ValueError(
+                f"the instance TTL ({self.instance_ttl}) must exceed the heartbeat, a third "
+                f"of the agent lease ({self.agent_lease / 3})"
+            )
+
+
+# How often an agent without a wake-up channel (its queue could not be opened yet) looks
+# at its assignment: it must not wait a whole safety-net poll for every weight change.
+FALLBACK_POLL = timedelta(seconds=5)
+
+
+def never_proven_dead(_identity: str) -> bool:
+    return False
 
 
 class Agent:
     """Runs until `stop` is set; every iteration is safe to interrupt.
 
     The agent is its runner's `Liveness`: the runner stops between steps when a stop was
-    requested or this agent lost its lease on the instance, and renews that lease from
+    requested or this agent lost its hold on the instance, and renews that hold from
     inside its waits. So the runner is made here, from `make_runner(liveness)`.
     """
 
@@ -53,13 +74,14 @@ class Agent:
         settings: AgentSettings,
         *,
         store: StateStore,
-        locks: LockService,
         make_runner: Callable[[Liveness], DeployRunner],
         clock: Clock,
         stop: threading.Event,
         wait_for_wakeup: Callable[[float], object] | None = None,
         events: EventQueue | None = None,
         on_registered: Callable[[Instance], None] | None = None,
+        proven_dead: ProvenDead = never_proven_dead,
+        wakeups: WakeUps | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -70,14 +92,30 @@ class Agent:
         # Called once, after the first registration of this process and before any resume
         # (which can take long): the entry point tells its supervisor the agent is up.
         self.on_registered = on_registered
-        self.lease = LeaseKeeper(
-            locks,
+        self._wakeups = wakeups
+        self._wake_address: str | None = None
+        self._woken = True  # look at the assignment with a consistent read first
+        self._hold = InstanceLease(
+            store,
             clock,
-            name=f"agent/{settings.instance_id}",
+            instance=Instance(
+                settings.instance_id,
+                settings.service,
+                settings.agent_version,
+                registered_at=clock.now(),
+                heartbeat_at=clock.now(),
+            ),
+            instance_ttl=settings.instance_ttl,
+            proven_dead=proven_dead,
+            wake_address=lambda: self._wake_address,
+        )
+        self.lease = LeaseKeeper(
+            self._hold,
+            clock,
+            name=lock_name(settings.instance_id),
             owner=settings.owner,
             duration=settings.agent_lease,
         )
-        self._last_heartbeat: datetime | None = None
         self._finished: set[str] = set()  # deploys done in this process, not to be retried
         # A deploy this process started that has not finished: an outage stopped its runner
         # (e.g. between `unlocked` and `done`), so the next iteration resumes it first.
@@ -99,65 +137,27 @@ class Agent:
         """Renew this agent's lease on the instance if due (engine/leases.py's rule)."""
         self.lease.keep()
 
-    def _hold_agent_lock(self) -> bool:
-        """Keep `agent/<instance>`, or take it; a standby agent waits for it."""
+    def _hold_instance(self) -> bool:
+        """Keep this agent's hold on its instance (the heartbeat, when due), or take it
+        (registering the instance); a standby agent waits for it."""
         if self.lease.held:
             self.lease.keep()
             if self.lease.lost:
-                log.warning("lost the agent lock: %s", self.lease.lost_reason)
-        else:
-            try:
-                self.lease.acquire()
-            except FlotillaError as failed:
-                log.warning("agent lock: %s", failed.message)
+                log.warning("lost the instance to another agent: %s", self.lease.lost_reason)
+            return self.lease.held
+        try:
+            if self.lease.acquire():
+                self._announce()
+        except FlotillaError as failed:
+            log.warning("cannot take the instance: %s", failed.message)
         return self.lease.held
 
-    # --- the loop --------------------------------------------------------------------
-
-    def run(self) -> None:
-        registered = False
-        resumed = False
-        while not self.stop.is_set():
-            try:
-                # Take the lock, or renew it only when a third of it has passed (not at
-                # every poll: that would be a DynamoDB write per agent per poll).
-                if not self._hold_agent_lock():
-                    log.info("another agent runs this instance; standing by")
-                    self._wait(self.settings.agent_lease.total_seconds() / 3)
-                    continue
-                if not registered:
-                    instance = self._register()
-                    registered = True
-                    if self.on_registered is not None:
-                        self.on_registered(instance)
-                if not resumed:
-                    self._resume_unfinished()
-                    self._restore_units()
-                    resumed = True
-                self._heartbeat_if_due()
-                self._deploy_if_assigned()
-            except FlotillaError as failed:
-                # AWS unreachable or throttling: keep the running units, try again later.
-                log.warning("agent iteration failed: %s", failed.message)
-            self._wait(self.settings.poll_interval.total_seconds())
-        try:
-            self.lease.release()
-        except FlotillaError as failed:
-            log.warning("could not release the agent lock: %s", failed.message)
-
-    def _register(self) -> Instance:
-        now = self.clock.now()
-        instance = Instance(
-            self.settings.instance_id,
-            self.settings.service,
-            self.settings.agent_version,
-            registered_at=now,
-            heartbeat_at=now,
-        )
-        instance = self.store.register_instance(
-            instance, expires_at=expiry_for(now, self.settings.instance_ttl)
-        )
-        self._last_heartbeat = now
+    def _announce(self) -> None:
+        """Say that this agent (re)joined: to the log, to the scheduler, and the first time
+        to whoever started it."""
+        instance = self._hold.registered
+        if instance is None:
+            return
         log.info("registered instance %s in %s", instance.id, instance.service)
         if self.events is not None:
             # Wakes the scheduler at once; its timer would find the instance anyway.
@@ -166,28 +166,69 @@ class Agent:
                 self.events.send(Event("instance_joined", instance.service, detail))
             except FlotillaError as unsent:
                 log.warning("could not announce the instance: %s", unsent.message)
-        return instance
+        if self.on_registered is not None:
+            announce, self.on_registered = self.on_registered, None
+            announce(instance)
 
-    def _heartbeat_if_due(self) -> None:
-        now = self.clock.now()
-        if (
-            self._last_heartbeat is not None
-            and now - self._last_heartbeat < self.settings.heartbeat_interval
-        ):
+    # --- the loop --------------------------------------------------------------------
+
+    def run(self) -> None:
+        resumed = False
+        while not self.stop.is_set():
+            try:
+                self._open_wake_up()
+                if not self._hold_instance():
+                    log.info("another agent runs this instance; standing by")
+                    self._wait(self.settings.agent_lease.total_seconds() / 3)
+                    continue
+                if not resumed:
+                    self._resume_unfinished()
+                    self._restore_units()
+                    resumed = True
+                self._deploy_if_assigned()
+            except FlotillaError as failed:
+                # AWS unreachable or throttling: keep the running units, try again later.
+                log.warning("agent iteration failed: %s", failed.message)
+            self._wait_for_work()
+        try:
+            self.lease.release()
+        except FlotillaError as failed:
+            log.warning("could not release the instance: %s", failed.message)
+
+    # --- waking up ----------------------------------------------------------------------
+
+    def _open_wake_up(self) -> None:
+        """Open this instance's wake-up channel (once; again if it was lost). Until it is
+        open the agent polls at `FALLBACK_POLL`; its address rides on every heartbeat."""
+        if self._wakeups is None or self._wake_address is not None:
             return
         try:
-            self.store.record_heartbeat(
-                self.settings.instance_id, now, expiry_for(now, self.settings.instance_ttl)
-            )
-        except NotFoundError:
-            self._register()  # expired and deleted while we were away: join again
-        self._last_heartbeat = now
+            self._wake_address = self._wakeups.open(self.settings.instance_id)
+        except FlotillaError as failed:
+            log.warning("no wake-up channel yet, polling instead: %s", failed.message)
+
+    def _wait_for_work(self) -> None:
+        """Until the scheduler rings, the poll interval passes, or the hold is due again."""
+        poll = self.settings.poll_interval.total_seconds()
+        address = self._wake_address
+        if self._wakeups is None or address is None:
+            self._woken = False
+            self._wait(min(poll, FALLBACK_POLL.total_seconds()))
+            return
+        seconds = min(poll, max(self.lease.seconds_until_renewal(), 1.0))
+        try:
+            self._woken = self._wakeups.wait(address, seconds)
+        except FlotillaError as failed:
+            log.warning("wake-up channel: %s; opening it again", failed.message)
+            self._wake_address = None
+            self._woken = False
 
     def _resume_unfinished(self) -> None:
         for checkpoint in self.store.list_instance_deploys(self.settings.instance_id):
             if not checkpoint.finished and not self.stop.is_set():
                 log.info("resuming deploy %s in state %s", checkpoint.id, checkpoint.state)
-                self.runner.run(checkpoint.id, self.store.get_service(checkpoint.service))
+                service = self.store.get_service(checkpoint.service)
+                self.runner.run(checkpoint.id, service, known=checkpoint)
 
     def _restore_units(self) -> None:
         instance = self.store.get_instance(self.settings.instance_id)
@@ -201,7 +242,9 @@ class Agent:
             self._run(deploy_id, self.store.get_service(service_name))
             if self._unfinished is not None:
                 return  # still not done (stopping, or another runner is ahead): next time
-        instance = self.store.get_instance(self.settings.instance_id)
+        # A wake-up means the scheduler has just written: read the latest. A periodic look
+        # may read a moment-old item, for half the price.
+        instance = self.store.get_instance(self.settings.instance_id, consistent=self._woken)
         target = instance.assigned_revision
         if target is None or target == instance.current_revision:
             return
@@ -212,11 +255,11 @@ class Agent:
         if checkpoint.finished:
             self._finished.add(checkpoint.id)
         else:
-            self._run(checkpoint.id, service)
+            self._run(checkpoint.id, service, known=checkpoint)
 
-    def _run(self, deploy_id: str, service: Service) -> None:
+    def _run(self, deploy_id: str, service: Service, known: DeployCheckpoint | None = None) -> None:
         self._unfinished = (deploy_id, service.name)
-        checkpoint = self.runner.run(deploy_id, service)
+        checkpoint = self.runner.run(deploy_id, service, known=known)
         if checkpoint.finished:
             self._finished.add(checkpoint.id)
             self._unfinished = None

@@ -120,10 +120,20 @@ class DeployRunner:
 
     # --- running ---------------------------------------------------------------------
 
-    def run(self, deploy_id: str, service: Service) -> DeployCheckpoint:
-        """Advance the deploy until it is done, a stop is requested, or another runner is ahead."""
+    def run(
+        self, deploy_id: str, service: Service, *, known: DeployCheckpoint | None = None
+    ) -> DeployCheckpoint:
+        """Advance the deploy until it is done, a stop is requested, or another runner is ahead.
+
+        `known` is the checkpoint as its caller just read or wrote it (`create`): the run
+        starts from it instead of reading it again. A stale one costs nothing worse than a
+        conflict at the first write, which stops this run as any lost race does.
+        """
         ports = self.ports_for(service)
-        checkpoint = _retried(ports, lambda: ports.store.get_deploy(deploy_id))
+        if known is not None and known.id == deploy_id:
+            checkpoint = known
+        else:
+            checkpoint = _retried(ports, lambda: ports.store.get_deploy(deploy_id))
         if checkpoint.finished:
             return checkpoint
         try:
@@ -302,7 +312,9 @@ class DeployRunner:
             outcome=deploy.outcome if deploy.finished else None,
             history=history,
         )
-        stored = _retried(ports, lambda: ports.store.update_deploy(updated))
+        stored = _retried(
+            ports, lambda: ports.store.update_deploy(updated, current=advance.current)
+        )
         log.info(
             "deploy %s: %s -> %s", stored.id, checkpoint.state, new_state, extra=_log_fields(stored)
         )

@@ -19,8 +19,7 @@ from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef
 from flotilla.engine.clock import Clock
 from flotilla.engine.deploy.errors import StepFailed
 from flotilla.engine.leases import LeaseKeeper
-from flotilla.engine.liveness import live_instances
-from flotilla.engine.ports import LockService, StateStore
+from flotilla.engine.ports import LockService
 from flotilla.engine.records import Lease, Service
 
 T = TypeVar("T")
@@ -46,7 +45,6 @@ class DeploySlot:
         self,
         *,
         locks: LockService,
-        store: StateStore,
         clock: Clock,
         service: Service,
         deploy_id: str,
@@ -55,7 +53,6 @@ class DeploySlot:
         wait: Wait,
     ) -> None:
         self._locks = locks
-        self._store = store
         self._clock = clock
         self._service = service
         self._call = call
@@ -118,13 +115,20 @@ class DeploySlot:
                 return
 
     def _take_new(self, checkpoint: DeployCheckpoint) -> None:
-        for existing in self._own_slots():
-            self.keeper.adopt(existing)
-            return
+        # An earlier runner of this state may have taken a slot and died before recording
+        # it: look for one only then (the state's attempt count says so), not on every
+        # first visit, where there cannot be one.
+        if checkpoint.attempts.get(checkpoint.state, 1) > 1:
+            for existing in self._own_slots():
+                self.keeper.adopt(existing)
+                return
+
+        # As the scheduler counted them for the live instances: a deploy never reads the
+        # whole service (a 3 MB query at 10 000 instances). Before any scheduler planned the
+        # service, the policy's count for one instance: the fewest slots it can mean.
+        slots = self._service.rollout_state.slots or self._service.rollout.slots(1)
 
         def try_acquire() -> bool:
-            live = live_instances(self._store, self._service.name, self._clock.now())
-            slots = self._service.rollout.slots(max(len(live), 1))
             return self._call("lock.acquire", lambda: self.keeper.acquire(slots=slots))
 
         self._wait("the deploy lock", try_acquire, checkpoint.deadlines["overall"])

@@ -32,7 +32,7 @@ from flotilla.engine.ports import (
     TargetState,
     UnitRuntime,
 )
-from flotilla.engine.records import Revision, Service
+from flotilla.engine.records import CurrentRevision, Revision, Service
 from flotilla.machines import deploy as machine
 from flotilla.machines.deploy import State, StepResult
 
@@ -49,6 +49,8 @@ class Advance:
 
     result: StepResult = StepResult.SUCCEEDED
     lease: LeaseRef | None = None
+    # The instance's current revision, written atomically with the checkpoint.
+    current: CurrentRevision | None = None
     clear_lease: bool = False
     deadlines: dict[str, datetime] = field(default_factory=dict)
 
@@ -97,11 +99,11 @@ class Steps:
         self.service = service
         self.settings = settings
         self._on_retry = on_retry
+        self._revisions: dict[str, Revision] = {}
         # Called from every wait: the agent renews its own lease through it.
         self._keep_alive = keep_alive
         self.slot = DeploySlot(
             locks=ports.locks,
-            store=ports.store,
             clock=ports.clock,
             service=service,
             deploy_id=deploy_id,
@@ -200,10 +202,13 @@ class Steps:
         return Advance(deadlines={"health": self._deadline(checkpoint, "health", health)})
 
     def _revision(self, revision_id: str) -> Revision:
-        return self.call(
-            "store.get_revision",
-            lambda: self.ports.store.get_revision(self.service.name, revision_id),
-        )
+        """A revision, read once per run: revisions never change once stored."""
+        if revision_id not in self._revisions:
+            self._revisions[revision_id] = self.call(
+                "store.get_revision",
+                lambda: self.ports.store.get_revision(self.service.name, revision_id),
+            )
+        return self._revisions[revision_id]
 
     def start_revision(self, revision_id: str) -> None:
         """Install, start (the runtime returns once the units settled), and check that the
@@ -270,13 +275,8 @@ class Steps:
                 ),
                 self._deadline(checkpoint, "health", health),
             )
-        self.call(
-            "store.set_current_revision",
-            lambda: self.ports.store.set_current_revision(
-                checkpoint.instance_id, checkpoint.to_revision
-            ),
-        )
-        return Advance()
+        # Recorded with this state's checkpoint, in the same write.
+        return Advance(current=CurrentRevision(checkpoint.instance_id, checkpoint.to_revision))
 
     def unlocked(self, checkpoint: DeployCheckpoint) -> Advance:
         self.slot.release()
@@ -309,11 +309,9 @@ class Steps:
                 deadline,
             )
         if work.restore_units:
-            self.call(
-                "store.set_current_revision",
-                lambda: self.ports.store.set_current_revision(
-                    checkpoint.instance_id, checkpoint.from_revision
-                ),
+            # Recorded with this state's checkpoint, in the same write.
+            return Advance(
+                current=CurrentRevision(checkpoint.instance_id, checkpoint.from_revision)
             )
         return Advance()
 

@@ -159,13 +159,13 @@ class Operations:
                 to=None if wanted is None else wanted.id,
             )
             if isinstance(target, str):
-                what = (
-                    f"the weights before the current ones{'' if steps == 1 else f' ({steps} back)'}"
-                    if wanted is None
-                    else f"earlier weights with {wanted.label} in them"
+                how = (
+                    f" to {wanted.label}"
+                    if wanted is not None
+                    else (f" {steps} steps back" if steps > 1 else "")
                 )
                 raise FlotillaError(
-                    f"cannot undo {current.name}'s weights to {what}: {target}; see "
+                    f"cannot undo {current.name}'s weights{how}: {target}; see "
                     f"`flotilla history {current.name}`, or set weights with `flotilla weights`"
                 )
             check_running(target, stop_all=stop_all, service=current.name)

@@ -18,10 +18,13 @@ from flotilla.engine.errors import (
     AlreadyExistsError,
     ConflictError,
     ItemTooLargeError,
+    LockLostError,
     NotFoundError,
     SchemaError,
 )
 from flotilla.engine.records import (
+    AgentClaim,
+    CurrentRevision,
     HistoryEntry,
     Instance,
     LoadBalancerKind,
@@ -36,6 +39,7 @@ from flotilla.engine.updates import set_weights
 from tests.contract.conftest import Backend
 
 HOUR = timedelta(hours=1)
+MINUTE = timedelta(minutes=1)
 
 
 def a_service(name: str = "api") -> Service:
@@ -291,6 +295,37 @@ def test_a_checkpoint_write_on_a_stale_version_conflicts(backend: Backend) -> No
     assert finished.finished
 
 
+def test_a_checkpoint_and_the_current_revision_are_written_together_or_not_at_all(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    store.register_instance(an_instance(backend), expires_at=backend.clock.now() + HOUR)
+    store.set_current_revision("i-1", "a" * 64)
+    created = store.create_deploy(a_checkpoint(backend))
+    healthy = store.update_deploy(
+        dataclasses.replace(created, state="unlocked"), current=CurrentRevision("i-1", "b" * 64)
+    )
+    assert store.get_deploy("d-1") == healthy
+    assert store.get_instance("i-1").current_revision == "b" * 64
+
+    with pytest.raises(ConflictError) as raised:  # a stale checkpoint: neither is written
+        store.update_deploy(
+            dataclasses.replace(created, state="failed"), current=CurrentRevision("i-1", None)
+        )
+    assert raised.value.current == healthy
+    assert store.get_instance("i-1").current_revision == "b" * 64
+
+    store.delete_instance("i-1")
+    with pytest.raises(NotFoundError):  # the instance is gone: the checkpoint stays too
+        store.update_deploy(
+            dataclasses.replace(healthy, state="done"), current=CurrentRevision("i-1", None)
+        )
+    assert store.get_deploy("d-1") == healthy
+
+    back_to_none = store.update_deploy(dataclasses.replace(healthy, state="done"))
+    assert back_to_none.version == healthy.version + 1
+
+
 def test_deploys_are_listed_by_service_since_a_time_and_by_instance(backend: Backend) -> None:
     store = backend.store
     early = store.create_deploy(a_checkpoint(backend, "d-1", "i-1"))
@@ -450,3 +485,71 @@ def test_checkpoint_and_heartbeat_costs_in_dynamodb_calls(dynamodb_backend: Back
     backend.calls.reset()
     backend.store.record_heartbeat("i-1", backend.clock.now(), backend.clock.now() + HOUR)
     assert dict(backend.calls.calls) == {"UpdateItem": 1}
+
+
+# --- an agent's claim on its instance ----------------------------------------------------
+
+
+def claimed(backend: Backend, owner: str, length: timedelta, **facts: str) -> Instance:
+    """Register i-1 for agent `owner` for `length` from now."""
+    now = backend.clock.now()
+    claim = AgentClaim(owner, now + length, **facts)
+    return backend.store.register_instance(an_instance(backend), expires_at=now + HOUR, claim=claim)
+
+
+def test_an_agent_claims_its_instance_and_its_heartbeat_renews_the_claim(backend: Backend) -> None:
+    store, clock = backend.store, backend.clock
+    first = AgentClaim("agent-a", clock.now() + HOUR)
+    stored = claimed(backend, "agent-a", HOUR)
+    assert stored.agent_owner == "agent-a"
+    assert stored.agent_lease_until == first.lease_until
+    assert stored.assignment_version == 0
+
+    clock.advance(60)
+    renewed = AgentClaim("agent-a", clock.now() + HOUR)
+    store.record_heartbeat("i-1", clock.now(), clock.now() + HOUR, claim=renewed)
+    after = store.get_instance("i-1")
+    assert after.heartbeat_at == clock.now()
+    assert after.agent_lease_until == renewed.lease_until
+
+    stolen = AgentClaim("b", clock.now())
+    with pytest.raises(LockLostError):
+        store.record_heartbeat("i-1", clock.now(), clock.now() + HOUR, claim=stolen)
+    with pytest.raises(NotFoundError):
+        store.record_heartbeat("i-404", clock.now(), clock.now() + HOUR, claim=renewed)
+
+
+def test_a_claim_held_by_a_live_agent_is_refused_until_it_runs_out_or_is_proven_dead(
+    backend: Backend,
+) -> None:
+    store, clock = backend.store, backend.clock
+    claimed(backend, "a", MINUTE)
+    clock.advance(1)
+    with pytest.raises(ConflictError) as held:
+        claimed(backend, "b", MINUTE)
+    assert held.value.current is not None
+    assert held.value.current.agent_owner == "a"
+    assert store.get_instance("i-1").agent_owner == "a"
+
+    taken = claimed(backend, "b", MINUTE, replacing="a")
+    assert taken.agent_owner == "b"
+
+    clock.advance(61)  # b's claim ran out: anyone may take the instance
+    assert claimed(backend, "c", MINUTE).agent_owner == "c"
+    with pytest.raises(ConflictError, match="born into one service"):
+        store.register_instance(
+            an_instance(backend, service="web"),
+            expires_at=clock.now() + HOUR,
+            claim=AgentClaim("c", clock.now() + MINUTE),
+        )
+
+
+def test_only_the_holder_releases_a_claim(backend: Backend) -> None:
+    store = backend.store
+    claimed(backend, "a", HOUR)
+    assert store.release_instance("i-1", "b") is False
+    assert store.get_instance("i-1").agent_owner == "a"
+    assert store.release_instance("i-1", "a") is True
+    assert store.get_instance("i-1").agent_owner is None
+    assert store.release_instance("i-404", "a") is False
+    assert claimed(backend, "b", HOUR).agent_owner == "b"

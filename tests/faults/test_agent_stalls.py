@@ -19,6 +19,7 @@ from flotilla.cli.agent_assembly import build_agent
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.deploy.agent import AgentSettings
 from flotilla.engine.errors import TransientError
+from flotilla.engine.records import CurrentRevision
 from tests.faults.world import FaultWorld
 
 pytestmark = pytest.mark.faults
@@ -34,11 +35,13 @@ class OutageAtDone:
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
 
-    def update_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint:
+    def update_deploy(
+        self, checkpoint: DeployCheckpoint, *, current: CurrentRevision | None = None
+    ) -> DeployCheckpoint:
         if checkpoint.state == "done" and self.failures > 0:
             self.failures -= 1
             raise TransientError("writing the checkpoint: DynamoDB is unavailable (injected)")
-        return self.inner.update_deploy(checkpoint)
+        return self.inner.update_deploy(checkpoint, current=current)
 
 
 def test_a_running_agent_finishes_a_deploy_that_stopped_in_unlocked() -> None:

@@ -79,7 +79,7 @@ def test_sigterm_in_any_state_stops_cleanly_and_the_next_agent_finishes(
     assert closed, deploy.history
     assert closed[-1].ended_at is not None, "the step in progress was not finished"
     assert not (closed[-1].error or "").startswith("interrupted")
-    assert world.locks.holders("agent/i-1") == [], "the agent kept its own lock"
+    assert world.store.get_instance("i-1").agent_owner is None, "the agent kept its instance"
 
     finished = threading.Event()
     second = agent(
@@ -93,4 +93,4 @@ def test_sigterm_in_any_state_stops_cleanly_and_the_next_agent_finishes(
     done = world.store.get_deploy(deploy.id)
     world.check_converged(done)
     assert done.outcome is (Outcome.ROLLED_BACK if broken else Outcome.SUCCEEDED)
-    assert world.locks.holders("agent/i-1") == []
+    assert world.store.get_instance("i-1").agent_owner is None

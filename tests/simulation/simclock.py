@@ -33,6 +33,10 @@ class SimClock:
     def __init__(self, start: datetime | None = None) -> None:
         self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
         self._queue: list[tuple[datetime, int, threading.Lock]] = []
+        # Interruptible sleepers by key (a wake-up channel's address): their queue entry's
+        # order number and baton, so `interrupt` can wake them now instead.
+        self._sleepers: dict[str, tuple[int, threading.Lock]] = {}
+        self._cancelled: set[int] = set()
         self._order = itertools.count()
         self._mutex = threading.Lock()
         self._local = threading.local()
@@ -56,6 +60,31 @@ class SimClock:
             heapq.heappush(self._queue, (wake, next(self._order), baton))
         self._hand_over()
         baton.acquire()
+
+    def sleep_interruptibly(self, seconds: float, key: str) -> None:
+        """`sleep`, unless `interrupt(key)` wakes the sleeper earlier (what a long poll on a
+        queue does when a message arrives)."""
+        baton: threading.Lock = self._local.baton
+        wake = self._now + timedelta(seconds=max(seconds, 0.0))
+        with self._mutex:
+            order = next(self._order)
+            heapq.heappush(self._queue, (wake, order, baton))
+            self._sleepers[key] = (order, baton)
+        self._hand_over()
+        baton.acquire()
+        with self._mutex:
+            if self._sleepers.get(key, (None,))[0] == order:
+                del self._sleepers[key]
+
+    def interrupt(self, key: str) -> None:
+        """Wake the actor sleeping on `key` now (after the caller's turn); no-op otherwise."""
+        with self._mutex:
+            sleeper = self._sleepers.pop(key, None)
+            if sleeper is None:
+                return
+            order, baton = sleeper
+            self._cancelled.add(order)
+            heapq.heappush(self._queue, (self._now, next(self._order), baton))
 
     # --- actors ----------------------------------------------------------------------
 
@@ -88,6 +117,8 @@ class SimClock:
 
     def _hand_over(self) -> None:
         with self._mutex:
+            while self._queue and self._queue[0][1] in self._cancelled:
+                self._cancelled.discard(heapq.heappop(self._queue)[1])
             if not self._queue:
                 return  # the last actor ended
             wake, _, baton = heapq.heappop(self._queue)

@@ -34,18 +34,19 @@ def check(result: SimResult) -> None:
     # Pacing works: within a few scheduler and agent intervals per wave of the ideal.
     waves = -(-settings.instances // result.slots)
     assert result.rollout_seconds <= result.ideal_seconds + waves * 60
-    # Idle agents: a renewal and an assignment read per poll, a heartbeat per 30 s.
+    # Idle agents: an assignment read per (safety-net) poll of 60 s and a heartbeat, which
+    # is also the renewal of their hold on the instance, every 3 minutes; nothing else.
     assert result.idle_agent_calls_per_minute == {
-        "get_instance": 6.0,
-        "record_heartbeat": 2.0,
-        "renew": 6.0,
+        "get_instance": 1.0,
+        "record_heartbeat": pytest.approx(1 / 3),
     }
+    assert result.extra["wake_ups"] >= settings.instances  # every agent was rung
 
 
 def test_a_rollout_over_200_instances_keeps_to_max_in_flight() -> None:
-    check(run_rollout(SimSettings(instances=200, max_in_flight="10%", idle_minutes=1)))
+    check(run_rollout(SimSettings(instances=200, max_in_flight="10%", idle_minutes=3)))
 
 
 @pytest.mark.slow
 def test_a_rollout_over_1000_instances_keeps_to_max_in_flight() -> None:
-    check(run_rollout(SimSettings(instances=1000, max_in_flight="5%", idle_minutes=2)))
+    check(run_rollout(SimSettings(instances=1000, max_in_flight="5%", idle_minutes=3)))

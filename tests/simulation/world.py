@@ -30,10 +30,11 @@ from flotilla.adapters.memory_load_balancer import MemoryLoadBalancer
 from flotilla.adapters.memory_locks import MemoryLockService
 from flotilla.adapters.memory_runtime import MemoryUnitRuntime
 from flotilla.adapters.memory_store import MemoryStateStore
+from flotilla.adapters.memory_wakeups import MemoryWakeUps
 from flotilla.adapters.secrets import LocalSecretBox
 from flotilla.cli.agent_assembly import AgentAdapters, build_agent
 from flotilla.engine.deploy.agent import Agent, AgentSettings
-from flotilla.engine.liveness import expiry_for
+from flotilla.engine.liveness import DEFAULT_AGENT_LEASE, expiry_for
 from flotilla.engine.ports import Event, TargetState
 from flotilla.engine.records import (
     Instance,
@@ -113,13 +114,14 @@ class SimSettings:
     drain_seconds: float = 30  # the load balancer's connection draining
     health_seconds: float = 20  # until its health checks pass
     settle_seconds: int = 3
-    agent_poll: timedelta = timedelta(seconds=10)  # the agent's defaults
-    heartbeat: timedelta = timedelta(seconds=30)
+    agent_poll: timedelta = timedelta(seconds=60)  # the CLI's default: a safety net
+    agent_lease: timedelta = DEFAULT_AGENT_LEASE  # renewed at a third: the heartbeat
     scheduler_interval: timedelta = timedelta(seconds=15)
     idle_minutes: int = 5  # measured before the rollout
     warmup_minutes: int = 2
     limit: timedelta = timedelta(hours=12)  # of simulated time, for the rollout
     agent_events: bool = True  # agents report deploy ends on the queue, as in production
+    wake_ups: bool = True  # the scheduler rings agents whose assignment changed
 
 
 @dataclass
@@ -156,6 +158,7 @@ class Fleet:
         self.store = MemoryStateStore(self.clock)
         self.locks = MemoryLockService(self.clock)
         self.events = MemoryEventQueue(self.clock)
+        self.wakeups = MemoryWakeUps(self.clock) if settings.wake_ups else None
         self.secrets = LocalSecretBox(os.urandom(32))
         self.lb = WatchedLoadBalancer(
             MemoryLoadBalancer(
@@ -228,6 +231,7 @@ class Fleet:
             events=self.events,
             clock=self.clock,
             stop=self.stop,
+            wakeups=self.wakeups,
         )
 
     def _agent(self, instance_id: str) -> Agent:
@@ -239,6 +243,7 @@ class Fleet:
             clock=self.clock,
             load_balancer_for=lambda _service: self.lb,
             events=self.events,
+            wakeups=self.wakeups,
         )
         return build_agent(
             AgentSettings(
@@ -247,7 +252,7 @@ class Fleet:
                 "sim",
                 owner=f"{instance_id}.1",
                 poll_interval=self.settings.agent_poll,
-                heartbeat_interval=self.settings.heartbeat,
+                agent_lease=self.settings.agent_lease,
             ),
             adapters,
             stop=self.stop,
@@ -349,6 +354,7 @@ def run_rollout(settings: SimSettings, observe: Callable[[Fleet], None] | None =
         result.extra["only_one_unit_each"] = all(
             len(r.active()) == 1 for r in fleet.runtimes.values()
         )
+        result.extra["wake_ups"] = 0 if fleet.wakeups is None else fleet.wakeups.rings
     finally:
         fleet.shut_down()
     fleet.clock.check()

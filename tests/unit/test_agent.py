@@ -15,7 +15,7 @@ from flotilla.engine.checkpoint import Outcome
 from flotilla.engine.deploy.agent import Agent, AgentSettings
 from flotilla.engine.errors import TransientError
 from flotilla.engine.liveness import expiry_for
-from flotilla.engine.records import Instance
+from flotilla.engine.records import AgentClaim, Instance
 from tests.support.cluster import BROKEN, Cluster
 
 
@@ -64,7 +64,7 @@ def test_the_agent_registers_and_deploys_its_assignment(cluster: Cluster) -> Non
     instance = cluster.store.get_instance("i-1")
     assert instance.current_revision == v1.id
     assert instance.agent_version == "test"
-    assert cluster.locks.holders("agent/i-1") == []  # released on stop
+    assert cluster.store.get_instance("i-1").agent_owner is None  # released on stop
 
 
 def test_an_interrupted_deploy_is_resumed_before_anything_else(cluster: Cluster) -> None:
@@ -126,9 +126,14 @@ def test_a_second_agent_stands_by_while_the_first_holds_the_instance(cluster: Cl
     v1 = cluster.revision("v1")
     cluster.instance("i-1")
     cluster.assign("i-1", v1)
-    held = cluster.locks.acquire("agent/i-1", "agent-a", slots=1, lease=timedelta(minutes=10))
-    assert held is not None
+    now = cluster.clock.now()
+    cluster.store.register_instance(
+        Instance("i-1", "api", "test", now, now),
+        expires_at=expiry_for(now),
+        claim=AgentClaim("agent-a", now + timedelta(minutes=10)),
+    )
     run_agent(cluster, owner="agent-b")
+    assert cluster.store.get_instance("i-1").agent_owner == "agent-a"
     assert cluster.store.get_instance("i-1").current_revision is None
     assert cluster.store.list_instance_deploys("i-1") == []
 
@@ -197,3 +202,110 @@ def test_no_registration_is_reported_while_registering_fails(
     run_agent(cluster, iterations=4, on_registered=seen.append)
     assert attempts == ["i-1"] * 4  # it kept trying, every iteration
     assert seen == []
+
+
+class CountingStore:
+    """The cluster's store, counting the writes an agent makes."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.writes: list[str] = []
+
+    def __getattr__(self, name: str) -> object:
+        method = getattr(self.inner, name)
+        if name.startswith(("register", "record", "set_", "update", "create", "release")):
+
+            def counted(*args: object, **kwargs: object) -> object:
+                self.writes.append(name)
+                return method(*args, **kwargs)
+
+            return counted
+        return method
+
+
+def test_an_idle_agent_writes_once_per_third_of_its_hold_and_that_write_is_its_heartbeat(
+    cluster: Cluster,
+) -> None:
+    cluster.instance("i-1")
+    counting = CountingStore(cluster.store)
+    cluster.store = counting  # type: ignore[assignment]
+    lease = timedelta(minutes=9)
+    stop = threading.Event()
+    started = cluster.clock.now()
+
+    def wait(seconds: float) -> None:
+        cluster.clock.advance(seconds)
+        if cluster.clock.now() - started > timedelta(minutes=30, seconds=5):
+            stop.set()
+
+    build_agent(
+        AgentSettings("i-1", "api", "test", owner="agent-a", agent_lease=lease),
+        cluster.adapters("i-1"),
+        stop=stop,
+        wait_for_wakeup=wait,
+    ).run()
+    heartbeats = counting.writes.count("record_heartbeat")
+    assert counting.writes[0] == "register_instance"
+    assert counting.writes[-1] == "release_instance"
+    assert heartbeats == 10  # 30 minutes, one every 3 minutes (a third of 9), none more
+    assert len(counting.writes) == heartbeats + 2
+    stored = cluster.store.get_instance("i-1")
+    assert stored.heartbeat_at >= started + timedelta(minutes=29, seconds=50) - lease / 3
+
+
+def test_a_successor_takes_over_at_once_from_a_predecessor_proven_dead(cluster: Cluster) -> None:
+    v1 = cluster.revision("v1")
+    cluster.instance("i-1")
+    cluster.assign("i-1", v1)
+    now = cluster.clock.now()
+    cluster.store.register_instance(  # the predecessor, SIGKILLed: its hold runs 9 minutes
+        Instance("i-1", "api", "test", now, now),
+        expires_at=expiry_for(now),
+        claim=AgentClaim("dead-agent", now + timedelta(minutes=9)),
+    )
+    stop = threading.Event()
+
+    def wait(seconds: float) -> None:
+        cluster.clock.advance(seconds)
+        stop.set()
+
+    adapters = cluster.adapters("i-1")
+    checked: list[str] = []
+
+    def proven_dead(identity: str) -> bool:
+        checked.append(identity)
+        return identity == "dead-agent"
+
+    build_agent(
+        AgentSettings("i-1", "api", "test", owner="successor"),
+        type(adapters)(**{**vars(adapters), "proven_dead": proven_dead}),
+        stop=stop,
+        wait_for_wakeup=wait,
+    ).run()
+    assert checked == ["dead-agent"]
+    assert cluster.store.get_instance("i-1").current_revision == v1.id  # deployed at once
+    assert cluster.clock.now() - now < timedelta(minutes=9)  # not after its hold ran out
+
+
+def test_an_instance_removed_while_its_agent_was_away_is_registered_again(
+    cluster: Cluster,
+) -> None:
+    cluster.instance("i-1")
+    stop = threading.Event()
+    polls = [0]
+
+    def wait(seconds: float) -> None:
+        cluster.clock.advance(seconds)
+        polls[0] += 1
+        if polls[0] == 2:
+            cluster.store.delete_instance("i-1")  # the scheduler took it for dead
+        if polls[0] >= 60:
+            stop.set()
+
+    build_agent(
+        AgentSettings("i-1", "api", "test", owner="agent-a", agent_lease=timedelta(minutes=3)),
+        cluster.adapters("i-1"),
+        stop=stop,
+        wait_for_wakeup=wait,
+    ).run()
+    assert cluster.store.get_instance("i-1").service == "api"

@@ -4,19 +4,20 @@ slot, an agent's own lease, and the scheduler's leadership."""
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from flotilla.adapters.memory_locks import MemoryLockService
+from flotilla.adapters.memory_store import MemoryStateStore
 from flotilla.cli.agent_assembly import AgentAdapters, build_agent
 from flotilla.engine.clock import FakeClock
 from flotilla.engine.deploy.agent import AgentSettings
 from flotilla.engine.deploy.runner import Liveness
 from flotilla.engine.errors import LockLostError, TransientError
 from flotilla.engine.leases import LeaseKeeper
-from flotilla.engine.records import Lease
+from flotilla.engine.records import AgentClaim, Instance, Lease
 from flotilla.scheduler.leader import Leadership
 
 LEASE = timedelta(seconds=12)
@@ -139,17 +140,36 @@ def test_release_frees_the_slot_and_adopt_takes_up_a_lease_of_the_same_owner(
     assert keeper(locks, clock, "b").acquire()
 
 
+class CountingStore(MemoryStateStore):
+    """Counts the heartbeats (the agent's renewals of its hold on the instance)."""
+
+    heartbeats = 0
+
+    def record_heartbeat(
+        self,
+        instance_id: str,
+        at: datetime,
+        expires_at: datetime,
+        *,
+        claim: AgentClaim | None = None,
+    ) -> None:
+        self.heartbeats += 1
+        super().record_heartbeat(instance_id, at, expires_at, claim=claim)
+
+
 def test_the_scheduler_and_the_agent_hold_their_leases_by_the_same_rule(
     locks: CountingLocks, clock: FakeClock
 ) -> None:
-    """Both renew at a third and not before: the one rule, not three."""
+    """Both renew at a third and not before: the one rule, not three. (The agent's hold
+    lives on its instance item, engine/deploy/agent_lease.py; its renewal is a heartbeat.)"""
     leadership = Leadership(locks, clock, name="scheduler", owner="s", lease=LEASE)
     assert leadership.try_acquire()
-    # Only the lease is used here: no store, runtime or secrets are reached.
+    store = CountingStore(clock)
+    # Only the hold is used here: no runtime or secrets are reached.
     unused: Any = None
     agent = build_agent(
         AgentSettings("i-1", "api", "test", owner="agent", agent_lease=LEASE),
-        AgentAdapters(store=unused, locks=locks, runtime=unused, secrets=unused, clock=clock),
+        AgentAdapters(store=store, locks=locks, runtime=unused, secrets=unused, clock=clock),
         stop=threading.Event(),
     )
     assert agent.lease.acquire()
@@ -157,13 +177,18 @@ def test_the_scheduler_and_the_agent_hold_their_leases_by_the_same_rule(
     clock.advance(3.9)
     leadership.keep()
     liveness.keep_alive()
-    assert locks.renewals == 0
+    assert (locks.renewals, store.heartbeats) == (0, 0)
     clock.advance(0.1)
     leadership.keep()
     liveness.keep_alive()
-    assert locks.renewals == 2
+    assert (locks.renewals, store.heartbeats) == (1, 1)
     assert not liveness.stop_requested()
     clock.advance(13)
-    assert locks.acquire("agent/i-1", "another", slots=1, lease=LEASE) is not None
+    now = clock.now()
+    store.register_instance(
+        Instance("i-1", "api", "test", now, now),
+        expires_at=now + LEASE,
+        claim=AgentClaim("another", now + LEASE),
+    )
     liveness.keep_alive()
     assert liveness.stop_requested(), "an agent that lost its instance stops between steps"

@@ -218,7 +218,8 @@ NONE = json.dumps(None)
 OWN_SERVICE = leading_keys("ForAllValues:StringEquals", SERVICE)
 INSTANCE_SHAPED = leading_keys("ForAllValues:StringLike", "i-*")
 DEPLOY_SHAPED = leading_keys("ForAllValues:StringLike", "i-*.*")
-LOCKS = leading_keys("ForAllValues:StringLike", f"deploy/{SERVICE}", "agent/i-*")
+LOCKS = leading_keys("ForAllValues:StringLike", f"deploy/{SERVICE}")
+WAKE_QUEUES = f"arn:aws:sqs:{REGION}:{ACCOUNT}:flotilla-{ENV}-wake-*"
 OWN_CONTEXT = json.dumps({"StringEquals": {f"kms:EncryptionContext:{CONTEXT_KEY}": SERVICE}})
 KEY = imported(f"flotilla-{ENV}-EnvironmentKeyArn")
 QUEUE = imported(f"flotilla-{ENV}-EventsQueueArn")
@@ -236,6 +237,11 @@ COMMON = {
     ("dynamodb:UpdateItem", table("locks"), LOCKS),
     ("sqs:GetQueueUrl", QUEUE, NONE),
     ("sqs:SendMessage", QUEUE, NONE),
+    # The agent's own wake-up queue: opened and long-polled by it, rung by the scheduler.
+    ("sqs:CreateQueue", WAKE_QUEUES, NONE),
+    ("sqs:TagQueue", WAKE_QUEUES, NONE),
+    ("sqs:ReceiveMessage", WAKE_QUEUES, NONE),
+    ("sqs:DeleteMessage", WAKE_QUEUES, NONE),
     ("kms:Decrypt", KEY, OWN_CONTEXT),
     # The user data: Flotilla's wheel, and the CreationPolicy's signal.
     ("s3:GetObject", f"arn:aws:s3:::{BUCKET}/wheels/*", NONE),
@@ -245,7 +251,10 @@ COMMON = {
     ("dynamodb:Scan", table("users"), NONE),
 }
 # Read-only grants with a wildcard resource narrower than "*".
-WILDCARD_PREFIXES = {("s3:GetObject", f"arn:aws:s3:::{BUCKET}/wheels/*")}
+WILDCARD_PREFIXES = {("s3:GetObject", f"arn:aws:s3:::{BUCKET}/wheels/*")} | {
+    (action, WAKE_QUEUES)
+    for action in ("sqs:CreateQueue", "sqs:TagQueue", "sqs:ReceiveMessage", "sqs:DeleteMessage")
+}
 ELB_ARN = f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/{ELB_NAME}"
 BY_KIND = {
     "none": set(),
@@ -353,6 +362,10 @@ def test_the_scheduler_gets_exactly_its_grants_on_its_environments_resources() -
         | {
             (f"sqs:{action}", arn("EventsQueue"))
             for action in ("GetQueueUrl", "ReceiveMessage", "DeleteMessage")
+        }
+        | {
+            (f"sqs:{action}", f"arn:aws:sqs:{REGION}:{ACCOUNT}:flotilla-{ENV}-wake-*")
+            for action in ("SendMessage", "DeleteQueue")
         }
         | {
             ("s3:GetObject", "physical-ArtifactBucket.Arn/wheels/*"),
