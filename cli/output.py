@@ -28,6 +28,11 @@ def print_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
+def print_json_line(value: Any) -> None:
+    """One JSON document on one line, for output that goes on with more lines (polls)."""
+    click.echo(json.dumps(value, sort_keys=True, default=str))
+
+
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     """Columns padded to their widest cell; an empty table prints only its headers."""
     cells = [[str(h) for h in headers], *[["" if c is None else str(c) for c in r] for r in rows]]

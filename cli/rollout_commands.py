@@ -1,63 +1,49 @@
-"""`flotilla rollout status|watch|pause|resume|revert`: see and steer a service's rollout.
+"""`flotilla rollout status|watch|pause|resume|revert|undo`: see and steer a rollout.
 
-Status and watch only read (see `cli.progress`). Pause, resume and revert are the
-engine's operations (`engine.operations.steering`: a conditional change of the service
-record, a history line saying who did it, then a wake-up for the scheduler that the change
-does not depend on); these commands parse, call them and print what they did. The rollout
-state itself is the scheduler's alone; nothing here writes it.
+Status and watch only read (see `cli.progress` and `cli.follow`). Pause, resume, revert
+and undo are the engine's operations (`engine.operations.steering`: a conditional change
+of the service record, a history line saying who did it, then a wake-up for the scheduler
+that the change does not depend on); these commands parse, call them and print what they
+did. The rollout state itself is the scheduler's alone; nothing here writes it.
+
+Two ways back, on purpose (`engine.operations.rules`): `revert` restores the *last good*
+weights (those of the last rollout without a failed deploy, as the scheduler's auto-revert
+does); `undo` goes back through the weights the service *had*, whether their rollout
+succeeded or not, like kubectl's `rollout undo` and Nomad's `job revert`.
 """
 
 from __future__ import annotations
 
 import getpass
-import json
-import sys
 from collections.abc import Callable
-from datetime import datetime, timedelta
 from typing import Any
 
 import click
 
+from flotilla.cli.follow import follow_options, show_progress, wait_options, watch_rollout
 from flotilla.cli.notify import warn_unwoken
-from flotilla.cli.options import Seconds, aws_options, wiring_from
-from flotilla.cli.output import output_option, print_json
-from flotilla.cli.progress import (
-    Progress,
-    is_complete,
-    print_progress,
-    progress_json,
-    read_progress,
-)
+from flotilla.cli.options import aws_options, wiring_from
+from flotilla.cli.output import output_option, print_json, print_json_line
+from flotilla.cli.progress import read_progress
 from flotilla.cli.wiring import Wiring
 from flotilla.engine import validation
-from flotilla.engine.errors import FlotillaError, ValidationError
+from flotilla.engine.errors import ValidationError
 from flotilla.engine.operations.names import find_service, weights_text
 from flotilla.engine.operations.steering import Change
-from flotilla.engine.records import HistoryEntry, RolloutStatus
 
 MAX_REASON = 200
-ALARMING = frozenset({"rollout_stopped", "reverted"})
+MAX_STEPS = 100  # the history keeps at most this many entries (records.HISTORY_LIMIT)
 
 
-@click.group()
+@click.group(short_help="See, watch, pause, resume, revert and undo a rollout.")
 def rollout() -> None:
-    """See, watch, pause, resume and revert a service's rollout."""
+    """See, watch, pause, resume, revert and undo a service's rollout."""
 
 
 # --- reading --------------------------------------------------------------------------
 
 
-def show_progress(progress: Progress, output: str, *, one_line: bool = False) -> None:
-    if output == "json":
-        if one_line:
-            click.echo(json.dumps(progress_json(progress), sort_keys=True, default=str))
-        else:
-            print_json(progress_json(progress))
-        return
-    print_progress(progress)
-
-
-@rollout.command()
+@rollout.command(short_help="Show a service's rollout and every live instance.")
 @click.argument("service")
 @output_option
 @aws_options
@@ -69,114 +55,22 @@ def status(service: str, output: str, **options: Any) -> None:
     show_progress(read_progress(wiring.store, record, wiring.clock.now()), output)
 
 
-@rollout.command()
+@rollout.command(short_help="Follow a service's rollout until it ends.")
 @click.argument("service")
-@click.option(
-    "--interval", type=Seconds(0.1), default=5.0, show_default=True, help="Time between polls"
-)
-@click.option(
-    "--timeout",
-    type=Seconds(0),
-    default=3600.0,
-    show_default=True,
-    help="Give up (exit 1) if the rollout has not ended by then",
-)
+@follow_options
 @output_option
 @aws_options
 def watch(service: str, interval: float, timeout: float, output: str, **options: Any) -> None:
     """Redraw SERVICE's rollout status until the rollout completes or stops.
 
     Exits 0 when it completed with every instance on its assignment, 1 when it stopped,
-    was reverted, left failed instances, or did not end within --timeout. With
-    `--output json`, prints one JSON line per poll.
+    was reverted, left failed instances, or did not end within --timeout. Weights stored
+    just before (or as) the watch begins are followed once the scheduler takes them up.
+    With `--output json`, prints one JSON line per poll.
     """
     validation.service_name(service)
     wiring = wiring_from(options)
     watch_rollout(wiring, service, interval=interval, timeout=timeout, output=output)
-
-
-def watch_rollout(
-    wiring: Wiring,
-    name: str,
-    *,
-    interval: float,
-    timeout: float,
-    output: str,
-    sleep: Callable[[float], None] | None = None,
-) -> None:
-    """Poll until the rollout ends; return if it completed cleanly, raise FlotillaError if not.
-
-    Waits through `sleep` (the wiring's clock by default), never busily: every poll but
-    the last is followed by a sleep of `interval` seconds (less only to meet the deadline).
-    """
-    store, clock = wiring.store, wiring.clock
-    wait: Callable[[float], None] = clock.sleep if sleep is None else sleep
-    environment = wiring.settings.environment
-    record = find_service(store, name, environment)
-    seen = {_key(entry) for entry in record.history}
-    deadline = clock.now() + timedelta(seconds=timeout)
-    polls = 0
-    while True:
-        if polls:
-            record = find_service(store, name, environment)
-        progress = read_progress(store, record, clock.now())
-        if output == "text" and polls:
-            if sys.stdout.isatty():
-                click.clear()
-            else:
-                click.echo("")
-        show_progress(progress, output, one_line=True)
-        polls += 1
-        if _ended(progress, seen):
-            if output == "text":
-                click.echo(f"rollout of {name} complete")
-            return
-        remaining = (deadline - clock.now()).total_seconds()
-        if remaining <= 0:
-            state = record.rollout_state.status.value + (", paused" if record.paused else "")
-            raise FlotillaError(
-                f"gave up watching {name} after {timeout:g} s: its rollout is still {state} "
-                f"and goes on without this command; see `flotilla rollout status {name}`"
-            )
-        wait(min(interval, remaining))
-
-
-def _key(entry: HistoryEntry) -> tuple[datetime, str, str]:
-    return (entry.at, entry.kind, entry.reason)
-
-
-def _ended(progress: Progress, seen: set[tuple[datetime, str, str]]) -> bool:
-    """True if the rollout completed cleanly, False while it goes on; raises if it failed."""
-    service = progress.service
-    state = service.rollout_state
-    if not progress.in_sync:
-        return False  # new weights the scheduler has not taken up yet
-    if state.status is RolloutStatus.STOPPED:
-        raise FlotillaError(
-            f"the rollout of {service.name} stopped: {state.reason or 'no reason recorded'}; "
-            f"see `flotilla history {service.name}`"
-        )
-    if not is_complete(progress):
-        return False
-    # A rollout that reached its weights only because it was reverted did not succeed.
-    started = state.started_at
-    alarms = [
-        entry
-        for entry in service.history
-        if entry.kind in ALARMING
-        and (_key(entry) not in seen or (started is not None and entry.at >= started))
-    ]
-    if alarms:
-        raise FlotillaError(
-            f"the rollout of {service.name} was stopped and reverted ({alarms[-1].reason}); "
-            f"see `flotilla history {service.name}`"
-        )
-    if progress.failed:
-        raise FlotillaError(
-            f"the rollout of {service.name} completed, but {progress.failed} instance(s) failed "
-            f"to deploy and run their previous revision; see `flotilla history {service.name}`"
-        )
-    return True
 
 
 # --- steering -------------------------------------------------------------------------
@@ -208,12 +102,13 @@ def reason_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-def _report(change: Change, output: str, message: str) -> None:
+def _report(change: Change, output: str, message: str, *, one_line: bool = False) -> None:
+    """What a steering command did; `one_line` when JSON poll lines follow (`--wait`)."""
     if change.unwoken is not None:
         warn_unwoken(change.unwoken)
     if output == "json":
         stored = change.service
-        print_json(
+        (print_json_line if one_line else print_json)(
             {
                 "service": stored.name,
                 "changed": change.changed,
@@ -244,7 +139,7 @@ def set_paused(wiring: Wiring, name: str, paused: bool, reason: str | None, outp
     _report(change, output, message)
 
 
-@rollout.command()
+@rollout.command(short_help="Pause a service: the scheduler assigns nothing.")
 @click.argument("service")
 @reason_option
 @output_option
@@ -259,7 +154,7 @@ def pause(service: str, reason: str | None, output: str, **options: Any) -> None
     set_paused(wiring_from(options), service, True, why, output)
 
 
-@rollout.command()
+@rollout.command(short_help="Resume a service's rollout where it was paused.")
 @click.argument("service")
 @reason_option
 @output_option
@@ -271,13 +166,17 @@ def resume(service: str, reason: str | None, output: str, **options: Any) -> Non
     set_paused(wiring_from(options), service, False, why, output)
 
 
-@rollout.command()
+@rollout.command(short_help="Restore the weights of the last rollout without a failure.")
 @click.argument("service")
 @reason_option
 @output_option
 @aws_options
 def revert(service: str, reason: str | None, output: str, **options: Any) -> None:
-    """Restore SERVICE's last good weights: those of its last rollout without a failure."""
+    """Restore SERVICE's last good weights: those of its last rollout without a failure.
+
+    After a rollout that succeeded these are the current weights, and there is nothing
+    to revert: to go back to the weights before them, use `flotilla rollout undo`.
+    """
     validation.service_name(service)
     extra = parse_reason(reason)
     wiring = wiring_from(options)
@@ -289,3 +188,74 @@ def revert(service: str, reason: str | None, output: str, **options: Any) -> Non
     if change.service.paused:
         message += f"; {service} is paused: nothing moves until `flotilla rollout resume`"
     _report(change, output, message)
+
+
+def parse_steps(text: str) -> int:
+    """--steps, refused in one clear line."""
+    steps = validation.whole_number(text)
+    if steps is None or not 1 <= steps <= MAX_STEPS:
+        raise ValidationError(
+            f"invalid --steps {text[:40]!r}: give a whole number from 1 to {MAX_STEPS} "
+            "(how many earlier settings of the weights to go back)"
+        )
+    return steps
+
+
+@rollout.command(short_help="Go back to the weights a service had before.")
+@click.argument("service")
+@click.option(
+    "--to",
+    "to",
+    metavar="REVISION",
+    help="Back to the latest earlier weights in which REVISION (label or id prefix) had weight",
+)
+@click.option(
+    "--steps",
+    default="1",
+    show_default=True,
+    metavar="N",
+    help="How many earlier settings of the weights to go back",
+)
+@click.option(
+    "--stop-all",
+    is_flag=True,
+    help="Allow going back to weights that are all 0 (every instance stops running SERVICE)",
+)
+@reason_option
+@wait_options
+@output_option
+@aws_options
+def undo(
+    service: str, to: str | None, steps: str, stop_all: bool, reason: str | None, wait: bool,
+    interval: float, timeout: float, output: str, **options: Any,
+) -> None:  # fmt: skip
+    """Go back to earlier weights of SERVICE, whether their rollout succeeded or not.
+
+    The earlier weights are read from the service history (`flotilla history SERVICE`):
+    --steps 1 (the default) is the weights before the current ones, --steps 2 the ones
+    before those, and so on; --to REVISION the latest earlier weights in which REVISION
+    had weight. Revisions weighted now but not then get weight 0. An undo is a change of
+    weights like any other, so undoing twice goes back and forth between two settings.
+    `rollout revert` is different: it restores the last weights whose rollout had no
+    failure.
+    """
+    validation.service_name(service)
+    count = parse_steps(steps)
+    if to is not None and count != 1:
+        raise ValidationError("give --to REVISION or --steps N, not both")
+    extra = parse_reason(reason)
+    wiring = wiring_from(options)
+    current = find_service(wiring.store, service, wiring.settings.environment)
+    change = wiring.operations.undo(
+        current, by=operator_name(), steps=count, to=to, reason=extra, stop_all=stop_all
+    )
+    restored = weights_text(change.service.weights, change.labels)
+    were = weights_text(change.before, change.labels)
+    message = f"{service}'s weights are back to {restored} (were {were})"
+    if change.service.paused:
+        message += f"; {service} is paused: nothing moves until `flotilla rollout resume`"
+    _report(change, output, message, one_line=wait)
+    if wait:
+        watch_rollout(
+            wiring, service, interval=interval, timeout=timeout, output=output, changed_here=True
+        )

@@ -1,9 +1,12 @@
 """`flotilla weights SERVICE REV=W …`: set revision weights in one atomic change.
 
-Revisions are named by label or by a unique id prefix; every name and weight is checked
-before the change is written (conditionally, retried on conflict: the engine's
-`Operations.set_weights`), so a mistake in any pair changes nothing. This command parses
-the pairs, calls the operation and prints the weights it stored.
+Revisions are named by their whole id, their exact label, or a unique id prefix, in that
+order (`engine.operations.names`); every name and weight is checked before the change is
+written (conditionally, retried on conflict: the engine's `Operations.set_weights`), so a
+mistake in any pair changes nothing. Weights that are all 0 run nothing anywhere and are
+refused unless `--stop-all` says that is the point. This command parses the pairs, calls
+the operation, prints the weights it stored and, with `--wait`, follows the rollout they
+start (`cli.follow`).
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from typing import Any
 
 import click
 
+from flotilla.cli.follow import wait_options, watch_rollout
 from flotilla.cli.notify import warn_unwoken
 from flotilla.cli.options import aws_options, wiring_from
-from flotilla.cli.output import output_option, print_json, print_table
+from flotilla.cli.output import output_option, print_json, print_json_line, print_table
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.operations.names import ID_CHARS, find_service
@@ -34,27 +38,40 @@ def parse_pairs(pairs: tuple[str, ...]) -> list[tuple[str, int]]:
     return parsed
 
 
-@click.command()
+@click.command(short_help="Set the weights of a service's revisions.")
 @click.argument("service")
 @click.argument("pairs", nargs=-1, metavar="REVISION=WEIGHT...")
+@click.option(
+    "--stop-all",
+    is_flag=True,
+    help="Allow weights that are all 0: every instance is unassigned and runs nothing of "
+    "SERVICE (refused for weights that still run something)",
+)
+@wait_options
 @output_option
 @aws_options
-def weights(service: str, pairs: tuple[str, ...], output: str, **options: Any) -> None:
+def weights(
+    service: str, pairs: tuple[str, ...], stop_all: bool, wait: bool, interval: float,
+    timeout: float, output: str, **options: Any,
+) -> None:  # fmt: skip
     """Set the weights of SERVICE's revisions, e.g. `flotilla weights api v1=90 v2=10`.
 
-    A revision is named by its label or a unique prefix of its id. Revisions not named
-    keep their weights; weight 0 takes a revision out of the rollout.
+    A revision is named by its whole id, else its exact label, else a unique prefix of
+    its id: a label always names its own revision. Revisions not named keep their
+    weights; weight 0 takes a revision out of the rollout. Weights that are all 0 are
+    refused unless --stop-all is given. With --wait, follows the rollout the change
+    starts, like `flotilla rollout watch`, and exits with its outcome.
     """
     validation.service_name(service)
     parsed = parse_pairs(pairs)
     wiring = wiring_from(options)
     current = find_service(wiring.store, service, wiring.settings.environment)
-    change = wiring.operations.set_weights(current, parsed)
+    change = wiring.operations.set_weights(current, parsed, stop_all=stop_all)
     if change.unwoken is not None:
         warn_unwoken(change.unwoken)
     stored, labels = change.service, change.labels
     if output == "json":
-        print_json(
+        (print_json_line if wait else print_json)(
             {
                 "service": service,
                 "version": stored.version,
@@ -64,8 +81,15 @@ def weights(service: str, pairs: tuple[str, ...], output: str, **options: Any) -
                 ],
             }
         )
-        return
-    print_table(
-        ["ID", "LABEL", "WEIGHT"],
-        [[rev[:ID_CHARS], labels.get(rev, "?"), w] for rev, w in sorted(stored.weights.items())],
-    )
+    else:
+        print_table(
+            ["LABEL", "ID", "WEIGHT"],
+            [
+                [labels.get(rev, "?"), rev[:ID_CHARS], w]
+                for rev, w in sorted(stored.weights.items(), key=lambda i: labels.get(i[0], ""))
+            ],
+        )
+    if wait:
+        watch_rollout(
+            wiring, service, interval=interval, timeout=timeout, output=output, changed_here=True
+        )

@@ -350,10 +350,11 @@ def test_undo_by_steps_and_to_a_revision(world: World) -> None:
 @pytest.mark.parametrize(
     ("steps", "to", "message"),
     [
-        (1, None, "cannot undo api's weights to the weights before the current ones: its "
-                  "history holds no earlier weights"),
-        (3, None, "holds 1 earlier setting(s) of weights, not 3"),
-        (1, "v2", "no earlier weights in its history gave that revision a weight"),
+        (1, None, "cannot undo api's weights: its history holds no earlier weights"),
+        (3, None, "cannot undo api's weights 3 steps back: its history holds 1 earlier "
+                  "setting(s) of weights, not 3"),
+        (1, "v2", "cannot undo api's weights to v2: no earlier weights in its history gave "
+                  "that revision a weight"),
     ],
 )  # fmt: skip
 def test_nothing_to_undo_stores_and_sends_nothing(
