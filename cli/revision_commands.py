@@ -1,7 +1,10 @@
 """`flotilla revision add|list|show`: immutable sets of unit files and sealed environments.
 
-`add` reads the files (cli.revision_sources), seals each unit's environment with the
-environment's KMS key, stores the revision and prints its id. `list` and `show` print
+`add` reads the files (cli.revision_sources), checks the units the way systemd would
+(`engine.unit_checks`, and `systemd-analyze verify` where this machine has it:
+`cli.unit_verify`), checks the label (`engine.operations.names.new_label`: one revision
+per label, so a label always names its revision), seals each unit's environment with
+the environment's KMS key, stores the revision and prints its id. `list` and `show` print
 variable NAMES only: values are never decrypted here.
 """
 
@@ -13,35 +16,44 @@ from typing import Any
 
 import click
 
-from flotilla.cli import revision_sources
+from flotilla.cli import revision_sources, unit_verify
 from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_fields, print_json, print_table
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
-from flotilla.engine.operations.names import ID_CHARS, find_revision, find_service
+from flotilla.engine.operations.names import ID_CHARS, find_revision, find_service, new_label
 from flotilla.engine.records import Revision
 from flotilla.engine.revisions import build_revision
+from flotilla.engine.unit_checks import check_units, refuse
 
 
-@click.group()
+@click.group(short_help="Add, list and show a service's revisions.")
 def revision() -> None:
     """Add, list and show a service's revisions."""
 
 
-@revision.command()
+@revision.command(short_help="Add a revision from a directory or a tar on stdin.")
 @click.argument("service")
 @click.argument("source", metavar="DIR|-")
-@click.option("--label", help="A name for the revision, e.g. v2 [default: a timestamp]")
+@click.option(
+    "--label",
+    help="A name for the revision, e.g. v2, unique in the service [default: a timestamp]",
+)
 @click.option(
     "--kms-key-id",
     envvar="FLOTILLA_KMS_KEY_ID",
     help="KMS key that seals environments [default: alias/flotilla-ENV]",
 )
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Add it although systemd would ignore parts of a unit (an unknown key or section)",
+)
 @output_option
 @aws_options
 def add(
-    service: str, source: str, label: str | None, kms_key_id: str | None, output: str,
-    **options: Any,
+    service: str, source: str, label: str | None, kms_key_id: str | None, force: bool,
+    output: str, **options: Any,
 ) -> None:  # fmt: skip
     """Add a revision of SERVICE from the files in DIR, or from a tar archive on stdin (-).
 
@@ -49,6 +61,16 @@ def add(
     environment of X.service only. An X.env with DOCKER_IMAGE (and DOCKER_PORT_<host>=
     <container> mappings) and no X.service becomes a unit running that container.
     Prints the new revision's id.
+
+    Units are checked the way systemd reads them (with `systemd-analyze verify` too,
+    where this machine has it): one systemd would refuse (a service without ExecStart=,
+    a timer without On...=) is never added; one whose keys or sections systemd would
+    ignore (a typo like ExecStartt=) is added only with --force.
+
+    Labels: each revision of a service has its own label, and a label always names its
+    revision (before any id prefix), so a label another revision has is refused, as is
+    one of 64 hex digits (it reads as a whole id). A label that is also the start of
+    another revision's id is fine: that revision keeps its label and its longer prefixes.
     """
     validation.service_name(service)
     if label is not None:
@@ -64,21 +86,25 @@ def add(
         sources = revision_sources.from_tar(data)
     else:
         sources = revision_sources.from_directory(Path(source))
+    found = check_units(sources.units)
+    # The units are sound as far as Flotilla can tell; systemd's own checker has the last
+    # word where it is installed (refuse() decides for both, before any AWS call).
+    passed = refuse([*found, *unit_verify.verify(sources.units)], force=force)
+    for problem in passed:
+        click.echo(f"warning: --force: {problem.text()}", err=True)
     wiring = wiring_from(options)
     store = wiring.store
     find_service(store, service, wiring.settings.environment)  # fails before anything is sealed
     now = wiring.clock.now()
-    taken = {r.label for r in store.list_revisions(service)}
+    existing = store.list_revisions(service)
     if label is None:
+        taken = {r.label for r in existing}
         label = stamp = now.strftime("%Y%m%d-%H%M%S")
         suffix = 1
         while label in taken:  # two adds within the same second
             suffix += 1
             label = f"{stamp}-{suffix}"
-    if label in taken:
-        raise ValidationError(
-            f"service {service!r} already has a revision labelled {label!r}; choose another --label"
-        )
+    new_label(existing, label, service)
     built = build_revision(
         service, label, sources.units, sources.environments, wiring.secret_box(kms_key_id), now
     )
@@ -96,7 +122,7 @@ def add(
         click.echo(stored.id)
 
 
-@revision.command(name="list")
+@revision.command(name="list", short_help="List a service's revisions and their weights.")
 @click.argument("service")
 @output_option
 @aws_options
@@ -124,7 +150,7 @@ def list_(service: str, output: str, **options: Any) -> None:
     )
 
 
-@revision.command()
+@revision.command(short_help="Show one revision: its units and variable names.")
 @click.argument("service")
 @click.argument("revision_name", metavar="REVISION")
 @click.option("--units", "show_units", is_flag=True, help="Also print the unit files")

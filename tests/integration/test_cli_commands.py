@@ -164,21 +164,74 @@ def test_weights_mistakes_change_nothing(cli: Cli, service: str, tmp_path: Path)
     assert "does not exist" in assert_refused(cli, "weights", "nosuch", "v1=5", code=1)
 
 
-def test_a_name_matching_two_revisions_is_refused(cli: Cli, tmp_path: Path) -> None:
+def test_a_label_always_names_its_own_revision(cli: Cli, tmp_path: Path) -> None:
+    from flotilla.engine.revisions import revision_id
+
     cli.ok("service", "create", "amb")
     (tmp_path / "web.service").write_text(WORKER)
     first = cli.ok("revision", "add", "amb", str(tmp_path), "--label", "one").strip()
-    # A second revision labelled with a prefix of the first one's id.
+    # A second revision labelled with a prefix of the first one's id: the label wins.
     (tmp_path / "web.service").write_text(WEB)
-    cli.ok("revision", "add", "amb", str(tmp_path), "--label", first[:6])
-    line = assert_refused(cli, "weights", "amb", f"{first[:6]}=5")
-    assert "more than one revision" in line
-    assert "longer id prefix" in line
-    cli.ok("weights", "amb", f"{first[:12]}=5")
-    # Without --label, a revision is labelled with the time it was added.
+    second = cli.ok("revision", "add", "amb", str(tmp_path), "--label", first[:6]).strip()
+    stored = json.loads(cli.ok("weights", "amb", f"{first[:6]}=5", "-o", "json"))
+    assert [w["id"] for w in stored["weights"]] == [second]
+    # The first is still named by a longer prefix of its id, or by its own label.
+    stored = json.loads(cli.ok("weights", "amb", f"{first[:12]}=7", "-o", "json"))
+    assert {w["id"]: w["weight"] for w in stored["weights"]}[first] == 7
+    stored = json.loads(cli.ok("weights", "amb", "one=8", "-o", "json"))
+    assert {w["id"]: w["weight"] for w in stored["weights"]}[first] == 8
+    assert "named twice" in assert_refused(cli, "weights", "amb", f"{first[:12]}=7", "one=7")
+    # A label like `b` beside an id starting b...: find content whose id starts with b.
+    for n in range(400):
+        text = f"[Service]\nExecStart=/usr/bin/web --build {n}\n"
+        if revision_id("amb", {"web.service": text}, None).startswith("b"):
+            break
+    (tmp_path / "web.service").write_text(text)
+    cli.ok("revision", "add", "amb", str(tmp_path), "--label", "build-7")
     (tmp_path / "web.service").write_text(WEB + "Restart=always\n")
+    labelled_b = cli.ok("revision", "add", "amb", str(tmp_path), "--label", "b").strip()
+    stored = json.loads(cli.ok("weights", "amb", "b=100", "-o", "json"))
+    assert {w["id"]: w["weight"] for w in stored["weights"]}[labelled_b] == 100
+    # Labels name one revision each; 64 hex digits would read as a whole id.
+    (tmp_path / "web.service").write_text(WEB + "Restart=on-failure\n")
+    assert "already has a revision labelled 'b'" in assert_refused(
+        cli, "revision", "add", "amb", str(tmp_path), "--label", "b"
+    )
+    assert "64 hex digits" in assert_refused(
+        cli, "revision", "add", "amb", str(tmp_path), "--label", "a" * 64
+    )
+    # Without --label, a revision is labelled with the time it was added.
     added = json.loads(cli.ok("revision", "add", "amb", str(tmp_path), "-o", "json"))
     assert re.fullmatch(r"20[0-9]{6}-[0-9]{6}(-[0-9]+)?", added["label"])
+
+
+def test_revision_add_checks_units_the_way_systemd_reads_them(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("service", "create", "units")
+    typo = tmp_path / "typo"
+    typo.mkdir()
+    (typo / "web.service").write_text(
+        "[Service]\nExecStartt=/usr/bin/web\nExecStart=/usr/bin/web\n"
+    )
+    line = assert_refused(cli, "revision", "add", "units", str(typo), "--label", "t1")
+    assert "web.service, line 2: unknown key ExecStartt= in [Service]" in line
+    assert "(did you mean ExecStart=?)" in line
+    assert "--force" in line
+    forced = cli.run("revision", "add", "units", str(typo), "--label", "t1", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "warning: --force: web.service, line 2: unknown key ExecStartt=" in forced.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "web.service").write_text("[Service]\nExecStartt=/usr/bin/web\n")
+    for force in ([], ["--force"]):
+        line = assert_refused(cli, "revision", "add", "units", str(empty), "--label", "e1", *force)
+        assert "a service needs ExecStart=" in line
+        assert "--force cannot help" in line
+    # systemd-analyze knows values too (this machine has it: Debian's systemd).
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    (odd / "web.service").write_text("[Service]\nExecStart=/usr/bin/web\nRestart=sometimes\n")
+    line = assert_refused(cli, "revision", "add", "units", str(odd), "--label", "o1")
+    assert "web.service, line 3: systemd-analyze: Failed to parse service restart" in line
 
 
 def test_revision_add_mistakes_change_nothing(cli: Cli, service: str, tmp_path: Path) -> None:
