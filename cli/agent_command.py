@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
-import time
 from datetime import timedelta
 from importlib.metadata import version
 from pathlib import Path
@@ -19,17 +17,20 @@ from typing import Any
 
 import click
 
+from flotilla.adapters.process_identity import current_identity
 from flotilla.adapters.sd_notify import notify_ready
 from flotilla.adapters.systemd import missing_bindings
 from flotilla.cli import DISTRIBUTION
 from flotilla.cli.agent_assembly import adapters_from, build_agent
 from flotilla.cli.agent_runtime import PROCESS, SYSTEMD, choose_runtime, host_runs_systemd
-from flotilla.cli.daemon import daemon_options, seconds_option, start_daemon
+from flotilla.cli.daemon import at_start, daemon_options, seconds_option, start_daemon
 from flotilla.cli.wiring import unit_runtime
 from flotilla.engine.deploy.agent import AgentSettings
 from flotilla.engine.deploy.runner import FaultHook, RunnerSettings
 from flotilla.engine.deploy.steps import StepSettings
 from flotilla.engine.errors import ValidationError
+from flotilla.engine.liveness import DEFAULT_AGENT_LEASE, DEFAULT_INSTANCE_TTL
+from flotilla.engine.operations.names import find_service
 from flotilla.engine.records import Instance
 from flotilla.engine.validation import service_name
 
@@ -61,15 +62,29 @@ log = logging.getLogger(__name__)
     envvar="FLOTILLA_KMS_KEY_ID",
     help="KMS key of the environment [default: alias/flotilla-ENV]",
 )
-@seconds_option("--poll-interval", 5.0, 0.1, 3600, "Seconds between looks at the assignment")
-@seconds_option("--heartbeat-interval", 30.0, 1, 3600, "Seconds between heartbeats")
+@seconds_option(
+    "--poll-interval",
+    60.0,
+    0.1,
+    3600,
+    "Seconds between looks at the assignment when no wake-up comes (the scheduler rings the"
+    " agent at once; without a wake-up queue the agent looks every 5 s)",
+)
 @seconds_option("--lease-seconds", 120.0, 3, 3600, "Deploy lock lease, renewed while a deploy runs")
-@seconds_option("--agent-lease-seconds", 15.0, 1, 3600, "Lease of this agent on its instance")
+@seconds_option(
+    "--agent-lease-seconds",
+    DEFAULT_AGENT_LEASE.total_seconds(),
+    1,
+    86400,
+    "This agent's hold on its instance; renewing it, every third of it, is the heartbeat",
+)
 @daemon_options
 def agent(**options: Any) -> None:
     """Run the agent: resume any interrupted deploy, then deploy each new assignment.
 
-    Logs one JSON object per line on standard error. Under systemd (`Type=notify`) it
+    Refuses a SERVICE that does not exist. At start it retries AWS with back-off for
+    about a minute and a half, logging each attempt. Logs one JSON object per line on
+    standard error. Under systemd (`Type=notify`) it
     reports READY once the instance is registered. SIGTERM finishes the current step,
     checkpoints it, and exits 0; the deploy resumes at the next start.
     """
@@ -84,6 +99,12 @@ def agent(**options: Any) -> None:
         missing_bindings=missing_bindings(),
     )
     wiring, stop = start_daemon("flotilla-agent", options)
+    # A mistyped --service must not register an instance into nothing and idle for ever.
+    at_start(
+        f"finding service {service}",
+        lambda: find_service(wiring.store, service, wiring.settings.environment),
+        stop,
+    )
     log.info("%s", choice.describe())
     instance_id = options["instance_id"] or _instance_id_from_metadata()
     runtime = unit_runtime(
@@ -92,16 +113,22 @@ def agent(**options: Any) -> None:
         bus_address=options["bus_address"],
         unit_dir=options["unit_dir"],
     )
-    adapters = adapters_from(wiring, runtime, kms_key_id=options["kms_key_id"])
+    adapters = at_start(
+        "finding the events queue",
+        lambda: adapters_from(wiring, runtime, kms_key_id=options["kms_key_id"], stop=stop),
+        stop,
+    )
+    agent_lease = timedelta(seconds=options["agent_lease_seconds"])
     build_agent(
         AgentSettings(
             instance_id=instance_id,
             service=service,
             agent_version=version(DISTRIBUTION),
-            owner=f"{instance_id}/{socket.gethostname()}/{os.getpid()}/{time.time_ns()}",
+            owner=current_identity(),
             poll_interval=timedelta(seconds=options["poll_interval"]),
-            heartbeat_interval=timedelta(seconds=options["heartbeat_interval"]),
-            agent_lease=timedelta(seconds=options["agent_lease_seconds"]),
+            agent_lease=agent_lease,
+            # Above the heartbeat however long the hold (the scheduler's TTL is its own).
+            instance_ttl=max(DEFAULT_INSTANCE_TTL, agent_lease),
         ),
         adapters,
         stop=stop,
