@@ -6,6 +6,16 @@ so status never disagrees with what the scheduler will do. `progress_json` is th
 scripts get; `print_progress` draws it for a person: a header, one bar per revision
 (instances running it against the count its weight asks for) and a table of instances.
 Revisions are shown by label, or by a 12-character id prefix when no label is known.
+
+Liveness: every instance shows when it was last heard from (its heartbeat, or its deploy's
+last checkpoint when that is later) and its agent's version. One not heard from for two
+of its heartbeats is *silent* (its agent may be dead: a SIGKILLed agent looks exactly like
+this) and is shown so, with how long, until the instance TTL passes and it stops counting
+(never later than halfway to the TTL). The threshold is not a number of its own: an
+agent's heartbeat is the renewal of its hold on the instance, once a third of the hold
+has passed (`engine.leases`), and the instance records the hold it took, so each
+instance's threshold follows its own agent's settings; an instance that records none gets
+the default heartbeat and TTL of `engine.liveness`, the one place they are decided.
 """
 
 from __future__ import annotations
@@ -21,7 +31,7 @@ import click
 from flotilla.cli.output import print_fields, print_table
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.errors import NotFoundError
-from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
+from flotilla.engine.liveness import DEFAULT_HEARTBEAT, DEFAULT_INSTANCE_TTL
 from flotilla.engine.operations.names import label_of, weights_text
 from flotilla.engine.ports import StateStore
 from flotilla.engine.records import Instance, RolloutStatus, Service, deploy_id_for
@@ -38,6 +48,26 @@ from flotilla.scheduler.rollout import (
 )
 
 BAR_WIDTH = 30
+
+
+RENEWED_AT = 3  # a hold is renewed once a third of it has passed (engine.leases)
+
+
+def heartbeat_of(instance: Instance) -> timedelta:
+    """How often `instance`'s agent heartbeats: a third of the hold it last took, as the
+    instance records it, or the default when it records none."""
+    until = instance.agent_lease_until
+    if until is not None and until > instance.heartbeat_at:
+        return (until - instance.heartbeat_at) / RENEWED_AT
+    return DEFAULT_HEARTBEAT
+
+
+def silence_threshold(heartbeat: timedelta, ttl: timedelta) -> timedelta:
+    """An instance is silent once two heartbeats are missed, and at the latest halfway
+    to the TTL (with heartbeats almost as rare as the TTL, two would never come)."""
+    return min(2 * heartbeat, ttl / 2)
+
+
 # The scheduler's word `in_flight` reads as "deploying" to a person watching a rollout.
 PHASE_WORDS = {Phase.SETTLED: "settled", Phase.IN_FLIGHT: "deploying", Phase.FAILED: "failed"}
 
@@ -47,6 +77,14 @@ class InstanceProgress:
     instance: Instance
     phase: Phase
     deploy: DeployCheckpoint | None  # the deploy that decides its phase, if there is one
+
+    @property
+    def last_seen(self) -> datetime:
+        """The latest sign of life: its heartbeat, or its deploy's last checkpoint."""
+        seen = self.instance.heartbeat_at
+        if self.deploy is not None and self.deploy.updated_at > seen:
+            return self.deploy.updated_at
+        return seen
 
 
 @dataclass(frozen=True)
@@ -58,6 +96,20 @@ class Progress:
     instances: tuple[InstanceProgress, ...]  # live ones, by id
     dead: int  # instances whose heartbeat is too old to count
     read_at: datetime
+    ttl: timedelta  # after this long without a heartbeat an instance stops counting
+
+    def silent_after(self, item: InstanceProgress) -> timedelta:
+        """After how long without a word `item` is shown as silent."""
+        return silence_threshold(heartbeat_of(item.instance), self.ttl)
+
+    def silent_for(self, item: InstanceProgress) -> timedelta | None:
+        """How long `item` has not been heard from, if that makes it silent."""
+        quiet = self.read_at - item.last_seen
+        return quiet if quiet >= self.silent_after(item) else None
+
+    @property
+    def silent(self) -> int:
+        return sum(1 for i in self.instances if self.silent_for(i) is not None)
 
     @property
     def in_sync(self) -> bool:
@@ -112,7 +164,7 @@ def read_progress(
         deploy = unfinished.get(instance.id) or (own if phase is not Phase.SETTLED else None)
         instances.append(InstanceProgress(instance, phase, deploy))
     labels = {r.id: r.label for r in store.list_revisions(service.name)}
-    return Progress(service, labels, tuple(instances), len(dead), now)
+    return Progress(service, labels, tuple(instances), len(dead), now, ttl)
 
 
 def _revision(progress: Progress, revision: str | None) -> dict[str, str] | None:
@@ -159,6 +211,11 @@ def progress_json(progress: Progress) -> dict[str, Any]:
                 "deploy_state": deploy_state,
                 "progress": None if step is None else {"step": step, "steps": len(HAPPY_PATH)},
                 "error": deploy.error if deploy and item.phase is Phase.FAILED else None,
+                "agent_version": item.instance.agent_version,
+                "heartbeat_at": item.instance.heartbeat_at.isoformat(),
+                "last_seen_at": item.last_seen.isoformat(),
+                "silent_for_seconds": _seconds(progress.silent_for(item)),
+                "silent_after_seconds": _seconds(progress.silent_after(item)),
             }
         )
     return {
@@ -179,23 +236,60 @@ def progress_json(progress: Progress) -> dict[str, Any]:
         },
         "revisions": progress.revision_counts(),
         "instances": instances,
+        "silent_instances": progress.silent,
         "dead_instances": progress.dead,
+        "instance_ttl_seconds": _seconds(progress.ttl),
         "read_at": progress.read_at.isoformat(),
     }
 
 
+def _seconds(value: timedelta | None) -> float | None:
+    return None if value is None else round(value.total_seconds(), 3)
+
+
 def bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
-    """`[#####-----]`: `done` of `total`; a revision that should run nowhere is full at 0."""
-    share = (1.0 if done <= 0 else 0.0) if total <= 0 else min(done, total) / total
+    """`[#####-----]`: `done` of `total`; empty when nothing is asked for (weight 0)."""
+    share = 0.0 if total <= 0 else min(done, total) / total
     filled = round(share * width)
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 
+def _revision_line(count: Mapping[str, Any], width: int) -> str:
+    running, target, weight = count["running"], count["target"], count["weight"]
+    if weight == 0:
+        text = f"{running} running (weight 0: {'leaving' if running else 'runs nowhere'})"
+    else:
+        text = f"{running}/{target} running (weight {weight})"
+    return f"{count['label']:<{width}}  {bar(running, target)}  {text}"
+
+
+def _time(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+
+
 def _status_line(progress: Progress) -> str:
-    state = progress.service.rollout_state
+    """The status and since when it holds: a complete rollout since it completed, a
+    stopped one since it stopped, a rolling one since it began."""
+    service = progress.service
+    state = service.rollout_state
     text = state.status.value
-    if state.started_at is not None:
-        text += f" (since {state.started_at.strftime('%Y-%m-%d %H:%M:%S')} UTC)"
+    ended_kind = {
+        RolloutStatus.COMPLETE: "rollout_complete",
+        RolloutStatus.STOPPED: "rollout_stopped",
+    }
+    since = state.started_at
+    if state.status in ended_kind:
+        ended = [
+            entry.at
+            for entry in service.history
+            if entry.kind == ended_kind[state.status]
+            and (state.started_at is None or entry.at >= state.started_at)
+        ]
+        since = ended[-1] if ended else None
+    if since is not None:
+        text += f" (since {_time(since)})"
+    if state.status is RolloutStatus.COMPLETE and state.started_at is not None:
+        text += f"; began {_time(state.started_at)}"
     if not progress.in_sync:
         text += "; new weights are stored, the scheduler has not begun rolling them out"
     return text
@@ -220,24 +314,35 @@ def print_progress(progress: Progress) -> None:
         fields.append(("stopped because", state.reason))
     if state.previous_weights is not None:
         fields.append(("last good", weights_text(state.previous_weights, labels)))
+    ttl = _duration(progress.ttl)
+    if progress.silent:
+        fields.append(
+            (
+                "silent instances",
+                f"{progress.silent} (missed two heartbeats: is the agent running? they stop "
+                f"counting {ttl} after their last heartbeat)",
+            )
+        )
     if progress.dead:
-        fields.append(("dead instances", f"{progress.dead} (no heartbeat; not counted)"))
+        fields.append(("dead instances", f"{progress.dead} (no heartbeat for {ttl}; not counted)"))
     print_fields(fields)
     click.echo("")
     counts = progress.revision_counts()
     width = max((len(str(c["label"])) for c in counts), default=0)
     for count in counts:
-        click.echo(
-            f"{count['label']:<{width}}  {bar(count['running'], count['target'])}  "
-            f"{count['running']}/{count['target']} running (weight {count['weight']})"
-        )
+        click.echo(_revision_line(count, width))
     if not counts:
         click.echo("no revision has a weight")
     click.echo("")
     print_table(
-        ["INSTANCE", "ASSIGNED", "CURRENT", "PHASE", "PROGRESS"],
+        ["INSTANCE", "ASSIGNED", "CURRENT", "PHASE", "PROGRESS", "LAST SEEN", "AGENT"],
         [_instance_row(progress, item) for item in progress.instances],
     )
+
+
+def _duration(value: timedelta) -> str:
+    seconds = round(value.total_seconds())
+    return f"{seconds} s" if seconds < 120 or seconds % 60 else f"{seconds // 60} min"
 
 
 def _instance_row(progress: Progress, item: InstanceProgress) -> Sequence[Any]:
@@ -254,12 +359,17 @@ def _instance_row(progress: Progress, item: InstanceProgress) -> Sequence[Any]:
     else:
         shown = str(deploy_state)
     instance = item.instance
+    quiet = progress.silent_for(item)
+    ago = round(max((progress.read_at - item.last_seen).total_seconds(), 0))
+    seen = f"{ago}s ago" if quiet is None else f"silent for {ago}s"
     return [
         instance.id,
         label_of(progress.labels, instance.assigned_revision) or "-",
         label_of(progress.labels, instance.current_revision) or "-",
         PHASE_WORDS[item.phase],
         shown,
+        seen,
+        instance.agent_version,
     ]
 
 

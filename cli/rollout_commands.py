@@ -48,7 +48,13 @@ def rollout() -> None:
 @output_option
 @aws_options
 def status(service: str, output: str, **options: Any) -> None:
-    """Show SERVICE's rollout: weights, failures, a bar per revision and every live instance."""
+    """Show SERVICE's rollout: weights, failures, a bar per revision and every live instance.
+
+    Each instance shows when it was last heard from (its heartbeat, or its deploy's last
+    checkpoint if later) and its agent's version. One that missed two heartbeats (its
+    agent's own interval: a third of the hold it took on its instance) is shown as silent,
+    until the instance TTL passes and it no longer counts.
+    """
     validation.service_name(service)
     wiring = wiring_from(options)
     record = find_service(wiring.store, service, wiring.settings.environment)
