@@ -27,6 +27,7 @@ from flotilla.engine.errors import (
     NotFoundError,
     ValidationError,
 )
+from flotilla.engine.operations.names import find_service
 from flotilla.engine.ports import UserStore
 from flotilla.engine.updates import MAX_ATTEMPTS, apply_until_stored
 from flotilla.engine.users import PublicKey, User
@@ -188,7 +189,7 @@ def user() -> None:
     "services",
     multiple=True,
     metavar="SERVICE",
-    help="A service whose instances the user may reach. Repeatable.",
+    help="A service whose instances the user may reach (it must exist). Repeatable.",
 )
 @click.option("--admin", is_flag=True, help="The user may reach every service's instances.")
 @output_option
@@ -209,6 +210,8 @@ def add(
     wanted = [validation.service_name(s) for s in services]
     keys = read_keys(key_sources)  # everything is checked before any AWS call
     wiring = wiring_from(options)
+    for service in wanted:  # a typo must not grant access to a service that does not exist
+        find_service(wiring.store, service, wiring.settings.environment)
     store = wiring.users
     try:
         current = store.get_user(name)

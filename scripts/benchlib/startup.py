@@ -56,6 +56,13 @@ def run(runs: int, quick: bool) -> list[Figure]:
         create_environment_stack(ENVIRONMENT, endpoint)
         key = public_key_line("alice@bench")
         (Path(work) / "alice.pub").write_text(key + "\n", encoding="utf-8")
+        # A user is given access to services that exist only.
+        created = subprocess.run(
+            [FLOTILLA, "service", "create", SERVICE],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if created.returncode != 0:
+            raise RuntimeError(f"service create failed: {created.stderr[-1000:]}")
         added = subprocess.run(
             [FLOTILLA, "user", "add", "alice", "--key", str(Path(work) / "alice.pub"),
              "--service", SERVICE],

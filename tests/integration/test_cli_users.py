@@ -58,7 +58,10 @@ def cli() -> Iterator[Cli]:
     environment = f"usr{os.getpid()}"
     with moto_server() as endpoint:
         create_environment_stack(environment, endpoint)
-        yield Cli(endpoint, environment)
+        cli = Cli(endpoint, environment)
+        for service in ("api", "web"):  # access is granted only to services that exist
+            cli.ok("service", "create", service)
+        yield cli
 
 
 def assert_refused(cli: Cli, *args: str, code: int = 2, **kw: Any) -> str:
@@ -236,6 +239,12 @@ def test_mistakes_print_one_line_and_change_nothing(
     assert "needs at least one public key" in assert_refused(
         cli, "user", "add", "gus", "--service", "api"
     )
+    # A typo in a service grants nothing (it used to grant access to a service that
+    # does not exist).
+    line = assert_refused(
+        cli, "user", "add", "dana", "--service", "apj", "--key", "-", stdin=team["dana"], code=1
+    )
+    assert line.startswith("error: service 'apj' does not exist in environment")
     assert "has no key SHA256:nope" in assert_refused(
         cli, "user", "remove", "dana", "--key", "SHA256:nope", code=1
     )

@@ -328,6 +328,7 @@ def _ssh(fleet: Fleet, key: Path) -> subprocess.CompletedProcess[str]:
 def test_sshd_lets_in_exactly_the_users_flotilla_keys_names(booted: Fleet) -> None:
     keys = booted.folder / "keys"
     keys.mkdir()
+    booted.cli.ok("service", "create", "web")  # access is granted to services that exist
     for name, options in {
         "alice": ["--service", SERVICE],
         "bob": ["--service", "web"],
