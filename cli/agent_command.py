@@ -38,7 +38,7 @@ FAULT_VARIABLE = "FLOTILLA_FAULT_KILL_AT"
 log = logging.getLogger(__name__)
 
 
-@click.command()
+@click.command(short_help="Run the agent on an instance (a daemon).")
 @click.option("--service", "service", required=True, help="The service this instance is born into.")
 @click.option("--instance-id", help="This instance's id [default: EC2 instance metadata, IMDSv2]")
 @click.option(

@@ -136,7 +136,7 @@ def line_row(line: Line, labels: Mapping[str, str], now: datetime) -> list[str]:
     ]
 
 
-@click.command()
+@click.command(short_help="Show what happened to a service, newest first.")
 @click.argument("service")
 @click.option("--limit", default="50", show_default=True, metavar="N", help="Newest N lines")
 @output_option

@@ -66,7 +66,7 @@ NO_WHEEL = {
 WITHOUT_WHEEL = {"SchedulerCount": "0", **NO_WHEEL}
 
 
-@click.command()
+@click.command(short_help="Create or update the environment's stack.")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing")
 @click.option(
     "--scheduler-count",

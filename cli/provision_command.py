@@ -82,7 +82,7 @@ def load_balancer_parameters(service: Service) -> dict[str, str]:
     return {"LoadBalancerKind": "target_group", "LoadBalancerName": name}
 
 
-@click.command()
+@click.command(short_help="Create or update a service's stack of workers.")
 @click.argument("name")
 @click.option(
     "--subnets", metavar="SUBNET,...", help="Subnets of the workers [default: default VPC]"

@@ -22,7 +22,7 @@ from flotilla.engine.validation import whole_number
 from flotilla.scheduler.service import Scheduler, SchedulerSettings
 
 
-@click.command()
+@click.command(short_help="Run the scheduler (a daemon; one leads).")
 @seconds_option(
     "--interval",
     15.0,

@@ -7,7 +7,7 @@ operators never overwrite each other's changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -18,7 +18,8 @@ from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_fields, print_json, print_table
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
-from flotilla.engine.operations.names import find_service
+from flotilla.engine.operations.names import find_service, label_of, weights_text
+from flotilla.engine.ports import StateStore
 from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef, Service
 from flotilla.engine.updates import modify_service
 
@@ -38,42 +39,52 @@ def parse_load_balancer(text: str) -> LoadBalancerRef | None:
     return validation.load_balancer(LoadBalancerRef(kinds[kind], name))
 
 
-def settings_options(command: F) -> F:
-    """The options create and update share; each left out means "unchanged" (or default)."""
+def settings_options(*, creating: bool) -> Callable[[F], F]:
+    """The options create and update share. `create` fills in a default for each one left
+    out (said in its help); `update` leaves a setting that is not given as it is, so its
+    help shows no default: it would claim a change that does not happen."""
+
+    def default(text: str) -> str:
+        return f"[default: {text}]" if creating else "[unchanged if not given]"
+
     options = [
         click.option(
             "--load-balancer",
             metavar="classic:NAME|target_group:ARN|none",
-            help="Load balancer that instances leave while they upgrade",
+            help="Load balancer that instances leave while they upgrade " + default("none"),
         ),
-        click.option("--drain-timeout", type=int, metavar="SECONDS", help="[default: 300]"),
-        click.option("--health-timeout", type=int, metavar="SECONDS", help="[default: 300]"),
+        click.option("--drain-timeout", type=int, metavar="SECONDS", help=default("300")),
+        click.option("--health-timeout", type=int, metavar="SECONDS", help=default("300")),
         click.option(
             "--settle",
             type=int,
             metavar="SECONDS",
-            help="How long units must stay active to count as healthy [default: 5]",
+            help="How long units must stay active to count as healthy " + default("5"),
         ),
         click.option(
             "--max-in-flight",
             metavar="N|P%",
-            help="Instances deploying at once: a count or a share [default: 1]",
+            help="Instances deploying at once: a count or a share " + default("1"),
         ),
         click.option(
             "--max-failures",
             type=int,
             metavar="N",
-            help="Failed deploys before a rollout stops [default: 1]",
+            help="Failed deploys before a rollout stops " + default("1"),
         ),
         click.option(
             "--auto-revert/--no-auto-revert",
             default=None,
-            help="Restore the previous weights when a rollout stops [default: on]",
+            help="Restore the previous weights when a rollout stops " + default("on"),
         ),
     ]
-    for option in reversed(options):
-        command = option(command)
-    return command
+
+    def decorate(command: F) -> F:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
 
 
 def apply_settings(service: Service, options: dict[str, Any]) -> Service:
@@ -100,8 +111,9 @@ def apply_settings(service: Service, options: dict[str, Any]) -> Service:
     return validation.service(replace(service, **changes))
 
 
-def service_summary(service: Service) -> dict[str, Any]:
-    """What `show` and `list` report: settings, policy and weights (no secrets live here)."""
+def service_summary(service: Service, labels: Mapping[str, str]) -> dict[str, Any]:
+    """What `show` and `list` report: settings, policy and weights (no secrets live here).
+    Weights are keyed by revision id, as scripts need; `labels` names the weighted ones."""
     balancer = service.load_balancer
     return {
         "name": service.name,
@@ -117,6 +129,7 @@ def service_summary(service: Service) -> dict[str, Any]:
             "auto_revert": service.rollout.auto_revert,
         },
         "weights": dict(service.weights),
+        "labels": {rev: label_of(labels, rev) for rev in sorted(service.weights)},
         "paused": service.paused,
         "version": service.version,
         "created_at": service.created_at.isoformat() if service.created_at else None,
@@ -129,13 +142,16 @@ def _balancer_text(service: Service) -> str:
     return "none" if balancer is None else f"{balancer.kind.value}:{balancer.name}"
 
 
-def _weights_text(weights: dict[str, int]) -> str:
-    return ", ".join(f"{rev[:12]}={w}" for rev, w in sorted(weights.items())) or "-"
+def _labels(store: StateStore, service: Service) -> dict[str, str]:
+    """Revision id -> label of the service's revisions (read only when it has weights)."""
+    if not service.weights:
+        return {}
+    return {r.id: r.label for r in store.list_revisions(service.name)}
 
 
-def _show(service: Service, output: str) -> None:
+def _show(service: Service, labels: Mapping[str, str], output: str) -> None:
     if output == "json":
-        print_json(service_summary(service))
+        print_json(service_summary(service, labels))
         return
     print_fields(
         [
@@ -147,33 +163,33 @@ def _show(service: Service, output: str) -> None:
             ("max in flight", service.rollout.max_in_flight),
             ("max failures", service.rollout.max_failures),
             ("auto revert", "yes" if service.rollout.auto_revert else "no"),
-            ("weights", _weights_text(service.weights)),
+            ("weights", weights_text(service.weights, labels)),
             ("paused", "yes" if service.paused else "no"),
             ("version", service.version),
         ]
     )
 
 
-@click.group()
+@click.group(short_help="Create, change, show, list and delete services.")
 def service() -> None:
     """Create, change, show, list and delete services."""
 
 
-@service.command()
+@service.command(short_help="Create a service.")
 @click.argument("name")
-@settings_options
+@settings_options(creating=True)
 @output_option
 @aws_options
 def create(name: str, output: str, **options: Any) -> None:
     """Create the service NAME (it runs nothing until a revision gets a weight)."""
     record = apply_settings(Service(name=validation.service_name(name)), options)
     stored = wiring_from(options).store.create_service(record)
-    _show(stored, output)
+    _show(stored, {}, output)
 
 
-@service.command()
+@service.command(short_help="Change some settings of a service.")
 @click.argument("name")
-@settings_options
+@settings_options(creating=False)
 @output_option
 @aws_options
 def update(name: str, output: str, **options: Any) -> None:
@@ -187,27 +203,30 @@ def update(name: str, output: str, **options: Any) -> None:
     )
     if stored.version != current.version:
         notify_scheduler(wiring, name)  # a new rollout policy applies from the next pass
-    _show(stored, output)
+    _show(stored, _labels(wiring.store, stored), output)
 
 
-@service.command()
+@service.command(short_help="Show a service's settings and weights.")
 @click.argument("name")
 @output_option
 @aws_options
 def show(name: str, output: str, **options: Any) -> None:
     """Show NAME's settings, rollout policy and weights."""
     wiring = wiring_from(options)
-    _show(find_service(wiring.store, name, wiring.settings.environment), output)
+    found = find_service(wiring.store, name, wiring.settings.environment)
+    _show(found, _labels(wiring.store, found), output)
 
 
-@service.command(name="list")
+@service.command(name="list", short_help="List every service of the environment.")
 @output_option
 @aws_options
 def list_(output: str, **options: Any) -> None:
     """List every service of the environment."""
-    services = wiring_from(options).store.list_services()
+    store = wiring_from(options).store
+    services = store.list_services()
+    labels = {s.name: _labels(store, s) for s in services}
     if output == "json":
-        print_json([service_summary(s) for s in services])
+        print_json([service_summary(s, labels[s.name]) for s in services])
         return
     print_table(
         ["NAME", "LOAD BALANCER", "MAX IN FLIGHT", "WEIGHTS", "VERSION"],
@@ -216,7 +235,7 @@ def list_(output: str, **options: Any) -> None:
                 s.name,
                 _balancer_text(s),
                 s.rollout.max_in_flight,
-                _weights_text(s.weights),
+                weights_text(s.weights, labels[s.name]),
                 s.version,
             ]
             for s in services
@@ -224,7 +243,7 @@ def list_(output: str, **options: Any) -> None:
     )
 
 
-@service.command()
+@service.command(short_help="Delete a service.")
 @click.argument("name")
 @click.option(
     "--expected-version",

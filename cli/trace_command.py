@@ -31,7 +31,7 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-@click.group()
+@click.group(short_help="Show a rollout or one deploy as a timeline.")
 def trace() -> None:
     """Show a rollout or one deploy as a timeline: states, durations, crashes, errors."""
 
@@ -66,7 +66,7 @@ def _view_options(command: F) -> F:
     return command
 
 
-@trace.command()
+@trace.command(short_help="Every deploy of a service's rollout.")
 @click.argument("service")
 @click.option(
     "--revision", help="The rollout to this revision (label or id prefix) [default: the latest]"
@@ -130,7 +130,7 @@ def rollout(
     _show(model.view_of(rows, now=now, title=title), html_file, colour, width)
 
 
-@trace.command()
+@trace.command(short_help="One deploy of one instance.")
 @click.argument("deploy_id")
 @_view_options
 @aws_options

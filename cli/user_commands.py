@@ -169,12 +169,12 @@ def _show(record: User, output: str) -> None:
 # --- commands ---------------------------------------------------------------------------
 
 
-@click.group()
+@click.group(short_help="Manage who may log in to which instances by SSH.")
 def user() -> None:
     """Manage who may log in by SSH to which services' instances (see `flotilla keys`)."""
 
 
-@user.command()
+@user.command(short_help="Add a user, or keys, services or admin rights.")
 @click.argument("name")
 @click.option(
     "--key",
@@ -261,7 +261,7 @@ def _without(
     )
 
 
-@user.command()
+@user.command(short_help="Remove a user, or some of its keys or rights.")
 @click.argument("name")
 @click.option(
     "--key",
@@ -317,7 +317,7 @@ def remove(
         click.echo(f"removed user {name}")
 
 
-@user.command("list")
+@user.command("list", short_help="List users, their services and key fingerprints.")
 @output_option
 @aws_options
 def list_(output: str, **options: Any) -> None:
@@ -332,7 +332,7 @@ def _set_active(name: str, active: bool, output: str, options: dict[str, Any]) -
     _show(modify_user(wiring.users, current, lambda u: replace(u, active=active)), output)
 
 
-@user.command()
+@user.command(short_help="Stop printing a user's keys for sshd.")
 @click.argument("name")
 @output_option
 @aws_options
@@ -341,7 +341,7 @@ def deactivate(name: str, output: str, **options: Any) -> None:
     _set_active(name, False, output, options)
 
 
-@user.command()
+@user.command(short_help="Print a user's keys for sshd again.")
 @click.argument("name")
 @output_option
 @aws_options
@@ -350,7 +350,7 @@ def activate(name: str, output: str, **options: Any) -> None:
     _set_active(name, True, output, options)
 
 
-@click.command()
+@click.command(short_help="Print the keys sshd may accept (for sshd).")
 @click.argument("user_name", metavar="[USER]", required=False)
 @click.option(
     "--service",

@@ -136,8 +136,14 @@ def test_weights_by_label_and_by_id_prefix(cli: Cli, service: str) -> None:
     result = json.loads(cli.ok("weights", service, f"{v2[:8]}=25", "v1=75", "-o", "json"))
     assert {w["id"]: w["weight"] for w in result["weights"]} == {v1: 75, v2: 25}
     shown = json.loads(cli.ok("service", "show", service, "-o", "json"))
-    assert shown["weights"] == {v1: 75, v2: 25}
+    assert shown["weights"] == {v1: 75, v2: 25}  # ids, for scripts
+    assert shown["labels"] == {v1: "v1", v2: "v2"}
     assert "v2" in cli.ok("weights", service, "v2=25")
+    # People read labels, as `rollout status` shows them.
+    assert re.search(r"weights: +v1=75, v2=25", cli.ok("service", "show", service))
+    listed = [line for line in cli.ok("service", "list").splitlines() if line.startswith(service)]
+    assert "v1=75, v2=25" in listed[0]
+    assert v1[:12] not in listed[0]
 
 
 def assert_refused(
