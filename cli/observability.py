@@ -25,6 +25,10 @@ _CONTEXT_FIELDS = ("deploy_id", "service", "instance", "state")
 # botocore prints request and response bodies at DEBUG; those can hold key material
 # (KMS GenerateDataKey answers), so its loggers never go below INFO.
 _QUIET_LIBRARIES = ("botocore", "boto3", "urllib3", "s3transfer")
+# `transitions` logs "Finished processing state X enter callbacks" at INFO for every state
+# of every deploy (two thirds of an agent's log); the engine logs each transition itself,
+# with the deploy's fields, so only its warnings are kept.
+_CHATTY_LIBRARIES = ("transitions",)
 
 
 class JsonLines(logging.Formatter):
@@ -54,6 +58,8 @@ def configure_logging(*, json_lines: bool, level: str = "INFO") -> None:
     root.setLevel(level.upper())
     for name in _QUIET_LIBRARIES:
         logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
 
 
 def configure_tracing(service_name: str, exporter: SpanExporter | None = None) -> TracerProvider:
