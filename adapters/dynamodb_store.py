@@ -194,15 +194,20 @@ class DynamoDBStateStore:
             ":schema": item["schema"],
             ":zero": 0,
         }
-        update = (
-            "SET #service = :service, agent_version = :agent, heartbeat_ms = :heartbeat,"
-            " expires_at_epoch = :expires, #schema = :schema,"
-            " registered_ms = if_not_exists(registered_ms, :registered),"
-            " assignment_version = if_not_exists(assignment_version, :zero)"
-        )
+        sets = [
+            "#service = :service",
+            "agent_version = :agent",
+            "heartbeat_ms = :heartbeat",
+            "expires_at_epoch = :expires",
+            "#schema = :schema",
+            "registered_ms = if_not_exists(registered_ms, :registered)",
+            "assignment_version = if_not_exists(assignment_version, :zero)",
+        ]
+        removes: list[str] = []
         condition = "(attribute_not_exists(id) OR #service = :service)"
         if claim is not None:
-            update += ", agent_owner = :owner, agent_lease_ms = :lease"
+            sets += ["agent_owner = :owner", "agent_lease_ms = :lease"]
+            removes.append("left_ms")  # an agent runs on it: it is back
             # Free, ours, run out, or held by a predecessor proven dead.
             condition += (
                 " AND (attribute_not_exists(agent_owner) OR agent_owner IN (:owner, :replacing)"
@@ -214,8 +219,9 @@ class DynamoDBStateStore:
                 ":replacing": claim.replacing or claim.owner,
             }
             if claim.wake_address is not None:
-                update += ", wake_address = :wake"
+                sets.append("wake_address = :wake")
                 values[":wake"] = claim.wake_address
+        update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
 
         def refused(current: dict[str, Any] | None) -> Exception:
             record = None if current is None else items.instance_from_item(current)
@@ -288,6 +294,23 @@ class DynamoDBStateStore:
             ),
             refused,
         )
+
+    def mark_instance_left(self, instance_id: str, at: datetime) -> Instance:
+        with translated_errors(f"marking {instance_id!r} as gone"):
+            try:
+                response = self._client.update_item(
+                    TableName=self._tables.instances,
+                    Key=to_attributes({"id": instance_id}),
+                    UpdateExpression="SET left_ms = :at",
+                    ConditionExpression="attribute_exists(id)",
+                    ExpressionAttributeValues=to_attributes({":at": to_epoch_ms(at)}),
+                    ReturnValues="ALL_NEW",
+                )
+            except ClientError as exc:
+                if not is_condition_failure(exc):
+                    raise
+                raise NotFoundError(f"instance {instance_id!r} does not exist") from exc
+        return items.instance_from_item(from_attributes(response["Attributes"]))
 
     def release_instance(self, instance_id: str, owner: str) -> bool:
         try:

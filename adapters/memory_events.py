@@ -43,7 +43,10 @@ class MemoryEventQueue:
         self._receipts = itertools.count(1)
 
     def send(self, event: Event) -> None:
-        body = items.event_to_json(event)
+        self.deliver(items.event_to_json(event))
+
+    def deliver(self, body: str) -> None:
+        """A message as another sender wrote it (EventBridge's EC2 notifications)."""
         with self._mutex:
             self._messages[next(self._ids)] = _Message(body, self._clock.now())
 

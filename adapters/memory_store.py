@@ -152,6 +152,7 @@ class MemoryStateStore:
                     agent_owner=None,
                     agent_lease_ms=None,
                     wake_address=None,
+                    left_ms=None,
                 )
                 self._instances[instance.id] = fresh
                 self._instances_by_service.setdefault(instance.service, set()).add(instance.id)
@@ -162,6 +163,7 @@ class MemoryStateStore:
             if claim is not None:
                 current["agent_owner"] = claim.owner
                 current["agent_lease_ms"] = to_epoch_ms(claim.lease_until)
+                current["left_ms"] = None  # an agent runs on it: it is back
                 if claim.wake_address is not None:
                     current["wake_address"] = claim.wake_address
             stored = copy.deepcopy(current)
@@ -193,6 +195,13 @@ class MemoryStateStore:
                 current["agent_lease_ms"] = to_epoch_ms(claim.lease_until)
                 if claim.wake_address is not None:
                     current["wake_address"] = claim.wake_address
+
+    def mark_instance_left(self, instance_id: str, at: datetime) -> Instance:
+        with self._lock:
+            current = self._instance_item(instance_id)
+            current["left_ms"] = to_epoch_ms(at)
+            stored = copy.deepcopy(current)
+        return items.instance_from_item(stored)
 
     def release_instance(self, instance_id: str, owner: str) -> bool:
         with self._lock:

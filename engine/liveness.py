@@ -21,7 +21,8 @@ DEFAULT_INSTANCE_TTL = timedelta(minutes=10)
 
 
 def is_alive(instance: Instance, now: datetime, ttl: timedelta = DEFAULT_INSTANCE_TTL) -> bool:
-    return now - instance.heartbeat_at < ttl
+    """Heard from within the TTL, and not said by EC2 to have gone."""
+    return instance.left_at is None and now - instance.heartbeat_at < ttl
 
 
 def live_instances(

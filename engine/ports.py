@@ -60,6 +60,10 @@ class StateStore(Protocol):
         *,
         claim: AgentClaim | None = None,
     ) -> None: ...
+    def mark_instance_left(self, instance_id: str, at: datetime) -> Instance:
+        """Record that EC2 says the machine is going; `NotFoundError` if it is unknown."""
+        ...
+
     def release_instance(self, instance_id: str, owner: str) -> bool:
         """Give up `owner`'s claim on the instance; False (no change) if it is not held so."""
         ...
@@ -205,6 +209,13 @@ class Event:
     service: str
     detail: Mapping[str, Any] = field(default_factory=dict)
     receipt: str | None = None  # set on received events, used to acknowledge them
+
+
+# The event a machine's own leaving becomes (EC2's state-change notification, through
+# EventBridge): it names the instance, not its service (`service` is "").
+INSTANCE_LEFT = "instance_left"
+# EC2 reported a state that is not leaving (pending, running): nothing to do.
+INSTANCE_STATE = "instance_state"
 
 
 class EventQueue(Protocol):

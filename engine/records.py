@@ -173,6 +173,9 @@ class Instance:
     # Where the scheduler rings the agent when the assignment changes (its wake-up queue);
     # None: the agent only polls.
     wake_address: str | None = None
+    # When EC2 said the machine was going (stopping or terminating): dead from then on,
+    # whatever its last heartbeat, until an agent takes the instance again.
+    left_at: datetime | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from opentelemetry import trace
 
@@ -27,7 +27,7 @@ from flotilla.engine.errors import ConflictError, FlotillaError, LockLostError, 
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
 from flotilla.engine.operations.rules import bounded_history
 from flotilla.engine.ports import StateStore, WakeUps
-from flotilla.engine.records import Instance, Service, deploy_id_for
+from flotilla.engine.records import Instance, RolloutStatus, Service, deploy_id_for
 from flotilla.engine.updates import modify_service
 from flotilla.scheduler.rollout import (
     ServiceInputs,
@@ -50,6 +50,12 @@ class PassSettings:
     segments: int = 1
     fence_lock: str = "scheduler"
     max_replans: int = 3  # fresh plans of one service per pass when it keeps changing
+    # A quiet service (nothing to assign, nothing rolling, every instance settled) whose
+    # record did not change is planned again only when one of its instances could have
+    # gone silent (its last heartbeat seen plus the TTL), or after this long at the latest:
+    # between, events (an instance joined, a deploy ended, EC2 says an instance went) and
+    # record changes bring it back at once. This is the net for anything no event said.
+    reconcile_after: timedelta = timedelta(hours=1)
 
 
 @dataclass
@@ -60,6 +66,7 @@ class PassReport:
     missing: set[str] = field(default_factory=set)  # named but not stored
     failed: dict[str, str] = field(default_factory=dict)  # service -> error message
     assignments_written: int = 0
+    skipped: int = 0  # quiet services a full pass did not need to read
     wake_ups: int = 0  # agents rung after their assignment changed
     service_writes: int = 0
     conflicts: int = 0
@@ -88,6 +95,8 @@ class SchedulerPass:
         # Rings an agent whose assignment changed, so it deploys at once rather than at
         # its next poll; without it agents find their assignment by polling alone.
         self.wakeups = wakeups
+        # Services found quiet: the record's version then, and when to look again anyway.
+        self._quiet: dict[str, tuple[int, datetime]] = {}
 
     def run(self, names: Collection[str] | None = None) -> PassReport:
         """A pass over the whole shard, or over the named services only."""
@@ -102,6 +111,10 @@ class SchedulerPass:
             },
         ) as span:
             for service in self._services(names, report):
+                if names is None and self._still_quiet(service):
+                    report.skipped += 1
+                    report.services.append(service.name)
+                    continue
                 report.services.append(service.name)
                 try:
                     self._service(service, report)
@@ -113,6 +126,7 @@ class SchedulerPass:
             span.set_attributes(
                 {
                     "flotilla.services": len(report.services),
+                    "flotilla.skipped": report.skipped,
                     "flotilla.assignments_written": report.assignments_written,
                     "flotilla.service_writes": report.service_writes,
                     "flotilla.waiting": report.waiting,
@@ -138,9 +152,8 @@ class SchedulerPass:
         for attempt in range(self.settings.max_replans):
             if attempt:
                 service = self.store.get_service(service.name)
-            plan = plan_service(
-                self._inputs(service), fence_lock=self.settings.fence_lock, fence=self.guard()
-            )
+            inputs = self._inputs(service)
+            plan = plan_service(inputs, fence_lock=self.settings.fence_lock, fence=self.guard())
             if plan.updated is not None:
                 if not self._store_service(plan, plan.updated):
                     continue  # the record changed under the plan: plan again on fresh inputs
@@ -148,8 +161,36 @@ class SchedulerPass:
             self._assign(plan, report)
             report.in_flight += plan.in_flight
             report.waiting += plan.waiting
+            self._note_quiet(inputs, plan)
             return
         log.info("%s kept changing during this pass; the next pass plans it again", service.name)
+
+    def _still_quiet(self, service: Service) -> bool:
+        quiet = self._quiet.get(service.name)
+        if quiet is None:
+            return False
+        version, recheck_at = quiet
+        return version == service.version and self.clock.now() < recheck_at
+
+    def _note_quiet(self, inputs: ServiceInputs, plan: ServicePlan) -> None:
+        """Remember a service that needs nothing; forget one that does."""
+        name = plan.service.name
+        quiet = (
+            plan.writes_nothing
+            and plan.in_flight == 0
+            and plan.waiting == 0
+            and plan.service.rollout_state.status is RolloutStatus.COMPLETE
+            and not any(unsettled(instance) for instance in inputs.live)
+            and not any(instance.assigned_revision for instance in inputs.dead)
+        )
+        if quiet:
+            recheck_at = inputs.now + self.settings.reconcile_after
+            if inputs.live:
+                earliest = min(instance.heartbeat_at for instance in inputs.live)
+                recheck_at = min(recheck_at, earliest + self.settings.instance_ttl)
+            self._quiet[name] = (plan.service.version, recheck_at)
+        else:
+            self._quiet.pop(name, None)
 
     def _inputs(self, service: Service) -> ServiceInputs:
         now = self.clock.now()

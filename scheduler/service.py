@@ -19,6 +19,7 @@ once through `on_ready` (the entry point tells systemd that the scheduler is up)
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable
@@ -28,7 +29,15 @@ from datetime import datetime, timedelta
 from flotilla.engine.clock import Clock
 from flotilla.engine.errors import FlotillaError, LockLostError, NotFoundError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
-from flotilla.engine.ports import Event, EventQueue, LockService, StateStore, WakeUps
+from flotilla.engine.ports import (
+    INSTANCE_LEFT,
+    INSTANCE_STATE,
+    Event,
+    EventQueue,
+    LockService,
+    StateStore,
+    WakeUps,
+)
 from flotilla.scheduler.leader import Leadership, lock_name
 from flotilla.scheduler.pass_ import PassReport, PassSettings, SchedulerPass
 
@@ -45,7 +54,12 @@ class SchedulerSettings:
     interval: timedelta = timedelta(seconds=15)  # between full passes
     lease: timedelta = timedelta(seconds=15)
     instance_ttl: timedelta = DEFAULT_INSTANCE_TTL
-    max_events: int = 10
+    max_events: int = 10  # per receive (SQS's most)
+    # Once events arrive, more are gathered for this long (up to `max_batch`) and handled
+    # in one pass: the deploys of a wave end within moments of each other, and a pass per
+    # event would read the service once per instance.
+    batch_window: timedelta = timedelta(seconds=1)
+    max_batch: int = 500
     retry_after: timedelta = timedelta(seconds=2)  # after a failed iteration
 
     def __post_init__(self) -> None:
@@ -171,7 +185,7 @@ class Scheduler:
             wait=timedelta(seconds=budget), max_events=self.settings.max_events
         )
         if events:
-            self._handle(events)
+            self._handle(self._gather(events))
             return
         # A queue may answer early (SQS waits whole seconds): sleep out the rest.
         rest = min(
@@ -180,7 +194,30 @@ class Scheduler:
         if rest > 0 and not self.stop.is_set():
             self._wait(rest)
 
+    def _gather(self, events: list[Event]) -> list[Event]:
+        """`events` and whatever follows within the batch window (never past the lease)."""
+        until = self.clock.now() + min(
+            self.settings.batch_window,
+            timedelta(seconds=self.leadership.seconds_until_renewal()),
+        )
+        while len(events) < self.settings.max_batch:
+            left = until - self.clock.now()
+            if left <= timedelta(0):
+                break
+            more = self.events.receive(wait=left, max_events=self.settings.max_events)
+            if not more:
+                break
+            events = events + more
+        return events
+
     def _handle(self, events: list[Event]) -> None:
+        events = [self._resolved(event) for event in events]
+        for event in events:
+            if not event.service:  # an EC2 instance that is not (or no longer) ours
+                self._ack(event)
+        events = [event for event in events if event.service]
+        if not events:
+            return
         names = {event.service for event in events}
         log.info("woken by %d event(s) for %s", len(events), ", ".join(sorted(names)))
         # A service this shard has not seen yet calls for a full pass of the shard.
@@ -189,6 +226,22 @@ class Scheduler:
         for event in events:
             if self._ours_and_handled(event, report):
                 self._ack(event)
+
+    def _resolved(self, event: Event) -> Event:
+        """An EC2 notification that a machine is going marks its instance gone at once
+        (so this pass takes its assignment away and closes its wake-up queue) and is
+        handled as an event of its service; one about another machine names no service."""
+        if event.kind == INSTANCE_STATE:
+            return event
+        if event.kind != INSTANCE_LEFT or event.service:
+            return event
+        instance_id = str(event.detail.get("instance_id", ""))
+        try:
+            instance = self.store.mark_instance_left(instance_id, self.clock.now())
+        except NotFoundError:
+            return event
+        log.info("EC2 says %s is %s", instance_id, event.detail.get("state"))
+        return dataclasses.replace(event, service=instance.service)
 
     def _ours_and_handled(self, event: Event, report: PassReport) -> bool:
         if report.handled(event.service):

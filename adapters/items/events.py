@@ -6,7 +6,7 @@ import json
 
 from flotilla.adapters.items import common
 from flotilla.engine.errors import SchemaError, ValidationError
-from flotilla.engine.ports import Event
+from flotilla.engine.ports import INSTANCE_LEFT, INSTANCE_STATE, Event
 
 EVENT_SCHEMA = 1
 
@@ -36,14 +36,26 @@ def event_to_json(event: Event) -> str:
     return text
 
 
+# What EventBridge delivers when an EC2 instance leaves (the environment stack's rule
+# sends these to the events queue): its instance left its service, whatever the service.
+EC2_STATE_CHANGE = "EC2 Instance State-change Notification"
+LEAVING_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+
+
 def event_from_json(text: str, receipt: str | None) -> Event:
-    """A received message body as an event; `SchemaError` if it is not one we can read."""
+    """A received message body as an event; `SchemaError` if it is not one we can read.
+
+    Besides Flotilla's own events, EC2's state-change notifications (through EventBridge)
+    read as `instance_left` events with no service: the scheduler looks the instance up.
+    """
     try:
         item = json.loads(text)
     except ValueError as exc:
         raise SchemaError(f"message is not a JSON event ({exc})") from exc
     if not isinstance(item, dict):
         raise SchemaError("message is not a JSON event object")
+    if item.get("detail-type") == EC2_STATE_CHANGE and item.get("source") == "aws.ec2":
+        return _instance_left(item, receipt)
     common.check_schema(item, "event", EVENT_SCHEMA)
 
     def build() -> Event:
@@ -56,3 +68,18 @@ def event_from_json(text: str, receipt: str | None) -> Event:
         return Event(kind=kind, service=service, detail=detail, receipt=receipt)
 
     return common.read("event", item, build)
+
+
+def _instance_left(item: dict[str, object], receipt: str | None) -> Event:
+    detail = item.get("detail")
+    if not isinstance(detail, dict):
+        raise SchemaError("an EC2 state-change notification without its detail")
+    instance_id, state = detail.get("instance-id"), detail.get("state")
+    if not isinstance(instance_id, str) or not isinstance(state, str):
+        raise SchemaError("an EC2 state-change notification without instance-id and state")
+    return Event(
+        kind=INSTANCE_LEFT if state in LEAVING_STATES else INSTANCE_STATE,
+        service="",
+        detail={"instance_id": instance_id, "state": state},
+        receipt=receipt,
+    )

@@ -28,6 +28,7 @@ def instance_to_item(instance: Instance, *, expires_at: datetime) -> Item:
         "agent_owner": instance.agent_owner,
         "agent_lease_ms": common.ms(instance.agent_lease_until),
         "wake_address": instance.wake_address,
+        "left_ms": common.ms(instance.left_at),
     }
 
 
@@ -51,6 +52,7 @@ def instance_from_item(item: Mapping[str, Any]) -> Instance:
             agent_owner=common.optional_str(item.get("agent_owner")),
             agent_lease_until=common.time(item.get("agent_lease_ms")),
             wake_address=common.optional_str(item.get("wake_address")),
+            left_at=common.time(item.get("left_ms")),
         )
 
     return common.read("instance", item, build)

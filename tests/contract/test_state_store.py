@@ -553,3 +553,17 @@ def test_only_the_holder_releases_a_claim(backend: Backend) -> None:
     assert store.get_instance("i-1").agent_owner is None
     assert store.release_instance("i-404", "a") is False
     assert claimed(backend, "b", HOUR).agent_owner == "b"
+
+
+def test_an_instance_ec2_says_is_going_is_marked_until_an_agent_takes_it_again(
+    backend: Backend,
+) -> None:
+    store, clock = backend.store, backend.clock
+    claimed(backend, "a", MINUTE)
+    left = store.mark_instance_left("i-1", clock.now())
+    assert left.left_at == clock.now()
+    assert store.get_instance("i-1").left_at == clock.now()
+    with pytest.raises(NotFoundError):
+        store.mark_instance_left("i-404", clock.now())
+    clock.advance(61)
+    assert claimed(backend, "b", MINUTE).left_at is None

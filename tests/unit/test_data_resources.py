@@ -45,3 +45,22 @@ def test_both_groups_wait_for_their_instances_signals() -> None:
     assert scheduler["Count"] == {"Ref": "SchedulerCount"}
     worker = load_template("service.yaml")["Resources"]["WorkerGroup"]["CreationPolicy"]
     assert worker["ResourceSignal"]["Count"] == {"Ref": "MinSize"}
+
+
+def test_ec2_notifications_of_machines_going_reach_the_events_queue_and_only_they() -> None:
+    resources = TEMPLATE["Resources"]
+    rule = resources["InstancesLeaving"]["Properties"]
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.ec2"]
+    assert pattern["detail-type"] == ["EC2 Instance State-change Notification"]
+    assert set(pattern["detail"]["state"]) == {"shutting-down", "terminated", "stopping", "stopped"}
+    (target,) = rule["Targets"]
+    assert target["Arn"] == {"Fn::GetAtt": ["EventsQueue", "Arn"]}
+    policy = resources["EventsQueuePolicy"]["Properties"]
+    assert policy["Queues"] == [{"Ref": "EventsQueue"}]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["InstancesLeaving", "Arn"]}}
+    }

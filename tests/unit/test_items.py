@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from flotilla.adapters import items
 from flotilla.adapters.dynamodb_codec import from_attributes, to_attributes
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition
+from flotilla.engine.errors import SchemaError
+from flotilla.engine.ports import INSTANCE_LEFT, INSTANCE_STATE
 from flotilla.engine.records import (
     Instance,
     LoadBalancerKind,
@@ -74,6 +78,10 @@ instances = st.builds(
     assigned_revision=st.none() | ids,
     assignment_version=small,
     current_revision=st.none() | ids,
+    agent_owner=st.none() | texts,
+    agent_lease_until=st.none() | moments,
+    wake_address=st.none() | texts,
+    left_at=st.none() | moments,
 )
 transitions = st.builds(
     Transition,
@@ -155,3 +163,36 @@ def test_item_size_is_at_least_the_payload(value: Any) -> None:
     assert size >= 0
     if isinstance(value, str | bytes):
         assert size == len(value.encode() if isinstance(value, str) else value)
+
+
+def ec2_notification(state: str, instance_id: str = "i-0abc") -> str:
+    """What EventBridge puts on the events queue for the environment stack's rule."""
+    return json.dumps(
+        {
+            "version": "0",
+            "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+            "detail-type": "EC2 Instance State-change Notification",
+            "source": "aws.ec2",
+            "account": "123456789012",
+            "time": "2026-12-05T12:00:00Z",
+            "region": "eu-west-1",
+            "resources": [f"arn:aws:ec2:eu-west-1:123456789012:instance/{instance_id}"],
+            "detail": {"instance-id": instance_id, "state": state},
+        }
+    )
+
+
+def test_ec2_saying_a_machine_goes_is_an_instance_left_event_without_a_service() -> None:
+    for state in ("shutting-down", "terminated", "stopping", "stopped"):
+        event = items.event_from_json(ec2_notification(state), "r-1")
+        assert (event.kind, event.service, event.receipt) == (INSTANCE_LEFT, "", "r-1")
+        assert event.detail == {"instance_id": "i-0abc", "state": state}
+    running = items.event_from_json(ec2_notification("running"), None)
+    assert running.kind == INSTANCE_STATE
+
+
+def test_an_ec2_notification_without_its_instance_is_a_schema_error() -> None:
+    broken = json.loads(ec2_notification("terminated"))
+    del broken["detail"]["instance-id"]
+    with pytest.raises(SchemaError, match="instance-id"):
+        items.event_from_json(json.dumps(broken), None)

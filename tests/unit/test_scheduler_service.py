@@ -11,12 +11,15 @@ import pytest
 from flotilla.adapters.memory_events import MemoryEventQueue
 from flotilla.adapters.memory_locks import MemoryLockService
 from flotilla.adapters.memory_store import MemoryStateStore
+from flotilla.adapters.memory_wakeups import MemoryWakeUps
 from flotilla.engine.clock import FakeClock
-from flotilla.engine.errors import TransientError
+from flotilla.engine.errors import NotFoundError, TransientError
 from flotilla.engine.ports import Event
+from flotilla.engine.records import AgentClaim, Instance
 from flotilla.engine.updates import set_weights
 from flotilla.scheduler.service import Scheduler, SchedulerSettings
 from tests.support.scheduler_world import V1, V2, CountingStore, make_service, register
+from tests.unit.test_items import ec2_notification
 
 LEASE = timedelta(seconds=12)
 INTERVAL = timedelta(seconds=60)
@@ -107,7 +110,8 @@ def test_one_scheduler_leads_and_a_standby_never_receives(cluster: Cluster) -> N
         a.step()
     assert not b.leadership.is_leader
     assert spy(b).receives == 0
-    assert spy(a).receives == received_before + 10
+    # Each event is received, then the batch window looks for more: two receives apiece.
+    assert spy(a).receives == received_before + 20
     assert cluster.queue.pending() == 0  # every event went to the leader
 
 
@@ -282,3 +286,59 @@ def test_shard_leaders_split_services_and_leave_each_others_events(cluster: Clus
 def test_settings_refuse_a_segment_outside_the_shards() -> None:
     with pytest.raises(ValueError, match="segment 2 of 2"):
         SchedulerSettings(owner="x", segment=2, segments=2)
+
+
+def test_ec2_saying_a_machine_goes_takes_its_instance_out_at_once(cluster: Cluster) -> None:
+    """Within the step that receives the notification, long before the instance TTL: its
+    assignment goes, its wake-up queue is closed, the others keep theirs."""
+    wakeups = MemoryWakeUps(cluster.clock)
+    for instance in cluster.memory.list_instances("api"):
+        address = wakeups.open(instance.id)
+        cluster.memory.record_heartbeat(
+            instance.id,
+            cluster.clock.now(),
+            cluster.clock.now() + timedelta(hours=1),
+        )
+        cluster.memory.register_instance(
+            instance,
+            expires_at=cluster.clock.now() + timedelta(hours=1),
+            claim=AgentClaim(
+                f"agent-{instance.id}", cluster.clock.now() + LEASE, wake_address=address
+            ),
+        )
+    scheduler = Scheduler(
+        SchedulerSettings(owner="a", interval=INTERVAL, lease=LEASE),
+        store=cluster.memory,
+        locks=cluster.locks,
+        events=cluster.queue,
+        clock=cluster.clock,
+        wakeups=wakeups,
+    )
+    scheduler.step()
+    assert cluster.assigned() == {V1}
+    cluster.queue.deliver(ec2_notification("terminated", "i-001"))
+    cluster.queue.deliver(ec2_notification("running", "i-002"))  # not leaving: no change
+    cluster.queue.deliver(ec2_notification("terminated", "i-0notours"))  # not Flotilla's
+    scheduler.step()
+    gone = cluster.memory.get_instance("i-001")
+    assert gone.left_at is not None
+    assert gone.assigned_revision is None
+    assert {i.id: i.assigned_revision for i in cluster.memory.list_instances("api")} == {
+        "i-000": V1,
+        "i-001": None,
+        "i-002": V1,
+    }
+    assert gone.wake_address is not None
+    with pytest.raises(NotFoundError):  # its wake-up queue was closed
+        wakeups.ring(gone.wake_address)
+    assert cluster.queue.pending() == 0  # all three acknowledged
+
+    # The machine is started again (a new boot: its old agent is proven dead): the new
+    # agent takes the instance, which is back.
+    now = cluster.clock.now()
+    back = cluster.memory.register_instance(
+        Instance("i-001", "api", "test", now, now),
+        expires_at=now + timedelta(hours=1),
+        claim=AgentClaim("agent-again", now + LEASE, replacing="agent-i-001"),
+    )
+    assert back.left_at is None
