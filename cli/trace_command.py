@@ -3,7 +3,9 @@
 Reads the deploy histories from the state store (DynamoDB), or, with `--from-otlp FILE`,
 the spans an agent or an OpenTelemetry collector wrote as OTLP JSON, and draws them in
 the terminal (one row per instance on a shared time axis) or, with `--html FILE`, as one
-self-contained web page. Both sources make the same view (see cli.trace.model).
+self-contained web page. Both sources make the same view (see cli.trace.model); from the
+store it also has the revisions' labels and what the scheduler did (the service history),
+which spans do not carry.
 """
 
 from __future__ import annotations
@@ -95,15 +97,17 @@ def rollout(
             _otlp_rows(otlp_file), service=service, revision=revision, since=since_time
         )
         label = None
+        labels: dict[str, str] = {}
+        events: list[model.RolloutEvent] = []
     else:
         wiring = wiring_from(options)
         store = wiring.store
-        find_service(store, service, wiring.settings.environment)
+        record = find_service(store, service, wiring.settings.environment)
         now = wiring.clock.now()
-        label = None
+        revisions = store.list_revisions(service)
+        labels = {r.id: r.label for r in revisions}
         if revision is not None:
-            found = find_revision(store.list_revisions(service), revision, service)
-            revision, label = found.id, found.label
+            revision = find_revision(revisions, revision, service).id
         checkpoints = store.list_deploys(service, since=since_time)
         rows = model.select_rollout(
             (model.row_from_checkpoint(c) for c in checkpoints),
@@ -111,8 +115,8 @@ def rollout(
             revision=revision,
             since=since_time,
         )
-        if rows and label is None:
-            label = _label_of(store.list_revisions(service), rows[0].to_revision)
+        events = model.events_of(record.history, rows)
+        label = labels.get(rows[0].to_revision) if rows else None
     if not rows:
         where = f" since {since}" if since else ""
         to = f" to revision {revision[:ID_CHARS]}" if revision else ""
@@ -127,7 +131,8 @@ def rollout(
         if label
         else f"rollout of {service} to {target}"
     )
-    _show(model.view_of(rows, now=now, title=title), html_file, colour, width)
+    view = model.view_of(rows, now=now, title=title, labels=labels, events=events)
+    _show(view, html_file, colour, width)
 
 
 @trace.command(short_help="One deploy of one instance.")
@@ -150,6 +155,7 @@ def deploy(
         if not rows:
             raise NotFoundError(f"no spans of deploy {deploy_id[:80]!r} in {otlp_file}")
         now = datetime.now(UTC)
+        labels: dict[str, str] = {}
     else:
         wiring = wiring_from(options)
         try:
@@ -162,9 +168,10 @@ def deploy(
             ) from exc
         rows = [model.row_from_checkpoint(checkpoint)]
         now = wiring.clock.now()
+        labels = {r.id: r.label for r in wiring.store.list_revisions(checkpoint.service)}
     row = rows[0]
     title = f"deploy {row.deploy_id} of {row.service} on {row.instance_id}"
-    _show(model.view_of(rows, now=now, title=title), html_file, colour, width)
+    _show(model.view_of(rows, now=now, title=title, labels=labels), html_file, colour, width)
 
 
 def _otlp_rows(path: Path) -> Sequence[DeployRow]:
@@ -173,10 +180,6 @@ def _otlp_rows(path: Path) -> Sequence[DeployRow]:
             return model.rows_from_otlp_text(lines)
     except (OSError, UnicodeDecodeError) as exc:
         raise ValidationError(f"cannot read {path}: {exc}") from exc
-
-
-def _label_of(revisions: Sequence[Any], revision_id: str) -> str | None:
-    return next((r.label for r in revisions if r.id == revision_id), None)
 
 
 def _show(view: RolloutView, html_file: Path | None, colour: str, width: int | None) -> None:

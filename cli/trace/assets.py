@@ -1,8 +1,12 @@
 """The trace page's inline style and script (cli.trace.html puts them in the page).
 
-The script reads the JSON data element, draws one row per deploy on a shared time axis,
-and adds zoom (buttons, ctrl + wheel at the pointer), hover and click details and the
+The script reads the JSON data element, draws the scheduler's row (its events as marks)
+and one row per deploy on a shared time axis, a failed deploy's reason on a line of its
+own under its bar (wrapped, and pinned beside the instance names so that it stays in view
+however the timeline is zoomed or scrolled), and adds zoom (buttons, ctrl + wheel at the
+pointer), hover and click details, the failures list's links to their rows, and the
 outcome and instance filters. It writes text only through `textContent`, never markup.
+Over 400 lines with the page's style: one page's assets, kept together on purpose.
 """
 
 STYLE = """
@@ -35,7 +39,8 @@ h1 { font-size: 18px; margin: 0 0 4px; }
 #axis .ticks { position: relative; width: var(--track-w); flex: none; overflow: hidden; }
 .tick { position: absolute; top: 0; height: 100%; border-left: 1px solid #c9ced4; padding-left: 3px;
   font-size: 11px; color: #4b5563; white-space: nowrap; line-height: 20px; }
-.row { display: flex; align-items: center; height: 19px; border-bottom: 1px solid #f0f1f3; }
+.row { display: flex; flex-wrap: wrap; align-items: center; min-height: 19px;
+  border-bottom: 1px solid #f0f1f3; }
 .row:hover { background: #f5f8ff; }
 .label { position: sticky; left: 0; z-index: 2; width: var(--label); flex: none;
   box-sizing: border-box; padding: 0 6px; background-color: #fff; white-space: nowrap;
@@ -54,8 +59,27 @@ h1 { font-size: 18px; margin: 0 0 4px; }
 .seg.error { outline: 2px solid #b00020; z-index: 1; }
 .seg.open { border-right: 2px dashed #111; }
 .track .gap { position: absolute; top: 2px; height: 9px; cursor: pointer; }
-.reason { position: absolute; top: -1px; padding-left: 6px; font-size: 11px; color: #9b1c1c;
-  white-space: nowrap; pointer-events: none; }
+.reason { position: sticky; left: var(--label); margin-left: var(--label); box-sizing: border-box;
+  width: calc(var(--view-w) - var(--label) - 12px); padding: 1px 6px 4px; font-size: 12px;
+  color: #9b1c1c; white-space: normal; overflow-wrap: anywhere; cursor: pointer; }
+.row.scheduler { background: #f6f6fb; }
+.row.scheduler .label { background-color: #f6f6fb; color: #4b5563; }
+.event { position: absolute; top: 0; height: 100%; width: 2px; margin-left: -1px;
+  background: #4b5563; cursor: pointer; }
+.event b { position: absolute; top: 0; left: 3px; font: bold 10px/13px ui-monospace, monospace;
+  color: #1d232a; pointer-events: none; }
+.event.end b { left: auto; right: 3px; }
+.event.rollout_stopped, .event.reverted { background: #c53030; }
+.event.rollout_complete { background: #2f8a3b; }
+.event.wave { background: #9ca3af; }
+#failures { margin: 6px 0 4px; padding: 5px 10px; border-left: 4px solid #c53030;
+  background: #fff5f5; max-height: 22vh; overflow: auto; }
+#failures h2 { font-size: 13px; margin: 0 0 3px; color: #9b1c1c; }
+#failures ul { margin: 0; padding-left: 18px; }
+#failures li { margin: 1px 0; overflow-wrap: anywhere; }
+#failures .failure { font: 12px ui-monospace, monospace; border: none; background: none;
+  color: #9b1c1c; text-decoration: underline; cursor: pointer; padding: 0; }
+#failures .what { color: #6b7280; }
 #tip { position: fixed; z-index: 10; max-width: 460px; padding: 6px 8px; background: #1d232a;
   color: #fff; border-radius: 4px; font-size: 12px; pointer-events: none; white-space: pre-wrap; }
 #details { position: fixed; right: 12px; bottom: 12px; z-index: 9; width: 440px; max-height: 50vh;
@@ -138,16 +162,35 @@ SCRIPT = r"""
       seg.setAttribute('data-seg', String(si));
       track.appendChild(seg);
     });
-    if (r[6]) {
-      var reason = el('div', 'reason', '✗ ' + r[6]);
-      reason.style.left = pct(r[9]);
-      track.appendChild(reason);
-    }
     row.appendChild(label);
     row.appendChild(track);
+    if (r[6]) {
+      // On a line of its own, wrapped and pinned beside the names: never past the bar's
+      // end, where it used to run off the screen.
+      var reason = el('div', 'reason', '✗ ' + r[2].replace('_', ' ') + ': ' + r[6]);
+      reason.setAttribute('data-row', String(ri));
+      row.appendChild(reason);
+    }
     rowEls.push(row);
     fragment.appendChild(row);
   });
+  if (data.events.length) {
+    var scheduler = el('div', 'row scheduler');
+    var schedulerLabel = el('div', 'label');
+    schedulerLabel.appendChild(el('span', 'name', 'scheduler'));
+    var marks = el('div', 'track');
+    data.events.forEach(function (e, ei) {
+      // Near the right end the mark's letter goes on its left, or it would be cut off.
+      var mark = el('div', 'event ' + e[1] + (e[0] > 0.9 * total ? ' end' : ''));
+      mark.style.left = pct(e[0]);
+      mark.setAttribute('data-event', String(ei));
+      mark.appendChild(el('b', null, data.marks[e[1]] || '?'));
+      marks.appendChild(mark);
+    });
+    scheduler.appendChild(schedulerLabel);
+    scheduler.appendChild(marks);
+    fragment.insertBefore(scheduler, fragment.firstChild);
+  }
   rowsEl.appendChild(fragment);
 
   var corner = el('div', 'corner', 'instance');
@@ -180,6 +223,7 @@ SCRIPT = r"""
     var before = trackWidth() / zoom;
     var width = trackWidth();
     document.documentElement.style.setProperty('--track-w', width + 'px');
+    document.documentElement.style.setProperty('--view-w', timeline.clientWidth + 'px');
     drawAxis(width);
     if (anchor) {
       timeline.scrollLeft = anchor.fraction * width - anchor.offset;
@@ -203,7 +247,17 @@ SCRIPT = r"""
   }, { passive: false });
   window.addEventListener('resize', function () { layout(null); });
 
+  function revision(id) {
+    if (!id) { return '(none)'; }
+    var label = data.labels[id];
+    return label ? label + ' (' + id.slice(0, 12) + ')' : id.slice(0, 12);
+  }
   function describe(target) {
+    var ei = target.getAttribute('data-event');
+    if (ei !== null) {
+      var e = data.events[Number(ei)];
+      return [['scheduler', e[1].replace(/_/g, ' ')], ['at', when(e[0])], ['what', e[2]]];
+    }
     var ri = target.getAttribute('data-row');
     if (ri === null) { return null; }
     var r = data.rows[Number(ri)];
@@ -233,7 +287,7 @@ SCRIPT = r"""
     lines.push(['deploy', r[1]]);
     lines.push(['outcome', r[2].replace('_', ' ')]);
     if (r[6]) { lines.push(['reason', r[6]]); }
-    lines.push(['revision', (r[3] ? r[3].slice(0, 12) : '(none)') + ' → ' + r[4].slice(0, 12)]);
+    lines.push(['revision', revision(r[3]) + ' → ' + revision(r[4])]);
     lines.push(['trace id', r[5] || '(unknown)']);
     return lines;
   }
@@ -273,6 +327,14 @@ SCRIPT = r"""
     details.hidden = false;
   }
   timeline.addEventListener('click', function (event) { showDetails(event.target); });
+  document.querySelectorAll('#failures .failure').forEach(function (button) {
+    button.addEventListener('click', function () {
+      var row = rowEls[Number(button.getAttribute('data-row'))];
+      row.hidden = false;
+      row.scrollIntoView({ block: 'center' });
+      showDetails(row.querySelector('.label'));
+    });
+  });
   document.addEventListener('keydown', function (event) {
     if (event.key === 'Escape') { details.hidden = true; }
   });

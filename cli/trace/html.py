@@ -1,10 +1,14 @@
 """The rollout view as one self-contained web page: styles, script and data inline, and a
 Content-Security-Policy that forbids every fetch, so the page opens anywhere, offline.
 
-The header (outcome, totals) is HTML written here; the timeline is drawn by the inline
-script from the view's data, embedded as JSON that cannot close its `<script>` element.
-Every text goes through `html.escape` here or `textContent` in the script: an error
-message can hold anything and must never become markup.
+The header (outcome, totals, and the list of failed deploys with their reasons, so why a
+rollout went wrong is the first thing on the page) is HTML written here; the timeline is
+drawn by the inline script from the view's data, embedded as JSON that cannot close its
+`<script>` element: a first row for the scheduler's events, then one row per deploy, a
+failed deploy's reason wrapped on a line of its own under its bar and kept in view when
+the timeline is zoomed and scrolled. Revisions read as labels beside their ids. Every
+text goes through `html.escape` here or `textContent` in the script: an error message can
+hold anything and must never become markup.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any
 
 from flotilla.cli.trace.assets import SCRIPT, STYLE
 from flotilla.cli.trace.model import OUTCOMES, RolloutView, state_order
-from flotilla.cli.trace.terminal import duration_text, time_text
+from flotilla.cli.trace.terminal import EVENT_MARKS, duration_text, time_text
 from flotilla.machines.deploy import State
 
 COLOURS: Mapping[str, str] = {
@@ -82,6 +86,7 @@ def render(view: RolloutView) -> str:
     )
     outcome = view.outcome
     outcome_text = escape(outcome.replace("_", " "))
+    failures = _failures(view)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -96,6 +101,7 @@ def render(view: RolloutView) -> str:
 <h1>{escape(view.title)} <span class="outcome {escape(outcome)}">{outcome_text}</span></h1>
 <p class="facts">{" · ".join(escape(f) for f in facts)}</p>
 <p class="legend">{legend}</p>
+{failures}
 </header>
 <nav class="controls">
 <span class="filters">{filters}</span>
@@ -116,6 +122,28 @@ def render(view: RolloutView) -> str:
 </body>
 </html>
 """
+
+
+def _failures(view: RolloutView) -> str:
+    """The deploys that did not succeed, each with its reason; a click shows its row."""
+    failed = view.failures
+    if not failed:
+        return ""
+    index = {row.deploy_id: number for number, row in enumerate(view.rows)}
+    items = "".join(
+        f'<li><button type="button" class="failure" data-row="{index[row.deploy_id]}">'
+        f"{escape(row.instance_id)}</button> "
+        f'<span class="what">{escape(row.outcome.replace("_", " "))} '
+        f"({escape(view.revision_text(row.from_revision))} → "
+        f"{escape(view.revision_text(row.to_revision))})</span>: "
+        f'<span class="why">{escape(row.reason or "")}</span></li>'
+        for row in failed
+    )
+    count = len(failed)
+    return (
+        f'<section id="failures"><h2>{count} deploy{"s" if count > 1 else ""} did not '
+        f"succeed</h2><ul>{items}</ul></section>"
+    )
 
 
 def _ms(moment: datetime, origin: datetime) -> int:
@@ -142,6 +170,8 @@ def _data(view: RolloutView) -> dict[str, Any]:
         rows.append([row.instance_id, row.deploy_id, row.outcome, row.from_revision,
                      row.to_revision, row.trace_id, row.reason, segments, gaps,
                      _ms(row.end(view.now), origin)])  # fmt: skip
+    events = [[_ms(e.at, origin), e.kind, e.text] for e in view.events]
+    revisions = {r for row in view.rows for r in (row.from_revision, row.to_revision) if r}
     return {
         "origin": origin.isoformat(),
         "originMs": round(origin.timestamp() * 1000),
@@ -150,6 +180,9 @@ def _data(view: RolloutView) -> dict[str, Any]:
         "states": states,
         "colours": [COLOURS.get(s, "#999999") for s in states],
         "rows": rows,
+        "events": events,
+        "marks": dict(EVENT_MARKS),
+        "labels": {r: view.labels[r] for r in sorted(revisions) if r in view.labels},
     }
 
 

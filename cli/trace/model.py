@@ -2,18 +2,25 @@
 visit of a state, built from deploy checkpoints (`from_history`) or from OTLP spans
 (`from_otlp`, see `otlp`), so both sources draw the same picture.
 
-It carries state names, times, attempts, error text (secret-free when stored), ids and
-revision ids: nothing from a revision's environment ever reaches it.
+Beside the deploys, the view carries what the scheduler did (`events_of`): the service
+history's entries of this rollout (started, stopped, reverted, completed, undone, paused,
+resumed) and the waves in which its deploys began, read off the deploys themselves (the
+scheduler records no entry per wave), and the revisions' labels, so people read `v2`
+beside `79dc6ef59467`. Spans carry neither: a view from OTLP alone has ids and no events.
+
+It carries state names, times, attempts, error text (secret-free when stored), ids,
+revision ids and labels: nothing from a revision's environment ever reaches it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flotilla.engine.checkpoint import DeployCheckpoint
+from flotilla.engine.records import HistoryEntry
 from flotilla.machines import deploy as machine
 
 RUNNING = "running"  # the outcome word of a deploy that has not finished
@@ -126,18 +133,51 @@ class Totals:
 
 
 @dataclass(frozen=True)
+class RolloutEvent:
+    """Something the scheduler (or an operator through it) did during the rollout."""
+
+    at: datetime
+    kind: str  # a history kind (rollout_started, reverted, ...) or WAVE
+    text: str  # the history's reason, or what the wave was
+
+
+WAVE = "wave"
+# How close together deploys must begin to count as one wave of the scheduler's.
+WAVE_GAP = timedelta(seconds=2)
+# History kinds that begin a rollout, and those that end one.
+BEGINS = frozenset({"rollout_started", "reverted", "undone"})
+ENDS = frozenset({"rollout_complete", "rollout_stopped", "reverted"})
+
+
+@dataclass(frozen=True)
 class RolloutView:
     title: str
     rows: tuple[DeployRow, ...]
     now: datetime  # open segments are drawn up to this moment
+    labels: Mapping[str, str] = field(default_factory=dict)  # revision id -> label
+    events: tuple[RolloutEvent, ...] = ()  # by time
 
     @property
     def start(self) -> datetime:
-        return min((r.start for r in self.rows), default=self.now)
+        moments = [*(r.start for r in self.rows), *(e.at for e in self.events)]
+        return min(moments, default=self.now)
 
     @property
     def end(self) -> datetime:
-        return max((r.end(self.now) for r in self.rows), default=self.now)
+        moments = [*(r.end(self.now) for r in self.rows), *(e.at for e in self.events)]
+        return max(moments, default=self.now)
+
+    def revision_text(self, revision: str | None) -> str:
+        """`v2 (79dc6ef59467)`, or the id's first 12 characters when no label is known."""
+        if revision is None:
+            return "none"
+        label = self.labels.get(revision)
+        return f"{label} ({revision[:12]})" if label else revision[:12]
+
+    @property
+    def failures(self) -> tuple[DeployRow, ...]:
+        """The deploys that did not succeed, with why, in the order they began."""
+        return tuple(r for r in self.rows if r.reason is not None)
 
     @property
     def outcome(self) -> str:
@@ -247,9 +287,60 @@ def rows_from_otlp_text(lines: Iterable[str]) -> list[DeployRow]:
     return rows_from_otlp(lines)
 
 
-def view_of(rows: Iterable[DeployRow], *, now: datetime, title: str) -> RolloutView:
+def view_of(
+    rows: Iterable[DeployRow],
+    *,
+    now: datetime,
+    title: str,
+    labels: Mapping[str, str] | None = None,
+    events: Iterable[RolloutEvent] = (),
+) -> RolloutView:
     ordered = sorted(rows, key=lambda r: (r.start, r.instance_id, r.deploy_id))
-    return RolloutView(title=title, rows=tuple(ordered), now=now)
+    return RolloutView(
+        title=title,
+        rows=tuple(ordered),
+        now=now,
+        labels=dict(labels or {}),
+        events=tuple(sorted(events, key=lambda e: e.at)),  # stable: the history's order
+    )
+
+
+# --- what the scheduler did ------------------------------------------------------------
+
+
+def events_of(history: Sequence[HistoryEntry], rows: Sequence[DeployRow]) -> list[RolloutEvent]:
+    """The scheduler's part in the rollout of `rows`: the history entries from the change
+    that began it (the latest start, revert or undo at or before its first deploy) up to
+    its last deploy, and the entry that ended it after that; and its waves."""
+    if not rows:
+        return []
+    first = min(r.start for r in rows)
+    last = max(r.end(r.start) for r in rows)  # open visits count up to where they began
+    began = [e for e in history if e.kind in BEGINS and e.at <= first]
+    since = began[-1].at if began else first
+    events = [RolloutEvent(e.at, e.kind, e.reason) for e in history if since <= e.at <= last]
+    after = [e for e in history if e.at > last and (e.kind in ENDS or e.kind in BEGINS)]
+    if after and after[0].kind in ENDS:  # what ended it (a stop and its revert come together)
+        ended = after[0].at
+        events += [RolloutEvent(e.at, e.kind, e.reason) for e in after if e.at == ended]
+    return [*events, *waves(rows)]
+
+
+def waves(rows: Sequence[DeployRow]) -> list[RolloutEvent]:
+    """Deploys that began within `WAVE_GAP` of a wave's first are that wave."""
+    found: list[tuple[datetime, list[DeployRow]]] = []
+    for row in sorted(rows, key=lambda r: (r.start, r.instance_id)):
+        if found and row.start - found[-1][0] <= WAVE_GAP:
+            found[-1][1].append(row)
+        else:
+            found.append((row.start, [row]))
+    events = []
+    for number, (at, members) in enumerate(found, start=1):
+        names = ", ".join(r.instance_id for r in members[:5])
+        more = f" and {len(members) - 5} more" if len(members) > 5 else ""
+        count = f"{len(members)} deploy{'s' if len(members) > 1 else ''}"
+        events.append(RolloutEvent(at, WAVE, f"wave {number}: {count} began ({names}{more})"))
+    return events
 
 
 # --- choosing the deploys of one rollout ------------------------------------------------

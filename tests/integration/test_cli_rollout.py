@@ -493,3 +493,20 @@ def test_weights_wait_follows_the_rollout_and_exits_with_its_outcome(world: Worl
                   "--wait", "--interval", "1")  # fmt: skip
     assert done.exit_code == 0, done.output
     assert "rollout of waited complete" in done.output
+
+
+def test_trace_speaks_labels_and_shows_the_scheduler(world: World, web: str) -> None:
+    text = world.cli.ok("trace", "rollout", web, "--width", "80", "--color", "never")
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "rollout of web to v2 (" in text
+    scheduler = next(line for line in text.splitlines() if line.startswith("SCHEDULER"))
+    assert "S" in scheduler.split("|")[1]  # the rollout to v1=25, v2=75 began
+    assert "weights changed" in text
+    assert "v1 (" in text  # deploys moved from v1 to v2, by label beside the id
+    assert "→ v2 (" in text
+    page = world.tmp / "web.html"
+    world.cli.ok("trace", "rollout", web, "--html", str(page))
+    html = page.read_text()
+    assert '<section id="failures">' in html  # the failed deploy, and why, at the top
+    assert ERROR in html
+    assert SECRET not in html

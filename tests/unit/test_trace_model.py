@@ -4,6 +4,7 @@ spans (written by the agent's OTLP file exporter) give the same rows."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from flotilla.cli.trace import model
 from flotilla.cli.trace.model import DeployRow, RolloutView
+from flotilla.engine.records import HistoryEntry
 from tests.support.trace_fixtures import CRASHED, INSTANCES, ROLLED_BACK, RecordedRollout
 from tests.support.trace_fixtures import record_rollout as record
 
@@ -152,3 +154,41 @@ def test_an_empty_view_has_no_outcome() -> None:
     empty = model.view_of([], now=datetime(2026, 1, 1, tzinfo=UTC), title="nothing")
     assert empty.outcome == "empty"
     assert empty.totals().p50 is None
+
+
+def test_the_schedulers_events_of_a_rollout(view: RolloutView) -> None:
+    rows = list(view.rows)
+    first = min(r.start for r in rows)
+    last = max(r.end(r.start) for r in rows)
+    second = timedelta(seconds=1)
+    history = [
+        HistoryEntry(first - 100 * second, "rollout_started", "an earlier rollout", {}),
+        HistoryEntry(first - 90 * second, "rollout_complete", "it completed", {}),
+        HistoryEntry(first - 5 * second, "rollout_started", "weights changed", {}),
+        HistoryEntry(first + 10 * second, "paused", "paused by alice", {}),
+        HistoryEntry(last + second, "rollout_stopped", "1 deploy failed", {}),
+        HistoryEntry(last + second, "reverted", "restored", {}),
+        HistoryEntry(last + 30 * second, "rollout_complete", "the revert completed", {}),
+    ]
+    events = model.events_of(history, rows)
+    kinds = [e.kind for e in events if e.kind != model.WAVE]
+    # From the change that began it to the entry that ended it; nothing before or after.
+    assert kinds == ["rollout_started", "paused", "rollout_stopped", "reverted"]
+    waves = [e for e in events if e.kind == model.WAVE]
+    assert waves[0].text.startswith("wave 1: ")
+    assert sum(int(w.text.split(": ")[1].split()[0]) for w in waves) == len(rows)
+    shown = model.view_of(rows, now=view.now, title="t", events=events, labels={"x": "v9"})
+    assert shown.start == first - 5 * second  # the axis begins where the rollout did
+    assert shown.revision_text("x" * 64) == "xxxxxxxxxxxx"
+    assert shown.revision_text("x") == "v9 (x)"
+
+
+def test_deploys_that_begin_together_are_one_wave(view: RolloutView) -> None:
+    base = view.rows[0]
+    together = [
+        replace(base, instance_id=f"i-{n}", segments=tuple(
+            replace(s, start=s.start + timedelta(milliseconds=300 * n)) for s in base.segments
+        ))
+        for n in range(3)
+    ]  # fmt: skip
+    assert [w.text for w in model.waves(together)] == ["wave 1: 3 deploys began (i-0, i-1, i-2)"]

@@ -3,13 +3,18 @@ resume, the rollback's reason, the totals; colour only when wanted; no secret an
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
+from datetime import timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flotilla.cli.trace import model, terminal
 from flotilla.cli.trace.model import RolloutView
+from flotilla.engine.records import HistoryEntry
 from tests.support.trace_fixtures import (
     CRASHED,
     INSTANCES,
@@ -129,8 +134,68 @@ def test_colour_follows_no_color_and_the_terminal(monkeypatch: pytest.MonkeyPatc
 
 
 def test_a_narrow_terminal_still_gets_a_timeline(view: RolloutView) -> None:
-    text = terminal.render(view, width=30)
-    assert len(row_line(text, "i-1").split("|")[1]) >= 20
+    text = terminal.render(view, width=40)  # the narrowest --width
+    assert len(row_line(text, "i-1").split("|")[1]) >= 12
+    assert "TIME" not in text  # it gave way to the timeline
+    assert max(len(line) for line in text.splitlines()) == 40
+
+
+def events_view(view: RolloutView, instance_names: int = 0) -> RolloutView:
+    """The view with the scheduler's events, labels, and instance names made longer."""
+    rows = [
+        dataclasses.replace(row, instance_id=row.instance_id + "x" * instance_names)
+        for row in view.rows
+    ]
+    first = min(row.start for row in rows)
+    last = max(row.end(view.now) for row in rows)
+    history = [
+        HistoryEntry(first - timedelta(seconds=3), "rollout_started", "weights changed", {}),
+        HistoryEntry(last + timedelta(seconds=1), "rollout_stopped", "1 deploy failed " * 8, {}),
+        HistoryEntry(last + timedelta(seconds=1), "reverted", "restored the last good", {}),
+    ]
+    labels = {row.to_revision: "v2" for row in rows}
+    labels.update({row.from_revision: "v1" for row in rows if row.from_revision})
+    return model.view_of(
+        rows, now=view.now, title=view.title, labels=labels, events=model.events_of(history, rows)
+    )
+
+
+@settings(max_examples=60, deadline=None)
+@given(width=st.integers(40, 260), names=st.integers(0, 40), colour=st.booleans())
+def test_every_line_fits_the_width_exactly(
+    view: RolloutView, width: int, names: int, colour: bool
+) -> None:
+    text = terminal.render(events_view(view, names), width=width, colour=colour)
+    lines = [ANSI.sub("", line) for line in text.splitlines()]
+    assert max(len(line) for line in lines) <= width, [t for t in lines if len(t) > width]
+    rows = [line for line in lines if line.startswith("i-")]
+    assert {len(line) for line in rows} == {width}  # the timeline takes what is left
+
+
+def test_at_80_columns_nothing_is_drawn_past_80(view: RolloutView) -> None:
+    text = terminal.render(view, width=80)
+    assert max(len(line) for line in text.splitlines()) == 80  # it drew 81 before
+    header = text.split("\n\n")[0].splitlines()
+    legend = header[next(i for i, line in enumerate(header) if line.startswith("legend:")) :]
+    assert len(legend) >= 3  # 188 characters once, now wrapped between its entries
+    assert "p pending" in legend[0]
+    entries = "  ".join(line.removeprefix("legend:").strip() for line in legend)
+    assert "d draining  s stopping  t starting" in entries  # no entry cut in two
+
+
+def test_the_scheduler_row_and_the_revisions(view: RolloutView) -> None:
+    text = terminal.render(events_view(view), width=120)
+    scheduler = next(line for line in text.splitlines() if line.startswith("SCHEDULER"))
+    marks = scheduler.split("|")[1]
+    assert marks.lstrip().startswith("S")  # the rollout started before any deploy
+    assert "W" in marks
+    assert marks.rstrip().endswith(("X", "R"))
+    assert "wave 1: " in text
+    assert "S legend" not in text
+    assert "rollout started" in text  # the legend names the marks
+    block = block_of(text, ROLLED_BACK)
+    assert "v1 (" in block
+    assert "→ v2 (" in block
 
 
 def test_no_secret_in_the_text(view: RolloutView, recorded: RecordedRollout) -> None:
