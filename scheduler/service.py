@@ -44,6 +44,7 @@ from flotilla.scheduler.pass_ import PassReport, PassSettings, SchedulerPass
 log = logging.getLogger(__name__)
 
 MAX_POLL = timedelta(seconds=20)  # SQS's longest long poll
+DEPLOY_ENDS = frozenset({"deploy_finished", "deploy_failed"})
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,11 @@ class SchedulerSettings:
     lease: timedelta = timedelta(seconds=15)
     instance_ttl: timedelta = DEFAULT_INSTANCE_TTL
     max_events: int = 10  # per receive (SQS's most)
-    # Once events arrive, more are gathered for this long (up to `max_batch`) and handled
-    # in one pass: the deploys of a wave end within moments of each other, and a pass per
-    # event would read the service once per instance.
+    # Once the end of a deploy arrives, more events are gathered for this long (up to
+    # `max_batch`) and handled in one pass: the deploys of a wave end within moments of each
+    # other, and a pass per event would read the service once per instance. Other events
+    # (weights changed, an instance joined or left) are handled at once, with whatever
+    # else is already waiting.
     batch_window: timedelta = timedelta(seconds=1)
     max_batch: int = 500
     retry_after: timedelta = timedelta(seconds=2)  # after a failed iteration
@@ -195,15 +198,17 @@ class Scheduler:
             self._wait(rest)
 
     def _gather(self, events: list[Event]) -> list[Event]:
-        """`events` and whatever follows within the batch window (never past the lease)."""
-        until = self.clock.now() + min(
-            self.settings.batch_window,
-            timedelta(seconds=self.leadership.seconds_until_renewal()),
-        )
+        """`events` and whatever is waiting; after a deploy's end, also whatever follows
+        within the batch window (never past the lease)."""
+        window = timedelta(0)
+        if any(event.kind in DEPLOY_ENDS for event in events):
+            window = min(
+                self.settings.batch_window,
+                timedelta(seconds=self.leadership.seconds_until_renewal()),
+            )
+        until = self.clock.now() + window
         while len(events) < self.settings.max_batch:
-            left = until - self.clock.now()
-            if left <= timedelta(0):
-                break
+            left = max(until - self.clock.now(), timedelta(0))
             more = self.events.receive(wait=left, max_events=self.settings.max_events)
             if not more:
                 break

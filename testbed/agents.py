@@ -88,8 +88,14 @@ def start_agent(
     *,
     fault: str | None = None,
     runtime: list[str] | None = None,
+    cli_defaults: bool = False,
 ) -> AgentProcess:
-    """An agent process; `runtime` gives its runtime options (default: the process runtime)."""
+    """An agent process; `runtime` gives its runtime options (default: the process runtime).
+
+    Tests poll fast and hold their instance briefly (`--poll-interval 0.3`,
+    `--agent-lease-seconds 3`) so nothing waits on timers; with `cli_defaults` the agent
+    runs with `flotilla agent`'s own (a 60 s safety-net poll, a 9-minute hold), as the
+    benchmarks measure it: wake-ups and proven-dead predecessors must do the rest."""
     env = world.agent_environment()
     env.pop("FLOTILLA_FAULT_KILL_AT", None)
     if fault:
@@ -100,8 +106,7 @@ def start_agent(
         "--service", service,
         "--instance-id", instance_id,
         "--state-dir", str(work / instance_id),
-        "--poll-interval", "0.3",
-        "--agent-lease-seconds", "3",
+        *([] if cli_defaults else ["--poll-interval", "0.3", "--agent-lease-seconds", "3"]),
         "--lease-seconds", "20",
         "--trace-file", str(work / "spans.jsonl"),
         *(runtime or ["--runtime", "process"]),

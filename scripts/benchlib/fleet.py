@@ -36,6 +36,8 @@ class Fleet:
     service: str
     size: int
     max_in_flight: str = "1"
+    # Agents with `flotilla agent`'s own settings (see testbed.agents.start_agent).
+    cli_defaults: bool = True
     agents: list[AgentProcess] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -51,7 +53,10 @@ class Fleet:
         self._queue_url = queue["QueueUrl"]
 
     def start(self) -> None:
-        self.agents += [start_agent(self.world, self.work, self.service, i) for i in self.instances]
+        self.agents += [
+            start_agent(self.world, self.work, self.service, i, cli_defaults=self.cli_defaults)
+            for i in self.instances
+        ]
         wait_for(
             lambda: len(self.world.store.list_instances(self.service)) == self.size,
             120, f"{self.size} agents of {self.service} registered",

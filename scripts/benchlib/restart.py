@@ -2,12 +2,12 @@
 
 A real agent process is SIGKILLed by its fault hook just before the `starting` step of a
 deploy (on the process runtime, against a moto server); a new agent process is started
-at once; the figure is the time from that start to the `starting` visit the new agent
-records as resumed. It includes the process's own start (Python, imports, AWS clients),
-and the wait for the killed agent's lease on the instance to expire (a new agent stands
-by until then, so that two agents never deploy at once): the agent's log tells the parts
-apart. The agents run with `--agent-lease-seconds 3` (the integration tests' value; the
-default is 15 s, which the wait grows with).
+at once, as systemd restarts it; the figure is the time from that start to the
+`starting` visit the new agent records as resumed. It includes the process's own start
+(Python, imports, AWS clients) and its taking over the instance. The agents run with
+`flotilla agent`'s defaults, a 9-minute hold on the instance: the new agent does not wait
+that out, it proves the killed one dead (same machine and boot, its pid gone) and takes
+the instance at once. The agent's log tells the parts apart.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from flotilla.engine.records import Instance
 from testbed.agents import aws_world, start_agent, wait_for
 
 KILLED_AT = "starting"
-AGENT_LEASE = 3  # seconds, as testbed/agents.py starts agents
+AGENT_LEASE = "the default 540"  # seconds: `flotilla agent`'s hold on its instance
 
 
 def logged_at(lines: list[dict[str, Any]], starting: str = "") -> datetime:
@@ -50,12 +50,19 @@ def run(runs: int, quick: bool) -> list[Figure]:
                 world.store.set_assignment(
                     instance, revision, expected_version=current.assignment_version
                 )
-                doomed = start_agent(world, Path(work), fleet.service, instance,
-                                     fault=f"{KILLED_AT}:before-step")  # fmt: skip
+                doomed = start_agent(
+                    world,
+                    Path(work),
+                    fleet.service,
+                    instance,
+                    fault=f"{KILLED_AT}:before-step",
+                    cli_defaults=True,
+                )
                 if doomed.process.wait(timeout=120) != -9:
                     raise RuntimeError("the fault hook did not kill the agent")
                 restarted_at = world.clock.now()
-                survivor = start_agent(world, Path(work), fleet.service, instance)
+                survivor = start_agent(world, Path(work), fleet.service, instance,
+                                       cli_defaults=True)  # fmt: skip
                 with stopping(survivor):
                     (deploy,) = fleet.deploys_to(revision)
                     wait_for(lambda d=deploy: world.store.get_deploy(d.id).finished, 120,
@@ -72,9 +79,10 @@ def run(runs: int, quick: bool) -> list[Figure]:
             fleet.stop()
     return [
         Figure("restart", f"agent restart to resumed step (killed before `{KILLED_AT}`)", "s",
-               samples["total"], f"real agent process, moto server, agent lease {AGENT_LEASE} s"),
+               samples["total"], f"real agent process, moto server, agent lease {AGENT_LEASE} s",
+               target="≤ 1 s"),
         Figure("restart", "  of which: process start to its first log line", "s",
                samples["start"], "Python, imports, AWS clients"),
-        Figure("restart", "  of which: standing by for the killed agent's lease", "s",
-               samples["lease"], f"up to the agent lease ({AGENT_LEASE} s)"),
+        Figure("restart", "  of which: taking the instance over from the killed agent", "s",
+               samples["lease"], "proven dead: no wait for its hold to run out"),
     ]  # fmt: skip
