@@ -36,6 +36,11 @@ Description=Flotilla demo web server, {label} (it crashes at start)
 ExecStart=/bin/sh -c 'echo "missing configuration" >&2; exit 3'
 """
 ROLLOUT_TIMEOUT = 180.0  # seconds; a rollout of the demo takes a few
+# How to read the lines that follow a rollout, said once before the first of them.
+PICTURE_KEY = (
+    "    (each line: every instance and the revision it runs, '-' for none; '*' marks an "
+    "instance assigned another revision that it has not deployed yet)"
+)
 
 
 class Story:
@@ -50,6 +55,7 @@ class Story:
         # A value that must never appear anywhere but the units' 0600 environment files.
         self.secret = f"demo-secret-{secrets.token_hex(8)}"
         self.summary: list[InstanceSummary] = []
+        self.key_shown = False
 
     def chapter(self, title: str) -> None:
         self.say("")
@@ -178,9 +184,13 @@ class Story:
 
     def wait_for_rollout(self, what: str) -> None:
         """Until every instance runs its assignment and the rollout is recorded complete,
-        printing a line whenever the picture changes."""
+        printing a line whenever the picture changes (`PICTURE_KEY` says how to read it,
+        before the first)."""
         labels = {r.id: r.label for r in self.store.list_revisions(self.service)}
         shown = ""
+        if not self.key_shown:
+            self.say(PICTURE_KEY)
+            self.key_shown = True
 
         def settled() -> bool:
             nonlocal shown

@@ -63,6 +63,8 @@ def check_story(summary: dict[str, object], narration: str, instances: int) -> N
     # The check looked somewhere, and found the secret where it belongs: one env file each.
     assert summary["secret_env_files"] == len(rows)
     assert summary["secret_places_checked"] > 20
+    assert "'*' marks an instance assigned another revision" in narration  # the key, once
+    assert narration.count("'*' marks") == 1
     assert "killed: deploy" in narration
     assert "resumed at starting" in narration
     assert "reverted" in narration
