@@ -99,12 +99,7 @@ class Wiring:
                 profile_name=self.settings.profile, region_name=self.settings.region
             )
         except ProfileNotFound as exc:
-            where = self.settings.sources.get("profile", "--profile")
-            name = self.settings.profile or os.environ.get("AWS_PROFILE", "")
-            raise ConfigurationError(
-                f"AWS profile {name!r} (from {where}) is not configured; see "
-                "`aws configure list-profiles`, or fix ~/.aws/config"
-            ) from exc
+            raise self._missing_profile() from exc
         except BotoCoreError as exc:  # a config file it cannot parse, and the like
             raise setting_rules.configuration_error(
                 exc, self.settings.sources, "reading the AWS settings"
@@ -124,6 +119,8 @@ class Wiring:
             client = make_client(service, endpoint_url=self.settings.endpoint_url, config=config)
         except NoRegionError as exc:
             raise ConfigurationError(NO_REGION) from exc
+        except ProfileNotFound as exc:  # botocore may look the profile up only now
+            raise self._missing_profile() from exc
         except (BotoCoreError, ValueError) as exc:  # a region or endpoint botocore refuses
             raise setting_rules.configuration_error(
                 exc, self.settings.sources, f"making the {service} client"
@@ -133,6 +130,14 @@ class Wiring:
         from flotilla.cli.aws_calls import RetryingClient
 
         return RetryingClient(client, self.clock)
+
+    def _missing_profile(self) -> ConfigurationError:
+        where = self.settings.sources.get("profile", "--profile")
+        name = self.settings.profile or os.environ.get("AWS_PROFILE", "")
+        return ConfigurationError(
+            f"AWS profile {name!r} (from {where}) is not configured; see "
+            "`aws configure list-profiles`, or fix ~/.aws/config"
+        )
 
     @cached_property
     def dynamodb(self) -> Any:

@@ -17,7 +17,7 @@ import json
 import sys
 import types
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,10 +89,17 @@ class World:
         wiring.__dict__["session"] = _session(None, REGION)  # fills the cached_property
         return wiring
 
-    def run(self, *args: str, stdin: bytes = b"", aws: bool = True) -> Result:
-        """`flotilla ARGS --env E --region R` in-process, as the console script runs it."""
+    def run(
+        self,
+        *args: str,
+        stdin: bytes = b"",
+        aws: bool = True,
+        variables: Mapping[str, str | None] | None = None,
+    ) -> Result:
+        """`flotilla ARGS --env E --region R` in-process, as the console script runs it;
+        `variables` are set (None: unset) in its environment for the call."""
         argv = ["flotilla", *args, *(self.aws if aws else [])]
-        with CliRunner().isolation(input=stdin) as (out, err, _):
+        with CliRunner().isolation(input=stdin, env=dict(variables or {})) as (out, err, _):
             saved = sys.argv, wiring_module.boto3
             sys.argv = argv
             wiring_module.boto3 = _SHARED_SESSIONS  # type: ignore[assignment]
@@ -198,12 +205,13 @@ def assert_refused(
     codes: Sequence[int] = (1, 2),
     stdin: bytes = b"",
     aws: bool = True,
+    variables: Mapping[str, str | None] | None = None,
 ) -> Result:
     """The command fails cleanly: non-zero exit, one error line, no traceback, nothing stored."""
     if world.baseline is None:
         world.baseline = world.snapshot()
     before = world.baseline
-    result = world.run(*args, stdin=stdin, aws=aws)
+    result = world.run(*args, stdin=stdin, aws=aws, variables=variables)
     after = world.snapshot()
     world.baseline = after  # one failure must not make every later test fail too
     assert_clean_failure(result, codes)
