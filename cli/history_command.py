@@ -142,7 +142,12 @@ def line_row(line: Line, labels: Mapping[str, str], now: datetime) -> list[str]:
 @output_option
 @aws_options
 def history(service: str, limit: str, output: str, **options: Any) -> None:
-    """Show SERVICE's rollouts, pauses, reverts and deploys, newest first."""
+    """Show SERVICE's rollouts, pauses, reverts, undos and deploys, newest first.
+
+    A deploy is named INSTANCE.N, N being the instance's assignment number: an assignment
+    that needed no deploy (back to the revision it ran) used a number too, so an
+    instance's deploy numbers can skip.
+    """
     validation.service_name(service)
     count = parse_limit(limit)
     wiring = wiring_from(options)

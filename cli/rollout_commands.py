@@ -225,7 +225,7 @@ def parse_steps(text: str) -> int:
 @click.option(
     "--stop-all",
     is_flag=True,
-    help="Allow going back to weights that are all 0 (every instance stops running SERVICE)",
+    help="Allow going back to weights that are all 0 (every instance is unassigned)",
 )
 @reason_option
 @wait_options

@@ -143,7 +143,11 @@ def deploy(
     deploy_id: str, html_file: Path | None, otlp_file: Path | None, colour: str,
     width: int | None, **options: Any,
 ) -> None:  # fmt: skip
-    """One deploy (an instance moving to a revision) as a timeline, e.g. DEPLOY_ID i-0abc.3."""
+    """One deploy (an instance moving to a revision) as a timeline, e.g. DEPLOY_ID i-0abc.3.
+
+    N in INSTANCE.N is the instance's assignment number, so an instance's deploy numbers
+    can skip (an assignment back to the revision it runs needs no deploy).
+    """
     if not deploy_id or len(deploy_id.encode("utf-8", "surrogateescape")) > MAX_DEPLOY_ID:
         # DynamoDB refuses such a key outright; say so before asking it.
         raise ValidationError(
