@@ -20,7 +20,7 @@ from flotilla.cli.output import output_option, print_json, print_table
 from flotilla.engine import validation
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.errors import ValidationError
-from flotilla.engine.operations.names import find_service, label_of, weights_text
+from flotilla.engine.operations.names import find_service, label_of, weights_text, with_labels
 from flotilla.engine.records import HistoryEntry
 
 MAX_LIMIT = 10_000
@@ -118,7 +118,8 @@ def line_row(line: Line, labels: Mapping[str, str], now: datetime) -> list[str]:
     if isinstance(line, HistoryEntry):
         entry = line
         when = entry.at.strftime("%Y-%m-%d %H:%M:%S")
-        return [when, entry.kind, "-", weights_text(entry.weights, labels), "-", "-", entry.reason]
+        reason = with_labels(entry.reason, labels)  # the scheduler writes ids into reasons
+        return [when, entry.kind, "-", weights_text(entry.weights, labels), "-", "-", reason]
     deploy = line
     when = deploy.created_at.strftime("%Y-%m-%d %H:%M:%S")
     before = label_of(labels, deploy.from_revision) or "none"

@@ -14,6 +14,7 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +26,7 @@ from flotilla.cli.trace import html, model, terminal
 from flotilla.cli.trace.model import DeployRow, RolloutView
 from flotilla.engine import validation
 from flotilla.engine.errors import FlotillaError, NotFoundError, ValidationError
-from flotilla.engine.operations.names import ID_CHARS, find_revision, find_service
+from flotilla.engine.operations.names import ID_CHARS, find_revision, find_service, with_labels
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_DEPLOY_ID = 1024  # DynamoDB allows 2048 bytes in a partition key; ids are far shorter
@@ -115,7 +116,10 @@ def rollout(
             revision=revision,
             since=since_time,
         )
-        events = model.events_of(record.history, rows)
+        events = [
+            replace(e, text=with_labels(e.text, labels))  # ids the scheduler wrote, as labels
+            for e in model.events_of(record.history, rows)
+        ]
         label = labels.get(rows[0].to_revision) if rows else None
     if not rows:
         where = f" since {since}" if since else ""

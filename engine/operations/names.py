@@ -31,6 +31,7 @@ from flotilla.engine.records import Revision, Service
 
 ID_CHARS = 12  # how much of an id people are shown; any unique prefix names a revision
 _WHOLE_ID = re.compile(r"[0-9a-fA-F]{64}")
+_SHOWN_ID = re.compile(rf"\b[0-9a-f]{{{ID_CHARS}}}\b")  # an id as texts show it
 
 
 def find_service(store: StateStore, name: str, environment: str) -> Service:
@@ -105,3 +106,10 @@ def weights_text(weights: Mapping[str, int], labels: Mapping[str, str]) -> str:
     """`v1=90, v2=10`, sorted by label; `-` for no weights."""
     shown = sorted((label_of(labels, rev) or "", w) for rev, w in weights.items())
     return ", ".join(f"{name}={w}" for name, w in shown) or "-"
+
+
+def with_labels(text: str, labels: Mapping[str, str]) -> str:
+    """`text` with each revision id shown in it (its first `ID_CHARS` characters, as the
+    scheduler writes them into the service history) replaced by the revision's label."""
+    by_prefix = {revision[:ID_CHARS]: label for revision, label in labels.items() if label}
+    return _SHOWN_ID.sub(lambda found: by_prefix.get(found.group(0), found.group(0)), text)

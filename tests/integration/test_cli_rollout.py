@@ -271,6 +271,10 @@ def test_history_merges_deploys_and_entries_without_secrets(world: World, web: s
 
     text = world.cli.ok("history", web)
     assert "v1→v2" in text
+    # The scheduler writes ids into its reasons; people read labels there too.
+    assert "weights changed from" in text
+    assert all(rev[:12] not in text for rev in world.revisions(web).values())
+    assert "v1=25" in text
     assert f"failed in starting: {ERROR}" in text
     assert "running (starting)" in text
     assert len(world.cli.ok("history", web, "--limit", "2").strip().splitlines()) == 3

@@ -22,6 +22,7 @@ from flotilla.engine.operations.names import (
     label_of,
     new_label,
     weights_text,
+    with_labels,
 )
 from flotilla.engine.operations.rules import (
     NoRevert,
@@ -432,3 +433,12 @@ def test_revisions_are_shown_by_label_or_id_prefix() -> None:
     assert label_of(labels, None) is None
     assert weights_text({"b" * 64: 10, "a" * 64: 90}, labels) == "bbbbbbbbbbbb=10, v1=90"
     assert weights_text({}, labels) == "-"
+
+
+def test_ids_in_a_text_are_shown_as_labels() -> None:
+    labels = {"a" * 64: "v1", "b" * 64: "v2"}
+    text = "weights changed from {aaaaaaaaaaaa=100} to {bbbbbbbbbbbb=100}; cccccccccccc failed"
+    assert with_labels(text, labels) == (
+        "weights changed from {v1=100} to {v2=100}; cccccccccccc failed"
+    )
+    assert with_labels("aaaaaaaaaaaaa is longer", labels) == "aaaaaaaaaaaaa is longer"
