@@ -4,7 +4,9 @@ Users hold OpenSSH public keys and the services whose instances they may reach;
 `flotilla keys` is what sshd runs as its `AuthorizedKeysCommand` on every instance.
 Every input is validated before anything is written, and every change is written
 conditionally on the version it was based on (re-applied on a conflict), so a bad
-option stores nothing and two operators never overwrite each other's changes.
+option stores nothing and two operators never overwrite each other's changes. A little
+over 400 lines on purpose: the commands that write users and `keys`, which reads them for
+sshd, stay side by side.
 """
 
 from __future__ import annotations
