@@ -135,16 +135,7 @@ class DynamoDBLockService:
     def release(self, lease: Lease) -> bool:
         try:
             with translated_errors(f"releasing lock {lease.name!r}"):
-                self._client.update_item(
-                    TableName=self._table,
-                    Key=to_attributes({"name": lease.name, "slot": lease.slot}),
-                    UpdateExpression="REMOVE #owner SET expires_ms = :zero",
-                    ConditionExpression="#owner = :owner AND #token = :token",
-                    ExpressionAttributeNames={"#owner": "owner", "#token": "token"},
-                    ExpressionAttributeValues=to_attributes(
-                        {":owner": lease.owner, ":token": lease.token, ":zero": 0}
-                    ),
-                )
+                self._client.update_item(**release_update(self._table, lease))
         except ClientError as exc:
             if is_condition_failure(exc):
                 return False
@@ -175,3 +166,18 @@ class DynamoDBLockService:
             for i in found
             if "owner" in i and int(i["expires_ms"]) > now_ms
         ]
+
+
+def release_update(table: str, lease: Lease) -> dict[str, Any]:
+    """The update that frees `lease`'s slot if it still holds it: for `release`, and for
+    a checkpoint written together with its deploy's release (dynamodb_store)."""
+    return {
+        "TableName": table,
+        "Key": to_attributes({"name": lease.name, "slot": lease.slot}),
+        "UpdateExpression": "REMOVE #owner SET expires_ms = :zero",
+        "ConditionExpression": "#owner = :owner AND #token = :token",
+        "ExpressionAttributeNames": {"#owner": "owner", "#token": "token"},
+        "ExpressionAttributeValues": to_attributes(
+            {":owner": lease.owner, ":token": lease.token, ":zero": 0}
+        ),
+    }

@@ -29,11 +29,19 @@ from flotilla.adapters.dynamodb_codec import (
     to_attributes,
     translated_errors,
 )
+from flotilla.adapters.dynamodb_locks import release_update
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.clock import Clock, to_epoch_ms
 from flotilla.engine.config import TableNames
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, LockLostError, NotFoundError
-from flotilla.engine.records import AgentClaim, CurrentRevision, Instance, Revision, Service
+from flotilla.engine.records import (
+    AgentClaim,
+    CurrentRevision,
+    Instance,
+    Lease,
+    Revision,
+    Service,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -428,7 +436,11 @@ class DynamoDBStateStore:
         return items.deploy_from_item(item)
 
     def update_deploy(
-        self, checkpoint: DeployCheckpoint, *, current: CurrentRevision | None = None
+        self,
+        checkpoint: DeployCheckpoint,
+        *,
+        current: CurrentRevision | None = None,
+        release: Lease | None = None,
     ) -> DeployCheckpoint:
         stored = dataclasses.replace(checkpoint, version=checkpoint.version + 1)
         item = items.deploy_to_item(stored)
@@ -453,29 +465,29 @@ class DynamoDBStateStore:
             "ExpressionAttributeValues": {":expected": to_attribute(checkpoint.version)},
             "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
         }
-        if current is None:
+        if current is None and release is None:
             conditional_write(what, lambda: self._client.put_item(**put), conflict)
             return stored
-        # The checkpoint and the instance's current revision in one transaction: one call,
-        # and never one without the other.
-        record_current = {
-            "TableName": self._tables.instances,
-            "Key": to_attributes({"id": current.instance_id}),
-            "UpdateExpression": "SET current_revision = :revision",
-            "ConditionExpression": "attribute_exists(id)",
-            "ExpressionAttributeValues": to_attributes({":revision": current.revision}),
-        }
+        # One transaction, one call: the checkpoint with the instance's current revision
+        # (never one without the other) and with its slot's release.
+        actions: list[dict[str, Any]] = [{"Put": put}]
+        if current is not None:
+            actions.append({"Update": _current_revision_update(self._tables, current)})
+        if release is not None:
+            actions.append({"Update": release_update(self._tables.locks, release)})
         with translated_errors(what):
             try:
-                self._client.transact_write_items(
-                    TransactItems=[{"Put": put}, {"Update": record_current}]
-                )
+                self._client.transact_write_items(TransactItems=actions)
             except ClientError as exc:
-                reasons = cancellation_reasons(exc)
-                if reasons and reasons[0].code == "ConditionalCheckFailed":
-                    raise conflict(reasons[0].item) from exc
-                if len(reasons) > 1 and reasons[1].code == "ConditionalCheckFailed":
+                failed = [r.code == "ConditionalCheckFailed" for r in cancellation_reasons(exc)]
+                if failed and failed[0]:
+                    raise conflict(cancellation_reasons(exc)[0].item) from exc
+                if current is not None and len(failed) > 1 and failed[1]:
                     raise NotFoundError(f"instance {current.instance_id!r} does not exist") from exc
+                if release is not None and failed and failed[-1]:
+                    # The slot is not this deploy's any more (it lapsed, or was taken):
+                    # nothing to free, and no reason to withhold the checkpoint.
+                    return self.update_deploy(checkpoint, current=current)
                 raise
         return stored
 
@@ -508,3 +520,13 @@ class DynamoDBStateStore:
             )
         deploys = (items.deploy_from_item(i) for i in found)
         return sorted(deploys, key=lambda d: (d.created_at, d.id))
+
+
+def _current_revision_update(tables: TableNames, current: CurrentRevision) -> dict[str, Any]:
+    return {
+        "TableName": tables.instances,
+        "Key": to_attributes({"id": current.instance_id}),
+        "UpdateExpression": "SET current_revision = :revision",
+        "ConditionExpression": "attribute_exists(id)",
+        "ExpressionAttributeValues": to_attributes({":revision": current.revision}),
+    }

@@ -16,10 +16,11 @@ from datetime import datetime
 from typing import Any
 
 from flotilla.adapters import items
+from flotilla.adapters.memory_locks import MemoryLockService
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.clock import Clock, to_epoch_ms
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, LockLostError, NotFoundError
-from flotilla.engine.records import AgentClaim, CurrentRevision, Instance, Revision, Service
+from flotilla.engine.records import AgentClaim, CurrentRevision, Instance, Lease, Revision, Service
 
 Item = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -28,8 +29,11 @@ log = logging.getLogger(__name__)
 class MemoryStateStore:
     """`StateStore` held in dicts of stored items."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, locks: MemoryLockService | None = None) -> None:
         self._clock = clock
+        # The lock service whose slots a checkpoint write may release (`update_deploy`),
+        # as the DynamoDB store reaches its environment's locks table.
+        self._locks = locks
         self._lock = threading.Lock()
         self._services: dict[str, Item] = {}
         self._revisions: dict[tuple[str, str], Item] = {}
@@ -274,8 +278,14 @@ class MemoryStateStore:
         return items.deploy_from_item(copy.deepcopy(item))
 
     def update_deploy(
-        self, checkpoint: DeployCheckpoint, *, current: CurrentRevision | None = None
+        self,
+        checkpoint: DeployCheckpoint,
+        *,
+        current: CurrentRevision | None = None,
+        release: Lease | None = None,
     ) -> DeployCheckpoint:
+        if release is not None and self._locks is None:
+            raise ValueError("this memory store was made without the lock service to release")
         stored = dataclasses.replace(checkpoint, version=checkpoint.version + 1)
         item = items.deploy_to_item(stored)
         items.check_item_size(item, f"deploy {checkpoint.id!r}")
@@ -294,6 +304,8 @@ class MemoryStateStore:
             self._deploys[checkpoint.id] = item
             if instance is not None and current is not None:
                 instance["current_revision"] = current.revision
+            if release is not None and self._locks is not None:
+                self._locks.release(release)  # False, and no change, if no longer held
         return stored
 
     def list_deploys(

@@ -80,11 +80,17 @@ class StateStore(Protocol):
 
     # Deploys: `update_deploy` writes only if the stored version equals `checkpoint.version`;
     # with `current`, it records the instance's current revision in the same atomic write
-    # (both or neither; `NotFoundError` if the instance is gone, and nothing is written).
+    # (both or neither; `NotFoundError` if the instance is gone, and nothing is written);
+    # with `release`, it frees that lease's slot in the same write if the lease still
+    # holds it (a slot held no more does not stop the checkpoint).
     def create_deploy(self, checkpoint: DeployCheckpoint) -> DeployCheckpoint: ...
     def get_deploy(self, deploy_id: str) -> DeployCheckpoint: ...
     def update_deploy(
-        self, checkpoint: DeployCheckpoint, *, current: CurrentRevision | None = None
+        self,
+        checkpoint: DeployCheckpoint,
+        *,
+        current: CurrentRevision | None = None,
+        release: Lease | None = None,
     ) -> DeployCheckpoint: ...
     def list_deploys(
         self, service: str, *, since: datetime | None = None

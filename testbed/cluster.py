@@ -32,8 +32,8 @@ class Cluster:
     with_load_balancer: bool = True
 
     def __post_init__(self) -> None:
-        self.store = MemoryStateStore(self.clock)
         self.locks = MemoryLockService(self.clock)
+        self.store = MemoryStateStore(self.clock, self.locks)
         self.secrets = LocalSecretBox(os.urandom(32))
         self.lb = MemoryLoadBalancer(self.clock, drain_seconds=30, health_seconds=20)
         self.runtimes: dict[str, ProcessRuntime] = {}

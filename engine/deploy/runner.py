@@ -88,11 +88,19 @@ class DeployRunner:
         self.events = events
         self.liveness: Liveness = liveness or AlwaysLive()
         self.fault = fault
+        # Deploys this runner created, with the version it wrote: a run that starts from
+        # one of them continues it; any other open state is an interrupted runner's.
+        self._created: dict[str, int] = {}
 
     # --- creating --------------------------------------------------------------------
 
     def create(self, instance: Instance, service: Service) -> DeployCheckpoint:
-        """The checkpoint for the instance's current assignment, created once."""
+        """The checkpoint for the instance's current assignment, created once.
+
+        `pending`'s step (it only sets the overall deadline) is performed here and the
+        checkpoint is created already past it, in `locking`: creating it is the one
+        conditional write of that transition, so a deploy costs no separate write for it.
+        """
         if instance.assigned_revision is None:
             raise FlotillaError(f"instance {instance.id} has no assignment to deploy")
         ports = self.ports_for(service)
@@ -113,10 +121,14 @@ class DeployRunner:
         checkpoint = dataclasses.replace(
             checkpoint, trace_parent=telemetry.start_trace("deploy", _attributes(checkpoint))
         )
+        deploy = DeployMachine(has_load_balancer=service.load_balancer is not None)
+        steps = self._steps(ports, service, deploy_id)
         try:
-            return _retried(ports, lambda: ports.store.create_deploy(checkpoint))
+            created = self._step(ports, steps, deploy, checkpoint, create=True)
         except AlreadyExistsError:
             return _retried(ports, lambda: ports.store.get_deploy(deploy_id))
+        self._created[created.id] = created.version
+        return created
 
     # --- running ---------------------------------------------------------------------
 
@@ -148,7 +160,8 @@ class DeployRunner:
             raise FlotillaError(f"deploy {deploy_id}: {cannot}") from cannot
         steps = self._steps(ports, service, deploy_id)
         try:
-            checkpoint = self._mark_resume(ports, checkpoint)
+            if self._created.pop(checkpoint.id, None) != checkpoint.version:
+                checkpoint = self._mark_resume(ports, checkpoint)
             while not checkpoint.finished:
                 if self.liveness.stop_requested():
                     log.info("stopping between steps", extra=_log_fields(checkpoint))
@@ -220,7 +233,13 @@ class DeployRunner:
             return _retried(ports, lambda: ports.store.update_deploy(marked))
 
     def _step(
-        self, ports: Ports, steps: Steps, deploy: DeployMachine, checkpoint: DeployCheckpoint
+        self,
+        ports: Ports,
+        steps: Steps,
+        deploy: DeployMachine,
+        checkpoint: DeployCheckpoint,
+        *,
+        create: bool = False,
     ) -> DeployCheckpoint:
         state = checkpoint.state
         attempt = checkpoint.attempts.get(state, 1)
@@ -240,7 +259,9 @@ class DeployRunner:
                 advance = Advance(result=StepResult.FAILED)
                 telemetry.mark_error(span, reason)
             self.fault("after-effect", state)
-            checkpoint = self._advance(ports, deploy, checkpoint, advance, reason, span)
+            checkpoint = self._advance(
+                ports, deploy, checkpoint, advance, reason, span, create=create
+            )
         # After the state's span has ended: a SIGKILL during the next step must not lose it.
         telemetry.flush()
         if checkpoint.finished:
@@ -279,6 +300,8 @@ class DeployRunner:
         advance: Advance,
         reason: str | None,
         span: trace.Span,
+        *,
+        create: bool = False,
     ) -> DeployCheckpoint:
         now = ports.clock.now()
         # The reason is the deploy's error, or, in the rollback, why the rollback failed.
@@ -312,9 +335,15 @@ class DeployRunner:
             outcome=deploy.outcome if deploy.finished else None,
             history=history,
         )
-        stored = _retried(
-            ports, lambda: ports.store.update_deploy(updated, current=advance.current)
-        )
+        if create:  # the first write: the checkpoint does not exist yet
+            stored = _retried(ports, lambda: ports.store.create_deploy(updated))
+        else:
+            stored = _retried(
+                ports,
+                lambda: ports.store.update_deploy(
+                    updated, current=advance.current, release=advance.release
+                ),
+            )
         log.info(
             "deploy %s: %s -> %s", stored.id, checkpoint.state, new_state, extra=_log_fields(stored)
         )

@@ -89,16 +89,19 @@ class DeploySlot:
         self._take_new(checkpoint)
         return _ref(self._held())
 
-    def release(self) -> None:
-        """Free the slot. After a restart: every live slot this deploy owns, the one its
-        checkpoint records or one taken just before a crash and never checkpointed (the
-        deploy then gave up in `locking`), rather than let it block the rollout until its
-        lease lapses. One read of the holders."""
-        if self.keeper.lease is not None:
-            self._call("lock.release", self.keeper.release)
-            return
+    def release(self) -> Lease | None:
+        """Free the slot: the held one is returned, for the checkpoint that records its
+        release to free it in the same write. After a restart (none held): every live slot
+        this deploy owns, the one its checkpoint records or one taken just before a crash
+        and never checkpointed (the deploy then gave up in `locking`), is freed here rather
+        than left to block the rollout until its lease lapses. One read of the holders."""
+        held = self.keeper.lease
+        if held is not None:
+            self.keeper.forget()
+            return held
         for lease in self._own_slots():
             self._call("lock.release", functools.partial(self._locks.release, lease))
+        return None
 
     # --- inside ----------------------------------------------------------------------------
 

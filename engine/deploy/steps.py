@@ -32,7 +32,7 @@ from flotilla.engine.ports import (
     TargetState,
     UnitRuntime,
 )
-from flotilla.engine.records import CurrentRevision, Revision, Service
+from flotilla.engine.records import CurrentRevision, Lease, Revision, Service
 from flotilla.machines import deploy as machine
 from flotilla.machines.deploy import State, StepResult
 
@@ -51,6 +51,8 @@ class Advance:
     lease: LeaseRef | None = None
     # The instance's current revision, written atomically with the checkpoint.
     current: CurrentRevision | None = None
+    # The slot to free with the checkpoint, in the same write.
+    release: Lease | None = None
     clear_lease: bool = False
     deadlines: dict[str, datetime] = field(default_factory=dict)
 
@@ -279,8 +281,8 @@ class Steps:
         return Advance(current=CurrentRevision(checkpoint.instance_id, checkpoint.to_revision))
 
     def unlocked(self, checkpoint: DeployCheckpoint) -> Advance:
-        self.slot.release()
-        return Advance(clear_lease=True)
+        # The held slot is freed by the checkpoint that records it, in the same write.
+        return Advance(clear_lease=True, release=self.slot.release())
 
     def failed(self, checkpoint: DeployCheckpoint) -> Advance:
         return Advance()  # nothing to do: the failure is recorded; `rolling_back` undoes it

@@ -85,9 +85,8 @@ def _dynamodb_backend(kind: str, client: Any, environment: str) -> Backend:
 def _make_backend(kind: str, request: pytest.FixtureRequest) -> Iterator[Backend]:
     if kind == "memory":
         clock = _clock()
-        yield Backend(
-            kind=kind, clock=clock, store=MemoryStateStore(clock), locks=MemoryLockService(clock)
-        )
+        locks = MemoryLockService(clock)
+        yield Backend(kind=kind, clock=clock, store=MemoryStateStore(clock, locks), locks=locks)
     elif kind == "moto":
         with mock_aws():
             create_environment_stack("contract")

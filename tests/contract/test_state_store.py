@@ -567,3 +567,26 @@ def test_an_instance_ec2_says_is_going_is_marked_until_an_agent_takes_it_again(
         store.mark_instance_left("i-404", clock.now())
     clock.advance(61)
     assert claimed(backend, "b", MINUTE).left_at is None
+
+
+def test_a_checkpoint_frees_its_deploys_slot_in_the_same_write_if_it_still_holds_it(
+    backend: Backend,
+) -> None:
+    store, locks = backend.store, backend.locks
+    created = store.create_deploy(a_checkpoint(backend))
+    lease = locks.acquire("deploy/api", "d-1", slots=1, lease=HOUR)
+    assert lease is not None
+    with pytest.raises(ConflictError):  # a stale checkpoint: the slot stays held
+        store.update_deploy(dataclasses.replace(created, version=0), release=lease)
+    assert [h.owner for h in locks.holders("deploy/api")] == ["d-1"]
+
+    unlocked = store.update_deploy(dataclasses.replace(created, state="unlocked"), release=lease)
+    assert locks.holders("deploy/api") == []
+    assert store.get_deploy("d-1") == unlocked
+
+    # A slot no longer held (it lapsed, or was taken) does not stop the checkpoint.
+    taken = locks.acquire("deploy/api", "d-2", slots=1, lease=HOUR)
+    assert taken is not None
+    done = store.update_deploy(dataclasses.replace(unlocked, state="done"), release=lease)
+    assert store.get_deploy("d-1") == done
+    assert [h.owner for h in locks.holders("deploy/api")] == ["d-2"]

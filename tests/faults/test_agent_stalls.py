@@ -19,7 +19,7 @@ from flotilla.cli.agent_assembly import build_agent
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.deploy.agent import AgentSettings
 from flotilla.engine.errors import TransientError
-from flotilla.engine.records import CurrentRevision
+from flotilla.engine.records import CurrentRevision, Lease
 from tests.faults.world import FaultWorld
 
 pytestmark = pytest.mark.faults
@@ -36,12 +36,16 @@ class OutageAtDone:
         return getattr(self.inner, name)
 
     def update_deploy(
-        self, checkpoint: DeployCheckpoint, *, current: CurrentRevision | None = None
+        self,
+        checkpoint: DeployCheckpoint,
+        *,
+        current: CurrentRevision | None = None,
+        release: Lease | None = None,
     ) -> DeployCheckpoint:
         if checkpoint.state == "done" and self.failures > 0:
             self.failures -= 1
             raise TransientError("writing the checkpoint: DynamoDB is unavailable (injected)")
-        return self.inner.update_deploy(checkpoint, current=current)
+        return self.inner.update_deploy(checkpoint, current=current, release=release)
 
 
 def test_a_running_agent_finishes_a_deploy_that_stopped_in_unlocked() -> None:

@@ -37,8 +37,8 @@ class FaultWorld:
     clock: FakeClock = field(default_factory=FakeClock)
 
     def __post_init__(self) -> None:
-        self.store = MemoryStateStore(self.clock)
         self.locks = MemoryLockService(self.clock)
+        self.store = MemoryStateStore(self.clock, self.locks)
         self.secrets = LocalSecretBox(os.urandom(32))
         self.lb = MemoryLoadBalancer(self.clock, drain_seconds=30, health_seconds=20)
         self.runtimes: dict[str, MemoryUnitRuntime] = {}

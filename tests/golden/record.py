@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from flotilla.adapters import items
+from flotilla.engine.errors import NotFoundError
 from flotilla.machines.deploy import MACHINE_VERSION
 from tests.golden.scenarios import INSTANCE, SCENARIOS, fixture_path, save
 
@@ -33,6 +34,11 @@ def main() -> int:
             try:
                 deploy_id = scenario.stop_in(cluster, state)
                 item = items.deploy_to_item(cluster.store.get_deploy(deploy_id))
+            except NotFoundError:
+                # This version never stores a deploy in that state (`pending`: deploys
+                # are created in `locking`); the folders of earlier versions keep theirs.
+                print(f"no {state} checkpoint is stored by this version: none recorded")
+                continue
             finally:
                 cluster.shutdown()
                 shutil.rmtree(root, ignore_errors=True)

@@ -155,8 +155,8 @@ class Fleet:
     def __init__(self, settings: SimSettings) -> None:
         self.settings = settings
         self.clock = SimClock()
-        self.store = MemoryStateStore(self.clock)
         self.locks = MemoryLockService(self.clock)
+        self.store = MemoryStateStore(self.clock, self.locks)
         self.events = MemoryEventQueue(self.clock)
         self.wakeups = MemoryWakeUps(self.clock) if settings.wake_ups else None
         self.secrets = LocalSecretBox(os.urandom(32))

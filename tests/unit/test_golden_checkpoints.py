@@ -19,6 +19,7 @@ import pytest
 from flotilla.adapters import items
 from flotilla.engine import units
 from flotilla.engine.checkpoint import Outcome
+from flotilla.engine.errors import NotFoundError
 from flotilla.machines import deploy as machine
 from tests.golden.scenarios import GOLDEN, INSTANCE, SCENARIOS, Scenario, fixture_path, load
 
@@ -39,6 +40,8 @@ def test_every_step_state_has_a_golden_checkpoint_of_this_version() -> None:
         for state in scenario.crash_states
         if fixture_path(folder, scenario, state).is_file()
     }
+    # `pending` too, although this version creates deploys in `locking`: earlier ones
+    # stored it, and a machine version that keeps the state must still resume it.
     missing = set(machine.STEP_STATES) - recorded
     assert not missing, f"record them: .venv/bin/python -m tests.golden.record ({missing})"
 
@@ -67,8 +70,15 @@ def test_a_golden_checkpoint_is_resumed_to_its_end(
     try:
         deploy_id = scenario.stop_in(cluster, state)
         assert golden.id == deploy_id, "the scenario no longer builds the recorded deploy"
-        written = cluster.store.get_deploy(deploy_id)
-        cluster.store.update_deploy(dataclasses.replace(golden, version=written.version))
+        try:
+            written = cluster.store.get_deploy(deploy_id)
+        except NotFoundError:
+            # This version stores no `pending` checkpoint (it creates deploys in `locking`);
+            # an earlier one did, and its agents may have left one behind.
+            assert state == machine.INITIAL_STATE
+            cluster.store.create_deploy(golden)
+        else:
+            cluster.store.update_deploy(dataclasses.replace(golden, version=written.version))
 
         cluster.clock.advance(5)
         done = cluster.runner(INSTANCE).run(deploy_id, cluster.service)

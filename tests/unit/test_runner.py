@@ -13,7 +13,7 @@ from flotilla.adapters.memory_load_balancer import MemoryLoadBalancer
 from flotilla.engine import units
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.deploy.steps import STEPS
-from flotilla.engine.errors import ConflictError
+from flotilla.engine.errors import ConflictError, NotFoundError
 from flotilla.engine.ports import TargetState
 from flotilla.engine.records import Lease
 from flotilla.machines import deploy as machine
@@ -146,7 +146,14 @@ def test_a_deploy_interrupted_anywhere_is_finished_by_the_next_runner(
     cluster.clock.advance(5)
     instance = cluster.store.get_instance("i-1")
     deploy_id = f"i-1.{instance.assignment_version}"
-    done = cluster.runner("i-1").run(deploy_id, cluster.service)
+    runner = cluster.runner("i-1")
+    if crash_state == machine.INITIAL_STATE:
+        # `pending` is performed before the checkpoint is first written, in `locking`:
+        # nothing was stored, and the next agent creates the deploy as the first one did.
+        with pytest.raises(NotFoundError):
+            cluster.store.get_deploy(deploy_id)
+        deploy_id = runner.create(instance, cluster.service).id
+    done = runner.run(deploy_id, cluster.service)
     assert done.outcome is Outcome.SUCCEEDED, done.error
     assert running(cluster, "i-1") == [units.installed_name("app.service", v2.id)]
     assert cluster.runtime("i-1").owned_units() == [units.installed_name("app.service", v2.id)]
