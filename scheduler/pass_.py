@@ -32,12 +32,11 @@ from flotilla.engine.updates import modify_service
 from flotilla.scheduler.rollout import (
     ServiceInputs,
     ServicePlan,
-    deploy_window,
-    needs_deploy_list,
     plan_service,
     split_live,
     unsettled,
 )
+from flotilla.scheduler.rollout_deploys import RolloutDeploys
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("flotilla.scheduler")
@@ -97,6 +96,7 @@ class SchedulerPass:
         self.wakeups = wakeups
         # Services found quiet: the record's version then, and when to look again anyway.
         self._quiet: dict[str, tuple[int, datetime]] = {}
+        self.rollout_deploys = RolloutDeploys(store)
 
     def run(self, names: Collection[str] | None = None) -> PassReport:
         """A pass over the whole shard, or over the named services only."""
@@ -165,6 +165,11 @@ class SchedulerPass:
             return
         log.info("%s kept changing during this pass; the next pass plans it again", service.name)
 
+    def forget(self) -> None:
+        """Drop what earlier passes remembered: the next pass reads every service whole."""
+        self._quiet.clear()
+        self.rollout_deploys.forget()
+
     def _still_quiet(self, service: Service) -> bool:
         quiet = self._quiet.get(service.name)
         if quiet is None:
@@ -197,10 +202,7 @@ class SchedulerPass:
         live, dead = split_live(
             self.store.list_instances(service.name), now, self.settings.instance_ttl
         )
-        deploys = {}
-        if needs_deploy_list(service):
-            listed = self.store.list_deploys(service.name, since=deploy_window(service))
-            deploys = {d.id: d for d in listed}
+        deploys = self.rollout_deploys.of(service, now)
         for instance in live:
             deploy_id = deploy_id_for(instance)
             if unsettled(instance) and deploy_id not in deploys:

@@ -139,6 +139,7 @@ class Scheduler:
                 self._wait(self._standby_poll())
                 return
             self._next_full_pass = None  # a new leader first reconciles everything
+            self.passes.forget()  # what an earlier term remembered may be stale now
         try:
             self.leadership.keep()
             if self._next_full_pass is None or self.clock.now() >= self._next_full_pass:
