@@ -41,6 +41,8 @@ def check(result: SimResult) -> None:
         "record_heartbeat": pytest.approx(1 / 3),
     }
     assert result.extra["wake_ups"] >= settings.instances  # every agent was rung
+    # EC2 says an instance is going: out of its service within a minute (not the TTL).
+    assert result.extra["left_after_seconds"] <= 60
 
 
 def test_a_rollout_over_200_instances_keeps_to_max_in_flight() -> None:

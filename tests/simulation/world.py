@@ -49,6 +49,7 @@ from flotilla.engine.revisions import build_revision
 from flotilla.engine.updates import modify_service
 from flotilla.scheduler.service import Scheduler, SchedulerSettings
 from tests.simulation.simclock import SimClock
+from tests.unit.test_items import ec2_notification
 
 SERVICE = "api"
 UNIT = "[Service]\nType=exec\nExecStart=/usr/bin/api --port 8080\n"
@@ -286,6 +287,20 @@ class Fleet:
         }
 
 
+def _leaving(fleet: Fleet) -> float:
+    """EC2 says one instance is terminating (as EventBridge delivers it to the events
+    queue): simulated seconds until the scheduler has taken its assignment away."""
+    gone = fleet.ids[-1]
+    said_at = fleet.clock.now()
+    fleet.events.deliver(ec2_notification("shutting-down", gone))
+    while fleet.store.get_instance(gone).assigned_revision is not None:
+        fleet.clock.check()
+        if fleet.clock.now() - said_at > timedelta(minutes=10):
+            raise AssertionError(f"{gone} was still assigned 10 minutes after EC2 said it went")
+        fleet.clock.sleep(1)
+    return (fleet.clock.now() - said_at).total_seconds()
+
+
 def _per_minute(calls: Counter[str], minutes: float, per: int = 1) -> dict[str, float]:
     return {name: n / minutes / per for name, n in sorted(calls.items())}
 
@@ -355,6 +370,7 @@ def run_rollout(settings: SimSettings, observe: Callable[[Fleet], None] | None =
             len(r.active()) == 1 for r in fleet.runtimes.values()
         )
         result.extra["wake_ups"] = 0 if fleet.wakeups is None else fleet.wakeups.rings
+        result.extra["left_after_seconds"] = _leaving(fleet)
     finally:
         fleet.shut_down()
     fleet.clock.check()
