@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import boto3
 import pytest
@@ -31,6 +32,16 @@ class Backend:
     elapsed: Callable[[], float]  # seconds passed on the backend's clock
 
 
+def sqs_client(endpoint: str) -> Any:
+    return boto3.client(
+        "sqs",
+        region_name=REGION,
+        endpoint_url=endpoint,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
     with moto_server() as url:
@@ -45,13 +56,7 @@ def backend(request: pytest.FixtureRequest, endpoint: str) -> Iterator[Backend]:
         yield Backend("memory", MemoryWakeUps(clock), lambda: (clock.now() - start).total_seconds())
         return
     stop = threading.Event()
-    client = boto3.client(
-        "sqs",
-        region_name=REGION,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = sqs_client(endpoint)
     began = time.monotonic()
     yield Backend(
         "sqs", SqsWakeUps(client, "contract", stop=stop), lambda: time.monotonic() - began
@@ -96,13 +101,7 @@ def test_a_closed_channel_is_gone_for_rings_and_waits(backend: Backend) -> None:
 
 
 def test_on_sqs_a_ring_ends_a_wait_that_is_already_waiting(endpoint: str) -> None:
-    client = boto3.client(
-        "sqs",
-        region_name=REGION,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = sqs_client(endpoint)
     stop = threading.Event()
     wakeups = SqsWakeUps(client, "contract", stop=stop)
     address = wakeups.open("i-6")
@@ -125,13 +124,7 @@ def test_on_sqs_a_ring_ends_a_wait_that_is_already_waiting(endpoint: str) -> Non
 
 
 def test_a_stop_ends_a_wait_at_once(endpoint: str) -> None:
-    client = boto3.client(
-        "sqs",
-        region_name=REGION,
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    client = sqs_client(endpoint)
     stop = threading.Event()
     wakeups = SqsWakeUps(client, "contract", stop=stop)
     address = wakeups.open("i-7")
