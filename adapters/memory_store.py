@@ -243,16 +243,18 @@ class MemoryStateStore:
             raise NotFoundError(f"instance {instance_id!r} does not exist")
         return current
 
+    # Reads decode the stored item into new records (no copy of it first: the codecs build
+    # every field afresh), under the lock, since instance items are updated in place.
+
     def get_instance(self, instance_id: str, *, consistent: bool = True) -> Instance:
         with self._lock:
-            stored = copy.deepcopy(self._instance_item(instance_id))
-        return items.instance_from_item(stored)
+            return items.instance_from_item(self._instance_item(instance_id))
 
     def list_instances(self, service: str) -> list[Instance]:
         with self._lock:
             ids = self._instances_by_service.get(service, set())
-            found = [copy.deepcopy(self._instances[i]) for i in ids]
-        return sorted((items.instance_from_item(i) for i in found), key=lambda i: i.id)
+            found = [items.instance_from_item(self._instances[i]) for i in ids]
+        return sorted(found, key=lambda i: i.id)
 
     def delete_instance(self, instance_id: str) -> None:
         with self._lock:
@@ -275,7 +277,7 @@ class MemoryStateStore:
             item = self._deploys.get(deploy_id)
         if item is None:
             raise NotFoundError(f"deploy {deploy_id!r} does not exist")
-        return items.deploy_from_item(copy.deepcopy(item))
+        return items.deploy_from_item(item)  # a checkpoint's item is replaced, never changed
 
     def update_deploy(
         self,
@@ -314,7 +316,7 @@ class MemoryStateStore:
         floor = None if since is None else to_epoch_ms(since)
         with self._lock:
             found = [
-                copy.deepcopy(i)
+                i
                 for i in self._deploys.values()
                 if i["service"] == service and (floor is None or i["created_ms"] >= floor)
             ]
@@ -324,9 +326,7 @@ class MemoryStateStore:
 
     def list_instance_deploys(self, instance_id: str) -> list[DeployCheckpoint]:
         with self._lock:
-            found = [
-                copy.deepcopy(i) for i in self._deploys.values() if i["instance_id"] == instance_id
-            ]
+            found = [i for i in self._deploys.values() if i["instance_id"] == instance_id]
         return sorted(
             (items.deploy_from_item(i) for i in found), key=lambda d: (d.created_at, d.id)
         )

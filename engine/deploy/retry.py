@@ -61,7 +61,24 @@ def with_retries(
     policy: RetryPolicy = AWS_CALLS,
     on_retry: Callable[[BaseException, int], None] | None = None,
 ) -> T:
-    """Run `call`, retrying retryable errors with exponential back-off and jitter."""
+    """Run `call`, retrying retryable errors with exponential back-off and jitter.
+
+    The first attempt runs bare: nearly every call succeeds at once, and the retry
+    machinery (a `Retrying` and its state, per call) is built only once one has failed.
+    That failure is then replayed to it as its first attempt, so the waits, the attempt
+    count and the retry events are what they would have been.
+    """
+    try:
+        return call()
+    except FlotillaError as failed:
+        if not failed.retryable:
+            raise
+        replay: list[BaseException] = [failed]
+
+    def attempt() -> T:
+        if replay:
+            raise replay.pop()
+        return call()
 
     def before_sleep(state: RetryCallState) -> None:
         if on_retry is not None and state.outcome is not None:
@@ -77,7 +94,7 @@ def with_retries(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return retrying(call)
+    return retrying(attempt)
 
 
 def poll_until(
