@@ -21,7 +21,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from flotilla.adapters import aws_errors
 from flotilla.adapters.aws_errors import error_code, error_message
-from flotilla.engine.errors import FlotillaError, ItemTooLargeError, TransientError
+from flotilla.engine.errors import (
+    FlotillaError,
+    ItemTooLargeError,
+    NotFoundError,
+    TransientError,
+)
 
 SERVICE = "DynamoDB"
 _serializer = TypeSerializer()
@@ -76,6 +81,19 @@ def item_from_condition_failure(exc: ClientError) -> dict[str, Any] | None:
     """The current item returned with a failed condition (ReturnValuesOnConditionCheckFailure)."""
     attributes: Any = exc.response.get("Item")
     return None if not attributes else from_attributes(attributes)
+
+
+def read_item(
+    client: Any, table: str, key: dict[str, Any], what: str, *, consistent: bool = True
+) -> dict[str, Any]:
+    """One item by its key, as a plain dict; `NotFoundError` (naming `what`) if absent."""
+    with translated_errors(f"reading {what}"):
+        response = client.get_item(
+            TableName=table, Key=to_attributes(key), ConsistentRead=consistent
+        )
+    if "Item" not in response:
+        raise NotFoundError(f"{what} does not exist")
+    return from_attributes(response["Item"])
 
 
 @dataclass(frozen=True)

@@ -21,23 +21,21 @@ from flotilla.adapters import items
 from flotilla.adapters.dynamodb_codec import (
     cancellation_reasons,
     conditional_write,
-    from_attributes,
     is_condition_failure,
-    item_from_condition_failure,
     paginate,
+    read_item,
     to_attribute,
     to_attributes,
     translated_errors,
 )
+from flotilla.adapters.dynamodb_instances import InstanceItems
 from flotilla.adapters.dynamodb_locks import release_update
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.clock import Clock, to_epoch_ms
 from flotilla.engine.config import TableNames
-from flotilla.engine.errors import AlreadyExistsError, ConflictError, LockLostError, NotFoundError
+from flotilla.engine.errors import AlreadyExistsError, ConflictError, NotFoundError
 from flotilla.engine.records import (
-    AgentClaim,
     CurrentRevision,
-    Instance,
     Lease,
     Revision,
     Service,
@@ -47,26 +45,16 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
-class DynamoDBStateStore:
-    """`StateStore` on the tables of one environment."""
+class DynamoDBStateStore(InstanceItems):
+    """`StateStore` on the tables of one environment (its instances: dynamodb_instances)."""
 
     def __init__(self, client: Any, tables: TableNames, clock: Clock) -> None:
         self._client = client
         self._tables = tables
         self._clock = clock
 
-    # --- helpers ---------------------------------------------------------------------
-
-    def _get(
-        self, table: str, key: dict[str, Any], what: str, *, consistent: bool = True
-    ) -> dict[str, Any]:
-        with translated_errors(f"reading {what}"):
-            response = self._client.get_item(
-                TableName=table, Key=to_attributes(key), ConsistentRead=consistent
-            )
-        if "Item" not in response:
-            raise NotFoundError(f"{what} does not exist")
-        return from_attributes(response["Item"])
+    def _get(self, table: str, key: dict[str, Any], what: str) -> dict[str, Any]:
+        return read_item(self._client, table, key, what)
 
     # --- services --------------------------------------------------------------------
 
@@ -184,237 +172,6 @@ class DynamoDBStateStore:
             )
         revisions = (items.revision_from_item(i) for i in found)
         return sorted(revisions, key=lambda r: (r.created_at, r.id))
-
-    # --- instances -------------------------------------------------------------------
-
-    def register_instance(
-        self, instance: Instance, *, expires_at: datetime, claim: AgentClaim | None = None
-    ) -> Instance:
-        """Create the instance, or refresh agent version and heartbeat of an existing one;
-        with a claim, take it for that agent process in the same write."""
-        item = items.instance_to_item(instance, expires_at=expires_at)
-        values = {
-            ":service": item["service"],
-            ":agent": item["agent_version"],
-            ":registered": item["registered_ms"],
-            ":heartbeat": item["heartbeat_ms"],
-            ":expires": item["expires_at_epoch"],
-            ":schema": item["schema"],
-            ":zero": 0,
-        }
-        sets = [
-            "#service = :service",
-            "agent_version = :agent",
-            "heartbeat_ms = :heartbeat",
-            "expires_at_epoch = :expires",
-            "#schema = :schema",
-            "registered_ms = if_not_exists(registered_ms, :registered)",
-            "assignment_version = if_not_exists(assignment_version, :zero)",
-        ]
-        removes: list[str] = []
-        condition = "(attribute_not_exists(id) OR #service = :service)"
-        if claim is not None:
-            sets += ["agent_owner = :owner", "agent_lease_ms = :lease"]
-            removes.append("left_ms")  # an agent runs on it: it is back
-            # Free, ours, run out, or held by a predecessor proven dead.
-            condition += (
-                " AND (attribute_not_exists(agent_owner) OR agent_owner IN (:owner, :replacing)"
-                " OR agent_lease_ms <= :heartbeat)"
-            )
-            values |= {
-                ":owner": claim.owner,
-                ":lease": to_epoch_ms(claim.lease_until),
-                ":replacing": claim.replacing or claim.owner,
-            }
-            if claim.wake_address is not None:
-                sets.append("wake_address = :wake")
-                values[":wake"] = claim.wake_address
-        update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
-
-        def refused(current: dict[str, Any] | None) -> Exception:
-            record = None if current is None else items.instance_from_item(current)
-            if record is not None and record.service != instance.service:
-                return ConflictError(
-                    f"instance {instance.id!r} belongs to service {record.service!r}, not "
-                    f"{instance.service!r}; an instance is born into one service",
-                    current=record,
-                )
-            owner = None if record is None else record.agent_owner
-            return ConflictError(f"instance {instance.id!r} is held by agent {owner!r}", record)
-
-        with translated_errors(f"registering instance {instance.id!r}"):
-            try:
-                response = self._client.update_item(
-                    TableName=self._tables.instances,
-                    Key=to_attributes({"id": instance.id}),
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames={"#service": "service", "#schema": "schema"},
-                    ExpressionAttributeValues=to_attributes(values),
-                    ReturnValues="ALL_NEW",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
-            except ClientError as exc:
-                if not is_condition_failure(exc):
-                    raise
-                raise refused(item_from_condition_failure(exc)) from exc
-        return items.instance_from_item(from_attributes(response["Attributes"]))
-
-    def record_heartbeat(
-        self,
-        instance_id: str,
-        at: datetime,
-        expires_at: datetime,
-        *,
-        claim: AgentClaim | None = None,
-    ) -> None:
-        update = "SET heartbeat_ms = :at, expires_at_epoch = :expires"
-        condition = "attribute_exists(id)"
-        values: dict[str, Any] = {":at": to_epoch_ms(at), ":expires": int(expires_at.timestamp())}
-        if claim is not None:
-            update += ", agent_lease_ms = :lease"
-            condition += " AND agent_owner = :owner"
-            values |= {":owner": claim.owner, ":lease": to_epoch_ms(claim.lease_until)}
-            if claim.wake_address is not None:
-                update += ", wake_address = :wake"
-                values[":wake"] = claim.wake_address
-
-        def refused(current: dict[str, Any] | None) -> Exception:
-            if current is None:
-                return NotFoundError(
-                    f"instance {instance_id!r} is not registered (it may have expired); "
-                    "the agent registers it again"
-                )
-            return LockLostError(
-                f"instance {instance_id!r} is held by agent {current.get('agent_owner')!r} "
-                f"now, not {claim.owner if claim else None!r}"
-            )
-
-        conditional_write(
-            f"recording the heartbeat of {instance_id!r}",
-            lambda: self._client.update_item(
-                TableName=self._tables.instances,
-                Key=to_attributes({"id": instance_id}),
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=to_attributes(values),
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            ),
-            refused,
-        )
-
-    def mark_instance_left(self, instance_id: str, at: datetime) -> Instance:
-        with translated_errors(f"marking {instance_id!r} as gone"):
-            try:
-                response = self._client.update_item(
-                    TableName=self._tables.instances,
-                    Key=to_attributes({"id": instance_id}),
-                    UpdateExpression="SET left_ms = :at",
-                    ConditionExpression="attribute_exists(id)",
-                    ExpressionAttributeValues=to_attributes({":at": to_epoch_ms(at)}),
-                    ReturnValues="ALL_NEW",
-                )
-            except ClientError as exc:
-                if not is_condition_failure(exc):
-                    raise
-                raise NotFoundError(f"instance {instance_id!r} does not exist") from exc
-        return items.instance_from_item(from_attributes(response["Attributes"]))
-
-    def release_instance(self, instance_id: str, owner: str) -> bool:
-        try:
-            with translated_errors(f"releasing instance {instance_id!r}"):
-                self._client.update_item(
-                    TableName=self._tables.instances,
-                    Key=to_attributes({"id": instance_id}),
-                    UpdateExpression="REMOVE agent_owner, agent_lease_ms",
-                    ConditionExpression="agent_owner = :owner",
-                    ExpressionAttributeValues=to_attributes({":owner": owner}),
-                )
-        except ClientError as exc:
-            if is_condition_failure(exc):
-                return False
-            raise
-        return True
-
-    def set_assignment(
-        self, instance_id: str, revision_id: str | None, *, expected_version: int
-    ) -> Instance:
-        with translated_errors(f"assigning {instance_id!r}"):
-            try:
-                response = self._client.update_item(
-                    TableName=self._tables.instances,
-                    Key=to_attributes({"id": instance_id}),
-                    UpdateExpression=(
-                        "SET assigned_revision = :revision, assignment_version = :next"
-                    ),
-                    ConditionExpression="assignment_version = :expected",
-                    ExpressionAttributeValues=to_attributes(
-                        {
-                            ":revision": revision_id,
-                            ":expected": expected_version,
-                            ":next": expected_version + 1,
-                        }
-                    ),
-                    ReturnValues="ALL_NEW",
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
-                )
-            except ClientError as exc:
-                if not is_condition_failure(exc):
-                    raise
-                current = item_from_condition_failure(exc)
-                if current is None:
-                    raise NotFoundError(f"instance {instance_id!r} does not exist") from exc
-                record = items.instance_from_item(current)
-                raise ConflictError(
-                    f"the assignment of {instance_id!r} changed meanwhile (version "
-                    f"{record.assignment_version}, expected {expected_version})",
-                    current=record,
-                ) from exc
-        return items.instance_from_item(from_attributes(response["Attributes"]))
-
-    def set_current_revision(self, instance_id: str, revision_id: str | None) -> None:
-        conditional_write(
-            f"recording the current revision of {instance_id!r}",
-            lambda: self._client.update_item(
-                TableName=self._tables.instances,
-                Key=to_attributes({"id": instance_id}),
-                UpdateExpression="SET current_revision = :revision",
-                ConditionExpression="attribute_exists(id)",
-                ExpressionAttributeValues=to_attributes({":revision": revision_id}),
-            ),
-            lambda _current: NotFoundError(f"instance {instance_id!r} does not exist"),
-        )
-
-    def get_instance(self, instance_id: str, *, consistent: bool = True) -> Instance:
-        item = self._get(
-            self._tables.instances,
-            {"id": instance_id},
-            f"instance {instance_id!r}",
-            consistent=consistent,
-        )
-        return items.instance_from_item(item)
-
-    def list_instances(self, service: str) -> list[Instance]:
-        # The by-service index is eventually consistent: a just-registered instance can be
-        # missing for a moment, which the scheduler's next pass absorbs.
-        with translated_errors(f"listing instances of {service!r}"):
-            found = list(
-                paginate(
-                    self._client.query,
-                    TableName=self._tables.instances,
-                    IndexName="by-service",
-                    KeyConditionExpression="#service = :service",
-                    ExpressionAttributeNames={"#service": "service"},
-                    ExpressionAttributeValues={":service": to_attribute(service)},
-                )
-            )
-        return sorted((items.instance_from_item(i) for i in found), key=lambda i: i.id)
-
-    def delete_instance(self, instance_id: str) -> None:
-        with translated_errors(f"deleting instance {instance_id!r}"):
-            self._client.delete_item(
-                TableName=self._tables.instances, Key=to_attributes({"id": instance_id})
-            )
 
     # --- deploys ---------------------------------------------------------------------
 
