@@ -154,10 +154,10 @@ def _ended(progress: Progress, seen: set[tuple[datetime, str, str]]) -> bool:
     state = service.rollout_state
     if not progress.in_sync:
         return False  # new weights the scheduler has not taken up yet
-    if state.status is RolloutStatus.STOPPED:
+    if state.status in (RolloutStatus.STOPPED, RolloutStatus.HELD):
         raise FlotillaError(
-            f"the rollout of {service.name} stopped: {state.reason or 'no reason recorded'}; "
-            f"see `flotilla history {service.name}`"
+            f"the rollout of {service.name} {state.status.value}: "
+            f"{state.reason or 'no reason recorded'}; see `flotilla history {service.name}`"
         )
     if not is_complete(progress):
         return False

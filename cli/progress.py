@@ -276,6 +276,7 @@ def _status_line(progress: Progress) -> str:
     ended_kind = {
         RolloutStatus.COMPLETE: "rollout_complete",
         RolloutStatus.STOPPED: "rollout_stopped",
+        RolloutStatus.HELD: "held",
     }
     since = state.started_at
     if state.status in ended_kind:

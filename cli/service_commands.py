@@ -20,7 +20,7 @@ from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.operations.names import find_service, label_of, weights_text
 from flotilla.engine.ports import StateStore
-from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef, Service
+from flotilla.engine.records import FailureAction, LoadBalancerKind, LoadBalancerRef, Service
 from flotilla.engine.updates import modify_service
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,9 +73,15 @@ def settings_options(*, creating: bool) -> Callable[[F], F]:
             help="Failed deploys before a rollout stops " + default("1"),
         ),
         click.option(
+            "--failure-action",
+            type=click.Choice([a.value for a in FailureAction]),
+            help="When a rollout fails: revert to the last good weights, or hold (pause, "
+            "keep what runs) " + default("revert"),
+        ),
+        click.option(
             "--auto-revert/--no-auto-revert",
             default=None,
-            help="Restore the previous weights when a rollout stops " + default("on"),
+            help="Older spelling of --failure-action revert / hold",
         ),
     ]
 
@@ -105,7 +111,11 @@ def apply_settings(service: Service, options: dict[str, Any]) -> Service:
     if options["max_failures"] is not None:
         rollout["max_failures"] = options["max_failures"]
     if options["auto_revert"] is not None:
-        rollout["auto_revert"] = options["auto_revert"]
+        rollout["failure_action"] = (
+            FailureAction.REVERT if options["auto_revert"] else FailureAction.HOLD
+        )
+    if options["failure_action"] is not None:
+        rollout["failure_action"] = FailureAction(options["failure_action"])
     if rollout:
         changes["rollout"] = replace(service.rollout, **rollout)
     return validation.service(replace(service, **changes))
@@ -126,7 +136,7 @@ def service_summary(service: Service, labels: Mapping[str, str]) -> dict[str, An
         "rollout_policy": {
             "max_in_flight": service.rollout.max_in_flight,
             "max_failures": service.rollout.max_failures,
-            "auto_revert": service.rollout.auto_revert,
+            "failure_action": service.rollout.failure_action.value,
         },
         "weights": dict(service.weights),
         "labels": {rev: label_of(labels, rev) for rev in sorted(service.weights)},
@@ -162,7 +172,7 @@ def _show(service: Service, labels: Mapping[str, str], output: str) -> None:
             ("settle", f"{service.settle_seconds}s"),
             ("max in flight", service.rollout.max_in_flight),
             ("max failures", service.rollout.max_failures),
-            ("auto revert", "yes" if service.rollout.auto_revert else "no"),
+            ("failure action", service.rollout.failure_action.value),
             ("weights", weights_text(service.weights, labels)),
             ("paused", "yes" if service.paused else "no"),
             ("version", service.version),

@@ -271,3 +271,67 @@ class UserStore(Protocol):
     def get_user(self, name: str) -> User: ...
     def delete_user(self, name: str, *, expected_version: int) -> None: ...
     def list_users(self) -> list[User]: ...
+
+
+# --- rollout gates and events out (scheduler/gates.py, scheduler/announce.py) ----------
+
+
+class AlarmState(StrEnum):
+    """A CloudWatch alarm's state, in CloudWatch's own words."""
+
+    OK = "OK"
+    ALARM = "ALARM"
+    INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
+
+
+class Alarms(Protocol):
+    """Alarms read by name (CloudWatch metric and composite alarms)."""
+
+    def states(self, names: Sequence[str]) -> dict[str, AlarmState]:
+        """The state of each named alarm that exists; a name that does not exist is left
+        out (so the caller can say which). `TransientError` or `FlotillaError` when the
+        alarms could not be read."""
+        ...
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    """How one webhook call went."""
+
+    url: str
+    passed: bool  # answered 2xx within the time-out
+    status: int | None  # the HTTP status, None when there was no answer
+    reason: str  # "answered 200", "answered 500", "did not answer within 5 s", ...
+
+
+class Webhooks(Protocol):
+    """HTTP webhooks a rollout calls before each step (a confirm gate, like Flagger's)."""
+
+    def call(self, url: str, payload: Mapping[str, Any], *, timeout: timedelta) -> WebhookAnswer:
+        """POST `payload` as JSON to `url`, following no redirect. What the endpoint does
+        (a status, silence, a refused connection) is an answer, never an exception."""
+        ...
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One event for other systems: a rollout's decision or a deploy's outcome. Its JSON
+    form (`adapters.items.notices`) is documented in docs/events.md."""
+
+    id: str  # the same for every delivery of one event: consumers drop repeats by it
+    kind: str  # rollout_started, step_reached, rollout_failed, deploy_succeeded, ...
+    service: str
+    at: datetime
+    reason: str
+    weights: Mapping[str, int] = field(default_factory=dict)  # in force after the event
+    labels: Mapping[str, str] = field(default_factory=dict)  # revision id -> label
+    step: Mapping[str, int] | None = None  # {"index": 2, "of": 3}, 1-based
+    deploy: Mapping[str, Any] | None = None  # id, instance, from/to revision, outcome, error
+
+
+class EventTopic(Protocol):
+    """Where rollout events go out (an SNS topic); subscribers are the operator's."""
+
+    def publish(self, notice: Notice) -> None:
+        """Publish one event; `TransientError` or `FlotillaError` when it could not."""
+        ...

@@ -25,17 +25,52 @@ class LoadBalancerRef:
     name: str  # classic ELB name, or target group ARN
 
 
+class FailureAction(StrEnum):
+    """What the scheduler does when a rollout fails (budget spent, an alarm, the deadline)."""
+
+    REVERT = "revert"  # restore the last good weights, fast: no steps, no bake, no gates
+    HOLD = "hold"  # pause the service, keep what runs, say why; `rollout resume` goes on
+
+
+DEFAULT_PROGRESS_DEADLINE = 600  # seconds, as Flagger's and Nomad's defaults
+
+
+@dataclass(frozen=True)
+class RolloutStep:
+    """One step of a step plan (`scheduler.steps` does the arithmetic).
+
+    `amount` is how many of the rollout's moves may have begun by the end of the step: a
+    count of instances ("1") or a share of the moves ("25%"); None makes the step a manual
+    gate (`pause`), passed only by `flotilla rollout promote`. Once the step's deploys have
+    all ended, it bakes for `bake_seconds` before the next step may begin.
+    """
+
+    amount: str | None
+    bake_seconds: int = 0
+
+    @property
+    def is_pause(self) -> bool:
+        return self.amount is None
+
+
 @dataclass(frozen=True)
 class RolloutPolicy:
-    """How fast a rollout may go and when it must stop."""
+    """How fast a rollout may go, in which steps, behind which gates, and when it fails."""
 
     max_in_flight: str = "1"  # a count ("2") or a share of the live instances ("25%")
-    max_failures: int = 1  # failed deploys of a new revision before the rollout stops
-    auto_revert: bool = True  # restore the previous weights when the budget is spent
+    max_failures: int = 1  # failed deploys of a revision that spend the failure budget
+    failure_action: FailureAction = FailureAction.REVERT
+    steps: tuple[RolloutStep, ...] = ()  # none: one step of 100 %, no bake
+    alarms: tuple[str, ...] = ()  # CloudWatch alarm names: in ALARM -> the failure action
+    webhooks: tuple[str, ...] = ()  # http(s) URLs called before each step; 2xx opens it
+    progress_deadline_seconds: int = DEFAULT_PROGRESS_DEADLINE  # 0: no deadline
+    revert_max_in_flight: str | None = None  # a revert's own pace; None: max_in_flight
 
-    def slots(self, live_instances: int) -> int:
+    def slots(self, live_instances: int, *, reverting: bool = False) -> int:
         """How many instances may deploy at once; never fewer than one."""
         text = self.max_in_flight.strip()
+        if reverting and self.revert_max_in_flight is not None:
+            text = self.revert_max_in_flight.strip()
         if text.endswith("%"):
             share = int(text[:-1])
             return max(1, live_instances * share // 100)
@@ -45,7 +80,18 @@ class RolloutPolicy:
 class RolloutStatus(StrEnum):
     ROLLING = "rolling"  # instances are being moved towards the rollout's weights
     COMPLETE = "complete"  # every live instance reached them (or failed on them)
-    STOPPED = "stopped"  # the failure budget was spent: nothing more moves to that revision
+    STOPPED = "stopped"  # it failed and could not revert: nothing more moves to that revision
+    HELD = "held"  # it failed with the failure action `hold`: the service is paused
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """What the webhooks of a step answered when the scheduler last called them."""
+
+    step: int  # the step they were called before
+    passed: bool  # every one answered 2xx (or a promotion opened the gate)
+    at: datetime
+    reason: str | None = None  # why not, e.g. "https://ci/confirm answered 500"
 
 
 @dataclass(frozen=True)
@@ -73,6 +119,21 @@ class RolloutState:
     # (`RolloutPolicy.slots`): deploys take a slot without counting the service's instances
     # themselves. 0 until a scheduler has planned the service.
     slots: int = 0
+    # Step plans and gates (`scheduler.steps`), stored so that a new leader carries on where
+    # the last one stopped: the step under way (an index into the policy's steps), since
+    # when it may move instances, since when it bakes (None until its deploys all ended),
+    # its webhooks' last answer, and the step whose waits a promotion skipped.
+    step: int = 0
+    step_since: datetime | None = None
+    baking_since: datetime | None = None
+    gate: GateResult | None = None
+    skip_step: int | None = None
+    promoted: int = 0  # the number of the last `Service.promotion` applied
+    fast: bool = False  # a revert: no steps, no bake, no gates, `revert_max_in_flight`
+    resumed_at: datetime | None = None  # a hold was resumed: failures count from then
+    # Events out (`scheduler.announce`): history entries and deploy ends up to this time
+    # were published (at least once) by the scheduler that last wrote this state.
+    announced_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -88,12 +149,26 @@ class HistoryEntry:
     """One line of a service's history: a rollout started, completed, stopped or reverted."""
 
     at: datetime
-    kind: str  # rollout_started, rollout_complete, rollout_stopped, reverted
+    # rollout_started, step_reached, rollout_complete, rollout_stopped, held, reverted (the
+    # scheduler's); paused, resumed, reverted, undone, promoted (an operator's)
+    kind: str
     reason: str
     weights: dict[str, int]  # the weights in force after this entry
 
 
 HISTORY_LIMIT = 100  # entries kept on the service item; older ones are dropped
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """An operator's `flotilla rollout promote`: skip the current wait of the rollout (its
+    gate, bake or pause), or with `full` every wait to its end. Each promotion gets the
+    next `number`; the scheduler applies each number once (`RolloutState.promoted`)."""
+
+    number: int
+    full: bool
+    at: datetime
+    by: str
 
 
 @dataclass(frozen=True)
@@ -113,6 +188,7 @@ class Service:
     updated_at: datetime | None = None
     rollout_state: RolloutState = field(default_factory=RolloutState)
     history: tuple[HistoryEntry, ...] = ()  # the last HISTORY_LIMIT entries, oldest first
+    promotion: Promotion | None = None  # the operator's last `rollout promote`
 
 
 @dataclass(frozen=True)

@@ -3,16 +3,28 @@
 Each validator returns the value it accepted (normalised where that is harmless) or
 raises `ValidationError` whose message says what is wrong and how to fix it. They run
 before anything is stored, so bad input leaves stored state exactly as it was.
+
+A little over 400 lines, on purpose: every rule about what a user may give, and its
+message, is kept in this one module (the CLI, the operations and the bad-input suite all
+check against it), rather than split where the rules would drift apart.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Mapping
+import urllib.parse
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flotilla.engine.errors import ValidationError
-from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef, Service
+from flotilla.engine.records import (
+    LoadBalancerKind,
+    LoadBalancerRef,
+    RolloutPolicy,
+    RolloutStep,
+    Service,
+)
 
 # Every pattern is applied with `fullmatch`: `match` with a trailing `$` would accept a
 # value ending in a newline ("api\n"), which then breaks unit files, env files and logs.
@@ -33,6 +45,17 @@ MAX_WEIGHT = 1_000_000
 MAX_UNIT_FILE_BYTES = 64 * 1024
 MAX_ENV_VALUE_BYTES = 32 * 1024
 MAX_TIMEOUT_SECONDS = 24 * 3600
+# Step plans and gates: a handful of each is what the peers allow (instance refresh: 10
+# alarms; CodeDeploy: 50), and every alarm is read at every pass of a rollout.
+MAX_STEPS = 20
+MAX_ALARMS = 10
+MAX_WEBHOOKS = 5
+MAX_URL = 2048
+_STEP_AMOUNT = re.compile(r"[1-9][0-9]{0,5}|(?:100|[1-9][0-9]?)%")
+_DURATION = re.compile(r"([0-9]{1,6})([smh]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
+# CloudWatch's own rule for alarm names: 1-255 characters, no control characters.
+_ALARM_NAME = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 
 
 def service_name(value: Any) -> str:
@@ -216,10 +239,158 @@ def service(record: Service) -> Service:
     timeout_seconds("drain timeout", record.drain_timeout_seconds)
     timeout_seconds("health timeout", record.health_timeout_seconds)
     timeout_seconds("settle period", record.settle_seconds)
-    max_in_flight(record.rollout.max_in_flight)
-    non_negative("max_failures", record.rollout.max_failures)
+    rollout_policy(record.rollout)
     weights(record.weights)
     return record
+
+
+def rollout_policy(policy: RolloutPolicy) -> RolloutPolicy:
+    max_in_flight(policy.max_in_flight)
+    if policy.revert_max_in_flight is not None:
+        max_in_flight(policy.revert_max_in_flight)
+    non_negative("max_failures", policy.max_failures)
+    rollout_steps(policy.steps)
+    alarm_names(policy.alarms)
+    webhook_urls(policy.webhooks)
+    timeout_seconds("progress deadline", policy.progress_deadline_seconds)
+    return policy
+
+
+# --- step plans and gates ---------------------------------------------------------------
+
+STEPS_HELP = (
+    "give steps like 1:5m,25%:10m,pause,100% (instances or a share of the instances that "
+    "move, each with an optional bake time after it; pause waits for `flotilla rollout "
+    "promote`); the last step is 100%"
+)
+
+
+def parse_steps(text: str) -> tuple[RolloutStep, ...]:
+    """`1:5m,25%:10m,pause,100%` as steps; `none` (or nothing) for none."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    steps = []
+    for part in text.split(","):
+        item = part.strip()
+        if item.lower() == "pause":
+            steps.append(RolloutStep(None))
+            continue
+        amount, colon, bake = item.partition(":")
+        amount = amount.strip()
+        if not _STEP_AMOUNT.fullmatch(amount):
+            raise ValidationError(
+                f"invalid step {_show(item)}: {_show(amount)} is neither a count of instances "
+                f"(1 or more) nor a share from 1% to 100%; {STEPS_HELP}"
+            )
+        seconds = duration_seconds(f"bake time in step {_show(item)}", bake) if colon else 0
+        steps.append(RolloutStep(amount, seconds))
+    return rollout_steps(tuple(steps))
+
+
+def duration_seconds(what: str, text: str) -> int:
+    """Whole seconds written as 90, 90s, 5m or 1h; anything else (nan, -1, 1.5) refused."""
+    found = _DURATION.fullmatch(text.strip())
+    seconds = int(found.group(1)) * _UNIT_SECONDS[found.group(2)] if found else -1
+    if not 0 <= seconds <= MAX_TIMEOUT_SECONDS:
+        raise ValidationError(
+            f"invalid {what}: {_show(text)} is not a time; give whole seconds, or minutes or "
+            f"hours with m or h (e.g. 90, 90s, 5m, 1h), at most {MAX_TIMEOUT_SECONDS // 3600} h"
+        )
+    return seconds
+
+
+def rollout_steps(steps: Sequence[RolloutStep]) -> tuple[RolloutStep, ...]:
+    """A step plan: at most `MAX_STEPS`, amounts that grow, the last one 100%."""
+    if not steps:
+        return ()
+    if len(steps) > MAX_STEPS:
+        raise ValidationError(f"invalid steps: {len(steps)} steps, at most {MAX_STEPS}")
+    counts: list[int] = []
+    shares: list[int] = []
+    for step in steps:
+        timeout_seconds("bake time", step.bake_seconds)
+        if step.amount is None:
+            continue
+        if not isinstance(step.amount, str) or not _STEP_AMOUNT.fullmatch(step.amount):
+            raise ValidationError(f"invalid step amount {_show(step.amount)}; {STEPS_HELP}")
+        kind = shares if step.amount.endswith("%") else counts
+        value = int(step.amount.rstrip("%"))
+        if kind and value <= kind[-1]:
+            raise ValidationError(
+                f"invalid steps: {step.amount} after {kind[-1]}{'%' if kind is shares else ''}; "
+                "each step must move more than the one before it"
+            )
+        kind.append(value)
+    if steps[-1].amount != "100%":
+        last = "pause" if steps[-1].amount is None else steps[-1].amount
+        raise ValidationError(
+            f"invalid steps: the last step is {last}, not 100%; a step plan must end with "
+            "every instance moved (add 100%, with a bake time if you want one)"
+        )
+    return tuple(steps)
+
+
+def alarm_names(names: Sequence[Any]) -> tuple[str, ...]:
+    if len(names) > MAX_ALARMS:
+        raise ValidationError(f"invalid alarms: {len(names)} alarms, at most {MAX_ALARMS}")
+    for name in names:
+        if not isinstance(name, str) or not _ALARM_NAME.fullmatch(name) or name != name.strip():
+            raise ValidationError(
+                f"invalid alarm name {_show(name)}: CloudWatch alarm names are 1-255 "
+                "characters without control characters or surrounding spaces"
+            )
+    if len(set(names)) != len(names):
+        raise ValidationError("invalid alarms: an alarm is named twice")
+    return tuple(names)
+
+
+def webhook_urls(urls: Sequence[Any]) -> tuple[str, ...]:
+    if len(urls) > MAX_WEBHOOKS:
+        raise ValidationError(f"invalid webhooks: {len(urls)} webhooks, at most {MAX_WEBHOOKS}")
+    for url in urls:
+        webhook_url(url)
+    if len(set(urls)) != len(urls):
+        raise ValidationError("invalid webhooks: a webhook is named twice")
+    return tuple(urls)
+
+
+def webhook_url(value: Any) -> str:
+    """An http(s) URL with a host, no credentials in it (it is shown and published), and
+    not a link-local address (the instance metadata service lives there)."""
+    text = value if isinstance(value, str) else ""
+    try:
+        parsed = urllib.parse.urlsplit(text)
+        host = parsed.hostname or ""
+        parsed.port  # noqa: B018 -- raises ValueError for a port that is not one
+    except ValueError:
+        parsed, host = urllib.parse.urlsplit(""), ""
+    if (
+        not text
+        or len(text) > MAX_URL
+        or not text.isprintable()
+        or " " in text
+        or parsed.scheme not in ("http", "https")
+        or not host
+    ):
+        raise ValidationError(
+            f"invalid webhook URL {_show(value)}: give an http:// or https:// URL with a host "
+            "(e.g. https://ci.example.com/confirm)"
+        )
+    if parsed.username is not None or parsed.password is not None:
+        raise ValidationError(
+            f"invalid webhook URL {_show(value)}: no user or password in the URL, it is shown "
+            "by `service show` and sent with every event; let the endpoint check its caller"
+        )
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        address = None
+    if address is not None and address.is_link_local:
+        raise ValidationError(
+            f"invalid webhook URL {_show(value)}: {host} is link-local (the instance metadata "
+            "service lives there); give the address of a real endpoint"
+        )
+    return text
 
 
 _CLASSIC_ELB = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")

@@ -9,6 +9,13 @@ planned on are still the stored ones; otherwise the service is planned again on 
 inputs, so a concurrent weight change is never overwritten), each assignment on its
 `assignment_version`. `guard` is called before every write; it raises `LockLostError`
 when leadership is gone, which aborts the pass at once.
+
+Before planning a rolling service the pass reads its gates (`scheduler.gates`): its
+CloudWatch alarms, and the webhooks of a step the plan is about to begin (it then plans
+again with their answer, which the plan stores). After writing, it publishes the
+service's new history entries and deploy outcomes (`scheduler.announce`), opens a span
+per decision, and reports when the service must be planned again even if nothing
+happens (`PassReport.wake_at`: a bake ends, a gate is retried, a deadline passes).
 """
 
 from __future__ import annotations
@@ -26,20 +33,24 @@ from flotilla.engine.clock import Clock
 from flotilla.engine.errors import ConflictError, FlotillaError, LockLostError, NotFoundError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
 from flotilla.engine.operations.rules import bounded_history
-from flotilla.engine.ports import StateStore, WakeUps
+from flotilla.engine.ports import EventTopic, StateStore, WakeUps
 from flotilla.engine.records import Instance, RolloutStatus, Service, deploy_id_for
 from flotilla.engine.updates import modify_service
-from flotilla.scheduler.rollout import (
-    ServiceInputs,
-    ServicePlan,
-    plan_service,
-    split_live,
-    unsettled,
+from flotilla.scheduler.announce import Announcer
+from flotilla.scheduler.gates import (
+    GateReaders,
+    call_webhooks,
+    read_alarms,
+    watches_alarms,
+    webhook_payload,
 )
+from flotilla.scheduler.phases import split_live, unsettled
+from flotilla.scheduler.rollout import ServiceInputs, ServicePlan, plan_service
 from flotilla.scheduler.rollout_deploys import RolloutDeploys
 
 log = logging.getLogger(__name__)
 _tracer = trace.get_tracer("flotilla.scheduler")
+ALARMING = frozenset({"rollout_stopped", "reverted", "held"})  # logged as warnings
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,10 @@ class PassReport:
     conflicts: int = 0
     in_flight: int = 0
     waiting: int = 0
+    # Services to plan again by a time even if nothing happens: a bake ends, a gate is
+    # retried, a progress deadline passes, alarms are read again.
+    wake_at: dict[str, datetime] = field(default_factory=dict)
+    published: int = 0  # events out
 
     def handled(self, service: str) -> bool:
         return service in self.missing or (service in self.services and service not in self.failed)
@@ -86,6 +101,8 @@ class SchedulerPass:
         settings: PassSettings,
         guard: Callable[[], int],
         wakeups: WakeUps | None = None,
+        gates: GateReaders | None = None,
+        topic: EventTopic | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -94,6 +111,9 @@ class SchedulerPass:
         # Rings an agent whose assignment changed, so it deploys at once rather than at
         # its next poll; without it agents find their assignment by polling alone.
         self.wakeups = wakeups
+        self.gates = gates or GateReaders()
+        # Publishes rollout decisions and deploy outcomes; without it, none are.
+        self.announcer = None if topic is None else Announcer(topic, store)
         # Services found quiet: the record's version then, and when to look again anyway.
         self._quiet: dict[str, tuple[int, datetime]] = {}
         self.rollout_deploys = RolloutDeploys(store)
@@ -153,22 +173,59 @@ class SchedulerPass:
             if attempt:
                 service = self.store.get_service(service.name)
             inputs = self._inputs(service)
-            plan = plan_service(inputs, fence_lock=self.settings.fence_lock, fence=self.guard())
+            plan = self._plan(inputs)
+            stored = service
             if plan.updated is not None:
                 if not self._store_service(plan, plan.updated):
                     continue  # the record changed under the plan: plan again on fresh inputs
                 report.service_writes += 1
+                stored = plan.updated
             self._assign(plan, report)
             report.in_flight += plan.in_flight
             report.waiting += plan.waiting
+            if plan.wake_at is not None:
+                report.wake_at[service.name] = plan.wake_at
+            if self.announcer is not None:
+                report.published += self.announcer.announce(
+                    stored, inputs.deploys.values(), inputs.now
+                )
             self._note_quiet(inputs, plan)
             return
         log.info("%s kept changing during this pass; the next pass plans it again", service.name)
+
+    def _plan(self, inputs: ServiceInputs) -> ServicePlan:
+        """Plan the service, reading its gates first: its alarms when it rolls, and the
+        webhooks of a step the plan is about to begin (then it is planned again)."""
+        service = inputs.service
+        if self.announcer is not None:
+            announced = self.announcer.published_until(service.name)
+            inputs = dataclasses.replace(inputs, announced=announced)
+        if watches_alarms(service):
+            inputs = dataclasses.replace(inputs, readings=read_alarms(self.gates, service.rollout))
+        fence = self.guard()
+        plan = plan_service(inputs, fence_lock=self.settings.fence_lock, fence=fence)
+        called: set[int] = set()
+        while plan.needs_webhooks is not None and self.gates.webhooks is not None:
+            step = plan.needs_webhooks
+            if step in called:
+                break
+            called.add(step)
+            state = (plan.updated or service).rollout_state
+            payload = webhook_payload(service, state, plan.steps, step)
+            answer = call_webhooks(
+                self.gates.webhooks, service.rollout.webhooks, payload, step=step, at=inputs.now
+            )
+            readings = dataclasses.replace(inputs.readings, webhooks=answer)
+            inputs = dataclasses.replace(inputs, readings=readings)
+            plan = plan_service(inputs, fence_lock=self.settings.fence_lock, fence=self.guard())
+        return plan
 
     def forget(self) -> None:
         """Drop what earlier passes remembered: the next pass reads every service whole."""
         self._quiet.clear()
         self.rollout_deploys.forget()
+        if self.announcer is not None:
+            self.announcer.forget()
 
     def _still_quiet(self, service: Service) -> bool:
         quiet = self._quiet.get(service.name)
@@ -227,22 +284,42 @@ class SchedulerPass:
                 or current.rollout_state != base.rollout_state
                 or current.paused != base.paused
                 or current.rollout != base.rollout
+                or current.promotion != base.promotion
             ):
                 return current  # planned on other inputs: write nothing, plan again
             return dataclasses.replace(
                 current,
                 weights=planned.weights,
                 rollout_state=planned.rollout_state,
+                paused=planned.paused,  # the failure action `hold` pauses the service
                 history=bounded_history(current.history, plan.new_history),
             )
 
         stored = modify_service(self.store, base.name, change)
-        if (stored.rollout_state, stored.weights) != (planned.rollout_state, planned.weights):
+        if (stored.rollout_state, stored.weights, stored.paused) != (
+            planned.rollout_state,
+            planned.weights,
+            planned.paused,
+        ):
             return False
+        state = planned.rollout_state
         for entry in plan.new_history:
-            alarming = entry.kind in ("rollout_stopped", "reverted")
+            alarming = entry.kind in ALARMING
             level = logging.WARNING if alarming else logging.INFO
             log.log(level, "%s: %s: %s", base.name, entry.kind, entry.reason)
+            # One span per decision, under the pass's: the trace shows what was decided when.
+            with _tracer.start_as_current_span(
+                "scheduler.decision",
+                attributes={
+                    "flotilla.service": base.name,
+                    "flotilla.decision": entry.kind,
+                    "flotilla.reason": entry.reason,
+                    "flotilla.rollout_status": state.status.value,
+                    "flotilla.step": state.step + 1,
+                    "flotilla.steps": len(plan.steps),
+                },
+            ):
+                pass
         return True
 
     def _assign(self, plan: ServicePlan, report: PassReport) -> None:

@@ -1,60 +1,101 @@
 """Plan one service's rollout step, pure: which assignments to write and what to record.
 
 `plan_service` turns what a pass read about a service (the record, its instances, the
-deploys that matter) into a `ServicePlan`. It does no I/O and reads no clock, so every
-rule below is unit-tested without a store:
+deploys that matter, its gates' readings) into a `ServicePlan`. It does no I/O and reads
+no clock, so every rule below is unit-tested without a store; `rollout status` and
+`rollout plan` run it too, so they say what the scheduler does.
 
 - **A rollout** begins whenever the weights differ from the ones in the rollout state.
-  A rollout that reaches its weights on every live instance completes; if it did so
-  without a single failed deploy, its weights become `previous_weights`, the revert target.
+  A rollout that reaches its weights on every live instance (and has baked its last
+  step) completes; if it did so without a single failed deploy, its weights become
+  `previous_weights`, the revert target.
 - **In flight** is an instance with an unfinished deploy, or whose assignment differs from
   the revision it runs while the deploy of that assignment has not failed (pending or
   running). An instance whose deploy of its assignment failed runs its old revision again
   and holds no slot: it is *failed*, and it is not retried within the same rollout (a new
   rollout gives it a fresh attempt).
 - **Pacing**: a move that makes an instance deploy (a new revision that it does not run)
-  takes one of the policy's `max_in_flight` slots; moves that need no deploy (back to the
-  revision it runs, to no revision, or of an instance already in flight) are free. Moves
-  that find no slot wait for a later pass.
-- **Failure budget**: deploys of a weighted revision created since the rollout began that
-  ended `rolled_back` or `failed` are counted per revision. When one reaches
-  `max_failures` (0 counts as 1) the rollout stops: nothing more moves to it. With
-  `auto_revert` and known previous weights, those are restored instead and a new rollout
-  towards them begins (the rule is `engine.operations.rules.revert_target`, the one
-  `flotilla rollout revert` follows). Either way the service history says why.
-- **Paused** services are left exactly as they are: no assignment and no record changes.
+  takes one of the policy's `max_in_flight` slots (`revert_max_in_flight` during a
+  revert); moves that need no deploy (back to the revision it runs, to no revision, or of
+  an instance already in flight) are free. Moves that find no slot wait for a later pass.
+- **Steps** (`scheduler.steps`) let only so many moves begin per step, then bake; gates
+  (`scheduler.gates`) hold a step (webhooks) or fail the rollout (alarms, the progress
+  deadline). An instance that joins mid-rollout is no move: it gets its apportioned
+  revision at once, whatever the step.
+- **Failure budget** (`budget_rule` says it in words): deploys of a weighted revision
+  created since the rollout began (or was resumed after a hold) that ended `rolled_back`
+  or `failed` are counted per revision; deploys still in flight do not count. When one
+  revision's count reaches `max_failures` (count >= max_failures; 0 counts as 1) the
+  rollout fails.
+- **Failure action** (budget spent, an alarm, the deadline): `revert` restores the last
+  good weights (`engine.operations.rules.revert_target`, as `flotilla rollout revert`)
+  and rolls them out fast: no steps, no bake, no gates, its own pace; with none known
+  the rollout stops (nothing more moves to the failed revision). `hold` pauses the
+  service with what runs and says why (`rollout resume` carries on, failures counted
+  afresh). Either way the service history says why.
+- **Paused** services move nothing that runs and change no record; an instance that
+  joins one gets a revision of the mix the others run (Hamilton over their revisions),
+  so scaling is never suspended.
 - **Dead** instances lose their assignment (they are not counted by the apportionment).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from enum import StrEnum
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
-from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
-from flotilla.engine.liveness import is_alive
-from flotilla.engine.operations.rules import bounded_history, revert_target
+from flotilla.engine.checkpoint import DeployCheckpoint
+from flotilla.engine.operations.rules import bounded_history
 from flotilla.engine.records import (
     HistoryEntry,
     Instance,
+    RolloutPolicy,
     RolloutState,
     RolloutStatus,
+    RolloutStep,
     Service,
     deploy_id_for,
 )
-from flotilla.scheduler.apportion import assign
+from flotilla.scheduler.apportion import assign, hamilton_counts
+from flotilla.scheduler.failures import count_failures, fail, gate_failure, stop_reason
+from flotilla.scheduler.gates import ALARM_POLL, Readings, alarms_unknown, deadline_of
+from flotilla.scheduler.phases import (
+    Phase,
+    deploy_window,
+    needs_deploy_list,
+    phase_of,
+    running_deploys,
+    split_live,
+    unsettled,
+)
+from flotilla.scheduler.steps import (
+    StepProgress,
+    advance,
+    apply_promotion,
+    begin_rollout,
+    moves_of,
+    plan_steps,
+    step_words,
+)
+from flotilla.scheduler.waits import Wait, paused_waits, rolling_waits
 
-FAILED_OUTCOMES = frozenset({Outcome.ROLLED_BACK, Outcome.FAILED})
-MAX_REASON = 500  # characters of a reason kept in the history
-
-
-class Phase(StrEnum):
-    SETTLED = "settled"  # runs its assignment, or has none
-    IN_FLIGHT = "in_flight"  # its deploy is pending or running
-    FAILED = "failed"  # the deploy of its assignment failed; it runs its old revision
+# Re-exported: the planner's callers read phases and deploy windows from here.
+__all__ = [
+    "Assignment",
+    "Phase",
+    "ServiceInputs",
+    "ServicePlan",
+    "deploy_window",
+    "needs_deploy_list",
+    "phase_of",
+    "plan_service",
+    "running_deploys",
+    "split_live",
+    "unsettled",
+]
 
 
 @dataclass(frozen=True)
@@ -75,6 +116,8 @@ class ServiceInputs:
     dead: Sequence[Instance]
     deploys: Mapping[str, DeployCheckpoint]  # by deploy id
     now: datetime
+    readings: Readings = field(default_factory=Readings)  # its gates, as read this pass
+    announced: datetime | None = None  # events out published up to here (scheduler.announce)
 
 
 @dataclass(frozen=True)
@@ -90,100 +133,86 @@ class ServicePlan:
     waiting: int  # moves held back by pacing or by a stopped rollout
     # Dead instances whose assignment this plan clears: they leave the service.
     leaving: frozenset[str] = frozenset()
+    later: int = 0  # moves left for a later step
+    waits: tuple[Wait, ...] = ()  # what the rollout waits for (scheduler.waits)
+    needs_webhooks: int | None = None  # call this step's webhooks, then plan again
+    wake_at: datetime | None = None  # plan again by then, even if nothing happens
+    steps: tuple[RolloutStep, ...] = ()  # the steps the rollout follows
 
     @property
     def writes_nothing(self) -> bool:
         return self.updated is None and not self.assignments
 
 
-def split_live(
-    instances: Iterable[Instance], now: datetime, ttl: timedelta
-) -> tuple[list[Instance], list[Instance]]:
-    live: list[Instance] = []
-    dead: list[Instance] = []
-    for instance in instances:
-        (live if is_alive(instance, now, ttl) else dead).append(instance)
-    return live, dead
-
-
-def unsettled(instance: Instance) -> bool:
-    """Assigned a revision it does not run (yet, or any more)."""
-    return instance.assigned_revision not in (None, instance.current_revision)
-
-
-def needs_deploy_list(service: Service) -> bool:
-    """Whether a pass must list the service's recent deploys (only during a rollout)."""
-    return service.rollout_state.status is not RolloutStatus.COMPLETE
-
-
-def deploy_window(service: Service) -> datetime | None:
-    state = service.rollout_state
-    return state.watch_since or state.started_at
-
-
-def running_deploys(deploys: Iterable[DeployCheckpoint]) -> set[str]:
-    """Ids of the instances with an unfinished deploy."""
-    return {d.instance_id for d in deploys if not d.finished}
-
-
-def phase_of(
-    instance: Instance, deploys: Mapping[str, DeployCheckpoint], running: set[str]
-) -> Phase:
-    """`running` is `running_deploys(deploys.values())`, computed once per service."""
-    if instance.id in running:
-        return Phase.IN_FLIGHT
-    own = deploys.get(deploy_id_for(instance))
-    if not unsettled(instance):
-        return Phase.SETTLED
-    if own is not None and own.outcome in FAILED_OUTCOMES:
-        return Phase.FAILED
-    return Phase.IN_FLIGHT  # not picked up by its agent yet
-
-
 def plan_service(inputs: ServiceInputs, *, fence_lock: str, fence: int) -> ServicePlan:
     service = inputs.service
     policy = service.rollout
     live = sorted(inputs.live, key=lambda i: i.id)
-    slots = policy.slots(len(live))
-    if service.paused:
-        return ServicePlan(service, None, (), (), in_flight=0, slots=slots, waiting=0)
-
     now = _whole_ms(inputs.now)
+    if service.paused:
+        return _paused(inputs, live)
+
     state = service.rollout_state
     weights = dict(service.weights)
     history: list[HistoryEntry] = []
+    hold = False
 
+    if state.status is RolloutStatus.HELD:  # not paused any more: an operator resumed it
+        state = dataclasses.replace(
+            state, status=RolloutStatus.ROLLING, reason=None, resumed_at=now
+        )
     if state.weights != weights:
-        started = HistoryEntry(now, "rollout_started", _change(state.weights, weights), weights)
-        history.append(started)
-        state = _begin(state, weights, now)
+        fast = _reverting(service, weights)
+        history.append(
+            HistoryEntry(now, "rollout_started", _change(state.weights, weights), weights)
+        )
+        state = begin_rollout(state, weights, now, fast=fast, promoted=_promotion_number(service))
+        history += _first_step(policy, state, now)
+    state, promoted = apply_promotion(service, state, plan_steps(policy, state), now)
+    history += promoted
 
     running = running_deploys(inputs.deploys.values())
     phases = {i.id: phase_of(i, inputs.deploys, running) for i in live}
+    deploying = sorted(iid for iid, phase in phases.items() if phase is Phase.IN_FLIGHT)
     if state.status is not RolloutStatus.COMPLETE:
-        failures = _failures(inputs.deploys.values(), state, weights)
+        failures = count_failures(inputs.deploys.values(), state, weights)
         if failures != state.failures:
             state = dataclasses.replace(state, failures=failures)
 
     budget = max(1, policy.max_failures)
     spent = sorted(r for r, n in state.failures.items() if n >= budget)
-    if spent and state.status is RolloutStatus.ROLLING:
-        reason = _stop_reason(spent, state, budget, inputs.deploys.values())
-        history.append(HistoryEntry(now, "rollout_stopped", reason, weights))
-        target = revert_target(state, weights) if policy.auto_revert else None
-        if isinstance(target, dict):
-            weights = target
-            history.append(
-                HistoryEntry(now, "reverted", f"restored the last good weights: {reason}", weights)
-            )
-            state = _begin(state, weights, now)
-        else:
-            if target is not None:
-                reason += f"; not reverted: {target.value}"
-            state = dataclasses.replace(state, status=RolloutStatus.STOPPED, reason=reason)
+    failure: str | None = None
+    if state.status is RolloutStatus.ROLLING:
+        if spent:
+            failure = stop_reason(spent, state, budget, inputs.deploys.values())
+        elif not state.fast:
+            failure = gate_failure(service, state, inputs.readings, inputs.deploys, deploying, now)
+    if failure is not None:
+        weights, state, hold, entries = fail(service, state, weights, failure, now)
+        history += entries
     halted = set(spent) if state.status is RolloutStatus.STOPPED else set()
 
-    assignments, waiting, in_flight = _moves(live, phases, weights, state, halted, slots, inputs)
+    steps = plan_steps(policy, state)
+    slots = policy.slots(len(live), reverting=state.fast)
+    target = assign({i.id: i.assigned_revision for i in live}, weights)
+    moves = moves_of(live, target, inputs.deploys.values(), state, set(deploying), halted)
+    unknown = None if state.fast else alarms_unknown(policy, inputs.readings)
+    progress = StepProgress(state, (), 0, False, None, False)
+    if state.status is RolloutStatus.ROLLING and not hold:
+        progress = advance(
+            service, state, steps, moves, deploying=bool(deploying),
+            blocked=unknown is not None, readings=inputs.readings, now=now,
+        )  # fmt: skip
+        state = progress.state
+        history += progress.history
+    room = progress.room if state.status is RolloutStatus.ROLLING and not hold else 0
+
+    if hold:
+        assignments, waiting, later, in_flight = _held(live, phases, running)
+    else:
+        assignments, waiting, later, in_flight = _moves(
+            live, phases, target, state, halted, slots, room, moves.begun, inputs
+        )
     leaving = [
         Assignment(i.id, None, i.assignment_version)
         for i in sorted(inputs.dead, key=lambda i: i.id)
@@ -191,7 +220,11 @@ def plan_service(inputs: ServiceInputs, *, fence_lock: str, fence: int) -> Servi
     ]
     assignments += leaving
 
-    if state.status is RolloutStatus.ROLLING and not assignments and not waiting and not in_flight:
+    if (
+        state.status is RolloutStatus.ROLLING
+        and progress.finished
+        and not (assignments or waiting or later or in_flight)
+    ):
         failed = sum(1 for phase in phases.values() if phase is Phase.FAILED)
         clean = failed == 0 and not any(state.failures.values())
         history.append(
@@ -214,14 +247,25 @@ def plan_service(inputs: ServiceInputs, *, fence_lock: str, fence: int) -> Servi
     if state.slots != slots:
         state = dataclasses.replace(state, slots=slots)
 
+    deadline = deadline_of(policy, state, inputs.deploys.values(), service.history)
+    waits = rolling_waits(
+        service, state, steps, progress, alarms_unknown=unknown, in_flight=in_flight,
+        slots=slots, waiting=waiting, deadline=deadline,
+    )  # fmt: skip
     updated = None
-    if history or state != service.rollout_state or weights != service.weights:
-        state = dataclasses.replace(state, fence_lock=fence_lock, fence=fence)
+    if history or hold or state != service.rollout_state or weights != service.weights:
+        announced = max(
+            (t for t in (state.announced_until, inputs.announced) if t is not None), default=None
+        )
+        state = dataclasses.replace(
+            state, fence_lock=fence_lock, fence=fence, announced_until=announced
+        )
         updated = dataclasses.replace(
             service,
             weights=weights,
             rollout_state=state,
             history=bounded_history(service.history, history),
+            paused=hold or service.paused,
         )
     return ServicePlan(
         service,
@@ -232,25 +276,81 @@ def plan_service(inputs: ServiceInputs, *, fence_lock: str, fence: int) -> Servi
         slots=slots,
         waiting=waiting,
         leaving=frozenset(a.instance_id for a in leaving),
+        later=later,
+        waits=waits,
+        needs_webhooks=progress.needs_webhooks,
+        wake_at=_wake_at(service, state, waits, now),
+        steps=steps,
     )
+
+
+def _paused(inputs: ServiceInputs, live: Sequence[Instance]) -> ServicePlan:
+    """A paused (or held) service: nothing that runs moves. An instance that joins gets a
+    revision of the mix the others run, so scaling goes on (the module's doc)."""
+    service = inputs.service
+    mix = Counter(i.current_revision for i in live if i.current_revision is not None)
+    joining = [i for i in live if i.current_revision is None and i.assigned_revision is None]
+    assignments: list[Assignment] = []
+    if mix and joining:
+        counts = hamilton_counts(len(joining), dict(mix))
+        revisions = [r for r in sorted(counts) for _ in range(counts[r])]
+        assignments = [
+            Assignment(i.id, r, i.assignment_version)
+            for i, r in zip(joining, revisions, strict=True)
+        ]
+    steps = plan_steps(service.rollout, service.rollout_state)
+    slots = service.rollout.slots(len(live), reverting=service.rollout_state.fast)
+    return ServicePlan(
+        service, None, (), tuple(assignments), in_flight=0, slots=slots, waiting=0,
+        waits=paused_waits(service), steps=steps,
+    )  # fmt: skip
+
+
+def _held(
+    live: Sequence[Instance], phases: Mapping[str, Phase], running: set[str]
+) -> tuple[list[Assignment], int, int, int]:
+    """A hold keeps what runs: deploys under way finish, and an instance assigned a move its
+    agent has not begun is put back on the revision it runs (a move that needs no deploy)."""
+    back = [
+        Assignment(i.id, i.current_revision, i.assignment_version)
+        for i in live
+        if phases[i.id] is Phase.IN_FLIGHT
+        and i.id not in running
+        and i.current_revision is not None
+        and unsettled(i)
+    ]
+    return back, 0, 0, len(running & {i.id for i in live})
+
+
+def _wake_at(
+    service: Service, state: RolloutState, waits: Sequence[Wait], now: datetime
+) -> datetime | None:
+    """When this service must be planned again even if nothing happens (a bake ends, a
+    gate is retried, the deadline passes, the alarms are read again)."""
+    times = [w.until for w in waits if w.until is not None]
+    if service.rollout.alarms and state.status is RolloutStatus.ROLLING and not state.fast:
+        times.append(now + ALARM_POLL)
+    return min(times, default=None)
 
 
 def _moves(
     live: Sequence[Instance],
     phases: Mapping[str, Phase],
-    weights: Mapping[str, int],
+    target: Mapping[str, str | None],
     state: RolloutState,
     halted: set[str],
     slots: int,
+    room: int,
+    begun: frozenset[str],
     inputs: ServiceInputs,
-) -> tuple[list[Assignment], int, int]:
-    """The assignment writes within the free slots; returns (writes, waiting, in flight)."""
+) -> tuple[list[Assignment], int, int, int]:
+    """The assignment writes within the free slots and the step's room; returns (writes,
+    waiting for a slot or a stopped revision, left for a later step, in flight)."""
     by_id = {i.id: i for i in live}
-    target = assign({i.id: i.assigned_revision for i in live}, weights)
     in_flight = {iid for iid, phase in phases.items() if phase is Phase.IN_FLIGHT}
     free = max(0, slots - len(in_flight))
     writes: list[Assignment] = []
-    waiting = 0
+    waiting = later = 0
     for instance_id, revision in target.items():
         instance = by_id[instance_id]
         if revision == instance.assigned_revision and not _retry(instance, phases, state, inputs):
@@ -260,13 +360,20 @@ def _moves(
             waiting += 1
             continue
         if deploys and instance_id not in in_flight:
+            # A move of an instance that runs a revision counts against the step; one that
+            # joins (runs nothing) does not (scheduler.steps).
+            stepped = instance.current_revision is not None and instance_id not in begun
+            if stepped and room == 0:
+                later += 1
+                continue
             if free == 0:
                 waiting += 1
                 continue
             free -= 1
+            room -= stepped
             in_flight.add(instance_id)
         writes.append(Assignment(instance_id, revision, instance.assignment_version))
-    return writes, waiting, len(in_flight)
+    return writes, waiting, later, len(in_flight)
 
 
 def _retry(
@@ -279,46 +386,25 @@ def _retry(
     return own is not None and state.started_at is not None and own.created_at < state.started_at
 
 
-def _begin(state: RolloutState, weights: dict[str, int], now: datetime) -> RolloutState:
-    # Deploys of an unfinished earlier rollout may still run: keep watching from its start.
-    unfinished = state.status is not RolloutStatus.COMPLETE and state.watch_since is not None
-    return dataclasses.replace(
-        state,
-        weights=dict(weights),
-        status=RolloutStatus.ROLLING,
-        started_at=now,
-        watch_since=state.watch_since if unfinished else now,
-        failures={},
-        reason=None,
-    )
+def _first_step(policy: RolloutPolicy, state: RolloutState, now: datetime) -> list[HistoryEntry]:
+    steps = plan_steps(policy, state)
+    if len(steps) == 1:
+        return []
+    return [HistoryEntry(now, "step_reached", step_words(steps, 0), dict(state.weights))]
 
 
-def _failures(
-    deploys: Iterable[DeployCheckpoint], state: RolloutState, weights: Mapping[str, int]
-) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    if state.started_at is None:
-        return counts
-    for deploy in deploys:
-        if (
-            deploy.outcome in FAILED_OUTCOMES
-            and deploy.created_at >= state.started_at
-            and weights.get(deploy.to_revision, 0) > 0
-        ):
-            counts[deploy.to_revision] = counts.get(deploy.to_revision, 0) + 1
-    return dict(sorted(counts.items()))
+def _reverting(service: Service, weights: Mapping[str, int]) -> bool:
+    """Whether these new weights are an operator's `rollout revert` (fast, like the
+    scheduler's own): the latest revert entry set them, after the last rollout began."""
+    began = service.rollout_state.started_at
+    for entry in reversed(service.history):
+        if entry.kind == "reverted":
+            return entry.weights == dict(weights) and (began is None or entry.at >= began)
+    return False
 
 
-def _stop_reason(
-    spent: Sequence[str], state: RolloutState, budget: int, deploys: Iterable[DeployCheckpoint]
-) -> str:
-    parts = [f"{state.failures[r]} deploy(s) of revision {r[:12]} failed" for r in spent]
-    failed = [d for d in deploys if d.to_revision in spent and d.outcome in FAILED_OUTCOMES]
-    last = max(failed, key=lambda d: (d.updated_at, d.id), default=None)
-    reason = f"{'; '.join(parts)} (max_failures {budget})"
-    if last is not None and last.error:
-        reason += f"; last on {last.instance_id}: {last.error}"
-    return reason[:MAX_REASON]
+def _promotion_number(service: Service) -> int:
+    return 0 if service.promotion is None else service.promotion.number
 
 
 def _change(before: Mapping[str, int], after: Mapping[str, int]) -> str:

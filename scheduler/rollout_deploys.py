@@ -19,7 +19,7 @@ from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.errors import NotFoundError
 from flotilla.engine.ports import StateStore
 from flotilla.engine.records import Service
-from flotilla.scheduler.rollout import deploy_window, needs_deploy_list
+from flotilla.scheduler.phases import deploy_window, needs_deploy_list
 
 # Deploys created this long before the last listing are listed again: the index behind
 # the listing may not show a new checkpoint at once, and writers' clocks differ a little.

@@ -11,7 +11,7 @@ from typing import Any
 
 from flotilla.engine.clock import Clock
 from flotilla.engine.ports import StateStore
-from flotilla.engine.records import Instance, RolloutPolicy, Service
+from flotilla.engine.records import FailureAction, Instance, RolloutPolicy, Service
 
 V1 = "1" * 64
 V2 = "2" * 64
@@ -26,12 +26,12 @@ def make_service(
     *,
     max_in_flight: str = "1",
     max_failures: int = 1,
-    auto_revert: bool = True,
+    failure_action: FailureAction = FailureAction.REVERT,
 ) -> Service:
     return store.create_service(
         Service(
             name=name,
-            rollout=RolloutPolicy(max_in_flight, max_failures, auto_revert),
+            rollout=RolloutPolicy(max_in_flight, max_failures, failure_action),
             weights={V1: 100} if weights is None else weights,
         )
     )

@@ -8,19 +8,25 @@ from typing import Any
 from flotilla.adapters.items import common
 from flotilla.adapters.items.common import Item
 from flotilla.engine.records import (
+    DEFAULT_PROGRESS_DEADLINE,
+    FailureAction,
+    GateResult,
     HistoryEntry,
     LoadBalancerKind,
     LoadBalancerRef,
+    Promotion,
     RolloutPolicy,
     RolloutState,
     RolloutStatus,
+    RolloutStep,
     Service,
 )
 
-# Schema 2 added the scheduler's rollout state and the service history. Schema-1 items
-# read with their defaults; a schema-1 flotilla refuses schema-2 items instead of
-# writing the whole item back without them.
-SERVICE_SCHEMA = 2
+# Schema 2 added the scheduler's rollout state and the service history; schema 3 step
+# plans, gates, the progress deadline, the failure action (`auto_revert` false reads as
+# `hold`) and promotions. Older items read with their defaults; an older flotilla refuses
+# newer items instead of writing the whole item back without them.
+SERVICE_SCHEMA = 3
 
 
 def service_to_item(service: Service) -> Item:
@@ -34,11 +40,7 @@ def service_to_item(service: Service) -> Item:
         "drain_timeout_seconds": service.drain_timeout_seconds,
         "health_timeout_seconds": service.health_timeout_seconds,
         "settle_seconds": service.settle_seconds,
-        "rollout": {
-            "max_in_flight": service.rollout.max_in_flight,
-            "max_failures": service.rollout.max_failures,
-            "auto_revert": service.rollout.auto_revert,
-        },
+        "rollout": _policy_to_item(service.rollout),
         "weights": dict(service.weights),
         "paused": service.paused,
         "version": service.version,
@@ -54,7 +56,82 @@ def service_to_item(service: Service) -> Item:
             }
             for e in service.history
         ],
+        "promotion": None if service.promotion is None else _promotion_to_item(service.promotion),
     }
+
+
+def _policy_to_item(policy: RolloutPolicy) -> Item:
+    return {
+        "max_in_flight": policy.max_in_flight,
+        "max_failures": policy.max_failures,
+        "failure_action": policy.failure_action.value,
+        "steps": [{"amount": s.amount, "bake_seconds": s.bake_seconds} for s in policy.steps],
+        "alarms": list(policy.alarms),
+        "webhooks": list(policy.webhooks),
+        "progress_deadline_seconds": policy.progress_deadline_seconds,
+        "revert_max_in_flight": policy.revert_max_in_flight,
+    }
+
+
+def _policy_from_item(item: Mapping[str, Any]) -> RolloutPolicy:
+    action = item.get("failure_action")
+    if action is None:  # schema 2: auto_revert
+        action = "revert" if item.get("auto_revert", True) else "hold"
+    return RolloutPolicy(
+        max_in_flight=str(item["max_in_flight"]),
+        max_failures=int(item["max_failures"]),
+        failure_action=FailureAction(action),
+        steps=tuple(
+            RolloutStep(common.optional_str(s["amount"]), int(s["bake_seconds"]))
+            for s in item.get("steps") or ()
+        ),
+        alarms=tuple(str(a) for a in item.get("alarms") or ()),
+        webhooks=tuple(str(w) for w in item.get("webhooks") or ()),
+        progress_deadline_seconds=int(
+            item.get("progress_deadline_seconds", DEFAULT_PROGRESS_DEADLINE)
+        ),
+        revert_max_in_flight=common.optional_str(item.get("revert_max_in_flight")),
+    )
+
+
+def _promotion_to_item(promotion: Promotion) -> Item:
+    return {
+        "number": promotion.number,
+        "full": promotion.full,
+        "at_ms": common.ms(promotion.at),
+        "by": promotion.by,
+    }
+
+
+def _promotion_from_item(item: Mapping[str, Any] | None) -> Promotion | None:
+    if item is None:
+        return None
+    at = common.time(item["at_ms"])
+    if at is None:
+        raise ValueError("promotion at_ms is empty")
+    return Promotion(int(item["number"]), bool(item["full"]), at, str(item["by"]))
+
+
+def _gate_to_item(gate: GateResult | None) -> Item | None:
+    if gate is None:
+        return None
+    return {
+        "step": gate.step,
+        "passed": gate.passed,
+        "at_ms": common.ms(gate.at),
+        "reason": gate.reason,
+    }
+
+
+def _gate_from_item(item: Mapping[str, Any] | None) -> GateResult | None:
+    if item is None:
+        return None
+    at = common.time(item["at_ms"])
+    if at is None:
+        raise ValueError("gate at_ms is empty")
+    return GateResult(
+        int(item["step"]), bool(item["passed"]), at, common.optional_str(item.get("reason"))
+    )
 
 
 def _rollout_state_to_item(state: RolloutState) -> Item:
@@ -71,6 +148,15 @@ def _rollout_state_to_item(state: RolloutState) -> Item:
         "fence_lock": state.fence_lock,
         "fence": state.fence,
         "slots": state.slots,
+        "step": state.step,
+        "step_since_ms": common.ms(state.step_since),
+        "baking_since_ms": common.ms(state.baking_since),
+        "gate": _gate_to_item(state.gate),
+        "skip_step": state.skip_step,
+        "promoted": state.promoted,
+        "fast": state.fast,
+        "resumed_ms": common.ms(state.resumed_at),
+        "announced_ms": common.ms(state.announced_until),
     }
 
 
@@ -93,6 +179,15 @@ def _rollout_state_from_item(item: Mapping[str, Any] | None) -> RolloutState:
         fence_lock=common.optional_str(item.get("fence_lock")),
         fence=int(item.get("fence", 0)),
         slots=int(item.get("slots", 0)),
+        step=int(item.get("step", 0)),
+        step_since=common.time(item.get("step_since_ms")),
+        baking_since=common.time(item.get("baking_since_ms")),
+        gate=_gate_from_item(item.get("gate")),
+        skip_step=None if item.get("skip_step") is None else int(item["skip_step"]),
+        promoted=int(item.get("promoted", 0)),
+        fast=bool(item.get("fast", False)),
+        resumed_at=common.time(item.get("resumed_ms")),
+        announced_until=common.time(item.get("announced_ms")),
     )
 
 
@@ -110,7 +205,6 @@ def service_from_item(item: Mapping[str, Any]) -> Service:
 
     def build() -> Service:
         balancer = item.get("load_balancer")
-        rollout = item["rollout"]
         return Service(
             name=str(item["name"]),
             load_balancer=None
@@ -119,11 +213,7 @@ def service_from_item(item: Mapping[str, Any]) -> Service:
             drain_timeout_seconds=int(item["drain_timeout_seconds"]),
             health_timeout_seconds=int(item["health_timeout_seconds"]),
             settle_seconds=int(item["settle_seconds"]),
-            rollout=RolloutPolicy(
-                max_in_flight=str(rollout["max_in_flight"]),
-                max_failures=int(rollout["max_failures"]),
-                auto_revert=bool(rollout["auto_revert"]),
-            ),
+            rollout=_policy_from_item(item["rollout"]),
             weights={str(k): int(v) for k, v in item["weights"].items()},
             paused=bool(item["paused"]),
             version=int(item["version"]),
@@ -131,6 +221,7 @@ def service_from_item(item: Mapping[str, Any]) -> Service:
             updated_at=common.time(item.get("updated_ms")),
             rollout_state=_rollout_state_from_item(item.get("rollout_state")),
             history=tuple(_history_entry_from_item(e) for e in item.get("history") or ()),
+            promotion=_promotion_from_item(item.get("promotion")),
         )
 
     return common.read("service", item, build)

@@ -25,6 +25,7 @@ from flotilla.engine.errors import (
 from flotilla.engine.records import (
     AgentClaim,
     CurrentRevision,
+    FailureAction,
     HistoryEntry,
     Instance,
     LoadBalancerKind,
@@ -46,7 +47,9 @@ def a_service(name: str = "api") -> Service:
     return Service(
         name=name,
         load_balancer=LoadBalancerRef(LoadBalancerKind.CLASSIC, "api-elb"),
-        rollout=RolloutPolicy(max_in_flight="25%", max_failures=2, auto_revert=False),
+        rollout=RolloutPolicy(
+            max_in_flight="25%", max_failures=2, failure_action=FailureAction.HOLD
+        ),
         weights={"a" * 64: 90, "b" * 64: 10},
     )
 

@@ -98,7 +98,7 @@ def test_service_update_changes_only_the_given_settings(cli: Cli) -> None:
         )
     )  # fmt: skip
     assert updated["load_balancer"] == {"kind": "classic", "name": "web-elb"}
-    assert updated["rollout_policy"]["auto_revert"] is False
+    assert updated["rollout_policy"]["failure_action"] == "hold"
     assert updated["settle_seconds"] == 10
     assert updated["drain_timeout_seconds"] == 300
     assert updated["version"] == 2

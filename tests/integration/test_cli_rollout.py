@@ -308,7 +308,7 @@ def test_watch_exits_0_on_a_completed_rollout(world: World) -> None:
 
 
 def test_watch_exits_1_on_a_stopped_rollout(world: World) -> None:
-    world.cli.ok("service", "create", "sad", "--no-auto-revert")
+    world.cli.ok("service", "create", "sad")
     world.add_revisions("sad", "v1")
     register(world.store, SystemClock(), "sad", 2, prefix="sad")
     world.cli.ok("weights", "sad", "v1=100")

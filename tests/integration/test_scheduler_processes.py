@@ -76,7 +76,7 @@ def fleet(world: AwsWorld, tmp_path: Path, request: pytest.FixtureRequest) -> It
         Service(
             service,
             settle_seconds=1,
-            rollout=RolloutPolicy(max_in_flight="2", max_failures=1, auto_revert=True),
+            rollout=RolloutPolicy(max_in_flight="2", max_failures=1),
         )
     )
     made = Fleet(world, tmp_path, service)

@@ -15,7 +15,7 @@ from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.clock import FakeClock
 from flotilla.engine.errors import LockLostError
 from flotilla.engine.ports import StateStore
-from flotilla.engine.records import RolloutState, RolloutStatus, deploy_id_for
+from flotilla.engine.records import FailureAction, RolloutState, RolloutStatus, deploy_id_for
 from flotilla.engine.updates import modify_service, set_weights
 from flotilla.scheduler.pass_ import PassSettings, SchedulerPass
 from tests.support.scheduler_world import (
@@ -30,6 +30,7 @@ from tests.support.scheduler_world import (
 )
 
 TTL = timedelta(minutes=5)
+HOLD = FailureAction.HOLD
 
 
 class World:
@@ -194,7 +195,7 @@ def test_a_paused_service_moves_nothing_until_resumed(world: World) -> None:
 def test_the_failure_budget_stops_the_rollout_and_reverts_to_the_last_good_weights(
     world: World,
 ) -> None:
-    make_service(world.memory, max_in_flight="1", max_failures=2, auto_revert=True)
+    make_service(world.memory, max_in_flight="1", max_failures=2)
     register(world.memory, world.clock, "api", 5)
     agents = FakeAgents(world.memory, world.clock, "api", fails=lambda d: d.to_revision == V2)
     world.converge(agents, rounds=7)
@@ -220,24 +221,38 @@ def test_the_failure_budget_stops_the_rollout_and_reverts_to_the_last_good_weigh
     assert service.rollout_state.status is RolloutStatus.COMPLETE
 
 
-def test_without_auto_revert_the_rollout_stops_and_moves_nothing_more_to_the_revision(
-    world: World,
-) -> None:
-    make_service(world.memory, max_in_flight="2", max_failures=2, auto_revert=False)
+def test_the_hold_action_pauses_the_service_with_what_runs_and_says_why(world: World) -> None:
+    make_service(world.memory, max_in_flight="2", max_failures=2, failure_action=HOLD)
     register(world.memory, world.clock, "api", 6)
     agents = FakeAgents(world.memory, world.clock, "api", fails=lambda d: d.to_revision == V2)
     world.converge(agents, rounds=5)
     set_weights(world.memory, "api", {V1: 0, V2: 100})
     world.converge(agents, rounds=6)
     service = world.memory.get_service("api")
-    assert service.rollout_state.status is RolloutStatus.STOPPED
+    assert service.rollout_state.status is RolloutStatus.HELD
+    assert service.paused
     assert "max_failures 2" in (service.rollout_state.reason or "")
+    assert [e.kind for e in service.history][-2:] == ["rollout_stopped", "held"]
+    assert "flotilla rollout resume api" in service.history[-1].reason
     assert service.weights == {V1: 0, V2: 100}
     assert agents.deploys[V2] == 2
     assert set(world.current().values()) == {V1}
+    # Only the two that failed keep v2 assigned (a failed deploy is not tried again).
+    assert sorted(world.assigned().values()).count(V2) == 2
     world.store.reset()
     world.run()
-    assert world.store.writes == 0  # a stopped rollout stays put
+    assert world.store.writes == 0  # a held rollout stays put
+
+
+def test_a_revert_without_last_good_weights_stops_the_rollout(world: World) -> None:
+    make_service(world.memory, weights={V2: 100}, max_in_flight="1")
+    register(world.memory, world.clock, "api", 3)
+    agents = FakeAgents(world.memory, world.clock, "api", fails=lambda _d: True)
+    world.converge(agents, rounds=4)
+    state = world.memory.get_service("api").rollout_state
+    assert state.status is RolloutStatus.STOPPED
+    assert "not reverted: no rollout has completed without failures yet" in (state.reason or "")
+    assert agents.deploys[V2] == 1
 
 
 def test_a_revert_never_overwrites_a_weight_change_made_during_the_pass(world: World) -> None:

@@ -71,7 +71,7 @@ def service(
 ) -> Service:
     return Service(
         "api",
-        rollout=RolloutPolicy(max_in_flight, failures, True),
+        rollout=RolloutPolicy(max_in_flight, failures),
         weights=weights,
         rollout_state=state,
         version=3,
