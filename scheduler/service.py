@@ -13,6 +13,12 @@ With shards (`segments > 1`) an event may name a service of another shard; a lea
 acknowledges only events of its own services (or of services that do not exist) and
 leaves the others to reappear for their shard's leader.
 
+A pass may also say when a service must be planned again although nothing happens to it
+(`PassReport.wake_at`: a bake ends, a webhook gate is called again, a progress deadline
+passes, alarms are read again); the leader then runs a pass over that service at that
+time, between full passes. These timers are kept in memory only: what they wait for is
+stored in the rollout state, so a new leader finds it again at its first full pass.
+
 The first leadership attempt that reaches the lock service, leading or not, is reported
 once through `on_ready` (the entry point tells systemd that the scheduler is up).
 """
@@ -34,10 +40,12 @@ from flotilla.engine.ports import (
     INSTANCE_STATE,
     Event,
     EventQueue,
+    EventTopic,
     LockService,
     StateStore,
     WakeUps,
 )
+from flotilla.scheduler.gates import GateReaders
 from flotilla.scheduler.leader import Leadership, lock_name
 from flotilla.scheduler.pass_ import PassReport, PassSettings, SchedulerPass
 
@@ -93,6 +101,8 @@ class Scheduler:
         wait: Callable[[float], None] | None = None,
         on_ready: Callable[[bool], None] | None = None,
         wakeups: WakeUps | None = None,
+        gates: GateReaders | None = None,
+        topic: EventTopic | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -117,8 +127,11 @@ class Scheduler:
             ),
             guard=self.leadership.guard,
             wakeups=wakeups,
+            gates=gates,
+            topic=topic,
         )
         self._next_full_pass: datetime | None = None
+        self._timers: dict[str, datetime] = {}  # service -> plan it again by then
         self._known: set[str] = set()  # the services of this shard, as of the last full pass
         self.last_report: PassReport | None = None
 
@@ -139,11 +152,14 @@ class Scheduler:
                 self._wait(self._standby_poll())
                 return
             self._next_full_pass = None  # a new leader first reconciles everything
+            self._timers.clear()
             self.passes.forget()  # what an earlier term remembered may be stale now
         try:
             self.leadership.keep()
             if self._next_full_pass is None or self.clock.now() >= self._next_full_pass:
                 self._full_pass()
+            else:
+                self._timed_pass()
             self._receive_and_handle()
         except LockLostError as lost:
             self.leadership.forget()
@@ -174,11 +190,34 @@ class Scheduler:
         report = self.passes.run()
         self._known = set(report.services)
         self._next_full_pass = started + self.settings.interval
-        self.last_report = report
+        self._note(report)
         return report
 
-    def _receive_and_handle(self) -> None:
+    def _timed_pass(self) -> None:
+        """A pass over the services whose timer is due (the module's doc)."""
+        now = self.clock.now()
+        due = {name for name, at in self._timers.items() if at <= now}
+        if due:
+            log.debug("timers due for %s", ", ".join(sorted(due)))
+            self._note(self.passes.run(due))
+
+    def _note(self, report: PassReport) -> None:
+        """Keep the timers of the services a pass planned (a failed one is retried by the
+        next full pass)."""
+        self.last_report = report
+        for name in report.services:
+            self._timers.pop(name, None)
+        for name in report.missing:
+            self._timers.pop(name, None)
+        self._timers.update(report.wake_at)
+
+    def _wake_at(self) -> datetime:
+        """The next full pass or the earliest timer, whichever comes first."""
         wake_at = self._next_full_pass or self.clock.now()
+        return min([wake_at, *self._timers.values()])
+
+    def _receive_and_handle(self) -> None:
+        wake_at = self._wake_at()
         budget = min(
             (wake_at - self.clock.now()).total_seconds(),
             self.leadership.seconds_until_renewal(),
@@ -227,8 +266,11 @@ class Scheduler:
         names = {event.service for event in events}
         log.info("woken by %d event(s) for %s", len(events), ", ".join(sorted(names)))
         # A service this shard has not seen yet calls for a full pass of the shard.
-        report = self.passes.run(names) if names <= self._known else self._full_pass()
-        self.last_report = report
+        if names <= self._known:
+            report = self.passes.run(names)
+            self._note(report)
+        else:
+            report = self._full_pass()
         for event in events:
             if self._ours_and_handled(event, report):
                 self._ack(event)

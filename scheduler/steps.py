@@ -13,6 +13,9 @@ deploy of this rollout (finished, failed or running) or is deploying.
 - A step is *done* when every move it allows has begun (or none is left to begin) and no
   deploy is under way; its failed deploys count as ended (the failure budget decides
   about them). Then it bakes for its bake time; a `pause` step waits for a promotion.
+  A step that allowed no move beyond the step before it has nothing new to watch and
+  does not bake; a rollout with no move at all (a first deploy: every instance joins)
+  waits at no step.
 - Its webhooks (`scheduler.gates`) are called before it moves anything; a step that has
   nothing to move calls none.
 - `flotilla rollout promote` skips the current step's waits (its gate, its bake, its
@@ -94,16 +97,22 @@ def moves_of(
     """`target` is the apportionment; `deploying` the instances in flight; `halted` the
     revisions nothing more moves to (a stopped rollout)."""
     since = state.started_at
-    with_deploy = {d.instance_id for d in deploys if since is not None and d.created_at >= since}
+    # A deploy towards the instance's target, created since the rollout began (a deploy of
+    # an earlier rollout may carry the same millisecond).
+    with_deploy = {
+        (d.instance_id, d.to_revision)
+        for d in deploys
+        if since is not None and d.created_at >= since
+    }
     begun: set[str] = set()
     pending: set[str] = set()
     for instance in live:
         if instance.current_revision is None:
             continue  # joining: not a move (the module's doc)
-        if instance.id in with_deploy or instance.id in deploying:
+        revision = target.get(instance.id)
+        if (instance.id, revision) in with_deploy or instance.id in deploying:
             begun.add(instance.id)
             continue
-        revision = target.get(instance.id)
         if revision not in (None, instance.current_revision) and revision not in halted:
             pending.add(instance.id)
     return Moves(frozenset(begun), frozenset(pending))
@@ -204,10 +213,13 @@ def advance(
             return progress(0)
         if room or deploying:
             return progress(room)
-        skipped = state.skip_step == index
+        # Nothing to watch: a rollout without a move (every instance joins) skips every
+        # wait, and a step that began no move of its own does not bake.
+        skipped = state.skip_step == index or moves.total == 0
+        adds = allowed(steps, index, moves.total) > allowed(steps, index - 1, moves.total)
         if step.is_pause and not skipped:
             return progress(0)
-        if step.bake_seconds and not skipped:
+        if step.bake_seconds and adds and not skipped:
             baking_since = state.baking_since
             if baking_since is None:
                 baking_since = now

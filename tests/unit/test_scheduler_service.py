@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -15,15 +16,23 @@ from flotilla.adapters.memory_wakeups import MemoryWakeUps
 from flotilla.engine.clock import FakeClock
 from flotilla.engine.errors import NotFoundError, TransientError
 from flotilla.engine.ports import Event
-from flotilla.engine.records import AgentClaim, Instance
-from flotilla.engine.updates import set_weights
+from flotilla.engine.records import AgentClaim, Instance, RolloutStep
+from flotilla.engine.updates import modify_service, set_weights
 from flotilla.scheduler.service import Scheduler, SchedulerSettings
-from tests.support.scheduler_world import V1, V2, CountingStore, make_service, register
+from tests.support.scheduler_world import (
+    V1,
+    V2,
+    CountingStore,
+    FakeAgents,
+    make_service,
+    register,
+)
 from tests.unit.test_items import ec2_notification
 
 LEASE = timedelta(seconds=12)
 INTERVAL = timedelta(seconds=60)
 VISIBILITY = timedelta(seconds=30)
+STEPS = (RolloutStep("1", 20), RolloutStep("100%"))
 
 
 class Killed(BaseException):
@@ -342,3 +351,34 @@ def test_ec2_saying_a_machine_goes_takes_its_instance_out_at_once(cluster: Clust
         claim=AgentClaim("agent-again", now + LEASE, replacing="agent-i-001"),
     )
     assert back.left_at is None
+
+
+def test_a_bake_that_ends_between_full_passes_is_planned_at_its_end() -> None:
+    cluster = Cluster()
+    make_service(cluster.memory, max_in_flight="100%")
+    modify_service(
+        cluster.memory,
+        "api",
+        lambda s: dataclasses.replace(
+            s, rollout=dataclasses.replace(s.rollout, steps=STEPS, progress_deadline_seconds=0)
+        ),
+    )
+    register(cluster.memory, cluster.clock, "api", 3)
+    agents = FakeAgents(cluster.memory, cluster.clock, "api", ttl=timedelta(hours=1))
+    leader = cluster.scheduler("a")
+    leader.step()
+    agents.settle()
+    set_weights(cluster.memory, "api", {V1: 0, V2: 100})
+    cluster.queue.send(Event("service_changed", "api"))
+    leader.step()
+    agents.settle()  # step 1's one instance is done
+    cluster.queue.send(Event("deploy_finished", "api"))
+    leader.step()  # the bake begins: 20 s
+    started = cluster.memory.get_service("api").rollout_state.baking_since
+    assert started is not None
+    assert sum(1 for i in cluster.memory.list_instances("api") if i.assigned_revision == V2) == 1
+    while cluster.clock.now() < started + timedelta(seconds=20):
+        leader.step()  # no event comes: the leader sleeps until the bake's end
+    leader.step()
+    assert cluster.clock.now() < started + INTERVAL  # before the next full pass was due
+    assert cluster.assigned() == {V2}
