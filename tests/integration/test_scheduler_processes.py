@@ -6,15 +6,18 @@ events sent by the CLI and the agents can make them act.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from flotilla.adapters.process_runtime import ProcessRuntime
-from flotilla.engine.records import RolloutPolicy, Service
+from flotilla.engine.records import RolloutPolicy, RolloutState, RolloutStep, Service
 from flotilla.engine.revisions import build_revision
+from flotilla.engine.updates import modify_service
 from tests.support.agents import (
     AgentProcess,
     AwsWorld,
@@ -164,3 +167,46 @@ def test_revert_a_failing_revision_restores_the_previous_weights(fleet: Fleet) -
         if d.to_revision == broken
     }
     assert 1 <= len(tried) <= 2
+
+
+def test_bake_a_leader_killed_mid_bake_leaves_its_step_and_bake_to_the_standby(
+    fleet: Fleet,
+) -> None:
+    bake = 8
+    modify_service(
+        fleet.world.store,
+        fleet.service,
+        lambda s: dataclasses.replace(
+            s,
+            rollout=dataclasses.replace(
+                s.rollout, steps=(RolloutStep("1", bake), RolloutStep("100%"))
+            ),
+        ),
+    )
+    v1, v2 = fleet.add_revision("v1"), fleet.add_revision("v2")
+    schedulers = {name: start_scheduler(fleet.world, fleet.work, name) for name in ("s1", "s2")}
+    fleet.processes += schedulers.values()
+    fleet.processes += [
+        start_agent(fleet.world, fleet.work, fleet.service, i) for i in fleet.instances
+    ]
+    wait_for(lambda: leader(fleet.world) is not None, 30, "a leader")
+    fleet.weights("v1=100")
+    fleet.wait_until_all_run(v1, "v1 everywhere")
+
+    def state() -> RolloutState:
+        return fleet.world.store.get_service(fleet.service).rollout_state
+
+    fleet.weights("v1=0", "v2=100")
+    wait_for(lambda: state().baking_since is not None, 120, "step 1 done and baking")
+    baking_since = state().baking_since
+    assert baking_since is not None
+    assert sorted(fleet.running().values()).count(v2) == 1
+    first = leader(fleet.world)
+    assert first in schedulers
+    schedulers[first].kill()  # SIGKILL in the middle of the bake
+    fleet.wait_until_all_run(v2, "v2 everywhere, after the bake, by the standby")
+    service = fleet.world.store.get_service(fleet.service)
+    assert leader(fleet.world) not in (None, first)
+    step_two = [e for e in service.history if e.reason.startswith("step 2 of 2")]
+    assert step_two
+    assert step_two[-1].at >= baking_since + timedelta(seconds=bake)  # the bake held
