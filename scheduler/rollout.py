@@ -57,9 +57,9 @@ from flotilla.engine.records import (
     RolloutStatus,
     RolloutStep,
     Service,
-    deploy_id_for,
 )
 from flotilla.scheduler.apportion import assign, hamilton_counts
+from flotilla.scheduler.assignments import Assignment, held, paced_moves
 from flotilla.scheduler.failures import count_failures, fail, gate_failure, stop_reason
 from flotilla.scheduler.gates import ALARM_POLL, Readings, alarms_unknown, deadline_of
 from flotilla.scheduler.phases import (
@@ -96,15 +96,6 @@ __all__ = [
     "split_live",
     "unsettled",
 ]
-
-
-@dataclass(frozen=True)
-class Assignment:
-    """One conditional assignment write."""
-
-    instance_id: str
-    revision: str | None
-    expected_version: int
 
 
 @dataclass(frozen=True)
@@ -208,10 +199,10 @@ def plan_service(inputs: ServiceInputs, *, fence_lock: str, fence: int) -> Servi
     room = progress.room if state.status is RolloutStatus.ROLLING and not hold else 0
 
     if hold:
-        assignments, waiting, later, in_flight = _held(live, phases, running)
+        assignments, waiting, later, in_flight = held(live, phases, running)
     else:
-        assignments, waiting, later, in_flight = _moves(
-            live, phases, target, state, halted, slots, room, moves.begun, inputs
+        assignments, waiting, later, in_flight = paced_moves(
+            live, phases, target, state, halted, slots, room, moves.begun, inputs.deploys
         )
     leaving = [
         Assignment(i.id, None, i.assignment_version)
@@ -306,22 +297,6 @@ def _paused(inputs: ServiceInputs, live: Sequence[Instance]) -> ServicePlan:
     )  # fmt: skip
 
 
-def _held(
-    live: Sequence[Instance], phases: Mapping[str, Phase], running: set[str]
-) -> tuple[list[Assignment], int, int, int]:
-    """A hold keeps what runs: deploys under way finish, and an instance assigned a move its
-    agent has not begun is put back on the revision it runs (a move that needs no deploy)."""
-    back = [
-        Assignment(i.id, i.current_revision, i.assignment_version)
-        for i in live
-        if phases[i.id] is Phase.IN_FLIGHT
-        and i.id not in running
-        and i.current_revision is not None
-        and unsettled(i)
-    ]
-    return back, 0, 0, len(running & {i.id for i in live})
-
-
 def _wake_at(
     service: Service, state: RolloutState, waits: Sequence[Wait], now: datetime
 ) -> datetime | None:
@@ -331,59 +306,6 @@ def _wake_at(
     if service.rollout.alarms and state.status is RolloutStatus.ROLLING and not state.fast:
         times.append(now + ALARM_POLL)
     return min(times, default=None)
-
-
-def _moves(
-    live: Sequence[Instance],
-    phases: Mapping[str, Phase],
-    target: Mapping[str, str | None],
-    state: RolloutState,
-    halted: set[str],
-    slots: int,
-    room: int,
-    begun: frozenset[str],
-    inputs: ServiceInputs,
-) -> tuple[list[Assignment], int, int, int]:
-    """The assignment writes within the free slots and the step's room; returns (writes,
-    waiting for a slot or a stopped revision, left for a later step, in flight)."""
-    by_id = {i.id: i for i in live}
-    in_flight = {iid for iid, phase in phases.items() if phase is Phase.IN_FLIGHT}
-    free = max(0, slots - len(in_flight))
-    writes: list[Assignment] = []
-    waiting = later = 0
-    for instance_id, revision in target.items():
-        instance = by_id[instance_id]
-        if revision == instance.assigned_revision and not _retry(instance, phases, state, inputs):
-            continue
-        deploys = revision is not None and revision != instance.current_revision
-        if deploys and revision in halted:
-            waiting += 1
-            continue
-        if deploys and instance_id not in in_flight:
-            # A move of an instance that runs a revision counts against the step; one that
-            # joins (runs nothing) does not (scheduler.steps).
-            stepped = instance.current_revision is not None and instance_id not in begun
-            if stepped and room == 0:
-                later += 1
-                continue
-            if free == 0:
-                waiting += 1
-                continue
-            free -= 1
-            room -= stepped
-            in_flight.add(instance_id)
-        writes.append(Assignment(instance_id, revision, instance.assignment_version))
-    return writes, waiting, later, len(in_flight)
-
-
-def _retry(
-    instance: Instance, phases: Mapping[str, Phase], state: RolloutState, inputs: ServiceInputs
-) -> bool:
-    """A new rollout gives an instance that failed in an earlier one a fresh attempt."""
-    if phases[instance.id] is not Phase.FAILED or state.status is not RolloutStatus.ROLLING:
-        return False
-    own = inputs.deploys.get(deploy_id_for(instance))
-    return own is not None and state.started_at is not None and own.created_at < state.started_at
 
 
 def _first_step(policy: RolloutPolicy, state: RolloutState, now: datetime) -> list[HistoryEntry]:
