@@ -97,12 +97,13 @@ def moves_of(
     """`target` is the apportionment; `deploying` the instances in flight; `halted` the
     revisions nothing more moves to (a stopped rollout)."""
     since = state.started_at
-    # A deploy towards the instance's target, created since the rollout began (a deploy of
-    # an earlier rollout may carry the same millisecond).
+    # A move's deploy: from a revision towards the instance's target, created since the
+    # rollout began (a deploy of an earlier rollout may carry the same millisecond; one
+    # from no revision was a join).
     with_deploy = {
         (d.instance_id, d.to_revision)
         for d in deploys
-        if since is not None and d.created_at >= since
+        if since is not None and d.created_at >= since and d.from_revision is not None
     }
     begun: set[str] = set()
     pending: set[str] = set()

@@ -246,3 +246,11 @@ def test_an_instance_joining_mid_rollout_gets_its_apportioned_revision_at_once()
     assert joined.assigned_revision == V2  # not V1 first, whatever the step
     world.agents.settle()
     assert world.agents.deploys[V1] == before
+
+
+def test_a_first_deploy_with_steps_and_bakes_waits_at_no_step() -> None:
+    world = World(RolloutPolicy(max_in_flight="1", steps=(RolloutStep("100%", 600),)))
+    service = world.service()  # World's start-up rolled V1 out one instance at a time
+    assert world.on(V1) == 4
+    assert service.rollout_state.baking_since is None
+    assert world.kinds()[-1] == "rollout_complete"
