@@ -9,7 +9,10 @@ What is published: every entry of the service history (the scheduler's own, such
 
 Delivery is at least once, never blocking a rollout: events are published after the pass
 stored its decisions, oldest first; one that cannot be published is tried again at the
-next pass of the service, and the ones after it wait. The leader remembers what it
+next pass of the service, and the ones after it wait (the leader keeps up to
+`MAX_PENDING` of them per service, and does not take the service for quiet while it
+has any; a leader that dies with events unpublished loses the deploy outcomes among
+them, while the history entries are found again by its successor). The leader remembers what it
 published; a new leader starts a minute before the time stored in the rollout state
 (`announced_until`, written with the service record whenever the scheduler writes it
 anyway), so it may publish a few events again: each has an `id` that stays the same, by
@@ -19,6 +22,7 @@ happened in the last minute.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Iterable
@@ -34,6 +38,7 @@ from flotilla.engine.records import HistoryEntry, Service
 log = logging.getLogger(__name__)
 
 MARGIN = timedelta(minutes=1)
+MAX_PENDING = 1000  # unpublished events kept per service while the topic fails
 # History kinds as events call them (the others keep their name).
 EVENT_KINDS = {
     "paused": "rollout_paused",
@@ -52,6 +57,9 @@ class _Seen:
     cutoff: datetime  # nothing at or before this is published (again)
     sent: dict[str, datetime] = field(default_factory=dict)  # notice id -> its time
     until: datetime | None = None  # the latest time published
+    # Found but not published yet (the topic failed): kept, since a finished rollout's
+    # deploys are not read again.
+    pending: dict[str, Notice] = field(default_factory=dict)
 
 
 class Announcer:
@@ -67,6 +75,12 @@ class Announcer:
         seen = self._seen.get(service)
         return None if seen is None else seen.until
 
+    def behind(self, service: str) -> bool:
+        """Whether `service` has events that could not be published yet: the scheduler
+        must not take it for quiet (and skip it) until they are."""
+        seen = self._seen.get(service)
+        return seen is not None and bool(seen.pending)
+
     def forget(self) -> None:
         """A new term: start again from what the rollout states say."""
         self._seen.clear()
@@ -79,19 +93,24 @@ class Announcer:
             stored = service.rollout_state.announced_until
             seen = _Seen(cutoff=(stored or now) - MARGIN)
             self._seen[service.name] = seen
-        fresh = [
-            notice
-            for notice in [
-                *(_entry_notice(service, e) for e in service.history if e.at > seen.cutoff),
-                *(_deploy_notice(d) for d in deploys if d.finished and d.updated_at > seen.cutoff),
-            ]
-            if notice.id not in seen.sent
-        ]
-        if not fresh:
+        for notice in [
+            *(_entry_notice(service, e) for e in service.history if e.at > seen.cutoff),
+            *(_deploy_notice(d) for d in deploys if d.finished and d.updated_at > seen.cutoff),
+        ]:
+            if notice.id not in seen.sent:
+                seen.pending[notice.id] = notice
+        if len(seen.pending) > MAX_PENDING:
+            dropped = sorted(seen.pending.values(), key=lambda n: (n.at, n.id))[:-MAX_PENDING]
+            log.warning("dropped %d unpublished events of %s", len(dropped), service.name)
+            for notice in dropped:
+                del seen.pending[notice.id]
+        if not seen.pending:
             return 0
         labels = {r.id: r.label for r in self._store.list_revisions(service.name)}
         published = 0
-        for notice in sorted(fresh, key=lambda n: (n.at, n.id)):
+        # Oldest first; at one time, the history's entries (in their order) before the
+        # deploys that ended then (a stable sort keeps the order they were found in).
+        for notice in sorted(seen.pending.values(), key=lambda n: (n.at, n.deploy is not None)):
             try:
                 self._topic.publish(_labelled(notice, labels))
             except FlotillaError as failed:
@@ -102,6 +121,7 @@ class Announcer:
                     failed.message,
                 )
                 break
+            del seen.pending[notice.id]
             seen.sent[notice.id] = notice.at
             seen.until = notice.at if seen.until is None else max(seen.until, notice.at)
             published += 1
@@ -115,8 +135,11 @@ def _entry_notice(service: Service, entry: HistoryEntry) -> Notice:
     kind = EVENT_KINDS.get(entry.kind, entry.kind)
     found = _STEP.search(entry.reason) if kind in ("step_reached", "rollout_started") else None
     step = None if found is None else {"index": int(found[1]), "of": int(found[2])}
+    # Entries of one pass share a millisecond (e.g. two steps reached): the digest of
+    # what they say tells them apart, and stays the same for every delivery.
+    said = hashlib.sha256(f"{entry.reason}\n{sorted(entry.weights.items())}".encode())
     return Notice(
-        id=f"{service.name}/{entry.kind}/{to_epoch_ms(entry.at)}",
+        id=f"{service.name}/{entry.kind}/{to_epoch_ms(entry.at)}/{said.hexdigest()[:12]}",
         kind=kind,
         service=service.name,
         at=entry.at,

@@ -244,6 +244,7 @@ class SchedulerPass:
             and plan.service.rollout_state.status is RolloutStatus.COMPLETE
             and not any(unsettled(instance) for instance in inputs.live)
             and not any(instance.assigned_revision for instance in inputs.dead)
+            and not (self.announcer is not None and self.announcer.behind(name))
         )
         if quiet:
             recheck_at = inputs.now + self.settings.reconcile_after
