@@ -69,7 +69,8 @@ h1 { font-size: 18px; margin: 0 0 4px; }
 .event b { position: absolute; top: 0; left: 3px; font: bold 10px/13px ui-monospace, monospace;
   color: #1d232a; pointer-events: none; }
 .event.end b { left: auto; right: 3px; }
-.event.rollout_stopped, .event.reverted { background: #c53030; }
+.event.rollout_stopped, .event.reverted, .event.held { background: #c53030; }
+.event.step_reached, .event.promoted { background: #2b6cb0; }
 .event.rollout_complete { background: #2f8a3b; }
 .event.wave { background: #9ca3af; }
 #failures { margin: 6px 0 4px; padding: 5px 10px; border-left: 4px solid #c53030;

@@ -146,7 +146,7 @@ WAVE = "wave"
 WAVE_GAP = timedelta(seconds=2)
 # History kinds that begin a rollout, and those that end one.
 BEGINS = frozenset({"rollout_started", "reverted", "undone"})
-ENDS = frozenset({"rollout_complete", "rollout_stopped", "reverted"})
+ENDS = frozenset({"rollout_complete", "rollout_stopped", "reverted", "held"})
 
 
 @dataclass(frozen=True)

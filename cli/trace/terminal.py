@@ -5,7 +5,8 @@ letter (see LEGEND) on that state's colour; `~` is a crash gap (no agent was wor
 `↻` the resume, `✗` the step that failed. Under each row: the revisions it moved between,
 the time spent per state, the crash and resume, and the reason a deploy did not succeed.
 A first row, SCHEDULER, marks what the scheduler did (`EVENT_MARKS`: the rollout started,
-each wave of deploys, stopped, reverted, complete), each spelled out under it. Without
+each wave of deploys, each step reached, held, promoted, stopped, reverted, complete),
+each spelled out under it. Without
 colour (`NO_COLOR`, or output that is not a terminal) the letters say the same.
 
 Every line fits in `width` columns exactly (colour codes take none): long lines wrap, the
@@ -68,6 +69,9 @@ EVENT_MARKS: Mapping[str, str] = {
     "paused": "P",
     "resumed": "r",
     "rollout_complete": "C",
+    "step_reached": "T",
+    "held": "H",
+    "promoted": "+",
 }
 SCHEDULER = "SCHEDULER"
 _RESET = "\x1b[0m"
