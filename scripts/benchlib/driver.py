@@ -33,6 +33,7 @@ BENCHMARKS = {
     "deploys": Benchmark("deploys", 15, 7, "engine overhead and DynamoDB calls per deploy"),
     "restart": Benchmark("restart", 5, 3, "agent restart to resumed step (agent processes)"),
     "rollout": Benchmark("rollout", 3, 2, "rollout of 20 instances, max_in_flight 1, 2, 5"),
+    "revert": Benchmark("revert", 3, 2, "fast revert of 10 instances, max_in_flight 2"),
     "reaction": Benchmark("reaction", 5, 3, "weight change to first deploy: SQS vs polling"),
     "trace": Benchmark("trace", 5, 3, "trace viewer, 1000 instances"),
     "startup": Benchmark("startup", 15, 7, "flotilla --help, keys --help and keys USER start-up"),
