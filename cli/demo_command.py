@@ -13,10 +13,12 @@ from pathlib import Path
 import click
 
 from flotilla.cli.demo.emulator import REGION, client_environment, embedded_aws
+from flotilla.cli.demo.event_feed import EventFeed
 from flotilla.cli.demo.fleet import DemoError, Fleet
 from flotilla.cli.demo.runtimes import CHOICES, RuntimeChoice, choose_runtime
 from flotilla.cli.demo.secret_check import check_secret
 from flotilla.cli.demo.story import Story
+from flotilla.cli.stack_deploy import environment_stack_name
 from flotilla.cli.wiring import AwsSettings, Wiring
 from flotilla.engine.errors import ConfigurationError
 
@@ -46,8 +48,10 @@ def demo(instances: int, runtime: str, workdir: Path | None, as_json: bool) -> N
     service, starts two schedulers and INSTANCES agents (units run on real systemd, one
     private manager per instance, when run as root; else as local processes), rolls out
     a canary, kills an agent in the middle of a deploy and lets it resume, rolls out a
-    broken revision that is reverted on its own, and shows the trace. Everything it
-    started is stopped at the end; logs, spans and the trace page stay in --workdir.
+    broken revision that is reverted on its own, and shows the trace. An SQS queue
+    subscribed to the environment's events topic prints what other systems would hear.
+    Everything it started is stopped at the end; logs, spans and the trace page stay in
+    --workdir.
     """
     choice = choose_runtime(runtime)
     work = (workdir or Path(tempfile.mkdtemp(prefix="flotilla-demo-"))).resolve()
@@ -67,7 +71,13 @@ def demo(instances: int, runtime: str, workdir: Path | None, as_json: bool) -> N
         os.environ.update(environment)
         wiring = Wiring(AwsSettings(ENVIRONMENT, REGION, None, endpoint))
         fleet = Fleet(work, environment, say, colour=sys.stdout.isatty(), runtime=choice.kind)
-        story = Story(fleet, wiring.store, instances, say)
+        feed = EventFeed(
+            wiring.client("sns"),
+            wiring.client("sqs"),
+            lambda: wiring.stacks.outputs(environment_stack_name(ENVIRONMENT))["EventsTopicArn"],
+            say,
+        )
+        story = Story(fleet, wiring.store, instances, say, feed)
         html = work / "trace.html"
         try:
             choice = _start_runtime(fleet, choice, runtime, story.instance_ids)

@@ -6,6 +6,7 @@ over within about a third of the lease after the leader dies or stops.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import time
@@ -15,11 +16,15 @@ from typing import Any
 import click
 
 from flotilla.adapters.sd_notify import notify_ready
+from flotilla.cli import settings as setting_rules
 from flotilla.cli.daemon import at_start, daemon_options, seconds_option, start_daemon
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.liveness import DEFAULT_INSTANCE_TTL
 from flotilla.engine.validation import whole_number
+from flotilla.scheduler.gates import GateReaders
 from flotilla.scheduler.service import Scheduler, SchedulerSettings
+
+log = logging.getLogger(__name__)
 
 
 @click.command(short_help="Run the scheduler (a daemon; one leads).")
@@ -51,6 +56,14 @@ from flotilla.scheduler.service import Scheduler, SchedulerSettings
     help="SEGMENT/SEGMENTS: lead only this share of the services (each shard elects its own)",
 )
 @click.option("--owner", help="This scheduler's name in the lease [default: host/pid/time]")
+@click.option(
+    "--events-topic",
+    envvar="FLOTILLA_EVENTS_TOPIC",
+    metavar="ARN",
+    help="The SNS topic to publish rollout events to: the environment stack's output "
+    "EventsTopicArn (the stack's schedulers are given it) [default: FLOTILLA_EVENTS_TOPIC; "
+    "unset: events are not published]",
+)
 @daemon_options
 def scheduler(**options: Any) -> None:
     """Run the scheduler: lead or stand by; pass on a timer and at once on SQS events.
@@ -62,9 +75,24 @@ def scheduler(**options: Any) -> None:
     exits 0.
     """
     segment, segments = parse_shard(options["shard"])
+    events_topic = options["events_topic"] or None
+    if events_topic is not None:
+        source = click.get_current_context().get_parameter_source("events_topic")
+        where = (
+            "FLOTILLA_EVENTS_TOPIC"
+            if source is click.core.ParameterSource.ENVIRONMENT
+            else "--events-topic"
+        )
+        setting_rules.topic_arn(events_topic, where)
     interval = timedelta(seconds=options["interval"])
     lease = timedelta(seconds=options["lease_seconds"])
     wiring, stop = start_daemon("flotilla-scheduler", options)
+    wiring.events_topic = events_topic
+    if events_topic is None:
+        log.warning(
+            "no events topic (--events-topic, FLOTILLA_EVENTS_TOPIC): rollout events are "
+            "not published"
+        )
 
     def wait(seconds: float) -> None:
         stop.wait(seconds)  # a SIGTERM ends any wait at once
@@ -94,6 +122,8 @@ def scheduler(**options: Any) -> None:
         wait=wait,
         on_ready=tell_systemd_ready,
         wakeups=wiring.wakeups(stop),
+        gates=GateReaders(alarms=wiring.alarms, webhooks=wiring.webhooks),
+        topic=None if events_topic is None else wiring.topic,
     ).run()
 
 

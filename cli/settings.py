@@ -139,6 +139,25 @@ def endpoint(value: str, where: str) -> str:
     return value
 
 
+# An SNS topic's ARN: arn:PARTITION:sns:REGION:ACCOUNT:NAME (a name of 1-256 letters,
+# digits, hyphens and underscores; a FIFO topic's ends in .fifo).
+_TOPIC_ARN = re.compile(
+    r"arn:aws(?:-[a-z]+)*:sns:[a-z0-9-]+:[0-9]{12}:"
+    r"(?:[A-Za-z0-9_-]{1,256}|[A-Za-z0-9_-]{1,251}[.]fifo)"
+)
+
+
+def topic_arn(value: str, where: str) -> str:
+    """An SNS topic's ARN, as the environment stack's output `EventsTopicArn` gives it."""
+    if not _TOPIC_ARN.fullmatch(value):
+        raise ValidationError(
+            f"invalid events topic {value[:80]!r} (from {where}): write the topic's ARN, like "
+            "arn:aws:sns:eu-west-1:123456789012:flotilla-prod-events (the environment "
+            "stack's output EventsTopicArn)"
+        )
+    return value
+
+
 def configuration_error(
     error: Exception, resolved: Mapping[str, str], what: str
 ) -> ConfigurationError:

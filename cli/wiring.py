@@ -39,10 +39,13 @@ from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef
 if TYPE_CHECKING:  # imported where used: most commands need none of them (and
     # `flotilla keys`, run at every SSH login, needs only the users)
     from flotilla.adapters.artifacts import S3ArtifactStore
+    from flotilla.adapters.cloudwatch_alarms import CloudWatchAlarms
     from flotilla.adapters.dynamodb_locks import DynamoDBLockService
     from flotilla.adapters.dynamodb_store import DynamoDBStateStore
+    from flotilla.adapters.http_webhooks import HttpWebhooks
     from flotilla.adapters.package_index import PackageIndex
     from flotilla.adapters.secrets import KmsSecretBox
+    from flotilla.adapters.sns_topic import SnsEventTopic
     from flotilla.adapters.sqs_events import SqsEventQueue
     from flotilla.adapters.sqs_wakeups import SqsWakeUps
     from flotilla.adapters.stacks import CloudFormationStacks
@@ -85,12 +88,23 @@ class Wiring:
     """Builds each adapter once, on first use."""
 
     def __init__(
-        self, settings: AwsSettings, clock: Clock | None = None, *, interactive: bool = False
+        self,
+        settings: AwsSettings,
+        clock: Clock | None = None,
+        *,
+        interactive: bool = False,
+        events_topic: str | None = None,
     ) -> None:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.interactive = interactive  # a person waits: short time-outs, retries said aloud
         self.tables = TableNames.for_environment(settings.environment)
+        # The ARN of the SNS topic rollout events go to (`topic`); only the scheduler
+        # publishes, and it is told the ARN (`flotilla scheduler --events-topic`, set by
+        # its user data from the stack) rather than building it from the account id: that
+        # would cost an STS call at start, which a machine in a private subnet without an
+        # STS endpoint cannot make, and the demo knows the ARN from its stack as well.
+        self.events_topic = events_topic
 
     @cached_property
     def session(self) -> boto3.Session:
@@ -168,6 +182,32 @@ class Wiring:
         return SqsWakeUps(self.client("sqs"), self.settings.environment, stop=stop)
 
     @cached_property
+    def alarms(self) -> CloudWatchAlarms:
+        """The services' CloudWatch alarms, read by the scheduler's gates."""
+        from flotilla.adapters.cloudwatch_alarms import CloudWatchAlarms
+
+        return CloudWatchAlarms(self.client("cloudwatch"))
+
+    @cached_property
+    def webhooks(self) -> HttpWebhooks:
+        """The rollouts' webhook gates, called with a User-Agent naming this Flotilla."""
+        from flotilla.adapters.http_webhooks import HttpWebhooks
+
+        return HttpWebhooks(user_agent=f"flotilla/{_version()} (rollout gate)")
+
+    @cached_property
+    def topic(self) -> SnsEventTopic:
+        """The environment's events topic (`events_topic`), where rollout events go."""
+        from flotilla.adapters.sns_topic import SnsEventTopic
+
+        if self.events_topic is None:
+            raise ConfigurationError(
+                "no events topic: pass --events-topic ARN or set FLOTILLA_EVENTS_TOPIC (the "
+                "environment stack's output EventsTopicArn)"
+            )
+        return SnsEventTopic(self.client("sns"), self.events_topic)
+
+    @cached_property
     def users(self) -> DynamoDBUserStore:
         return DynamoDBUserStore(self.dynamodb, self.tables.users, self.clock)
 
@@ -221,6 +261,17 @@ class Wiring:
         from flotilla.adapters.package_index import index_from
 
         return index_from(os.environ)
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    from flotilla.cli import DISTRIBUTION
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:  # run from a source tree
+        return "unknown"
 
 
 class _QueueOnFirstUse:

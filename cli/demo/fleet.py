@@ -60,6 +60,7 @@ class Fleet:
     service: str = "web"
     colour: bool = False
     runtime: str = "process"  # or "systemd": a private manager per instance
+    events_topic: str | None = None  # where the schedulers publish rollout events
     daemons: dict[str, Daemon] = field(default_factory=dict)
     managers: dict[str, PrivateSystemdManager] = field(default_factory=dict)
     transcript: list[str] = field(default_factory=list)  # every CLI output, for the secret check
@@ -94,9 +95,10 @@ class Fleet:
     # --- daemons -------------------------------------------------------------------------
 
     def start_scheduler(self, name: str) -> Daemon:
+        topic = ["--events-topic", self.events_topic] if self.events_topic else []
         return self._start(
             name,
-            ["scheduler", "--owner", name, "--interval", "10", "--lease-seconds", "6"],
+            ["scheduler", "--owner", name, "--interval", "10", "--lease-seconds", "6", *topic],
             {},
         )
 

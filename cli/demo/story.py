@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from flotilla.cli.demo.event_feed import EventFeed
 from flotilla.cli.demo.fleet import DemoError, Fleet
 from flotilla.cli.demo.summary import InstanceSummary, summarise
 from flotilla.engine.ports import StateStore
@@ -45,9 +46,15 @@ PICTURE_KEY = (
 
 class Story:
     def __init__(
-        self, fleet: Fleet, store: StateStore, instances: int, say: Callable[[str], None]
+        self,
+        fleet: Fleet,
+        store: StateStore,
+        instances: int,
+        say: Callable[[str], None],
+        feed: EventFeed | None = None,
     ) -> None:
         self.fleet = fleet
+        self.feed = feed  # what a subscriber to the events topic receives, printed
         self.store = store
         self.instance_ids = [f"demo-{n}" for n in range(1, instances + 1)]
         self.say = say
@@ -72,6 +79,12 @@ class Story:
         # The demo's schedulers are local processes, not instances: none to install.
         fleet.cli("init", "--scheduler-count", "0", show=False)
         self.say("    environment 'demo' created")
+        if self.feed is not None:
+            fleet.events_topic = self.feed.open()
+            self.say(
+                f"    an SQS queue subscribes to the events topic {fleet.events_topic}, as "
+                "another system would; what it receives is printed as [event] lines"
+            )
         # The daemons start while the service and v1 are added: their start-up (Python and
         # boto3 imports, seconds on a busy machine) overlaps the CLI calls.
         fleet.start_scheduler("scheduler-a")
@@ -131,6 +144,7 @@ class Story:
         self.wait_until(self.reverted, "the automatic revert")
         self.wait_for_rollout("v2 everywhere again")
         fleet.cli("history", self.service, "--limit", "6")
+        self.settle_events()
 
         self.chapter("Every instance, and what its web server answers")
         self.summary = summarise(
@@ -225,6 +239,7 @@ class Story:
     def wait_until(self, condition: Callable[[], bool], what: str) -> None:
         deadline = time.monotonic() + ROLLOUT_TIMEOUT
         while not condition():
+            self.show_events()
             self.fleet.check_alive()
             if time.monotonic() > deadline:
                 raise DemoError(
@@ -232,3 +247,19 @@ class Story:
                     f"see the logs in {self.fleet.work / 'logs'}"
                 )
             time.sleep(0.5)
+        self.show_events()
+
+    def show_events(self) -> None:
+        if self.feed is not None:
+            self.feed.show()
+
+    def settle_events(self, quiet: float = 1.5, longest: float = 10.0) -> None:
+        """Print events until none has come for `quiet` seconds: the scheduler publishes
+        a rollout's last events just after it stores them."""
+        if self.feed is None:
+            return
+        last = began = time.monotonic()
+        while time.monotonic() - last < quiet and time.monotonic() - began < longest:
+            if self.feed.show():
+                last = time.monotonic()
+            time.sleep(0.3)

@@ -69,6 +69,16 @@ def check_story(summary: dict[str, object], narration: str, instances: int) -> N
     assert "resumed at starting" in narration
     assert "reverted" in narration
     assert "↻" in narration  # the trace shows the resume
+    # What a subscriber to the events topic received, a line per event (docs/events.md).
+    events = [line.split()[1] for line in narration.splitlines() if "[event] " in line]
+    assert events.count("rollout_started") >= 3  # v1, the canary, v2, v3-broken
+    assert events.count("rollout_complete") >= 3
+    assert events.index("rollout_started") < events.index("rollout_complete")
+    assert "rollout_failed" in events
+    assert "rollout_reverted" in events
+    assert "deploy_rolled_back" in events  # v3-broken's one deploy
+    assert events.count("deploy_succeeded") >= instances  # v1 everywhere, at least
+    assert "[event] rollout_started web: weights changed from {} to {v1=100}" in narration
     page = Path(str(summary["trace_html"]))
     assert page.stat().st_size > 1000
 

@@ -117,6 +117,11 @@ def test_init_dry_run_then_create_then_nothing_to_change(endpoint: str, wheel: s
     assert group["DesiredCapacity"] == 1
     aliases = cli.client("kms").list_aliases()["Aliases"]
     assert f"alias/flotilla-{cli.environment}" in {a["AliasName"] for a in aliases}
+    # The events topic (docs/events.md), given out as an output for subscribers.
+    topics = {t["TopicArn"] for t in cli.client("sns").list_topics()["Topics"]}
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    assert outputs["EventsTopicArn"] in topics
+    assert outputs["EventsTopicArn"].endswith(f":flotilla-{cli.environment}-events")
 
     # Again: nothing to change, and CloudFormation is not even asked to update.
     events = cli.events(stack_name)

@@ -201,3 +201,52 @@ def test_failures_are_retried_and_answers_are_not() -> None:
         retrying.put_item(TableName="t")
     assert calls == ["put_item"]  # another writer won: an answer, never retried
     assert retrying.meta is meta  # everything else is the client's own
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "arn:aws:sns:eu-west-1:123456789012:flotilla-prod-events",
+        "arn:aws-cn:sns:cn-north-1:123456789012:flotilla-prod-events",
+        "arn:aws-us-gov:sns:us-gov-west-1:123456789012:events.fifo",
+    ],
+)
+def test_an_events_topic_is_an_sns_topics_arn(value: str) -> None:
+    from flotilla.cli.settings import topic_arn
+
+    assert topic_arn(value, "--events-topic") == value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "flotilla-prod-events",  # a name, not an ARN
+        "arn:aws:sqs:eu-west-1:123456789012:flotilla-prod-events",  # the queue
+        "arn:aws:sns:eu-west-1:1234:flotilla-prod-events",
+        "arn:aws:sns:eu-west-1:123456789012:",
+        "arn:aws:sns:eu-west-1:123456789012:bad name",
+    ],
+)
+def test_a_bad_events_topic_is_one_line_naming_where_it_came_from(
+    value: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flotilla.cli.main import main
+
+    monkeypatch.setenv("FLOTILLA_EVENTS_TOPIC", value)
+    monkeypatch.setattr("sys.argv", ["flotilla", "scheduler", "--region", "us-east-1"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(
+        f"error: invalid events topic {value[:80]!r} (from FLOTILLA_EVENTS_TOPIC)"
+    )
+    assert len(error.strip().splitlines()) == 1
+
+
+def test_the_wiring_says_how_to_name_the_events_topic() -> None:
+    wiring = Wiring(AwsSettings("prod", "eu-west-1"))
+    with pytest.raises(ConfigurationError, match="--events-topic ARN or set FLOTILLA_EVENTS_TOPIC"):
+        _ = wiring.topic
+    named = Wiring(AwsSettings("prod", "eu-west-1"), events_topic="arn:aws:sns:eu-west-1:1:t")
+    assert named.topic.topic_arn == "arn:aws:sns:eu-west-1:1:t"

@@ -370,8 +370,31 @@ def test_the_scheduler_gets_exactly_its_grants_on_its_environments_resources() -
         | {
             ("s3:GetObject", "physical-ArtifactBucket.Arn/wheels/*"),
             ("cloudformation:SignalResource", STACK_ID),
+            # Gates and events out (issue 16): alarms are read on "*" (composite alarms are
+            # shown only to a grant on "*"); events go to this environment's topic only.
+            ("cloudwatch:DescribeAlarms", "*"),
+            ("sns:Publish", "physical-EventsTopic"),  # Ref of a topic is its ARN
         }
     )
     found = grants(policy["PolicyDocument"])
     assert {(action, resource) for action, resource, _ in found} == expected
     assert {condition for _, _, condition in found} == {NONE}
+
+
+def test_the_scheduler_publishes_to_its_own_environments_topic_only() -> None:
+    template = load_template("environment.yaml")
+    resolver = Resolver(template, {"EnvironmentName": ENV})
+    topic = resolver.resolve(template["Resources"]["EventsTopic"])
+    assert topic["Type"] == "AWS::SNS::Topic"
+    assert topic["Properties"]["TopicName"] == f"flotilla-{ENV}-events"
+    (policy,) = resolver.resolve(template["Resources"]["SchedulerRole"]["Properties"])["Policies"]
+    found = grants(policy["PolicyDocument"])
+    assert {(a, r) for a, r, _ in found if a.startswith("sns:")} == {
+        ("sns:Publish", "physical-EventsTopic")
+    }
+    # Resource "*" only for reading alarms, and only the one read action.
+    assert {(a, r) for a, r, _ in found if r == "*"} == {("cloudwatch:DescribeAlarms", "*")}
+    # The scheduler learns the topic from its user data; the stack gives it out to operators.
+    user_data = json.dumps(template["Resources"]["SchedulerLaunchTemplate"])
+    assert "FLOTILLA_EVENTS_TOPIC=${EventsTopic}" in user_data
+    assert template["Outputs"]["EventsTopicArn"]["Value"] == {"Ref": "EventsTopic"}
