@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -223,7 +224,11 @@ class Scheduler:
             self.leadership.seconds_until_renewal(),
             MAX_POLL.total_seconds(),
         )
-        budget = max(0.0, budget)
+        # SQS waits whole seconds. A poll rounded down would leave the rest of the budget to
+        # a blind sleep, in which an operator's event waits up to a second; rounded up, it
+        # overshoots the next pass or the lease's renewal by under a second, which both
+        # allow (a lease is renewed once a third of it has passed, and lost only after all).
+        budget = float(math.ceil(max(0.0, budget)))
         events = self.events.receive(
             wait=timedelta(seconds=budget), max_events=self.settings.max_events
         )
