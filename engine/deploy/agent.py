@@ -21,7 +21,9 @@ from datetime import timedelta
 
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.clock import Clock
+from flotilla.engine.deploy import adoption
 from flotilla.engine.deploy.agent_lease import InstanceLease, ProvenDead, lock_name
+from flotilla.engine.deploy.errors import AdoptionRefusedError
 from flotilla.engine.deploy.runner import DeployRunner, Liveness
 from flotilla.engine.errors import FlotillaError
 from flotilla.engine.leases import LeaseKeeper
@@ -117,6 +119,8 @@ class Agent:
             duration=settings.agent_lease,
         )
         self._finished: set[str] = set()  # deploys done in this process, not to be retried
+        # Items refused (engine/deploy/adoption.py), reported once and never acted on.
+        self._refused: set[str] = set()
         # A deploy this process started that has not finished: an outage stopped its runner
         # (e.g. between `unlocked` and `done`), so the next iteration resumes it first.
         self._unfinished: tuple[str, str] | None = None  # (deploy id, service)
@@ -223,16 +227,47 @@ class Agent:
             self._wake_address = None
             self._woken = False
 
+    def _refuse(self, refused: AdoptionRefusedError, what: str) -> None:
+        """Report a refused item once; the agent keeps running and leaves the item alone."""
+        if what not in self._refused:
+            self._refused.add(what)
+            adoption.report_refusal(
+                refused,
+                service=self.settings.service,
+                instance=self.settings.instance_id,
+                deploy_id=what,
+            )
+
+    def _own_instance(self, instance: Instance) -> bool:
+        try:
+            adoption.check_instance(
+                instance, service=self.settings.service, instance_id=self.settings.instance_id
+            )
+        except AdoptionRefusedError as refused:
+            key = f"instance {instance.id} of {instance.service} v{instance.assignment_version}"
+            self._refuse(refused, key)
+            return False
+        return True
+
     def _resume_unfinished(self) -> None:
         for checkpoint in self.store.list_instance_deploys(self.settings.instance_id):
             if not checkpoint.finished and not self.stop.is_set():
+                try:
+                    adoption.check_checkpoint(
+                        checkpoint,
+                        service=self.settings.service,
+                        instance_id=self.settings.instance_id,
+                    )
+                except AdoptionRefusedError as refused:
+                    self._refuse(refused, checkpoint.id)
+                    continue
                 log.info("resuming deploy %s in state %s", checkpoint.id, checkpoint.state)
                 service = self.store.get_service(checkpoint.service)
                 self.runner.run(checkpoint.id, service, known=checkpoint)
 
     def _restore_units(self) -> None:
         instance = self.store.get_instance(self.settings.instance_id)
-        if instance.current_revision is not None:
+        if instance.current_revision is not None and self._own_instance(instance):
             self.runner.restore_units(instance, self.store.get_service(instance.service))
 
     def _deploy_if_assigned(self) -> None:
@@ -248,10 +283,17 @@ class Agent:
         target = instance.assigned_revision
         if target is None or target == instance.current_revision:
             return
-        if deploy_id_for(instance) in self._finished:
-            return  # this assignment was tried and rolled back; wait for a new one
+        deploy_id = deploy_id_for(instance)
+        if deploy_id in self._finished or deploy_id in self._refused:
+            return  # tried and rolled back, or refused: wait for a new assignment
+        if not self._own_instance(instance):
+            return
         service = self.store.get_service(instance.service)
-        checkpoint = self.runner.create(instance, service)
+        try:
+            checkpoint = self.runner.create(instance, service)
+        except AdoptionRefusedError as refused:
+            self._refuse(refused, deploy_id)
+            return
         if checkpoint.finished:
             self._finished.add(checkpoint.id)
         else:

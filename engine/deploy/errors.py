@@ -12,3 +12,9 @@ from flotilla.engine.errors import FlotillaError
 
 class StepFailed(FlotillaError):
     """A step failed for good; the deploy goes down the failure path with this reason."""
+
+
+class AdoptionRefusedError(FlotillaError):
+    """A stored checkpoint, instance item or revision is not what this agent expects (another
+    service's, another instance's, another target, or content that does not match its id):
+    refused, never deployed, and left untouched for an operator to look at."""

@@ -25,7 +25,7 @@ from opentelemetry import trace
 
 from flotilla.engine import units
 from flotilla.engine.checkpoint import DeployCheckpoint, Transition
-from flotilla.engine.deploy import telemetry
+from flotilla.engine.deploy import adoption, telemetry
 from flotilla.engine.deploy.retry import with_retries
 from flotilla.engine.deploy.steps import STEPS, Advance, Ports, StepFailed, Steps, StepSettings
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, FlotillaError
@@ -103,6 +103,7 @@ class DeployRunner:
         """
         if instance.assigned_revision is None:
             raise FlotillaError(f"instance {instance.id} has no assignment to deploy")
+        adoption.check_instance(instance, service=service.name, instance_id=instance.id)
         ports = self.ports_for(service)
         deploy_id = deploy_id_for(instance)
         now = ports.clock.now()
@@ -126,7 +127,14 @@ class DeployRunner:
         try:
             created = self._step(ports, steps, deploy, checkpoint, create=True)
         except AlreadyExistsError:
-            return _retried(ports, lambda: ports.store.get_deploy(deploy_id))
+            found = _retried(ports, lambda: ports.store.get_deploy(deploy_id))
+            adoption.check_checkpoint(
+                found,
+                service=service.name,
+                instance_id=instance.id,
+                to_revision=checkpoint.to_revision,
+            )
+            return found
         self._created[created.id] = created.version
         return created
 
@@ -146,6 +154,9 @@ class DeployRunner:
             checkpoint = known
         else:
             checkpoint = _retried(ports, lambda: ports.store.get_deploy(deploy_id))
+        adoption.check_checkpoint(
+            checkpoint, service=service.name, instance_id=checkpoint.instance_id
+        )
         if checkpoint.finished:
             return checkpoint
         try:
@@ -377,22 +388,6 @@ def _retry_event(error: BaseException, attempt: int) -> None:
     trace.get_current_span().add_event("retry", {"attempt": attempt, "error": type(error).__name__})
 
 
-def _attributes(checkpoint: DeployCheckpoint) -> dict[str, str | int | bool | float]:
-    """Span attributes: identifiers only, never an environment value."""
-    return {
-        "flotilla.service": checkpoint.service,
-        "flotilla.instance": checkpoint.instance_id,
-        "flotilla.deploy": checkpoint.id,
-        "flotilla.from_revision": checkpoint.from_revision or "",
-        "flotilla.to_revision": checkpoint.to_revision,
-        "flotilla.state": checkpoint.state,
-    }
-
-
-def _log_fields(checkpoint: DeployCheckpoint) -> dict[str, object]:
-    return {
-        "deploy_id": checkpoint.id,
-        "service": checkpoint.service,
-        "instance": checkpoint.instance_id,
-        "state": checkpoint.state,
-    }
+# Span attributes (identifiers only) and the fields of every deploy log line.
+_attributes = telemetry.deploy_attributes
+_log_fields = telemetry.deploy_log_fields

@@ -19,6 +19,7 @@ from flotilla.engine import units as unit_names
 from flotilla.engine.activation import plan_activation, settle
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef
 from flotilla.engine.clock import Clock
+from flotilla.engine.deploy.adoption import check_revision
 from flotilla.engine.deploy.errors import StepFailed
 from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
 from flotilla.engine.deploy.slots import DeploySlot
@@ -182,6 +183,9 @@ class Steps:
 
     def stopping(self, checkpoint: DeployCheckpoint) -> Advance:
         self.keep_lease()
+        # The target is fetched and verified before anything is stopped: a tampered
+        # revision fails the deploy while the old units still run.
+        self._revision(checkpoint.to_revision)
         self._stop_all_but(checkpoint.to_revision)
         return Advance()
 
@@ -204,12 +208,15 @@ class Steps:
         return Advance(deadlines={"health": self._deadline(checkpoint, "health", health)})
 
     def _revision(self, revision_id: str) -> Revision:
-        """A revision, read once per run: revisions never change once stored."""
+        """A revision, read once per run (revisions never change once stored) and checked
+        against its id before anything of it reaches disk or the runtime."""
         if revision_id not in self._revisions:
-            self._revisions[revision_id] = self.call(
+            revision = self.call(
                 "store.get_revision",
                 lambda: self.ports.store.get_revision(self.service.name, revision_id),
             )
+            check_revision(revision, service=self.service.name, revision_id=revision_id)
+            self._revisions[revision_id] = revision
         return self._revisions[revision_id]
 
     def start_revision(self, revision_id: str) -> None:

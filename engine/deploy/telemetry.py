@@ -16,6 +16,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from flotilla.engine.checkpoint import DeployCheckpoint
+
 _propagator = TraceContextTextMapPropagator()
 Attributes = Mapping[str, str | int | bool | float]
 
@@ -89,3 +91,24 @@ def flush() -> None:
     force_flush = getattr(provider, "force_flush", None)
     if callable(force_flush):
         force_flush(5000)
+
+
+def deploy_attributes(checkpoint: DeployCheckpoint) -> dict[str, str | int | bool | float]:
+    """Span attributes: identifiers only, never an environment value."""
+    return {
+        "flotilla.service": checkpoint.service,
+        "flotilla.instance": checkpoint.instance_id,
+        "flotilla.deploy": checkpoint.id,
+        "flotilla.from_revision": checkpoint.from_revision or "",
+        "flotilla.to_revision": checkpoint.to_revision,
+        "flotilla.state": checkpoint.state,
+    }
+
+
+def deploy_log_fields(checkpoint: DeployCheckpoint) -> dict[str, object]:
+    return {
+        "deploy_id": checkpoint.id,
+        "service": checkpoint.service,
+        "instance": checkpoint.instance_id,
+        "state": checkpoint.state,
+    }
