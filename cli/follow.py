@@ -34,6 +34,7 @@ from flotilla.cli.progress import (
     progress_json,
     read_progress,
 )
+from flotilla.cli.rollout_waits import gate_readings
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.errors import FlotillaError
 from flotilla.engine.operations.names import find_service
@@ -108,7 +109,8 @@ def watch_rollout(
         if not first:
             record = find_service(store, name, environment)
         first = False
-        progress = read_progress(store, record, clock.now())
+        readings = gate_readings(wiring, record)  # its alarms, for what it waits for
+        progress = read_progress(store, record, clock.now(), readings=readings)
         ended = _ended(progress, seen)
         if ended and not confirmed and polls == 0:
             # Complete before the watch began: read once more, in case a change was being

@@ -2,7 +2,8 @@
 
 `read_progress` reads what the scheduler reads (the service, its instances, the deploys
 that matter) and classifies every live instance the scheduler's way (`scheduler.rollout`),
-so status never disagrees with what the scheduler will do. `progress_json` is the shape
+so status never disagrees with what the scheduler will do; what the rollout waits for is
+the planner's own answer on the same inputs (`cli.rollout_waits`). `progress_json` is the shape
 scripts get; `print_progress` draws it for a person: a header, one bar per revision
 (instances running it against the count its weight asks for) and a table of instances.
 Revisions are shown by label, or by a 12-character id prefix when no label is known.
@@ -20,7 +21,6 @@ the default heartbeat and TTL of `engine.liveness`, the one place they are decid
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,23 +29,27 @@ from typing import Any
 import click
 
 from flotilla.cli.output import print_fields, print_table
+from flotilla.cli.rollout_waits import (
+    instance_waits,
+    planned_waits,
+    read_inputs,
+    wait_lines,
+    waits_json,
+)
 from flotilla.engine.checkpoint import DeployCheckpoint
-from flotilla.engine.errors import NotFoundError
 from flotilla.engine.liveness import DEFAULT_HEARTBEAT, DEFAULT_INSTANCE_TTL
 from flotilla.engine.operations.names import label_of, weights_text
 from flotilla.engine.ports import StateStore
 from flotilla.engine.records import Instance, RolloutStatus, Service, deploy_id_for
 from flotilla.machines.deploy import FAILURE_STATES, HAPPY_PATH
 from flotilla.scheduler.apportion import hamilton_counts
+from flotilla.scheduler.gates import Readings
 from flotilla.scheduler.rollout import (
     Phase,
-    deploy_window,
-    needs_deploy_list,
     phase_of,
     running_deploys,
-    split_live,
-    unsettled,
 )
+from flotilla.scheduler.waits import Wait
 
 BAR_WIDTH = 30
 
@@ -97,6 +101,11 @@ class Progress:
     dead: int  # instances whose heartbeat is too old to count
     read_at: datetime
     ttl: timedelta  # after this long without a heartbeat an instance stops counting
+    planned: tuple[Wait, ...] = ()  # what the scheduler's planner finds the rollout waits for
+
+    @property
+    def waiting_for(self) -> list[Wait]:
+        return [*self.planned, *instance_waits(self)]
 
     def silent_after(self, item: InstanceProgress) -> timedelta:
         """After how long without a word `item` is shown as silent."""
@@ -142,19 +151,16 @@ class Progress:
 
 
 def read_progress(
-    store: StateStore, service: Service, now: datetime, *, ttl: timedelta = DEFAULT_INSTANCE_TTL
+    store: StateStore,
+    service: Service,
+    now: datetime,
+    *,
+    ttl: timedelta = DEFAULT_INSTANCE_TTL,
+    readings: Readings | None = None,
 ) -> Progress:
-    """Read the instances and deploys of `service` the way a scheduler pass does."""
-    live, dead = split_live(store.list_instances(service.name), now, ttl)
-    deploys: dict[str, DeployCheckpoint] = {}
-    if needs_deploy_list(service):
-        listed = store.list_deploys(service.name, since=deploy_window(service))
-        deploys = {d.id: d for d in listed}
-    for instance in live:
-        deploy_id = deploy_id_for(instance)
-        if unsettled(instance) and deploy_id not in deploys:
-            with contextlib.suppress(NotFoundError):  # its agent has not started it yet
-                deploys[deploy_id] = store.get_deploy(deploy_id)
+    """Read the instances and deploys of `service` the way a scheduler pass does;
+    `readings` are its alarms as a pass reads them (`rollout_waits.gate_readings`)."""
+    live, dead, deploys = read_inputs(store, service, now, ttl)
     running = running_deploys(deploys.values())
     unfinished = {d.instance_id: d for d in deploys.values() if not d.finished}
     instances = []
@@ -164,7 +170,8 @@ def read_progress(
         deploy = unfinished.get(instance.id) or (own if phase is not Phase.SETTLED else None)
         instances.append(InstanceProgress(instance, phase, deploy))
     labels = {r.id: r.label for r in store.list_revisions(service.name)}
-    return Progress(service, labels, tuple(instances), len(dead), now, ttl)
+    waits = planned_waits(service, live, dead, deploys, now, readings)
+    return Progress(service, labels, tuple(instances), len(dead), now, ttl, waits)
 
 
 def _revision(progress: Progress, revision: str | None) -> dict[str, str] | None:
@@ -234,6 +241,7 @@ def progress_json(progress: Progress) -> dict[str, Any]:
             "reason": state.reason,
             "previous_weights": _weights(progress, state.previous_weights),
         },
+        "waiting_for": waits_json(progress.waiting_for),
         "revisions": progress.revision_counts(),
         "instances": instances,
         "silent_instances": progress.silent,
@@ -327,6 +335,9 @@ def print_progress(progress: Progress) -> None:
     if progress.dead:
         fields.append(("dead instances", f"{progress.dead} (no heartbeat for {ttl}; not counted)"))
     print_fields(fields)
+    waits = wait_lines(progress.waiting_for, progress.read_at)
+    if waits:
+        click.echo("\nwaiting for:\n" + "\n".join(f"  {line}" for line in waits))
     click.echo("")
     counts = progress.revision_counts()
     width = max((len(str(c["label"])) for c in counts), default=0)

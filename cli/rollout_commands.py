@@ -1,10 +1,12 @@
-"""`flotilla rollout status|watch|pause|resume|revert|undo`: see and steer a rollout.
+"""`flotilla rollout status|watch|plan|pause|resume|promote|revert|undo`: see and steer a
+rollout.
 
-Status and watch only read (see `cli.progress` and `cli.follow`). Pause, resume, revert
-and undo are the engine's operations (`engine.operations.steering`: a conditional change
-of the service record, a history line saying who did it, then a wake-up for the scheduler
-that the change does not depend on); these commands parse, call them and print what they
-did. The rollout state itself is the scheduler's alone; nothing here writes it.
+Status, watch and plan only read (see `cli.progress`, `cli.follow` and `cli.rollout_plan`).
+Pause, resume, promote, revert and undo are the engine's operations
+(`engine.operations.steering`: a conditional change of the service record, a history line
+saying who did it, then a wake-up for the scheduler that the change does not depend on);
+these commands parse, call them and print what they did. The rollout state itself is the
+scheduler's alone; nothing here writes it.
 
 Two ways back, on purpose (`engine.operations.rules`): `revert` restores the *last good*
 weights (those of the last rollout without a failed deploy, as the scheduler's auto-revert
@@ -25,6 +27,8 @@ from flotilla.cli.notify import warn_unwoken
 from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_json, print_json_line
 from flotilla.cli.progress import read_progress
+from flotilla.cli.rollout_plan_command import plan_command
+from flotilla.cli.rollout_waits import gate_readings
 from flotilla.cli.wiring import Wiring
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
@@ -35,9 +39,12 @@ MAX_REASON = 200
 MAX_STEPS = 100  # the history keeps at most this many entries (records.HISTORY_LIMIT)
 
 
-@click.group(short_help="See, watch, pause, resume, revert and undo a rollout.")
+@click.group(short_help="See, plan, watch, pause, promote, revert and undo a rollout.")
 def rollout() -> None:
-    """See, watch, pause, resume, revert and undo a service's rollout."""
+    """See, plan, watch, pause, resume, promote, revert and undo a service's rollout."""
+
+
+rollout.add_command(plan_command)
 
 
 # --- reading --------------------------------------------------------------------------
@@ -48,7 +55,13 @@ def rollout() -> None:
 @output_option
 @aws_options
 def status(service: str, output: str, **options: Any) -> None:
-    """Show SERVICE's rollout: weights, failures, a bar per revision and every live instance.
+    """Show SERVICE's rollout: weights, failures, what it waits for, a bar per revision and
+    every live instance.
+
+    WAITING FOR names what holds the rollout, as the scheduler's own planner finds it on
+    what status reads: a free slot, deploys under way, a bake (until when), a webhook gate,
+    the alarms, a pause step, a paused or held service, the progress deadline; and
+    instances that are silent or not yet healthy. JSON has them as `waiting_for`.
 
     Each instance shows when it was last heard from (its heartbeat, or its deploy's last
     checkpoint if later) and its agent's version. One that missed two heartbeats (its
@@ -58,7 +71,10 @@ def status(service: str, output: str, **options: Any) -> None:
     validation.service_name(service)
     wiring = wiring_from(options)
     record = find_service(wiring.store, service, wiring.settings.environment)
-    show_progress(read_progress(wiring.store, record, wiring.clock.now()), output)
+    readings = gate_readings(wiring, record)
+    show_progress(
+        read_progress(wiring.store, record, wiring.clock.now(), readings=readings), output
+    )
 
 
 @rollout.command(short_help="Follow a service's rollout until it ends.")
@@ -170,6 +186,28 @@ def resume(service: str, reason: str | None, output: str, **options: Any) -> Non
     validation.service_name(service)
     why = parse_reason(reason)
     set_paused(wiring_from(options), service, False, why, output)
+
+
+@rollout.command(short_help="Skip what a rollout waits for: a bake, a gate, a pause.")
+@click.argument("service")
+@click.option("--full", is_flag=True, help="Skip every wait to the end: straight to the last step")
+@output_option
+@aws_options
+def promote(service: str, full: bool, output: str, **options: Any) -> None:
+    """Skip the current wait of SERVICE's rollout: its bake, its webhook gate or its pause
+    step. With --full, go to the last step and skip its waits too.
+
+    Deploys still follow --max-in-flight, and the alarms and the progress deadline still
+    apply. Refused when no rollout is rolling, and when SERVICE is paused or held
+    (`flotilla rollout resume` first).
+    """
+    validation.service_name(service)
+    wiring = wiring_from(options)
+    current = find_service(wiring.store, service, wiring.settings.environment)
+    change = wiring.operations.promote(current, by=operator_name(), full=full)
+    what = "every wait to the end of its rollout" if full else "the current wait of its rollout"
+    message = f"promoted {service}: the scheduler skips {what} at its next pass"
+    _report(change, output, message)
 
 
 @rollout.command(short_help="Restore the weights of the last rollout without a failure.")

@@ -16,6 +16,13 @@ import click
 from flotilla.cli.notify import notify_scheduler
 from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_fields, print_json, print_table
+from flotilla.cli.policy_options import (
+    check_alarms_exist,
+    policy_changes,
+    policy_fields,
+    policy_options,
+    policy_summary,
+)
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.operations.names import find_service, label_of, weights_text
@@ -83,6 +90,7 @@ def settings_options(*, creating: bool) -> Callable[[F], F]:
             default=None,
             help="Older spelling of --failure-action revert / hold",
         ),
+        *policy_options(default),
     ]
 
     def decorate(command: F) -> F:
@@ -116,6 +124,7 @@ def apply_settings(service: Service, options: dict[str, Any]) -> Service:
         )
     if options["failure_action"] is not None:
         rollout["failure_action"] = FailureAction(options["failure_action"])
+    rollout.update(policy_changes(options))
     if rollout:
         changes["rollout"] = replace(service.rollout, **rollout)
     return validation.service(replace(service, **changes))
@@ -133,11 +142,7 @@ def service_summary(service: Service, labels: Mapping[str, str]) -> dict[str, An
         "drain_timeout_seconds": service.drain_timeout_seconds,
         "health_timeout_seconds": service.health_timeout_seconds,
         "settle_seconds": service.settle_seconds,
-        "rollout_policy": {
-            "max_in_flight": service.rollout.max_in_flight,
-            "max_failures": service.rollout.max_failures,
-            "failure_action": service.rollout.failure_action.value,
-        },
+        "rollout_policy": policy_summary(service.rollout),
         "weights": dict(service.weights),
         "labels": {rev: label_of(labels, rev) for rev in sorted(service.weights)},
         "paused": service.paused,
@@ -170,9 +175,7 @@ def _show(service: Service, labels: Mapping[str, str], output: str) -> None:
             ("drain timeout", f"{service.drain_timeout_seconds}s"),
             ("health timeout", f"{service.health_timeout_seconds}s"),
             ("settle", f"{service.settle_seconds}s"),
-            ("max in flight", service.rollout.max_in_flight),
-            ("max failures", service.rollout.max_failures),
-            ("failure action", service.rollout.failure_action.value),
+            *policy_fields(service.rollout),
             ("weights", weights_text(service.weights, labels)),
             ("paused", "yes" if service.paused else "no"),
             ("version", service.version),
@@ -193,7 +196,9 @@ def service() -> None:
 def create(name: str, output: str, **options: Any) -> None:
     """Create the service NAME (it runs nothing until a revision gets a weight)."""
     record = apply_settings(Service(name=validation.service_name(name)), options)
-    stored = wiring_from(options).store.create_service(record)
+    wiring = wiring_from(options)
+    check_alarms_exist(wiring, record.rollout.alarms, name)
+    stored = wiring.store.create_service(record)
     _show(stored, {}, output)
 
 
@@ -205,8 +210,10 @@ def create(name: str, output: str, **options: Any) -> None:
 def update(name: str, output: str, **options: Any) -> None:
     """Change the given settings of NAME; the others stay as they are."""
     validation.service_name(name)
-    apply_settings(Service(name=name), options)  # bad options fail before any AWS call
+    given = apply_settings(Service(name=name), options)  # bad options fail before any AWS call
     wiring = wiring_from(options)
+    if options["alarms"]:  # only alarms named now are looked up; stored ones were checked
+        check_alarms_exist(wiring, given.rollout.alarms, name)
     current = find_service(wiring.store, name, wiring.settings.environment)
     stored = modify_service(
         wiring.store, name, lambda record: apply_settings(record, options), current=current

@@ -1,11 +1,12 @@
-"""Operator operations on a service: set weights, pause, resume, revert, undo.
+"""Operator operations on a service: set weights, pause, resume, revert, undo, promote.
 
 Each changes the service record through `engine.updates.modify_service` (conditional on
 the version it was based on, re-applied to the latest record on a conflict, validated
 before every write), so a mistake stores nothing and two operators never overwrite each
-other. Pause, resume, revert and undo add a line to the service history saying who did it
-and why; new weights need none, the scheduler records the rollout they start. Weights
-that run nothing are refused unless asked for (`rules.check_running`).
+other. Pause, resume, revert, undo and promote add a line to the service history saying
+who did it and why; new weights need none, the scheduler records the rollout they start.
+Weights that run nothing are refused unless asked for (`rules.check_running`). A
+promotion is stored as the service's next `Promotion`, which the scheduler applies once.
 
 A change that was stored is followed by a `service_changed` event. The event is only a
 wake-up: if it cannot be sent the change stands all the same, the scheduler's timed pass
@@ -31,10 +32,11 @@ from flotilla.engine.operations.rules import (
     undo_target,
 )
 from flotilla.engine.ports import Event, EventQueue, StateStore
-from flotilla.engine.records import HistoryEntry, Service
+from flotilla.engine.records import HistoryEntry, Promotion, Revision, RolloutStatus, Service
 
 CHANGED = "service_changed"  # the event that wakes the scheduler for one service
 UNDONE = "undone"  # the history kind of an undo
+PROMOTED = "promoted"  # the history kind of a promotion
 
 
 @dataclass(frozen=True)
@@ -77,14 +79,7 @@ class Operations:
         revisions not named keep theirs. Every name is resolved before anything is written;
         weights that would run nothing need `stop_all`."""
         revisions = self.store.list_revisions(service.name)
-        chosen: dict[str, int] = {}
-        for name, weight in named:
-            found = find_revision(revisions, name, service.name)
-            if found.id in chosen:
-                raise ValidationError(
-                    f"revision {found.id[:ID_CHARS]} ({found.label}) is named twice"
-                )
-            chosen[found.id] = weight
+        chosen = named_weights(revisions, named, service.name)
 
         def change(current: Service) -> Service:
             weights = {**current.weights, **chosen}
@@ -181,6 +176,33 @@ class Operations:
         stored = updates.modify_service(self.store, service.name, change, current=service)
         return self._woken(Change(stored, True, before, labels, notes[0]))
 
+    def promote(self, service: Service, *, by: str, full: bool = False) -> Change:
+        """Skip the current wait of `service`'s rollout (its gate, bake or pause), or with
+        `full` every wait to its end: store the next `Service.promotion`, which the
+        scheduler applies once. Refused, storing nothing, unless a rollout is rolling in
+        a service that is not paused (`promotion_refusal`)."""
+        labels = self._labels(service.name)
+        at = self._now()
+        notes: list[str] = []
+
+        def change(current: Service) -> Service:
+            refusal = promotion_refusal(current)
+            if refusal is not None:  # the operator's mistake, not a failure: exit 2
+                raise ValidationError(refusal)
+            number = max(
+                current.promotion.number if current.promotion is not None else 0,
+                current.rollout_state.promoted,
+            )
+            what = "every wait to the end of the rollout" if full else "the current wait"
+            why = f"promoted by {by}: skip {what}"
+            notes[:] = [why]
+            entry = HistoryEntry(at, PROMOTED, why, dict(current.weights))
+            promoted = replace(current, promotion=Promotion(number + 1, full, at, by))
+            return _with_entry(promoted, entry)
+
+        stored = updates.modify_service(self.store, service.name, change, current=service)
+        return self._woken(Change(stored, True, dict(service.weights), labels, notes[0]))
+
     # --- shared -----------------------------------------------------------------------
 
     def _set_paused(self, service: Service, paused: bool, by: str, reason: str | None) -> Change:
@@ -212,6 +234,48 @@ class Operations:
     def _now(self) -> datetime:
         now = self.clock.now()
         return now.replace(microsecond=now.microsecond // 1000 * 1000)  # items keep whole ms
+
+
+def named_weights(
+    revisions: Sequence[Revision], named: Sequence[tuple[str, int]], service: str
+) -> dict[str, int]:
+    """Revision id -> weight for (name, weight) pairs, each name resolved by the naming
+    rule (`names.find_revision`); a revision named twice is refused."""
+    chosen: dict[str, int] = {}
+    for name, weight in named:
+        found = find_revision(revisions, name, service)
+        if found.id in chosen:
+            raise ValidationError(f"revision {found.id[:ID_CHARS]} ({found.label}) is named twice")
+        chosen[found.id] = weight
+    return chosen
+
+
+def promotion_refusal(service: Service) -> str | None:
+    """Why `service`'s rollout cannot be promoted now (None: it can), with what to do."""
+    name = service.name
+    state = service.rollout_state
+    if state.status is RolloutStatus.HELD:
+        return (
+            f"cannot promote {name}: its rollout is held ({state.reason or 'no reason recorded'})"
+            f"; `flotilla rollout resume {name}` carries it on, `flotilla rollout revert {name}` "
+            "goes back"
+        )
+    if service.paused:
+        return (
+            f"cannot promote {name}: it is paused and nothing moves; "
+            f"`flotilla rollout resume {name}` first, then promote if it still waits"
+        )
+    if state.weights != service.weights:
+        return (
+            f"cannot promote {name}: the scheduler has not taken up its new weights yet; "
+            f"promote once `flotilla rollout status {name}` shows them rolling"
+        )
+    if state.status is not RolloutStatus.ROLLING:
+        return (
+            f"cannot promote {name}: no rollout is rolling (its last one is "
+            f"{state.status.value}); start one with `flotilla weights {name} REVISION=WEIGHT...`"
+        )
+    return None
 
 
 def _with_entry(service: Service, entry: HistoryEntry) -> Service:
