@@ -20,6 +20,7 @@ from flotilla.engine.records import (
     Instance,
     Lease,
     Revision,
+    RevisionBinding,
     SealedEnvironment,
     Service,
 )
@@ -119,16 +120,27 @@ class LockService(Protocol):
 
 
 class SecretBox(Protocol):
-    """Envelope encryption of a revision's environments, bound to its service."""
+    """Envelope encryption of a revision's environments, bound to its service and, given a
+    `binding`, to its revision (label and unit files)."""
 
     def seal(
-        self, service: str, environments: Mapping[str, Mapping[str, str]]
+        self,
+        service: str,
+        environments: Mapping[str, Mapping[str, str]],
+        binding: RevisionBinding | None = None,
     ) -> SealedEnvironment:
-        """Encrypt each unit's variables under one fresh data key."""
+        """Encrypt each unit's variables under one fresh data key (scheme 2 with a binding,
+        the older scheme 1 without)."""
         ...
 
-    def open(self, service: str, sealed: SealedEnvironment) -> dict[str, dict[str, str]]:
-        """Decrypt; `SecretError` if the key, the service or the ciphertext does not match."""
+    def open(
+        self,
+        service: str,
+        sealed: SealedEnvironment,
+        binding: RevisionBinding | None = None,
+    ) -> dict[str, dict[str, str]]:
+        """Decrypt; `SecretError` if the key, the service, the binding (scheme 2) or the
+        ciphertext does not match."""
         ...
 
 

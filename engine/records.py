@@ -211,6 +211,23 @@ class SealedEnvironment:
     encrypted_data_key: bytes
     blobs: dict[str, SealedBlob]  # unit name -> its sealed variables
     variable_names: dict[str, tuple[str, ...]]  # unit name -> its variable names, sorted
+    # 1: bound to the service and unit only (before issue 14); 2: also bound to the
+    # revision it belongs to (`RevisionBinding`), see adapters/secrets.py.
+    scheme: int = 1
+
+
+# The sealing scheme this version writes.
+BOUND_SCHEME = 2
+
+
+@dataclass(frozen=True)
+class RevisionBinding:
+    """What a sealed environment is bound to besides its service: its revision's label and
+    the digest of its unit files (the id the revision would have without an environment).
+    The id itself hashes the ciphertexts, so it cannot be inside them (engine/revisions.py)."""
+
+    label: str
+    units_digest: str
 
 
 @dataclass(frozen=True)

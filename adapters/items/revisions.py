@@ -9,13 +9,18 @@ from flotilla.adapters.items import common
 from flotilla.adapters.items.common import Item
 from flotilla.engine.records import Revision, SealedBlob, SealedEnvironment
 
-REVISION_SCHEMA = 1
+# 2: the sealed environment carries its sealing scheme (2, bound to its revision; see
+# adapters/secrets.py). Revisions without a bound environment are still written as schema 1,
+# so an older agent reads them; a bound one it refuses clearly (a newer schema) instead of
+# failing to open it. An item without `scheme` is sealed with scheme 1.
+REVISION_SCHEMA = 2
 
 
 def revision_to_item(revision: Revision) -> Item:
     env = revision.environment
+    bound = env is not None and env.scheme != 1
     return {
-        "schema": REVISION_SCHEMA,
+        "schema": REVISION_SCHEMA if bound else 1,
         "service": revision.service,
         "id": revision.id,
         "label": revision.label,
@@ -30,6 +35,7 @@ def revision_to_item(revision: Revision) -> Item:
                 for unit, blob in env.blobs.items()
             },
             "variable_names": {unit: list(names) for unit, names in env.variable_names.items()},
+            **({"scheme": env.scheme} if bound else {}),
         },
         "created_ms": common.ms(revision.created_at),
     }
@@ -72,6 +78,7 @@ def revision_from_item(item: Mapping[str, Any]) -> Revision:
                     str(unit): tuple(str(n) for n in names)
                     for unit, names in env["variable_names"].items()
                 },
+                scheme=int(env.get("scheme", 1)),
             ),
             created_at=created,
         )

@@ -34,6 +34,7 @@ from flotilla.engine.ports import (
     UnitRuntime,
 )
 from flotilla.engine.records import CurrentRevision, Lease, Revision, Service
+from flotilla.engine.revisions import binding_for
 from flotilla.machines import deploy as machine
 from flotilla.machines.deploy import State, StepResult
 
@@ -226,8 +227,10 @@ class Steps:
         environments: dict[str, dict[str, str]] = {}
         if revision.environment is not None:
             sealed = revision.environment
+            binding = binding_for(revision)
             environments = self.call(
-                "secrets.open", lambda: self.ports.secrets.open(self.service.name, sealed)
+                "secrets.open",
+                lambda: self.ports.secrets.open(self.service.name, sealed, binding),
             )
         runtime = self.ports.runtime
         self.call(

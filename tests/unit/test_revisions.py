@@ -11,7 +11,7 @@ import pytest
 from flotilla.adapters import items
 from flotilla.adapters.secrets import LocalSecretBox
 from flotilla.engine.errors import ValidationError
-from flotilla.engine.revisions import build_revision, verify_revision_id
+from flotilla.engine.revisions import binding_for, build_revision, verify_revision_id
 
 BOX = LocalSecretBox(os.urandom(32))
 WHEN = datetime(2026, 11, 24, tzinfo=UTC)
@@ -35,7 +35,7 @@ def test_with_environment_every_sealing_gives_a_new_id() -> None:
     first = build_revision("api", "v1", UNITS, env, BOX, WHEN)
     second = build_revision("api", "v1", UNITS, env, BOX, WHEN)
     assert first.id != second.id
-    assert BOX.open("api", first.environment) == env  # type: ignore[arg-type]
+    assert BOX.open("api", first.environment, binding_for(first)) == env  # type: ignore[arg-type]
 
 
 def test_the_id_detects_a_changed_unit_file() -> None:
