@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
@@ -254,3 +255,26 @@ def test_a_first_deploy_with_steps_and_bakes_waits_at_no_step() -> None:
     assert world.on(V1) == 4
     assert service.rollout_state.baking_since is None
     assert world.kinds()[-1] == "rollout_complete"
+
+
+def test_each_decision_of_a_step_plan_is_a_span_with_its_step(spans: Any) -> None:
+    world = World(stepped())
+    spans.clear()
+    set_weights(world.store, "api", {V1: 0, V2: 100})
+    world.run()
+    world.agents.settle()
+    world.run()
+    world.promote()
+    world.run()
+    decisions = [
+        (s.attributes["flotilla.decision"], s.attributes["flotilla.step"])
+        for s in spans.get_finished_spans()
+        if s.name == "scheduler.decision"
+    ]
+    assert decisions == [("rollout_started", 1), ("step_reached", 1), ("step_reached", 2)]
+    reasons = [
+        s.attributes["flotilla.reason"]
+        for s in spans.get_finished_spans()
+        if s.name == "scheduler.decision"
+    ]
+    assert reasons[-1] == "step 2 of 3 (50%, bake 120 s)"
