@@ -19,6 +19,7 @@ import click
 
 from flotilla.adapters.process_identity import current_identity
 from flotilla.adapters.sd_notify import notify_ready
+from flotilla.adapters.state_dir import check_state_dir
 from flotilla.adapters.systemd import missing_bindings
 from flotilla.cli import DISTRIBUTION
 from flotilla.cli.agent_assembly import adapters_from, build_agent
@@ -56,6 +57,13 @@ log = logging.getLogger(__name__)
     default=Path("/run/flotilla"),
     show_default=True,
     help="Runtime state: env files (0600, on tmpfs), process runtime pid files",
+)
+@click.option(
+    "--allow-disk-state-dir",
+    is_flag=True,
+    envvar="FLOTILLA_ALLOW_DISK_STATE_DIR",
+    help="Accept a --state-dir that is not on a tmpfs (development and tests only: decrypted "
+    "environments then reach the disk); refused otherwise",
 )
 @click.option(
     "--kms-key-id",
@@ -105,6 +113,8 @@ def agent(**options: Any) -> None:
         lambda: find_service(wiring.store, service, wiring.settings.environment),
         stop,
     )
+    # Before anything is decrypted: env files on a disk would outlive the machine.
+    check_state_dir(options["state_dir"], allow_disk=options["allow_disk_state_dir"])
     log.info("%s", choice.describe())
     instance_id = options["instance_id"] or _instance_id_from_metadata()
     runtime = unit_runtime(

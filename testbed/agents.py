@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flotilla.adapters.state_dir import MEMORY_FILESYSTEMS, filesystem_type
 from flotilla.cli.wiring import AwsSettings, Wiring
 from testbed.aws import REGION, create_environment_stack, moto_server
 
@@ -106,6 +107,7 @@ def start_agent(
         "--service", service,
         "--instance-id", instance_id,
         "--state-dir", str(work / instance_id),
+        *_allow_disk(work),
         *([] if cli_defaults else ["--poll-interval", "0.3", "--agent-lease-seconds", "3"]),
         "--lease-seconds", "20",
         "--trace-file", str(work / "spans.jsonl"),
@@ -114,6 +116,13 @@ def start_agent(
     with log.open("wb") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     return AgentProcess(process, log)
+
+
+def _allow_disk(work: Path) -> list[str]:
+    """Tests keep agents' state in their work directory: on a disk, allowed explicitly (the
+    agent refuses it otherwise); on a tmpfs (/dev/shm), checked as in production."""
+    on_tmpfs = filesystem_type(work) in MEMORY_FILESYSTEMS
+    return [] if on_tmpfs else ["--allow-disk-state-dir"]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -71,6 +71,7 @@ class Host:
             "--service", service,
             "--instance-id", instance_id,
             "--state-dir", str(self.work / instance_id),
+            "--allow-disk-state-dir",  # the test's work directory is on disk
             "--poll-interval", "0.5",
             "--agent-lease-seconds", "3",
             *runtime,
