@@ -74,6 +74,39 @@ def check_checkpoint(
         )
 
 
+def check_resumable(checkpoint: DeployCheckpoint, instance: Instance, *, service: str) -> None:
+    """An unfinished checkpoint found at start is resumed only if this instance's agent can
+    have left it: its own service and instance; an id no newer than the instance's
+    assignment (and, for the current one, moving to the assigned revision); and the
+    instance's current revision one of its two ends (before `healthy` it is still the
+    `from`, after it the `to`), so a forged `from` cannot have a rollback stop what runs."""
+    check_checkpoint(checkpoint, service=service, instance_id=instance.id)
+    _, _, suffix = checkpoint.id.rpartition(".")
+    differences = []
+    if not suffix.isdigit() or int(suffix) > instance.assignment_version:
+        differences.append(
+            f"its id is not one of this instance's assignments (up to version "
+            f"{instance.assignment_version})"
+        )
+    elif int(suffix) == instance.assignment_version and (
+        checkpoint.to_revision != instance.assigned_revision
+    ):
+        differences.append(
+            f"its to_revision is {checkpoint.to_revision!r}, not the assigned "
+            f"{instance.assigned_revision!r}"
+        )
+    if instance.current_revision not in (checkpoint.from_revision, checkpoint.to_revision):
+        differences.append(
+            f"the instance runs {instance.current_revision!r}, neither of its revisions"
+        )
+    if differences:
+        raise AdoptionRefusedError(
+            f"refusing to resume deploy checkpoint {checkpoint.id!r}: {'; '.join(differences)}. "
+            "This agent did not leave it (a pre-planted deploy?); it is left untouched and "
+            "nothing is deployed from it. Delete it once examined"
+        )
+
+
 def check_revision(revision: Revision, *, service: str, revision_id: str) -> None:
     """A fetched revision must be the one asked for, and its content must hash to its id."""
     differences = _differences(

@@ -250,14 +250,18 @@ class Agent:
         return True
 
     def _resume_unfinished(self) -> None:
-        for checkpoint in self.store.list_instance_deploys(self.settings.instance_id):
-            if not checkpoint.finished and not self.stop.is_set():
+        unfinished = [
+            checkpoint
+            for checkpoint in self.store.list_instance_deploys(self.settings.instance_id)
+            if not checkpoint.finished
+        ]
+        if not unfinished:
+            return
+        instance = self.store.get_instance(self.settings.instance_id)
+        for checkpoint in unfinished:
+            if not self.stop.is_set():
                 try:
-                    adoption.check_checkpoint(
-                        checkpoint,
-                        service=self.settings.service,
-                        instance_id=self.settings.instance_id,
-                    )
+                    adoption.check_resumable(checkpoint, instance, service=self.settings.service)
                 except AdoptionRefusedError as refused:
                     self._refuse(refused, checkpoint.id)
                     continue
