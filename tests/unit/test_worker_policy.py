@@ -21,6 +21,7 @@ import pytest
 
 from flotilla.adapters.secrets import CONTEXT_KEY
 from flotilla.adapters.templates import load_template
+from flotilla.scheduler.leader import lock_name
 
 ACCOUNT = "123456789012"
 REGION = "eu-west-1"
@@ -378,7 +379,30 @@ def test_the_scheduler_gets_exactly_its_grants_on_its_environments_resources() -
     )
     found = grants(policy["PolicyDocument"])
     assert {(action, resource) for action, resource, _ in found} == expected
-    assert {condition for _, _, condition in found} == {NONE}
+    locks = {(a, r) for a, r in expected if r == arn("LocksTable")}
+    assert {(a, r, c) for a, r, c in found if (a, r) in locks} == {
+        (a, r, SCHEDULER_LOCKS) for a, r in locks
+    }
+    assert {c for a, r, c in found if (a, r) not in locks} == {NONE}
+
+
+SCHEDULER_LOCKS = leading_keys("ForAllValues:StringLike", "scheduler", "scheduler/*")
+
+
+def _iam_like(value: str, pattern: str) -> bool:
+    """IAM's StringLike: `*` any run of characters (slashes too), `?` any one."""
+    regex = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, flags=re.DOTALL) is not None
+
+
+def test_the_schedulers_lock_grant_admits_every_leader_lease_and_no_other_lock() -> None:
+    """moto does not evaluate IAM conditions: the key shapes are checked against the
+    statement's patterns instead, every shard layout up to 64 segments."""
+    patterns = json.loads(SCHEDULER_LOCKS)["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+    names = {lock_name(s, n) for n in range(1, 65) for s in range(n)}
+    assert all(any(_iam_like(name, p) for p in patterns) for name in names)
+    others = ["deploy/api", "deploy/scheduler", "agent/i-0123", "schedulers", "x-scheduler"]
+    assert not any(_iam_like(name, p) for name in others for p in patterns)
 
 
 def test_the_scheduler_publishes_to_its_own_environments_topic_only() -> None:
