@@ -119,6 +119,11 @@ def stack_values(cli: Cli, stack: str) -> dict[str, str]:
     }
 
 
+def stack_output(cli: Cli, stack: str, key: str) -> str:
+    (described,) = cli.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+    return next(o["OutputValue"] for o in described["Outputs"] if o["OutputKey"] == key)
+
+
 def run_user_data(machine: BootedMachine, script: str) -> subprocess.CompletedProcess[str]:
     """As cloud-init does: the script as a service of the machine's system manager."""
     machine.write_file(USER_DATA, script, mode=0o700)
@@ -172,6 +177,8 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
                 {
                     **stack_values(cli, environment_stack),
                     "ArtifactBucket": cli.bucket(),
+                    # A Ref of the stack's topic is its ARN, which the stack gives out.
+                    "EventsTopic": stack_output(cli, environment_stack, "EventsTopicArn"),
                 },
             ),
             "worker": render_user_data(

@@ -29,7 +29,12 @@ COMMON = {
 
 
 def scheduler_script() -> str:
-    values = {**COMMON, "AWS::StackName": "flotilla-prod", "ArtifactBucket": "bucket-1"}
+    values = {
+        **COMMON,
+        "AWS::StackName": "flotilla-prod",
+        "ArtifactBucket": "bucket-1",
+        "EventsTopic": "arn:aws:sns:eu-west-1:123456789012:flotilla-prod-events",
+    }
     return render_user_data("environment.yaml", "SchedulerLaunchTemplate", values)
 
 
