@@ -112,14 +112,14 @@ def check_state_dir(path: Path, *, allow_disk: bool, mountinfo: str | None = Non
         return kind
     if not allow_disk:
         raise ConfigurationError(
-            f"the state directory {path} is on a {kind} filesystem, not a tmpfs: the units' "
+            f"the state directory {path} is on {kind}, not a tmpfs: the units' "
             "decrypted environments would be written to disk. Use /run/flotilla (the "
             "default; a tmpfs under systemd), mount a tmpfs there (mount -t tmpfs -o "
             f"mode=0700 tmpfs {path}), or, for development only, pass {ALLOW_OPTION} "
             f"(or set {ALLOW_VARIABLE}=1)"
         )
     log.warning(
-        "the state directory %s is on a %s filesystem, not a tmpfs: decrypted environments "
+        "the state directory %s is on %s, not a tmpfs: decrypted environments "
         "are written to disk (allowed by %s; never do this in production)",
         path,
         kind,
