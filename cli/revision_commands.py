@@ -24,7 +24,7 @@ from flotilla.engine.errors import ValidationError
 from flotilla.engine.operations.names import ID_CHARS, find_revision, find_service, new_label
 from flotilla.engine.records import Revision
 from flotilla.engine.revisions import build_revision
-from flotilla.engine.unit_checks import check_units, refuse
+from flotilla.engine.unit_checks import advice, check_units, refuse
 
 
 @click.group(short_help="Add, list and show a service's revisions.")
@@ -116,6 +116,8 @@ def add(
             f"{stored.label!r}; nothing new was stored",
             err=True,
         )
+    for line in advice(sources.units):  # said once the revision is stored, never refused
+        click.echo(f"warning: {line}", err=True)
     if output == "json":
         print_json({"id": stored.id, "label": stored.label, "service": service})
     else:

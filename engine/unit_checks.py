@@ -17,6 +17,10 @@ Keys prefixed `X-`, and sections prefixed `X-`, are systemd's own way to carry e
 data and pass. The known keys are systemd 252's (`engine.unit_keys`). Where the machine
 running the CLI has `systemd-analyze`, its findings (`cli.unit_verify`) come in as
 `Problem`s too, and `refuse` decides for both, in one place.
+
+`advice` finds what systemd runs without complaint but an operator should hear about: a
+service that runs as root (no `User=`, no `DynamicUser=yes`) gets every right on the
+machine, the agent's included. It is said, never refused.
 """
 
 from __future__ import annotations
@@ -140,6 +144,25 @@ def check_unit(name: str, text: str) -> list[Problem]:
     if kind in ("service", "socket"):
         problems += _commands(name, own_settings)
     return sorted(problems, key=lambda p: (p.line or 0, p.message))
+
+
+def advice(units: Mapping[str, str]) -> list[str]:
+    """What `revision add` warns about (the module's doc), one line each."""
+    found = []
+    for name in sorted(units):
+        if not name.endswith(".service"):
+            continue
+        own = {s.key: s.value for s in _settings(units[name]) if s.section == "Service"}
+        if not own.get("User") and own.get("DynamicUser", "no").lower() not in TRUE:
+            found.append(
+                f"{name} has no User= or DynamicUser=yes, so on a worker it runs as root: it "
+                "could read the instance's credentials and change what the agent deploys; "
+                "give it a user of its own unless it needs root"
+            )
+    return found
+
+
+TRUE = frozenset({"yes", "true", "on", "1"})  # systemd's booleans that say yes
 
 
 def _service(name: str, settings: Sequence[_Setting]) -> list[Problem]:

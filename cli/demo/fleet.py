@@ -110,6 +110,9 @@ class Fleet:
             "--instance-id", instance_id,
             *self.runtime_options(instance_id),
             "--state-dir", str(self.state_dir(instance_id)),
+            # The demo keeps everything in its work directory, on disk: its environments
+            # are made up, and `--workdir` is the user's choice.
+            "--allow-disk-state-dir",
             "--poll-interval", "1",  # each poll is two emulator calls; 4 agents add up
             "--agent-lease-seconds", "3",  # a heartbeat a second: the demo's TTL is short
             "--trace-file", str(self.spans),

@@ -12,7 +12,7 @@ from flotilla.cli import unit_verify
 from flotilla.cli.demo.story import BROKEN_UNIT, UNIT
 from flotilla.cli.revision_sources import docker_unit
 from flotilla.engine.errors import ValidationError
-from flotilla.engine.unit_checks import Problem, check_unit, check_units, refuse
+from flotilla.engine.unit_checks import Problem, advice, check_unit, check_units, refuse
 from flotilla.engine.unit_keys import KNOWN_KEYS
 
 GOOD = "[Unit]\nDescription=web\n[Service]\nExecStart=/usr/bin/web --port 80\n"
@@ -176,3 +176,17 @@ def test_verify_runs_systemd_analyze_where_there_is_one() -> None:
 
 def test_without_systemd_analyze_our_checks_stand_alone() -> None:
     assert unit_verify.verify({"web.service": GOOD}, program="/nonexistent/systemd-analyze") == []
+
+
+def test_a_service_that_runs_as_root_is_advised_against_never_refused() -> None:
+    units = {
+        "root.service": "[Service]\nExecStart=/bin/sleep 1\n",
+        "user.service": "[Service]\nExecStart=/bin/sleep 1\nUser=web\n",
+        "dynamic.service": "[Service]\nExecStart=/bin/sleep 1\nDynamicUser=true\n",
+        "off.service": "[Service]\nExecStart=/bin/sleep 1\nDynamicUser=no\n",
+        "web.socket": "[Socket]\nListenStream=80\n",
+    }
+    found = advice(units)
+    assert [line.split()[0] for line in found] == ["off.service", "root.service"]
+    assert "give it a user of its own" in found[0]
+    assert check_units(units) == []
