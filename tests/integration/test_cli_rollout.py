@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -21,45 +20,30 @@ import pytest
 
 from flotilla.cli.follow import watch_rollout
 from flotilla.cli.rollout_commands import set_paused
-from flotilla.cli.wiring import AwsSettings, Wiring
+from flotilla.cli.wiring import Wiring
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome, Transition
-from flotilla.engine.clock import Clock, FakeClock, SystemClock
+from flotilla.engine.clock import FakeClock, SystemClock
 from flotilla.engine.errors import FlotillaError, TransientError
 from flotilla.engine.ports import Event, StateStore
-from flotilla.scheduler.pass_ import PassReport, PassSettings, SchedulerPass
-from tests.integration.test_cli_commands import Cli, assert_refused
-from tests.support.aws import REGION, create_environment_stack, moto_server
+from tests.integration.cli_world import CliWorld, cli_world
+from tests.integration.test_cli_commands import assert_refused
 from tests.support.scheduler_world import FakeAgents, register
 
 SECRET = "s3cr3t-rollout-value"
 ERROR = "web.service exited with status 1"
 
 
-@dataclass
-class World:
-    cli: Cli
-    wiring: Wiring
-    tmp: Path
-
-    @property
-    def store(self) -> StateStore:
-        return self.wiring.store
-
-    def scheduler_pass(self, clock: Clock | None = None) -> PassReport:
-        passes = SchedulerPass(self.store, clock or SystemClock(), PassSettings(), lambda: 1)
-        return passes.run()
-
+class World(CliWorld):
     def revisions(self, service: str) -> dict[str, str]:
         """Label -> id."""
         return {r.label: r.id for r in self.store.list_revisions(service)}
 
     def add_revisions(self, service: str, *labels: str) -> None:
+        """As the shared world's, each with an environment holding a secret."""
         for label in labels:
-            directory = self.tmp / f"{service}-{label}"
-            directory.mkdir()
-            (directory / "web.service").write_text(f"[Service]\nExecStart=/usr/bin/web {label}\n")
-            (directory / "web.env").write_text(f"DB_PASSWORD={SECRET}\nLABEL={label}\n")
-            self.cli.ok("revision", "add", service, str(directory), "--label", label)
+            unit = f"[Service]\nExecStart=/usr/bin/web {label}\n"
+            env = f"DB_PASSWORD={SECRET}\nLABEL={label}\n"
+            self.add_revision(service, label, {"web.service": unit, "web.env": env})
 
     def events(self) -> list[Event]:
         """Every event on the queue now (acknowledged, so the next call sees only new ones)."""
@@ -73,13 +57,16 @@ class World:
             found += batch
 
 
+@contextmanager
+def rollout_world(prefix: str, tmp: Path) -> Iterator[World]:
+    with cli_world(prefix, tmp) as shared:
+        yield World(shared.cli, shared.wiring, shared.tmp)
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    environment = f"ro{os.getpid()}"
-    with moto_server() as endpoint:
-        create_environment_stack(environment, endpoint)
-        settings = AwsSettings(environment=environment, region=REGION, endpoint_url=endpoint)
-        yield World(Cli(endpoint, environment), Wiring(settings), tmp_path_factory.mktemp("revs"))
+    with rollout_world("ro", tmp_path_factory.mktemp("revs")) as made:
+        yield made
 
 
 def woken_by(world: World, service: str) -> list[str]:

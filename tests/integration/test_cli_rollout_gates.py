@@ -10,23 +10,14 @@ readers (`Wiring.alarms`, `Wiring.webhooks`).
 from __future__ import annotations
 
 import http.server
-import json
-import os
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flotilla.cli.wiring import AwsSettings, Wiring
 from flotilla.engine.clock import SystemClock
-from flotilla.engine.ports import StateStore
-from flotilla.scheduler.gates import GateReaders
-from flotilla.scheduler.pass_ import PassReport, PassSettings, SchedulerPass
-from tests.integration.test_cli_commands import Cli
-from tests.support.aws import REGION, create_environment_stack, moto_server
+from tests.integration.cli_world import CliWorld, cli_world
 from tests.support.scheduler_world import FakeAgents, register
 
 
@@ -40,21 +31,7 @@ class Refusing(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@dataclass
-class World:
-    cli: Cli
-    wiring: Wiring
-    tmp: Path
-
-    @property
-    def store(self) -> StateStore:
-        return self.wiring.store
-
-    def scheduler_pass(self) -> PassReport:
-        gates = GateReaders(alarms=self.wiring.alarms, webhooks=self.wiring.webhooks)
-        passes = SchedulerPass(self.store, SystemClock(), PassSettings(), lambda: 1, gates=gates)
-        return passes.run()
-
+class World(CliWorld):
     def alarm(self, name: str, state: str) -> None:
         cloudwatch = self.wiring.client("cloudwatch")
         cloudwatch.put_metric_alarm(
@@ -66,50 +43,39 @@ class World:
     def settled(self, service: str, *settings: str) -> FakeAgents:
         """`service` with three instances on v1 (v2 added), its rollout complete."""
         self.cli.ok("service", "create", service, *settings)
-        for label in ("v1", "v2"):
-            directory = self.tmp / f"{service}-{label}"
-            directory.mkdir()
-            (directory / "web.service").write_text(f"[Service]\nExecStart=/usr/bin/web {label}\n")
-            self.cli.ok("revision", "add", service, str(directory), "--label", label)
+        self.add_revisions(service, "v1", "v2")
         register(self.store, SystemClock(), service, 3, prefix=service)
         self.cli.ok("weights", service, "v1=100")
         agents = FakeAgents(self.store, SystemClock(), service)
         for _ in range(4):
-            self.scheduler_pass()
+            self.scheduler_pass(gates=True)
             agents.settle()
-        self.scheduler_pass()
+        self.scheduler_pass(gates=True)
         assert self.store.get_service(service).rollout_state.status.value == "complete"
         return agents
-
-    def status(self, service: str) -> dict[str, Any]:
-        found: dict[str, Any] = json.loads(self.cli.ok("rollout", "status", service, "-o", "json"))
-        return found
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    environment = f"rg{os.getpid()}"
-    with moto_server() as endpoint:
-        create_environment_stack(environment, endpoint)
-        settings = AwsSettings(environment=environment, region=REGION, endpoint_url=endpoint)
-        yield World(Cli(endpoint, environment), Wiring(settings), tmp_path_factory.mktemp("g"))
+    with cli_world("rg", tmp_path_factory.mktemp("g")) as shared:
+        yield World(shared.cli, shared.wiring, shared.tmp)
 
 
 def test_an_alarm_in_alarm_during_a_bake_reverts_the_rollout(world: World) -> None:
     world.alarm("shop-5xx", "OK")
     agents = world.settled("shop", "--steps", "1:10m,100%", "--alarm", "shop-5xx")
     world.cli.ok("weights", "shop", "v1=0", "v2=100")
-    world.scheduler_pass()
+    world.scheduler_pass(gates=True)
     agents.settle()
-    world.scheduler_pass()  # step 1's one instance runs v2: the step bakes
+    world.scheduler_pass(gates=True)  # step 1's one instance runs v2: the step bakes
     assert [w["kind"] for w in world.status("shop")["waiting_for"]] == ["bake"]
     world.alarm("shop-5xx", "ALARM")
-    world.scheduler_pass()
+    world.scheduler_pass(gates=True)
     history = world.cli.ok("history", "shop")
     assert "alarm shop-5xx in ALARM during step 1 of 2 (1, bake 600 s), baking" in history
     assert "restored the last good weights" in history
     for _ in range(3):
-        world.scheduler_pass()
+        world.scheduler_pass(gates=True)
         agents.settle()
     running = {i.current_revision for i in world.store.list_instances("shop")}
     assert len(running) == 1  # every instance back on v1
@@ -123,7 +89,7 @@ def test_a_webhook_answering_500_holds_the_step_and_status_says_why(world: World
     try:
         world.settled("gated", "--steps", "1,100%", "--webhook", url)
         world.cli.ok("weights", "gated", "v1=0", "v2=100")
-        world.scheduler_pass()
+        world.scheduler_pass(gates=True)
         v2 = next(r.id for r in world.store.list_revisions("gated") if r.label == "v2")
         assigned = [i.assigned_revision for i in world.store.list_instances("gated")]
         assert v2 not in assigned  # nothing moved: the gate is closed

@@ -12,49 +12,28 @@ revision they do not run.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flotilla.cli.wiring import AwsSettings, Wiring
 from flotilla.engine.clock import FakeClock, SystemClock
-from flotilla.engine.ports import StateStore
 from flotilla.engine.records import RolloutStatus
 from flotilla.scheduler.pass_ import PassSettings, SchedulerPass
-from tests.integration.test_cli_commands import Cli
-from tests.support.aws import REGION, create_environment_stack, moto_server
+from tests.integration.cli_world import CliWorld, cli_world
 from tests.support.scheduler_world import FakeAgents, register
 
 
-@dataclass
-class World:
-    cli: Cli
-    wiring: Wiring
-    tmp: Path
-
-    @property
-    def store(self) -> StateStore:
-        return self.wiring.store
-
-    def add_revision(self, service: str, label: str, units: tuple[str, ...]) -> None:
-        directory = self.tmp / f"{service}-{label}"
-        directory.mkdir()
-        for unit in units:
-            (directory / unit).write_text(f"[Service]\nExecStart=/usr/bin/{unit} {label}\n")
-        self.cli.ok("revision", "add", service, str(directory), "--label", label)
+class World(CliWorld):
+    def add_units(self, service: str, label: str, units: tuple[str, ...]) -> None:
+        files = {unit: f"[Service]\nExecStart=/usr/bin/{unit} {label}\n" for unit in units}
+        self.add_revision(service, label, files)
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    environment = f"rp{os.getpid()}"
-    with moto_server() as endpoint:
-        create_environment_stack(environment, endpoint)
-        settings = AwsSettings(environment=environment, region=REGION, endpoint_url=endpoint)
-        yield World(Cli(endpoint, environment), Wiring(settings), tmp_path_factory.mktemp("revs"))
+    with cli_world("rp", tmp_path_factory.mktemp("revs")) as shared:
+        yield World(shared.cli, shared.wiring, shared.tmp)
 
 
 def roll(world: World, service: str, clock: FakeClock) -> list[dict[str, Any]]:
@@ -89,8 +68,8 @@ def roll(world: World, service: str, clock: FakeClock) -> list[dict[str, Any]]:
 def prepare(world: World, service: str, count: int, *settings: str) -> FakeClock:
     """`service` with `count` instances settled on v1, and v2 (with one more unit) added."""
     world.cli.ok("service", "create", service, *settings)
-    world.add_revision(service, "v1", ("web.service",))
-    world.add_revision(service, "v2", ("web.service", "worker.service"))
+    world.add_units(service, "v1", ("web.service",))
+    world.add_units(service, "v2", ("web.service", "worker.service"))
     clock = FakeClock(SystemClock().now())
     register(world.store, clock, service, count, prefix=service)
     world.cli.ok("weights", service, "v1=100")

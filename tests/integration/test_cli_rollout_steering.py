@@ -10,60 +10,25 @@ through the store (fake agents), assignments by real scheduler passes on the rea
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flotilla.cli.wiring import AwsSettings, Wiring
 from flotilla.engine.clock import SystemClock
-from flotilla.engine.ports import StateStore
 from flotilla.engine.records import Instance, RolloutPolicy
 from flotilla.scheduler.failures import budget_rule
-from flotilla.scheduler.pass_ import PassReport, PassSettings, SchedulerPass
-from tests.integration.test_cli_commands import Cli
-from tests.support.aws import REGION, create_environment_stack, moto_server
+from tests.integration.cli_world import CliWorld, cli_world
 from tests.support.scheduler_world import LONG, FakeAgents, register
 
-
-@dataclass
-class World:
-    cli: Cli
-    wiring: Wiring
-    tmp: Path
-
-    @property
-    def store(self) -> StateStore:
-        return self.wiring.store
-
-    def scheduler_pass(self) -> PassReport:
-        return SchedulerPass(self.store, SystemClock(), PassSettings(), lambda: 1).run()
-
-    def add_revisions(self, service: str, *labels: str) -> None:
-        for label in labels:
-            directory = self.tmp / f"{service}-{label}"
-            directory.mkdir()
-            (directory / "web.service").write_text(f"[Service]\nExecStart=/usr/bin/web {label}\n")
-            self.cli.ok("revision", "add", service, str(directory), "--label", label)
-
-    def status(self, service: str) -> dict[str, Any]:
-        document: dict[str, Any] = json.loads(
-            self.cli.ok("rollout", "status", service, "-o", "json")
-        )
-        return document
+World = CliWorld
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    environment = f"rs{os.getpid()}"
-    with moto_server() as endpoint:
-        create_environment_stack(environment, endpoint)
-        settings = AwsSettings(environment=environment, region=REGION, endpoint_url=endpoint)
-        yield World(Cli(endpoint, environment), Wiring(settings), tmp_path_factory.mktemp("revs"))
+    with cli_world("rs", tmp_path_factory.mktemp("revs")) as made:
+        yield made
 
 
 def settled(world: World, service: str, count: int, *settings: str) -> FakeAgents:

@@ -5,28 +5,24 @@ services and revisions through the CLI, fake agents, real scheduler passes)."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from flotilla.cli.wiring import AwsSettings, Wiring
+from flotilla.cli.wiring import Wiring
 from flotilla.engine.clock import SystemClock
-from tests.integration.test_cli_commands import Cli, assert_refused
-from tests.integration.test_cli_rollout import World, settle
-from tests.support.aws import REGION, create_environment_stack, moto_server
+from tests.integration.test_cli_commands import assert_refused
+from tests.integration.test_cli_rollout import World, rollout_world, settle
+from tests.support.aws import REGION
 from tests.support.scheduler_world import FakeAgents, register
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    environment = f"undo{os.getpid()}"
-    with moto_server() as endpoint:
-        create_environment_stack(environment, endpoint)
-        settings = AwsSettings(environment=environment, region=REGION, endpoint_url=endpoint)
-        yield World(Cli(endpoint, environment), Wiring(settings), tmp_path_factory.mktemp("revs"))
+    with rollout_world("undo", tmp_path_factory.mktemp("revs")) as made:
+        yield made
 
 
 def stepping_wiring(world: World, service: str, **agents: Any) -> Wiring:
