@@ -64,6 +64,22 @@ class Fleet:
         assert result.returncode == 0, result.stderr
         assert "warning" not in result.stderr  # the scheduler was woken
 
+    def start_on(self, revision: str) -> dict[str, AgentProcess]:
+        """Two schedulers (one leads) and an agent per instance, every instance on
+        `revision`; returns the schedulers by name."""
+        schedulers = {name: start_scheduler(self.world, self.work, name) for name in ("s1", "s2")}
+        self.processes += schedulers.values()
+        self.processes += [
+            start_agent(self.world, self.work, self.service, i) for i in self.instances
+        ]
+        wait_for(lambda: leader(self.world) is not None, 30, "a leader")
+        label = next(
+            r.label for r in self.world.store.list_revisions(self.service) if r.id == revision
+        )
+        self.weights(f"{label}=100")
+        self.wait_until_all_run(revision, f"{label} everywhere")
+        return schedulers
+
     def stop(self) -> None:
         for process in self.processes:
             process.kill()
@@ -98,14 +114,7 @@ def test_failover_a_standby_takes_over_from_a_killed_leader_and_finishes_the_rol
     fleet: Fleet,
 ) -> None:
     v1, v2 = fleet.add_revision("v1"), fleet.add_revision("v2")
-    schedulers = {name: start_scheduler(fleet.world, fleet.work, name) for name in ("s1", "s2")}
-    fleet.processes += schedulers.values()
-    fleet.processes += [
-        start_agent(fleet.world, fleet.work, fleet.service, i) for i in fleet.instances
-    ]
-    wait_for(lambda: leader(fleet.world) is not None, 30, "a leader")
-    fleet.weights("v1=100")
-    fleet.wait_until_all_run(v1, "v1 everywhere")
+    schedulers = fleet.start_on(v1)
 
     first = leader(fleet.world)
     assert first in schedulers
@@ -184,14 +193,7 @@ def test_bake_a_leader_killed_mid_bake_leaves_its_step_and_bake_to_the_standby(
         ),
     )
     v1, v2 = fleet.add_revision("v1"), fleet.add_revision("v2")
-    schedulers = {name: start_scheduler(fleet.world, fleet.work, name) for name in ("s1", "s2")}
-    fleet.processes += schedulers.values()
-    fleet.processes += [
-        start_agent(fleet.world, fleet.work, fleet.service, i) for i in fleet.instances
-    ]
-    wait_for(lambda: leader(fleet.world) is not None, 30, "a leader")
-    fleet.weights("v1=100")
-    fleet.wait_until_all_run(v1, "v1 everywhere")
+    schedulers = fleet.start_on(v1)
 
     def state() -> RolloutState:
         return fleet.world.store.get_service(fleet.service).rollout_state
