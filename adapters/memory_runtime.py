@@ -66,6 +66,7 @@ class MemoryMachine:
     unit_files: dict[str, str] = field(default_factory=dict)  # name -> text, others' too
     environment_files: dict[str, str] = field(default_factory=dict)  # file name -> text
     states: dict[str, UnitStatus] = field(default_factory=dict)  # units that ran
+    last_pid: int = 1000  # each started service's main process gets the next number
 
 
 class MemoryUnitRuntime:
@@ -91,8 +92,9 @@ class MemoryUnitRuntime:
         revision_id: str,
         units: Mapping[str, str],
         environments: Mapping[str, Mapping[str, str]],
+        names: Mapping[str, str] | None = None,
     ) -> list[str]:
-        planned = plan_installation(revision_id, units, environments, ENVIRONMENT_DIR)
+        planned = plan_installation(revision_id, units, environments, ENVIRONMENT_DIR, names)
         for unit in planned:
             if unit.environment is not None and unit.environment_file is not None:
                 self.machine.environment_files[unit.environment_file] = unit.environment
@@ -178,7 +180,8 @@ class MemoryUnitRuntime:
         if service.kind == "oneshot":
             status = status or 0  # a oneshot's program always ends
         if status is None:
-            return UnitStatus(name, "active", "running", "success")
+            self.machine.last_pid += 1
+            return UnitStatus(name, "active", "running", "success", main_pid=self.machine.last_pid)
         if status != 0:
             return UnitStatus(name, "failed", "failed", "exit-code", status)
         if service.kind == "oneshot" and service.remain_after_exit:

@@ -90,6 +90,7 @@ class ProcessRuntime:
         revision_id: str,
         units: Mapping[str, str],
         environments: Mapping[str, Mapping[str, str]],
+        names: Mapping[str, str] | None = None,
     ) -> list[str]:
         unsupported = sorted(u for u in units if not u.endswith(".service") or "@" in u)
         if unsupported:
@@ -98,7 +99,7 @@ class ProcessRuntime:
                 "timer activation and no templates; deploy this revision where systemd runs"
             )
         planned = plan_installation(
-            revision_id, units, environments, str(self.files.environment_dir)
+            revision_id, units, environments, str(self.files.environment_dir), names
         )
         self.files.write(planned)
         return [unit.installed for unit in planned]

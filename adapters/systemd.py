@@ -137,18 +137,19 @@ class SystemdRuntime:
         revision_id: str,
         units: Mapping[str, str],
         environments: Mapping[str, Mapping[str, str]],
+        names: Mapping[str, str] | None = None,
     ) -> list[str]:
         planned = plan_installation(
-            revision_id, units, environments, str(self.files.environment_dir)
+            revision_id, units, environments, str(self.files.environment_dir), names
         )
-        names = [unit.installed for unit in planned]
+        installed = [unit.installed for unit in planned]
         rewritten = self.files.write(planned)
         with self._dbus("reload"):
             # Also reload when nothing changed on disk but systemd has not seen it yet (an
             # agent that crashed between writing and reloading).
-            if rewritten or any(self._stale(name) for name in names):
+            if rewritten or any(self._stale(name) for name in installed):
                 self._connect().Reload(timeout=int(self.job_timeout))
-        return names
+        return installed
 
     def start(self, names: Sequence[str]) -> None:
         names = _startable(require_owned(names))
@@ -323,6 +324,7 @@ class SystemdRuntime:
             sub_state=unit["SubState"],
             result=typed.get("Result", "success"),
             exit_status=exit_status,
+            main_pid=int(typed.get("MainPID") or 0) or None,
         )
 
     def _service_type(self, name: str) -> str:

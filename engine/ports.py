@@ -171,6 +171,9 @@ class UnitStatus:
     sub_state: str
     result: str  # systemd's Result: success, exit-code, signal, timeout, ...
     exit_status: int | None = None
+    # The running main process (systemd's MainPID), None when none runs: the same number
+    # before and after a deploy shows the unit was left untouched.
+    main_pid: int | None = None
 
 
 class UnitRuntime(Protocol):
@@ -200,8 +203,11 @@ class UnitRuntime(Protocol):
         revision_id: str,
         units: Mapping[str, str],
         environments: Mapping[str, Mapping[str, str]],
+        names: Mapping[str, str] | None = None,
     ) -> list[str]:
-        """Write unit and environment files (idempotent), reload; return installed names."""
+        """Write unit and environment files (idempotent), reload; return installed names.
+        `names` keeps some units under the owned name they already run under
+        (`engine.units.plan_installation`); a file that did not change is not rewritten."""
         ...
 
     def start(self, names: Sequence[str]) -> None:

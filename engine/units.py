@@ -133,8 +133,14 @@ def plan_installation(
     units: Mapping[str, str],
     environments: Mapping[str, Mapping[str, str]],
     environment_dir: str,
+    names: Mapping[str, str] | None = None,
 ) -> list[PlannedUnit]:
-    """Every unit of a revision rendered for installation, sorted by installed name."""
+    """Every unit of a revision rendered for installation, sorted by installed name.
+
+    `names` gives some units another owned installed name than their revision's own: a
+    deploy keeps a unit that did not change under the name it already runs under
+    (engine/unit_plan.py), and its siblings refer to it by that name.
+    """
     check_revision_id(revision_id)
     strays = sorted(set(environments) - set(units))
     if strays:
@@ -145,6 +151,13 @@ def plan_installation(
     if not environment_dir.startswith("/"):
         raise ValidationError(f"environment directory {environment_dir!r} must be absolute")
     siblings = {unit: installed_name(unit, revision_id) for unit in units}
+    for unit, name in (names or {}).items():
+        parsed = parse_installed_name(name)
+        if unit not in units or parsed is None or parsed.unit != unit:
+            raise ValidationError(
+                f"cannot install {unit} as {name!r}: not an owned name of a unit of the revision"
+            )
+        siblings[unit] = name
     planned = []
     for unit, text in units.items():
         variables = environment_variables(unit, environments.get(unit, {}))

@@ -37,8 +37,14 @@ def unit_status(name: str, state: Mapping[str, Any]) -> UnitStatus:
     lost = expects_process(state) and not alive(state, "supervisor")
     if lost and not alive(state, "main"):  # the supervisor and its unit were killed
         return UnitStatus(name, "failed", "failed", "signal")
+    main_pid = state.get("main_pid") if alive(state, "main") else None
     return UnitStatus(
-        name, state["active_state"], state["sub_state"], state["result"], state["exit_status"]
+        name,
+        state["active_state"],
+        state["sub_state"],
+        state["result"],
+        state["exit_status"],
+        main_pid=main_pid,
     )
 
 

@@ -467,6 +467,41 @@ def test_siblings_are_renamed_within_their_own_revision(harness: Harness) -> Non
     assert runtime.owned_units() == sorted(first + second)
 
 
+def main_pids(harness: Harness, names: list[str]) -> list[int | None]:
+    return [status.main_pid for status in harness.runtime.status(names)]
+
+
+def test_a_kept_unit_keeps_its_main_process_and_its_name(harness: Harness) -> None:
+    """Issue 15: a deploy installs a revision with an unchanged unit under the name it runs
+    under; installing and starting again leaves its main process alone."""
+    runtime = harness.runtime
+    web = "[Unit]\nAfter=db.service\n" + SLEEPER
+    first = runtime.install(REVISION_A, {"web.service": web, "db.service": SLEEPER}, {})
+    runtime.start(first)
+    before = main_pids(harness, first)
+    assert all(pid is not None for pid in before)
+    kept_db = installed_name("db.service", REVISION_A)
+
+    second = runtime.install(
+        REVISION_B, {"web.service": web, "db.service": SLEEPER}, {}, {"db.service": kept_db}
+    )
+    new_web = installed_name("web.service", REVISION_B)
+    assert second == sorted([kept_db, new_web])
+    text = harness.files.unit_text(new_web)
+    assert text is not None
+    assert f"After={kept_db}\n" in text
+    runtime.start(second)  # the kept one is active already: nothing happens to it
+    runtime.stop([installed_name("web.service", REVISION_A)])
+
+    assert main_pids(harness, [kept_db]) == [before[0]]
+    assert states(harness, second) == [("active", "running")] * 2
+    restarted = main_pids(harness, [new_web])[0]
+    assert restarted is not None
+    assert restarted not in before
+    with pytest.raises(ValidationError):  # only an owned name of that very unit
+        runtime.install(REVISION_B, {"web.service": web}, {}, {"web.service": kept_db})
+
+
 def test_a_restarted_agent_finds_and_stops_the_units(harness: Harness) -> None:
     names = harness.runtime.install(REVISION_A, {"web.service": SLEEPER}, {})
     harness.runtime.start(names)
