@@ -7,12 +7,19 @@ attempt counts live here, not in memory, so a resumed deploy gets no fresh budge
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from flotilla.machines.deploy import Outcome
 
-__all__ = ["DeployCheckpoint", "LeaseRef", "Outcome", "Transition"]  # Outcome: the machine's
+__all__ = [
+    "DeployCheckpoint",
+    "LeaseRef",
+    "Outcome",
+    "Transition",
+    "UnitPlan",
+]  # Outcome: the machine's
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,7 @@ class Transition:
     attempt: int = 1
     error: str | None = None
     skipped: bool = False  # e.g. load-balancer states of a service without one
+    skip_reason: str | None = None  # why, in words (the machine's `skip_reason`)
     resumed: bool = False  # this visit began in a restarted agent
     span_id: str | None = None
 
@@ -40,14 +48,45 @@ class LeaseRef:
 
 
 @dataclass(frozen=True)
+class UnitPlan:
+    """Which units a deploy replaces and which it leaves running, decided once (in
+    `pending`, engine/unit_plan.py) and kept so a resumed deploy and its rollback act on
+    the same sets. Names only: nothing here is secret.
+
+    `before` and `after` map each unit of the revision (`web.service`) to the installed
+    name it runs under before and after the deploy. A unit that did not change keeps its
+    installed name, so both map it to the same name and it is never stopped.
+    """
+
+    before: Mapping[str, str]
+    after: Mapping[str, str]
+    changed: tuple[str, ...]  # units of the target replaced or added (revision names)
+    removed: tuple[str, ...]  # units of the previous revision the target no longer has
+    traffic_kept: bool  # no unit that serves traffic changes: the instance stays in the LB
+
+    @property
+    def stop(self) -> list[str]:
+        """Installed names running before that the target does not keep."""
+        keep = set(self.after.values())
+        return sorted(name for name in self.before.values() if name not in keep)
+
+    @property
+    def start(self) -> list[str]:
+        """Installed names of the target that were not running before."""
+        kept = set(self.before.values())
+        return sorted(name for name in self.after.values() if name not in kept)
+
+
+@dataclass(frozen=True)
 class DeployCheckpoint:
-    """One instance moving from its current revision to its assigned one."""
+    """One instance moving from its current revision to its assigned one (None: an
+    unassignment, which stops and removes every unit Flotilla owns there)."""
 
     id: str
     service: str
     instance_id: str
     from_revision: str | None
-    to_revision: str
+    to_revision: str | None
     state: str
     machine_version: int  # the state machine definition that wrote this checkpoint
     created_at: datetime
@@ -63,6 +102,17 @@ class DeployCheckpoint:
     error: str | None = None  # why the new revision failed, if it did
     rollback_error: str | None = None  # why restoring the previous revision failed, if it did
     history: tuple[Transition, ...] = ()
+    # Written by machine version 2 and later: which units change (None: every unit of
+    # the target is installed under its own name and the previous revision's all stop).
+    units: UnitPlan | None = None
+
+    @property
+    def unassigning(self) -> bool:
+        return self.to_revision is None
+
+    @property
+    def traffic_kept(self) -> bool:
+        return self.units is not None and self.units.traffic_kept
 
     @property
     def finished(self) -> bool:

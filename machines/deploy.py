@@ -14,6 +14,16 @@ leaves each by the explicit `lb_skipped` trigger, so its history shows them as s
 rather than missing. Guards keep `lb_skipped` for services without a load balancer and
 the load-balancer triggers for services with one.
 
+Two more facts make the machine skip steps, each left by the `skipped` trigger with the
+reason `skip_reason` gives (the history and the span record it):
+- an *unassignment* (the instance is assigned no revision: `to_revision` None) runs the
+  same states, but `starting` and `registering` have nothing to do: the instance leaves
+  the load balancer, drains, stops and removes its units, and `healthy` checks that none
+  is left;
+- *traffic kept*: no unit that serves traffic changes (engine/unit_plan.py decides which
+  do), so the instance stays in the load balancer: deregistering, draining and
+  registering are skipped, and a rollback has nobody to re-register.
+
 Pure: no I/O, no clock. This module is the one authority on the flow: the engine
 restores a `DeployMachine` once per run from the checkpoint's stored facts (state,
 `failed_in`, whether the rollback failed), performs the current state's step, reports a
@@ -42,7 +52,7 @@ from transitions import Machine, MachineError
 # one (a state removed or renamed, a step's meaning changed); then list in
 # `_RESUMABLE_STATES` which states of the older versions the new definition can still take
 # over. Removing a transition that a stored state does not depend on needs no bump.
-MACHINE_VERSION: Final[int] = 1
+MACHINE_VERSION: Final[int] = 2
 
 
 class State(StrEnum):
@@ -95,6 +105,7 @@ LB_UNTOUCHED_STATES: Final = (State.PENDING, State.LOCKING)
 
 FAIL_TRIGGER: Final = "fail"
 LB_SKIPPED: Final = "lb_skipped"
+SKIPPED_TRIGGER: Final = "skipped"
 ROLLBACK_FAILED: Final = "rollback_failed"
 
 # The trigger each step fires when it succeeded (for a service with a load balancer; see
@@ -117,6 +128,16 @@ SUCCESS_TRIGGER: Final[Mapping[str, str]] = {
 # diagram name them.
 WITH_LB: Final = "has_load_balancer"
 WITHOUT_LB: Final = "lacks_load_balancer"
+SKIPS: Final = "skips_step"
+
+# The states a deploy's own facts can make it skip (besides the load-balancer states of a
+# service without one), and where each skip leads.
+SKIPPABLE: Final[Mapping[str, str]] = {
+    "deregistering": "draining",
+    "draining": "stopping",
+    "starting": "registering",
+    "registering": "healthy",
+}
 
 
 def _move(
@@ -141,6 +162,7 @@ TRANSITIONS: Final = (
     _move("registered", "registering", "healthy", conditions=WITH_LB),
     _move(LB_SKIPPED, "registering", "healthy", conditions=WITHOUT_LB),
     _move("health_passed", "healthy", "unlocked"),
+    *(_move(SKIPPED_TRIGGER, state, dest, conditions=SKIPS) for state, dest in SKIPPABLE.items()),
     _move("lock_released", "unlocked", "done"),
     _move(FAIL_TRIGGER, WORKING_STATES, "failed", before="_note_failure"),
     _move("rollback", "failed", "rolling_back"),
@@ -151,8 +173,12 @@ TRANSITIONS: Final = (
 TRIGGERS: Final = tuple(dict.fromkeys(t["trigger"] for t in TRANSITIONS))
 
 # For each machine version whose checkpoints this definition can follow, the states it can
-# take them over from. Only this version so far.
-_RESUMABLE_STATES: Final[Mapping[int, frozenset[str]]] = {MACHINE_VERSION: frozenset(STATES)}
+# take them over from. Version 2 added unassignments and the skips of unchanged traffic
+# (new transitions only): a version 1 checkpoint has neither fact and runs as it did.
+_RESUMABLE_STATES: Final[Mapping[int, frozenset[str]]] = {
+    1: frozenset(STATES),
+    MACHINE_VERSION: frozenset(STATES),
+}
 
 
 class StepResult(Enum):
@@ -226,9 +252,17 @@ def can_resume(machine_version: int, state: str) -> bool:
     return state in _RESUMABLE_STATES.get(machine_version, frozenset())
 
 
-def allowed_triggers(state: str, *, has_load_balancer: bool) -> tuple[str, ...]:
-    """The triggers that `state` allows, with its load-balancer guard applied."""
-    guard_passes = {WITH_LB: has_load_balancer, WITHOUT_LB: not has_load_balancer}
+def allowed_triggers(
+    state: str, *, has_load_balancer: bool, unassigning: bool = False, traffic_kept: bool = False
+) -> tuple[str, ...]:
+    """The triggers that `state` allows, with its guards applied."""
+    skips = skip_reason(
+        state,
+        has_load_balancer=has_load_balancer,
+        unassigning=unassigning,
+        traffic_kept=traffic_kept,
+    ) is not None and not (state in LOAD_BALANCER_STATES and not has_load_balancer)
+    guard_passes = {WITH_LB: has_load_balancer, WITHOUT_LB: not has_load_balancer, SKIPS: skips}
     return tuple(
         dict.fromkeys(
             t["trigger"]
@@ -244,12 +278,36 @@ def failure_trigger(state: str) -> str:
     return ROLLBACK_FAILED if state == ROLLING_BACK_STATE else FAIL_TRIGGER
 
 
-def success_trigger(state: str, *, has_load_balancer: bool) -> str:
+def skip_reason(
+    state: str, *, has_load_balancer: bool, unassigning: bool = False, traffic_kept: bool = False
+) -> str | None:
+    """Why `state`'s step is skipped in a deploy with these facts; None if it is performed.
+
+    An unassignment always leaves the load balancer (it runs nothing afterwards), so
+    `traffic_kept` never applies to one.
+    """
+    if state in LOAD_BALANCER_STATES and not has_load_balancer:
+        return "the service has no load balancer"
+    if unassigning and state == State.STARTING:
+        return "assigned no revision: nothing to start"
+    if unassigning and state == State.REGISTERING:
+        return "assigned no revision: the instance stays out of the load balancer"
+    if traffic_kept and not unassigning and state in LOAD_BALANCER_STATES:
+        return "no unit that serves traffic changes: the instance stays in the load balancer"
+    return None
+
+
+def success_trigger(
+    state: str, *, has_load_balancer: bool, unassigning: bool = False, traffic_kept: bool = False
+) -> str:
     """The trigger to fire once `state`'s step has succeeded (or was skipped)."""
     if state not in SUCCESS_TRIGGER:
         raise InvalidTransition(state, "<success>", has_load_balancer=has_load_balancer)
     if state in LOAD_BALANCER_STATES and not has_load_balancer:
         return LB_SKIPPED
+    facts = {"unassigning": unassigning, "traffic_kept": traffic_kept}
+    if skip_reason(state, has_load_balancer=has_load_balancer, **facts) is not None:
+        return SKIPPED_TRIGGER
     return SUCCESS_TRIGGER[state]
 
 
@@ -268,19 +326,23 @@ def outcome(*, failed: bool, rollback_failed: bool) -> Outcome:
     return Outcome.FAILED if rollback_failed else Outcome.ROLLED_BACK
 
 
-def rollback_work(failed_in: str | None, *, has_load_balancer: bool) -> RollbackWork:
+def rollback_work(
+    failed_in: str | None, *, has_load_balancer: bool, traffic_kept: bool = False
+) -> RollbackWork:
     """What to undo after a failure in `failed_in`.
 
     Steps before `stopping` touched no unit; steps before `deregistering` did not take the
-    instance out of the load balancer (a failure *in* deregistering may already have). A
-    state that is unknown here (a lost history, or an older definition) gets everything
-    undone: every rollback step is idempotent, so doing too much is safe.
+    instance out of the load balancer (a failure *in* deregistering may already have), and
+    a deploy that kept its traffic never took it out. A state that is unknown here (a lost
+    history, or an older definition) gets everything undone: every rollback step is
+    idempotent, so doing too much is safe.
     """
+    in_balancer = has_load_balancer and not traffic_kept
     if failed_in not in WORKING_STATES:
-        return RollbackWork(restore_units=True, reregister=has_load_balancer)
+        return RollbackWork(restore_units=True, reregister=in_balancer)
     return RollbackWork(
         restore_units=failed_in not in UNITS_UNTOUCHED_STATES,
-        reregister=has_load_balancer and failed_in not in LB_UNTOUCHED_STATES,
+        reregister=in_balancer and failed_in not in LB_UNTOUCHED_STATES,
     )
 
 
@@ -301,6 +363,8 @@ class DeployMachine:
         has_load_balancer: bool,
         failed_in: str | None = None,
         rollback_failed: bool = False,
+        unassigning: bool = False,
+        traffic_kept: bool = False,
     ) -> None:
         if state not in STATES:
             raise CannotResume(MACHINE_VERSION, state)
@@ -309,6 +373,8 @@ class DeployMachine:
         if rollback_failed and (failed_in is None or state not in (UNLOCKED_STATE, DONE_STATE)):
             raise ValueError("only a failed deploy past rolling_back can have a failed rollback")
         self._has_load_balancer = has_load_balancer
+        self._unassigning = unassigning
+        self._traffic_kept = traffic_kept
         self._failed_in = failed_in
         self._failed = failed_in is not None or state in FAILURE_STATES
         self._rollback_failed = rollback_failed
@@ -330,6 +396,8 @@ class DeployMachine:
         has_load_balancer: bool,
         failed_in: str | None = None,
         rollback_failed: bool = False,
+        unassigning: bool = False,
+        traffic_kept: bool = False,
     ) -> DeployMachine:
         """The machine at a checkpoint's state; `CannotResume` if this definition can't.
 
@@ -342,6 +410,8 @@ class DeployMachine:
             has_load_balancer=has_load_balancer,
             failed_in=failed_in,
             rollback_failed=rollback_failed,
+            unassigning=unassigning,
+            traffic_kept=traffic_kept,
         )
 
     # --- guards and the facts noted on the way -------------------------------------------
@@ -351,6 +421,31 @@ class DeployMachine:
 
     def lacks_load_balancer(self) -> bool:
         return not self._has_load_balancer
+
+    def skips_step(self) -> bool:
+        """The guard of `skipped`: this deploy's facts skip the current state's step (the
+        load-balancer states of a service without one are left by `lb_skipped`)."""
+        lb_skip = self.state in LOAD_BALANCER_STATES and not self._has_load_balancer
+        return self.skip_reason is not None and not lb_skip
+
+    def note_traffic_kept(self, kept: bool) -> None:
+        """The fact `pending`'s step decides (which units change); fixed from then on."""
+        if self.state != INITIAL_STATE:
+            raise ValueError("whether traffic is kept is decided in pending, and only there")
+        self._traffic_kept = kept
+
+    @property
+    def skip_reason(self) -> str | None:
+        """Why the current state's step is skipped; None if the engine performs it."""
+        return skip_reason(self.state, **self._facts)
+
+    @property
+    def _facts(self) -> dict[str, bool]:
+        return {
+            "has_load_balancer": self._has_load_balancer,
+            "unassigning": self._unassigning,
+            "traffic_kept": self._traffic_kept,
+        }
 
     def _note_failure(self) -> None:
         self._failed = True
@@ -376,7 +471,11 @@ class DeployMachine:
         """What `rolling_back` has to undo; None while nothing has failed."""
         if not self._failed:
             return None
-        return rollback_work(self._failed_in, has_load_balancer=self._has_load_balancer)
+        return rollback_work(
+            self._failed_in,
+            has_load_balancer=self._has_load_balancer,
+            traffic_kept=self._traffic_kept and not self._unassigning,
+        )
 
     @property
     def working(self) -> bool:
@@ -401,7 +500,7 @@ class DeployMachine:
 
     @property
     def allowed_triggers(self) -> tuple[str, ...]:
-        return allowed_triggers(self.state, has_load_balancer=self._has_load_balancer)
+        return allowed_triggers(self.state, **self._facts)
 
     @property
     def finished(self) -> bool:
@@ -430,7 +529,7 @@ class DeployMachine:
         """Move on from the current state's step as `result` says; return the new state."""
         if result is StepResult.FAILED:
             return self.fire(failure_trigger(self.state))
-        return self.fire(success_trigger(self.state, has_load_balancer=self._has_load_balancer))
+        return self.fire(success_trigger(self.state, **self._facts))
 
 
 def sources(transition: Mapping[str, Any]) -> list[str]:

@@ -51,6 +51,7 @@ def count_failures(
         if (
             deploy.outcome in FAILED_OUTCOMES
             and deploy.created_at >= since
+            and deploy.to_revision is not None  # an unassignment spends no revision
             and weights.get(deploy.to_revision, 0) > 0
         ):
             counts[deploy.to_revision] = counts.get(deploy.to_revision, 0) + 1

@@ -8,7 +8,7 @@ from typing import Any
 
 from flotilla.adapters.items import common
 from flotilla.adapters.items.common import Item
-from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition
+from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition, UnitPlan
 from flotilla.machines.deploy import State
 
 DEPLOY_SCHEMA = 1
@@ -40,7 +40,32 @@ def deploy_to_item(checkpoint: DeployCheckpoint) -> Item:
         "error": checkpoint.error,
         "rollback_error": checkpoint.rollback_error,
         "history": [_transition_to_item(t) for t in checkpoint.history],
+        # Machine version 2 on; still schema 1: an older reader ignores it (and refuses
+        # the machine version).
+        **({} if checkpoint.units is None else {"units": _plan_to_item(checkpoint.units)}),
     }
+
+
+def _plan_to_item(plan: UnitPlan) -> Item:
+    return {
+        "before": dict(plan.before),
+        "after": dict(plan.after),
+        "changed": list(plan.changed),
+        "removed": list(plan.removed),
+        "traffic_kept": plan.traffic_kept,
+    }
+
+
+def _plan_from_item(item: Mapping[str, Any] | None) -> UnitPlan | None:
+    if item is None:
+        return None
+    return UnitPlan(
+        before={str(k): str(v) for k, v in item["before"].items()},
+        after={str(k): str(v) for k, v in item["after"].items()},
+        changed=tuple(str(u) for u in item["changed"]),
+        removed=tuple(str(u) for u in item["removed"]),
+        traffic_kept=bool(item["traffic_kept"]),
+    )
 
 
 def _transition_to_item(transition: Transition) -> Item:
@@ -51,6 +76,7 @@ def _transition_to_item(transition: Transition) -> Item:
         "attempt": transition.attempt,
         "error": transition.error,
         "skipped": transition.skipped,
+        **({} if transition.skip_reason is None else {"skip_reason": transition.skip_reason}),
         "resumed": transition.resumed,
         "span_id": transition.span_id,
     }
@@ -67,6 +93,7 @@ def _transition_from_item(item: Mapping[str, Any]) -> Transition:
         attempt=int(item["attempt"]),
         error=common.optional_str(item.get("error")),
         skipped=bool(item.get("skipped", False)),
+        skip_reason=common.optional_str(item.get("skip_reason")),
         resumed=bool(item.get("resumed", False)),
         span_id=common.optional_str(item.get("span_id")),
     )
@@ -93,7 +120,7 @@ def deploy_from_item(item: Mapping[str, Any]) -> DeployCheckpoint:
             service=str(item["service"]),
             instance_id=str(item["instance_id"]),
             from_revision=common.optional_str(item.get("from_revision")),
-            to_revision=str(item["to_revision"]),
+            to_revision=common.optional_str(item.get("to_revision")),
             state=str(item["state"]),
             machine_version=int(item["machine_version"]),
             created_at=created,
@@ -113,6 +140,7 @@ def deploy_from_item(item: Mapping[str, Any]) -> DeployCheckpoint:
             error=common.optional_str(item.get("error")),
             rollback_error=common.optional_str(item.get("rollback_error")),
             history=history,
+            units=_plan_from_item(item.get("units")),
         )
 
     return common.read("deploy", item, build)

@@ -169,7 +169,7 @@ class RolloutView:
 
     def revision_text(self, revision: str | None) -> str:
         """`v2 (79dc6ef59467)`, or the id's first 12 characters when no label is known."""
-        if revision is None:
+        if not revision:  # None, or "" (an unassignment's target)
             return "none"
         label = self.labels.get(revision)
         return f"{label} ({revision[:12]})" if label else revision[:12]
@@ -256,7 +256,7 @@ def row_from_checkpoint(checkpoint: DeployCheckpoint) -> DeployRow:
         instance_id=checkpoint.instance_id,
         service=checkpoint.service,
         from_revision=checkpoint.from_revision,
-        to_revision=checkpoint.to_revision,
+        to_revision=checkpoint.to_revision or "",  # "": an unassignment, as in its spans
         trace_id=trace_id_of(checkpoint.trace_parent),
         outcome=str(checkpoint.outcome) if checkpoint.outcome is not None else RUNNING,
         segments=tuple(segments),

@@ -17,6 +17,8 @@ an item it did not write is evidence, not something to repair.
 from __future__ import annotations
 
 import logging
+from enum import Enum
+from typing import Final
 
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.deploy import telemetry
@@ -48,12 +50,20 @@ def check_instance(instance: Instance, *, service: str, instance_id: str) -> Non
         )
 
 
+class _Unchecked(Enum):
+    TARGET = "any target"
+
+
+# `to_revision` not checked (None is a target too: an unassignment's).
+ANY_TARGET: Final = _Unchecked.TARGET
+
+
 def check_checkpoint(
     checkpoint: DeployCheckpoint,
     *,
     service: str,
     instance_id: str,
-    to_revision: str | None = None,
+    to_revision: str | _Unchecked | None = ANY_TARGET,
 ) -> None:
     """An existing checkpoint is adopted only if it is this agent's deploy: its service, its
     instance and (for a new assignment's id) the assigned revision."""
@@ -61,7 +71,7 @@ def check_checkpoint(
         ("service", checkpoint.service, service),
         ("instance_id", checkpoint.instance_id, instance_id),
     ]
-    if to_revision is not None:
+    if to_revision is not ANY_TARGET:
         pairs.append(("to_revision", checkpoint.to_revision, to_revision))
     differences = _differences(pairs)
     if not checkpoint.id.startswith(f"{instance_id}."):

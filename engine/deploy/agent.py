@@ -284,8 +284,9 @@ class Agent:
         # A wake-up means the scheduler has just written: read the latest. A periodic look
         # may read a moment-old item, for half the price.
         instance = self.store.get_instance(self.settings.instance_id, consistent=self._woken)
-        target = instance.assigned_revision
-        if target is None or target == instance.current_revision:
+        # Assigned none while running a revision is a deploy too: an unassignment, which
+        # leaves the load balancer and stops and removes every unit (machines/deploy.py).
+        if instance.assigned_revision == instance.current_revision:
             return
         deploy_id = deploy_id_for(instance)
         if deploy_id in self._finished or deploy_id in self._refused:

@@ -23,13 +23,13 @@ from typing import Protocol, TypeVar
 
 from opentelemetry import trace
 
-from flotilla.engine import units
 from flotilla.engine.checkpoint import DeployCheckpoint, Transition
 from flotilla.engine.deploy import adoption, telemetry
+from flotilla.engine.deploy.reporting import report_finished
 from flotilla.engine.deploy.retry import with_retries
 from flotilla.engine.deploy.steps import STEPS, Advance, Ports, StepFailed, Steps, StepSettings
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, FlotillaError
-from flotilla.engine.ports import Event, EventQueue
+from flotilla.engine.ports import EventQueue
 from flotilla.engine.records import Instance, Service, deploy_id_for
 from flotilla.machines import deploy as machine
 from flotilla.machines.deploy import DeployMachine, StepResult
@@ -101,8 +101,8 @@ class DeployRunner:
         checkpoint is created already past it, in `locking`: creating it is the one
         conditional write of that transition, so a deploy costs no separate write for it.
         """
-        if instance.assigned_revision is None:
-            raise FlotillaError(f"instance {instance.id} has no assignment to deploy")
+        if instance.assigned_revision is None and instance.current_revision is None:
+            raise FlotillaError(f"instance {instance.id} has no assignment and runs nothing")
         adoption.check_instance(instance, service=service.name, instance_id=instance.id)
         ports = self.ports_for(service)
         deploy_id = deploy_id_for(instance)
@@ -122,7 +122,10 @@ class DeployRunner:
         checkpoint = dataclasses.replace(
             checkpoint, trace_parent=telemetry.start_trace("deploy", _attributes(checkpoint))
         )
-        deploy = DeployMachine(has_load_balancer=service.load_balancer is not None)
+        deploy = DeployMachine(
+            has_load_balancer=service.load_balancer is not None,
+            unassigning=checkpoint.unassigning,
+        )
         steps = self._steps(ports, service, deploy_id)
         try:
             created = self._step(ports, steps, deploy, checkpoint, create=True)
@@ -166,6 +169,8 @@ class DeployRunner:
                 has_load_balancer=service.load_balancer is not None,
                 failed_in=checkpoint.failed_in,
                 rollback_failed=checkpoint.rollback_error is not None,
+                unassigning=checkpoint.unassigning,
+                traffic_kept=checkpoint.traffic_kept,
             )
         except machine.CannotResume as cannot:
             raise FlotillaError(f"deploy {deploy_id}: {cannot}") from cannot
@@ -191,8 +196,9 @@ class DeployRunner:
         ports = self.ports_for(service)
         if current is None:
             return False
-        owned = _retried(ports, ports.runtime.owned_units)
-        if any(units.belongs_to(name, current) for name in owned):
+        # Any owned unit means they were not wiped: a deploy may keep units of earlier
+        # revisions under their names (engine/unit_plan.py), so none may be `current`'s own.
+        if _retried(ports, ports.runtime.owned_units):
             return False
         # Not a deploy: no slot is ever taken under this owner.
         steps = self._steps(ports, service, f"restore/{instance.id}")
@@ -258,8 +264,12 @@ class DeployRunner:
         with telemetry.child_span(checkpoint.trace_parent, f"deploy.{state}", attributes) as span:
             self.fault("before-step", state)
             reason: str | None = None
+            skip = deploy.skip_reason  # the machine's word: this step is not performed
             try:
-                advance = self._perform(ports, steps, deploy, checkpoint, attempt)
+                if skip is not None:
+                    advance = Advance(result=StepResult.SKIPPED)
+                else:
+                    advance = self._perform(ports, steps, deploy, checkpoint, attempt)
             except StepFailed as failed:
                 reason = failed.message
             except FlotillaError as failed:
@@ -318,15 +328,21 @@ class DeployRunner:
         # The reason is the deploy's error, or, in the rollback, why the rollback failed.
         rolling_back = deploy.rolling_back
         error, rollback_error = (None, reason) if rolling_back else (reason, None)
+        skip_reason = deploy.skip_reason if advance.skipped else None
+        if advance.units is not None and checkpoint.units is None:
+            deploy.note_traffic_kept(advance.units.traffic_kept)
         new_state = deploy.advance(advance.result)
         span_id = telemetry.span_id_of(span)
         if advance.skipped:  # e.g. load-balancer states of a service without one
-            span.set_attribute("flotilla.skipped", True)
+            telemetry.mark_skipped(span, skip_reason)
+        if advance.units is not None and checkpoint.units is None:
+            telemetry.mark_unit_plan(span, advance.units)
         closed = dataclasses.replace(
             checkpoint.history[-1],
             ended_at=now,
             error=reason,
             skipped=advance.skipped,
+            skip_reason=skip_reason,
             span_id=span_id,
         )
         history = (*checkpoint.history[:-1], closed)
@@ -345,6 +361,7 @@ class DeployRunner:
             rollback_error=checkpoint.rollback_error or rollback_error,
             outcome=deploy.outcome if deploy.finished else None,
             history=history,
+            units=checkpoint.units or advance.units,
         )
         if create:  # the first write: the checkpoint does not exist yet
             stored = _retried(ports, lambda: ports.store.create_deploy(updated))
@@ -361,21 +378,8 @@ class DeployRunner:
         return stored
 
     def _report(self, checkpoint: DeployCheckpoint) -> None:
-        if self.events is None:
-            return
-        kind = "deploy_finished" if checkpoint.error is None else "deploy_failed"
-        detail = {
-            "deploy_id": checkpoint.id,
-            "instance_id": checkpoint.instance_id,
-            "revision": checkpoint.to_revision,
-            "outcome": str(checkpoint.outcome),
-            "reason": checkpoint.error or "",
-        }
-        try:
-            self.events.send(Event(kind, checkpoint.service, detail))
-        except FlotillaError as unsent:
-            # The scheduler also reads outcomes from the checkpoints on its timer.
-            log.warning("could not report the end of deploy %s: %s", checkpoint.id, unsent.message)
+        if self.events is not None:
+            report_finished(self.events, checkpoint)
 
 
 def _retried(ports: Ports, call: Callable[[], T]) -> T:

@@ -6,84 +6,43 @@ stopping a stopped unit, starting an active unit, releasing a released lock: all
 A step returns an `Advance` (whether it succeeded or was skipped, plus what to remember
 in the checkpoint); a step that fails for good raises `StepFailed` with the reason.
 `STEPS` maps every state of the machine that has a step to the method performing it.
+
+Since machine version 2 a deploy decides in `pending` which units change (a `UnitPlan`,
+engine/unit_plan.py) and touches only those: `stopping` stops what the target does not
+keep, `starting` installs the target with the kept units under the names they run under
+and starts only the new ones, and a rollback restores exactly the previous set. A version 1
+checkpoint has no plan and runs as it did: every unit of the target under its own name.
+An unassignment (`to_revision` None) stops and removes every owned unit.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final, TypeVar
 
 from flotilla.engine import units as unit_names
 from flotilla.engine.activation import plan_activation, settle
-from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef
-from flotilla.engine.clock import Clock
+from flotilla.engine.checkpoint import DeployCheckpoint, UnitPlan
 from flotilla.engine.deploy.adoption import check_revision
 from flotilla.engine.deploy.errors import StepFailed
 from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
 from flotilla.engine.deploy.slots import DeploySlot
+from flotilla.engine.deploy.step_records import SKIPPED, Advance, Ports, StepSettings
 from flotilla.engine.deploy.telemetry import call_span
 from flotilla.engine.errors import UnitFailedError
 from flotilla.engine.ports import (
-    LoadBalancer,
-    LockService,
-    SecretBox,
-    StateStore,
     TargetState,
-    UnitRuntime,
 )
-from flotilla.engine.records import CurrentRevision, Lease, Revision, Service
+from flotilla.engine.records import CurrentRevision, Revision, Service
 from flotilla.engine.revisions import binding_for
+from flotilla.engine.unit_plan import plan_units, running_names
 from flotilla.machines import deploy as machine
-from flotilla.machines.deploy import State, StepResult
+from flotilla.machines.deploy import State
 
 T = TypeVar("T")
 
-__all__ = ["STEPS", "Advance", "Ports", "StepFailed", "StepSettings", "Steps"]
-
-
-@dataclass(frozen=True)
-class Advance:
-    """What a step reports: it succeeded, was skipped (a load-balancer state of a service
-    without one) or failed; the machine maps that to its trigger. The rest is recorded
-    in the checkpoint."""
-
-    result: StepResult = StepResult.SUCCEEDED
-    lease: LeaseRef | None = None
-    # The instance's current revision, written atomically with the checkpoint.
-    current: CurrentRevision | None = None
-    # The slot to free with the checkpoint, in the same write.
-    release: Lease | None = None
-    clear_lease: bool = False
-    deadlines: dict[str, datetime] = field(default_factory=dict)
-
-    @property
-    def skipped(self) -> bool:
-        return self.result is StepResult.SKIPPED
-
-
-SKIPPED: Final = Advance(result=StepResult.SKIPPED)
-
-
-@dataclass(frozen=True)
-class StepSettings:
-    lease: timedelta = timedelta(seconds=120)
-    # The longest sleep between two polls of a wait: short enough that the leases renewed
-    # from inside waits (this deploy's slot, the agent's own lock) never lapse in between.
-    max_poll_seconds: float = 5.0
-    rollback_health_timeout: timedelta = timedelta(minutes=5)
-    overall_timeout: timedelta = timedelta(minutes=30)
-
-
-@dataclass
-class Ports:
-    store: StateStore
-    locks: LockService
-    runtime: UnitRuntime
-    secrets: SecretBox
-    load_balancer: LoadBalancer | None
-    clock: Clock
+__all__ = ["SKIPPED", "STEPS", "Advance", "Ports", "StepFailed", "StepSettings", "Steps"]
 
 
 class Steps:
@@ -152,7 +111,35 @@ class Steps:
 
     def pending(self, checkpoint: DeployCheckpoint) -> Advance:
         overall = self._deadline(checkpoint, "overall", self.settings.overall_timeout)
-        return Advance(deadlines={"overall": overall})
+        plan = checkpoint.units
+        if plan is None and checkpoint.machine_version >= 2:
+            plan = self._plan(checkpoint)
+        return Advance(deadlines={"overall": overall}, units=plan)
+
+    def _plan(self, checkpoint: DeployCheckpoint) -> UnitPlan:
+        """Which units change: both revisions fetched, verified and their environments
+        opened here, in memory; only names are kept (engine/unit_plan.py)."""
+        before: dict[str, str] = {}
+        from_units: dict[str, str] = {}
+        from_environments: dict[str, dict[str, str]] = {}
+        if checkpoint.from_revision is not None:
+            previous = self._revision(checkpoint.from_revision)
+            owned = self.call("runtime.owned_units", self.ports.runtime.owned_units)
+            before = running_names(owned, previous.units, previous.id)
+            from_units, from_environments = dict(previous.units), self._environments(previous)
+        to_units: dict[str, str] = {}
+        to_environments: dict[str, dict[str, str]] = {}
+        if checkpoint.to_revision is not None:
+            target = self._revision(checkpoint.to_revision)
+            to_units, to_environments = dict(target.units), self._environments(target)
+        return plan_units(
+            before=before,
+            from_units=from_units,
+            from_environments=from_environments,
+            to_revision=checkpoint.to_revision,
+            to_units=to_units,
+            to_environments=to_environments,
+        )
 
     def locking(self, checkpoint: DeployCheckpoint) -> Advance:
         return Advance(lease=self.slot.take(checkpoint))
@@ -186,25 +173,36 @@ class Steps:
         self.keep_lease()
         # The target is fetched and verified before anything is stopped: a tampered
         # revision fails the deploy while the old units still run.
-        self._revision(checkpoint.to_revision)
-        self._stop_all_but(checkpoint.to_revision)
+        if checkpoint.to_revision is not None:
+            self._revision(checkpoint.to_revision)
+        plan = checkpoint.units
+        if plan is not None:
+            self._stop_all_but(keep=set(plan.after.values()))
+        else:
+            self._stop_all_but(revision=checkpoint.to_revision)
         return Advance()
 
-    def _stop_all_but(self, keep_revision: str | None) -> None:
+    def _stop_all_but(self, *, keep: set[str] | None = None, revision: str | None = None) -> None:
+        """Stop and remove every owned unit except `keep` (installed names) or, without a
+        plan, except the units named after `revision`."""
         runtime = self.ports.runtime
         owned = self.call("runtime.owned_units", runtime.owned_units)
-        doomed = [
-            name
-            for name in owned
-            if keep_revision is None or not unit_names.belongs_to(name, keep_revision)
-        ]
+        if keep is None:
+            keep = {n for n in owned if revision and unit_names.belongs_to(n, revision)}
+        doomed = [name for name in owned if name not in keep]
         if doomed:
             self.call("runtime.stop", lambda: runtime.stop(doomed))
             self.call("runtime.remove", lambda: runtime.remove(doomed))
 
     def starting(self, checkpoint: DeployCheckpoint) -> Advance:
         self.keep_lease()
-        self.start_revision(checkpoint.to_revision)
+        if checkpoint.to_revision is None:
+            raise StepFailed("an unassignment has nothing to start")  # the machine skips it
+        plan = checkpoint.units
+        if plan is None:
+            self.start_revision(checkpoint.to_revision)
+        else:
+            self.start_revision(checkpoint.to_revision, names=plan.after, only=plan.start)
         health = timedelta(seconds=self.service.health_timeout_seconds)
         return Advance(deadlines={"health": self._deadline(checkpoint, "health", health)})
 
@@ -220,36 +218,59 @@ class Steps:
             self._revisions[revision_id] = revision
         return self._revisions[revision_id]
 
-    def start_revision(self, revision_id: str) -> None:
+    def _environments(self, revision: Revision) -> dict[str, dict[str, str]]:
+        """The revision's environments, opened in memory (secret: never kept or logged)."""
+        if revision.environment is None:
+            return {}
+        sealed = revision.environment
+        binding = binding_for(revision)
+        return self.call(
+            "secrets.open", lambda: self.ports.secrets.open(self.service.name, sealed, binding)
+        )
+
+    def start_revision(
+        self,
+        revision_id: str,
+        *,
+        names: Mapping[str, str] | None = None,
+        only: Sequence[str] | None = None,
+    ) -> None:
         """Install, start (the runtime returns once the units settled), and check that the
-        units run well through the service's settle period."""
+        units run well through the service's settle period. `names` keeps units under the
+        installed names they already run under (a plan's) and `only` (installed names)
+        starts just the changed ones: a kept oneshot is not run again."""
         revision = self._revision(revision_id)
-        environments: dict[str, dict[str, str]] = {}
-        if revision.environment is not None:
-            sealed = revision.environment
-            binding = binding_for(revision)
-            environments = self.call(
-                "secrets.open",
-                lambda: self.ports.secrets.open(self.service.name, sealed, binding),
-            )
+        environments = self._environments(revision)
         runtime = self.ports.runtime
         self.call(
-            "runtime.install", lambda: runtime.install(revision.id, revision.units, environments)
+            "runtime.install",
+            lambda: runtime.install(revision.id, revision.units, environments, names),
         )
-        plan = plan_activation(revision.units)
-        to_start = [unit_names.installed_name(name, revision.id) for name in plan.start]
+        installed = _installed(revision, names)
+        to_start = [
+            installed[name]
+            for name in plan_activation(revision.units).start
+            if only is None or installed[name] in only
+        ]
         try:
             self.call("runtime.start", lambda: runtime.start(to_start))
-            self._require_well(revision, settle_seconds=self.service.settle_seconds)
+            self._require_well(revision, names, settle_seconds=self.service.settle_seconds)
         except UnitFailedError as failed:
             raise StepFailed(failed.message) from failed
 
-    def _require_well(self, revision: Revision, *, settle_seconds: float | None = None) -> None:
+    def _require_well(
+        self,
+        revision: Revision,
+        names: Mapping[str, str] | None = None,
+        *,
+        settle_seconds: float | None = None,
+    ) -> None:
         """Every started unit running well (active, or a oneshot done with success); just
         after starting (`settle_seconds` given), staying so through the settle period. The
         one settle loop, keeping the lease alive between looks."""
         plan = plan_activation(revision.units)
-        installed = {unit_names.installed_name(name, revision.id): name for name in plan.start}
+        every = _installed(revision, names)
+        installed = {every[name]: name for name in plan.start}
         starting = settle_seconds is not None
         settle(
             list(installed),
@@ -272,12 +293,15 @@ class Steps:
         return Advance()
 
     def healthy(self, checkpoint: DeployCheckpoint) -> Advance:
+        if checkpoint.to_revision is None:
+            return self._nothing_left(checkpoint)
         balancer = self.ports.load_balancer
+        plan = checkpoint.units
         try:
-            self._require_well(self._revision(checkpoint.to_revision))
+            self._require_well(self._revision(checkpoint.to_revision), plan.after if plan else None)
         except UnitFailedError as failed:
             raise StepFailed(failed.message) from failed
-        if balancer is not None:
+        if balancer is not None and not checkpoint.traffic_kept:
             health = timedelta(seconds=self.service.health_timeout_seconds)
             self.wait(
                 "the load balancer's health check",
@@ -289,6 +313,13 @@ class Steps:
             )
         # Recorded with this state's checkpoint, in the same write.
         return Advance(current=CurrentRevision(checkpoint.instance_id, checkpoint.to_revision))
+
+    def _nothing_left(self, checkpoint: DeployCheckpoint) -> Advance:
+        """An unassignment is healthy once no unit Flotilla owns is left on the instance."""
+        left = self.call("runtime.owned_units", self.ports.runtime.owned_units)
+        if left:
+            raise StepFailed(f"units still installed after stopping: {', '.join(left)}")
+        return Advance(current=CurrentRevision(checkpoint.instance_id, None))
 
     def unlocked(self, checkpoint: DeployCheckpoint) -> Advance:
         # The held slot is freed by the checkpoint that records it, in the same write.
@@ -302,12 +333,21 @@ class Steps:
         units back to the previous revision, and the instance back in the load balancer if
         it may have left it."""
         work = machine.rollback_work(
-            checkpoint.failed_in, has_load_balancer=self.service.load_balancer is not None
+            checkpoint.failed_in,
+            has_load_balancer=self.service.load_balancer is not None,
+            traffic_kept=checkpoint.traffic_kept,
         )
+        plan = checkpoint.units
         if work.restore_units:
-            self._stop_all_but(checkpoint.from_revision)
+            if plan is not None:  # exactly the previous set, under the names it ran under
+                self._stop_all_but(keep=set(plan.before.values()))
+            else:
+                self._stop_all_but(revision=checkpoint.from_revision)
             if checkpoint.from_revision is not None:
-                self.start_revision(checkpoint.from_revision)
+                if plan is None:
+                    self.start_revision(checkpoint.from_revision)
+                else:
+                    self.start_revision(checkpoint.from_revision, names=plan.before, only=plan.stop)
         balancer = self.ports.load_balancer
         if balancer is not None and work.reregister:
             self.call("lb.register", lambda: balancer.register(checkpoint.instance_id))
@@ -326,6 +366,14 @@ class Steps:
                 current=CurrentRevision(checkpoint.instance_id, checkpoint.from_revision)
             )
         return Advance()
+
+
+def _installed(revision: Revision, names: Mapping[str, str] | None) -> dict[str, str]:
+    """Each unit of the revision → its installed name (a plan's, else the revision's own)."""
+    return {
+        unit: (names or {}).get(unit) or unit_names.installed_name(unit, revision.id)
+        for unit in revision.units
+    }
 
 
 # The step each state performs: the machine decides which state comes next, this table

@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from flotilla.engine.checkpoint import DeployCheckpoint
+from flotilla.engine.checkpoint import DeployCheckpoint, UnitPlan
 
 _propagator = TraceContextTextMapPropagator()
 Attributes = Mapping[str, str | int | bool | float]
@@ -93,6 +93,20 @@ def flush() -> None:
         force_flush(5000)
 
 
+def mark_skipped(span: trace.Span, reason: str | None) -> None:
+    """A state whose step was not performed, and why (the machine's words)."""
+    span.set_attribute("flotilla.skipped", True)
+    if reason is not None:
+        span.set_attribute("flotilla.skip_reason", reason)
+
+
+def mark_unit_plan(span: trace.Span, plan: UnitPlan) -> None:
+    """Which units the deploy replaces (names only: a plan holds nothing secret)."""
+    span.set_attribute("flotilla.units_changed", ",".join(plan.changed))
+    span.set_attribute("flotilla.units_removed", ",".join(plan.removed))
+    span.set_attribute("flotilla.traffic_kept", plan.traffic_kept)
+
+
 def deploy_attributes(checkpoint: DeployCheckpoint) -> dict[str, str | int | bool | float]:
     """Span attributes: identifiers only, never an environment value."""
     return {
@@ -100,7 +114,7 @@ def deploy_attributes(checkpoint: DeployCheckpoint) -> dict[str, str | int | boo
         "flotilla.instance": checkpoint.instance_id,
         "flotilla.deploy": checkpoint.id,
         "flotilla.from_revision": checkpoint.from_revision or "",
-        "flotilla.to_revision": checkpoint.to_revision,
+        "flotilla.to_revision": checkpoint.to_revision or "",
         "flotilla.state": checkpoint.state,
     }
 

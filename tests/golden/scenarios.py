@@ -8,7 +8,13 @@ checkpoint as this version writes it there; `record.py` saves it, and the replay
 in place of the one the current code wrote, and lets the current runner finish it.
 
 Every step state of the machine is covered by at least one scenario, and the replay test
-checks that: a new state needs a new golden checkpoint.
+checks that: a new state needs a new golden checkpoint. A scenario added with a later
+machine version (`since`) is recorded in that version's folder and the ones after it.
+
+The `upgrade` scenarios assign a revision with the same content as `v1`, which is the same
+revision (ids are content hashes): from machine version 2 on, nothing changes, and the
+load-balancer states are skipped. `change` replaces the unit (drained and restarted) and
+`unassign` assigns no revision (deregistered, stopped and removed).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 from flotilla.engine.checkpoint import Outcome
 from flotilla.machines.deploy import State
-from tests.support.cluster import BROKEN, Cluster
+from tests.support.cluster import BROKEN, SLEEPER, Cluster
 
 GOLDEN = Path(__file__).parent / "checkpoints"
 INSTANCE = "i-1"
@@ -34,23 +40,36 @@ class Crash(BaseException):
 class Scenario:
     name: str
     with_load_balancer: bool
-    target: str  # "v2", or "broken" (its unit exits at once)
+    target: str  # "v2", "broken" (its unit exits at once), "changed" (another unit), "none"
     never_healthy: bool  # the load balancer never passes the instance (rollback fails too)
     outcome: Outcome  # how the deploy ends once resumed
     crash_states: tuple[str, ...]  # the states a checkpoint is recorded in
+    since: int = 1  # the first machine version recorded with it
+    until: int | None = None  # the last, if a later version no longer meets it
+
+    def recorded_in(self, folder: str) -> bool:
+        """Whether a folder (`machine-v<N>[-…]`) holds this scenario's checkpoints."""
+        version = int(folder.removeprefix("machine-v").partition("-")[0])
+        return self.since <= version <= (self.until or version)
 
     def world(self, root: Path) -> Cluster:
         """The cluster with v1 deployed and the scenario's target assigned."""
         cluster = Cluster(root, with_load_balancer=self.with_load_balancer)
         v1 = cluster.revision("v1")
-        broken = self.target == "broken"
-        target = cluster.revision(self.target, unit=BROKEN) if broken else cluster.revision("v2")
+        units = {"broken": BROKEN, "changed": SLEEPER.replace("600", "601")}
         cluster.instance(INSTANCE)
         cluster.assign(INSTANCE, v1)
         cluster.deploy(INSTANCE)
         if self.never_healthy:
             cluster.lb.never_healthy(INSTANCE)
-        cluster.assign(INSTANCE, target)
+        if self.target == "none":
+            current = cluster.store.get_instance(INSTANCE)
+            cluster.store.set_assignment(
+                INSTANCE, None, expected_version=current.assignment_version
+            )
+        else:
+            target = cluster.revision(self.target, unit=units.get(self.target, SLEEPER))
+            cluster.assign(INSTANCE, target)
         return cluster
 
     def stop_in(self, cluster: Cluster, state: str) -> str:
@@ -91,7 +110,13 @@ SCENARIOS = (
         Outcome.ROLLED_BACK,
         (State.FAILED, State.ROLLING_BACK, State.UNLOCKED),
     ),
-    Scenario("unhealthy", True, "v2", True, Outcome.FAILED, (State.UNLOCKED,)),
+    # Until version 2 this redeploy of the same revision (nothing changes) left the
+    # load balancer; since then it stays in service: `unhealthy-change` takes its place.
+    Scenario("unhealthy", True, "v2", True, Outcome.FAILED, (State.UNLOCKED,), until=1),
+    Scenario("unhealthy-change", True, "changed", True, Outcome.FAILED, (State.UNLOCKED,), since=2),
+    Scenario("change", True, "changed", False, Outcome.SUCCEEDED, _HAPPY[1:], since=2),
+    Scenario("unassign", True, "none", False, Outcome.SUCCEEDED, _HAPPY[1:], since=2),
+    Scenario("unassign-without-lb", False, "none", False, Outcome.SUCCEEDED, _HAPPY[1:], since=2),
 )
 
 

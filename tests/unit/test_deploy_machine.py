@@ -25,7 +25,7 @@ from flotilla.machines.deploy import (
     Outcome,
     RollbackWork,
 )
-from flotilla.machines.diagram import mermaid
+from flotilla.machines.diagram import SKIP_LABEL, mermaid
 
 ROOT = Path(__file__).resolve().parents[2]
 RENDER_COMMAND = ".venv/bin/python scripts/render-machine-diagram"
@@ -50,6 +50,16 @@ EXPECTED_WITHOUT_LB = {
     "deregistering": {"lb_skipped": "draining", **_WORK},
     "draining": {"lb_skipped": "stopping", **_WORK},
     "registering": {"lb_skipped": "healthy", **_WORK},
+}
+
+
+# Left by `skipped` only when the deploy's facts say so (an unassignment, or no unit that
+# serves traffic changes): refused with the default facts, so kept apart from the tables.
+EXPECTED_SKIPS = {
+    "deregistering": "draining",
+    "draining": "stopping",
+    "starting": "registering",
+    "registering": "healthy",
 }
 
 
@@ -97,7 +107,7 @@ def test_every_trigger_is_a_plain_word() -> None:
     assert set(deploy.TRIGGERS) == {
         trigger for table in (EXPECTED_WITH_LB, EXPECTED_WITHOUT_LB) for t in table.values()
         for trigger in t
-    }  # fmt: skip
+    } | {"skipped"}  # fmt: skip
     assert all(trigger.replace("_", "").isalpha() for trigger in deploy.TRIGGERS)
 
 
@@ -334,7 +344,7 @@ def test_which_stored_checkpoints_can_be_resumed() -> None:
 # The definition as of MACHINE_VERSION 1. When this fails, the machine changed: bump
 # MACHINE_VERSION if a checkpoint written before the change could not be followed after it
 # (and say in _RESUMABLE_STATES which older states still can), then update both values.
-PINNED_DEFINITION = (1, "8222bc4c6deb9ac43d1b6ff2dd2b7c0422714253be9fc430852a102337a5dc83")
+PINNED_DEFINITION = (2, "f379e456a996e5b76ab613032644a71aca6bb38d6fc6f12fa880f707ec509a31")
 
 
 def _definition_fingerprint() -> str:
@@ -393,12 +403,12 @@ def test_the_diagram_draws_exactly_the_expected_transitions(has_load_balancer: b
         source, dest = edge.split(" --> ")
         if "[*]" in (source, dest) or label.endswith(other):
             continue
-        drawn.add((source, label.removesuffix(f" {guard}"), dest))
+        drawn.add((source, label.removesuffix(f" {guard}").removesuffix(SKIP_LABEL), dest))
     wanted = {
         (state, trigger, dest)
         for state, moves in expected(has_load_balancer).items()
         for trigger, dest in moves.items()
-    }
+    } | {(state, "skipped", dest) for state, dest in EXPECTED_SKIPS.items()}
     assert drawn == wanted
 
 
@@ -410,3 +420,80 @@ def test_a_failed_step_starts_the_rollback_and_a_failed_rollback_ends_the_deploy
             assert DeployMachine(state, has_load_balancer=True).fire(trigger) == "unlocked"
         else:
             assert trigger == deploy.FAIL_TRIGGER
+
+
+# --- skips the deploy's own facts decide (issue 15) ----------------------------------------
+
+
+def _run_with(has_load_balancer: bool, **facts: bool) -> list[tuple[str, str]]:
+    """(state, trigger) pairs of a deploy whose every step succeeds, with these facts."""
+    machine = DeployMachine(has_load_balancer=has_load_balancer, **facts)
+    fired = []
+    while not machine.finished:
+        state = machine.state
+        machine.advance(deploy.StepResult.SUCCEEDED)
+        fired.append((state, machine.state))
+    return fired
+
+
+@pytest.mark.parametrize("has_load_balancer", [True, False])
+def test_an_unassignment_skips_starting_and_registering(has_load_balancer: bool) -> None:
+    facts = {"has_load_balancer": has_load_balancer, "unassigning": True}
+    skipped = {s for s in deploy.STEP_STATES if deploy.skip_reason(s, **facts) is not None}
+    lb_states = {"deregistering", "draining"} if not has_load_balancer else set()
+    assert skipped == {"starting", "registering"} | lb_states
+    assert deploy.skip_reason("registering", **facts) is not None
+    machine = DeployMachine("starting", **facts)
+    assert machine.skip_reason == "assigned no revision: nothing to start"
+    assert machine.advance(deploy.StepResult.SKIPPED) == "registering"
+    assert machine.advance(deploy.StepResult.SKIPPED) == "healthy"
+    # The same states as any deploy, in the same order.
+    visited = [state for state, _ in _run_with(has_load_balancer, unassigning=True)]
+    assert visited == list(deploy.HAPPY_PATH[:-1])
+
+
+def test_an_unassignment_never_keeps_traffic() -> None:
+    facts = {"has_load_balancer": True, "unassigning": True, "traffic_kept": True}
+    assert deploy.skip_reason("deregistering", **facts) is None
+    assert deploy.skip_reason("draining", **facts) is None
+    machine = DeployMachine("stopping", failed_in="stopping", **facts)
+    assert machine.rollback_work == RollbackWork(restore_units=True, reregister=True)
+
+
+def test_kept_traffic_skips_the_load_balancer_states_and_their_rollback() -> None:
+    facts = {"has_load_balancer": True, "traffic_kept": True}
+    for state in deploy.LOAD_BALANCER_STATES:
+        assert "no unit that serves traffic changes" in (deploy.skip_reason(state, **facts) or "")
+        assert "skipped" in deploy.allowed_triggers(state, **facts)
+        assert "skipped" not in deploy.allowed_triggers(state, has_load_balancer=True)
+    assert deploy.skip_reason("starting", **facts) is None
+    machine = DeployMachine("starting", failed_in="starting", **facts)
+    assert machine.rollback_work == RollbackWork(restore_units=True, reregister=False)
+    # Without a load balancer the named `lb_skipped` still leaves them.
+    assert deploy.success_trigger("draining", has_load_balancer=False, traffic_kept=True) == (
+        "lb_skipped"
+    )
+
+
+def test_skipped_is_refused_where_the_facts_do_not_skip() -> None:
+    with pytest.raises(InvalidTransition):
+        DeployMachine("starting", has_load_balancer=True).fire("skipped")
+    with pytest.raises(InvalidTransition):
+        DeployMachine("stopping", has_load_balancer=True, unassigning=True).fire("skipped")
+
+
+def test_whether_traffic_is_kept_is_decided_in_pending_only() -> None:
+    machine = DeployMachine(has_load_balancer=True)
+    machine.note_traffic_kept(True)
+    machine.advance(deploy.StepResult.SUCCEEDED)
+    machine.advance(deploy.StepResult.SUCCEEDED)
+    assert machine.state == "deregistering"
+    assert machine.skip_reason is not None
+    with pytest.raises(ValueError, match="pending"):
+        machine.note_traffic_kept(False)
+
+
+def test_version_1_checkpoints_are_still_resumed_in_every_state() -> None:
+    assert deploy.MACHINE_VERSION == 2
+    for state in deploy.STATES:
+        assert deploy.can_resume(1, state)

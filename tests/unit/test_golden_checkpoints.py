@@ -18,17 +18,21 @@ import pytest
 
 from flotilla.adapters import items
 from flotilla.engine import units
-from flotilla.engine.checkpoint import Outcome
+from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.errors import NotFoundError
 from flotilla.machines import deploy as machine
 from tests.golden.scenarios import GOLDEN, INSTANCE, SCENARIOS, Scenario, fixture_path, load
+from tests.support.cluster import Cluster
 
 FOLDERS = sorted(path.name for path in GOLDEN.iterdir() if path.is_dir())
 CASES = [
     (folder, scenario, state)
     for folder in FOLDERS
     for scenario in SCENARIOS
+    if scenario.recorded_in(folder)
     for state in scenario.crash_states
+    # Versions that create deploys in `locking` store no `pending` checkpoint.
+    if fixture_path(folder, scenario, state).is_file()
 ]
 
 
@@ -38,12 +42,23 @@ def test_every_step_state_has_a_golden_checkpoint_of_this_version() -> None:
         state
         for scenario in SCENARIOS
         for state in scenario.crash_states
-        if fixture_path(folder, scenario, state).is_file()
+        if scenario.recorded_in(folder) and fixture_path(folder, scenario, state).is_file()
     }
     # `pending` too, although this version creates deploys in `locking`: earlier ones
     # stored it, and a machine version that keeps the state must still resume it.
+    recorded |= {machine.INITIAL_STATE} & _recorded_anywhere()
     missing = set(machine.STEP_STATES) - recorded
     assert not missing, f"record them: .venv/bin/python -m tests.golden.record ({missing})"
+
+
+def _recorded_anywhere() -> set[str]:
+    return {
+        state
+        for folder in FOLDERS
+        for scenario in SCENARIOS
+        for state in scenario.crash_states
+        if fixture_path(folder, scenario, state).is_file()
+    }
 
 
 def test_the_folders_hold_exactly_the_scenarios_files() -> None:
@@ -51,9 +66,13 @@ def test_the_folders_hold_exactly_the_scenarios_files() -> None:
         expected = {
             fixture_path(folder, scenario, state).name
             for scenario in SCENARIOS
+            if scenario.recorded_in(folder)
             for state in scenario.crash_states
         }
-        assert {path.name for path in (GOLDEN / folder).glob("*.json")} == expected, folder
+        found = {path.name for path in (GOLDEN / folder).glob("*.json")}
+        assert found <= expected, folder
+        # Versions that create deploys in `locking` store no `pending` checkpoint.
+        assert all(name.endswith("-pending.json") for name in expected - found), folder
 
 
 @pytest.mark.parametrize(
@@ -79,6 +98,8 @@ def test_a_golden_checkpoint_is_resumed_to_its_end(
             cluster.store.create_deploy(golden)
         else:
             cluster.store.update_deploy(dataclasses.replace(golden, version=written.version))
+            if golden.units is None:
+                _as_recorded(cluster, golden, written)
 
         cluster.clock.advance(5)
         done = cluster.runner(INSTANCE).run(deploy_id, cluster.service)
@@ -86,15 +107,19 @@ def test_a_golden_checkpoint_is_resumed_to_its_end(
         assert done.outcome is scenario.outcome, done.error
         if state != machine.INITIAL_STATE:
             assert [t.state for t in done.history if t.resumed] == [state]
-        ends_on = golden.to_revision if scenario.outcome is Outcome.SUCCEEDED else None
-        ends_on = ends_on or golden.from_revision
-        assert ends_on is not None
+        succeeded = scenario.outcome is Outcome.SUCCEEDED
+        ends_on = golden.to_revision if succeeded else golden.from_revision
         runtime = cluster.runtime(INSTANCE)
-        assert runtime.owned_units() == [units.installed_name("app.service", ends_on)]
+        if done.units is not None:  # the units it ran before, or those it deployed
+            expected = sorted((done.units.after if succeeded else done.units.before).values())
+        else:
+            expected = [] if ends_on is None else [units.installed_name("app.service", ends_on)]
+        assert runtime.owned_units() == expected
         if scenario.outcome is not Outcome.FAILED:
             assert cluster.store.get_instance(INSTANCE).current_revision == ends_on
             if scenario.with_load_balancer:
-                assert cluster.lb.registered() == {INSTANCE}
+                in_service = {INSTANCE} if ends_on is not None else set()
+                assert cluster.lb.registered() == in_service
         assert cluster.locks.holders("deploy/api") == []
         if golden.failed_in is not None:
             assert done.failed_in == golden.failed_in
@@ -102,8 +127,24 @@ def test_a_golden_checkpoint_is_resumed_to_its_end(
         cluster.shutdown()
 
 
+def _performed(checkpoint: DeployCheckpoint, state: str) -> bool:
+    return any(t.state == state and t.ended_at and not t.skipped for t in checkpoint.history)
+
+
+def _as_recorded(cluster: Cluster, golden: DeployCheckpoint, written: DeployCheckpoint) -> None:
+    """The load balancer as the recorded version left it. Without a unit plan (version 1)
+    a deploy replaced every unit and left the load balancer; the current code keeps an
+    unchanged revision in service, so the world it built skipped those steps."""
+    if _performed(golden, "deregistering") and not _performed(written, "deregistering"):
+        cluster.lb.deregister(INSTANCE)
+    if _performed(golden, "registering") and not _performed(written, "registering"):
+        cluster.lb.register(INSTANCE)
+
+
 def test_a_checkpoint_written_before_failed_in_was_stored_reads_it_from_its_history() -> None:
     for scenario in SCENARIOS:
+        if not scenario.recorded_in("machine-v1"):
+            continue
         for state in scenario.crash_states:
             old = load(fixture_path("machine-v1-before-failed-in", scenario, state))
             new = load(fixture_path("machine-v1", scenario, state))
