@@ -134,6 +134,47 @@ def test_an_agent_killed_anywhere_finishes_the_deploy_after_a_restart(
         runtime.stop(runtime.owned_units())
 
 
+UNASSIGN_CASES = [
+    (state, point)
+    for state in ("stopping", "starting", "healthy")
+    for point in ("before-step", "after-effect")
+]
+
+
+@pytest.mark.parametrize(
+    ("state", "point"), UNASSIGN_CASES, ids=[f"{s}-{p}" for s, p in UNASSIGN_CASES]
+)
+def test_an_agent_killed_in_an_unassignment_removes_everything_after_a_restart(
+    world: AwsWorld, tmp_path: Path, state: str, point: str
+) -> None:
+    """Issue 15 on the process runtime (the full matrix: test_agent_crash_unassign_systemd)."""
+    service, instance_id, v1, _v2 = prepare(world, tmp_path)
+    runtime = runtime_of(tmp_path, instance_id)
+    try:
+        current = world.store.get_instance(instance_id)
+        world.store.set_assignment(instance_id, None, expected_version=current.assignment_version)
+        doomed = start_agent(world, tmp_path, service, instance_id, fault=f"{state}:{point}")
+        assert doomed.process.wait(timeout=60) == -9, "the fault hook did not kill the agent"
+        (deploy,) = [
+            d for d in world.store.list_instance_deploys(instance_id) if d.to_revision is None
+        ]
+        assert (deploy.state, deploy.from_revision) == (state, v1.id)
+
+        survivor = start_agent(world, tmp_path, service, instance_id)
+        wait_for(lambda: world.store.get_deploy(deploy.id).finished, 90, "the unassignment")
+        assert survivor.terminate() == 0
+
+        done = world.store.get_deploy(deploy.id)
+        assert done.outcome is Outcome.SUCCEEDED, done.error
+        assert runtime.owned_units() == []
+        assert not list(runtime.files.environment_dir.glob("*.env"))
+        assert world.store.get_instance(instance_id).current_revision is None
+        assert [t.state for t in done.history if t.resumed] == [state]
+        assert world.locks.holders(f"deploy/{service}") == []
+    finally:
+        runtime.stop(runtime.owned_units())
+
+
 def events_of(world: AwsWorld, service: str) -> list[str]:
     """Kinds of the events agents sent about `service` (acknowledging them)."""
     queue = SqsEventQueue.for_environment(
