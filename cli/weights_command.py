@@ -44,9 +44,9 @@ def parse_pairs(pairs: tuple[str, ...]) -> list[tuple[str, int]]:
 @click.option(
     "--stop-all",
     is_flag=True,
-    help="Allow weights that are all 0: every instance of SERVICE is unassigned (agents do "
-    "not yet stop the units an unassigned instance runs); refused for weights that still "
-    "run something",
+    help="Allow weights that are all 0: every instance of SERVICE is unassigned, and its "
+    "agent takes it out of the load balancer, stops and removes its units; refused for "
+    "weights that still run something",
 )
 @wait_options
 @output_option
