@@ -50,7 +50,7 @@ class LeaseRef:
 @dataclass(frozen=True)
 class UnitPlan:
     """Which units a deploy replaces and which it leaves running, decided once (in
-    `pending`, engine/unit_plan.py) and kept so a resumed deploy and its rollback act on
+    `locking`, engine/unit_plan.py) and kept so a resumed deploy and its rollback act on
     the same sets. Names only: nothing here is secret.
 
     `before` and `after` map each unit of the revision (`web.service`) to the installed

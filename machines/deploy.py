@@ -429,9 +429,9 @@ class DeployMachine:
         return self.skip_reason is not None and not lb_skip
 
     def note_traffic_kept(self, kept: bool) -> None:
-        """The fact `pending`'s step decides (which units change); fixed from then on."""
-        if self.state != INITIAL_STATE:
-            raise ValueError("whether traffic is kept is decided in pending, and only there")
+        """The fact `locking`'s step decides (which units change); fixed from then on."""
+        if self.state != State.LOCKING:
+            raise ValueError("whether traffic is kept is decided in locking, and only there")
         self._traffic_kept = kept
 
     @property

@@ -30,7 +30,7 @@ class Advance:
     release: Lease | None = None
     clear_lease: bool = False
     deadlines: dict[str, datetime] = field(default_factory=dict)
-    units: UnitPlan | None = None  # decided in `pending`, kept for the rest of the deploy
+    units: UnitPlan | None = None  # decided in `locking`, kept for the rest of the deploy
 
     @property
     def skipped(self) -> bool:

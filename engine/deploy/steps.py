@@ -7,7 +7,7 @@ A step returns an `Advance` (whether it succeeded or was skipped, plus what to r
 in the checkpoint); a step that fails for good raises `StepFailed` with the reason.
 `STEPS` maps every state of the machine that has a step to the method performing it.
 
-Since machine version 2 a deploy decides in `pending` which units change (a `UnitPlan`,
+Since machine version 2 a deploy decides in `locking` which units change (a `UnitPlan`,
 engine/unit_plan.py) and touches only those: `stopping` stops what the target does not
 keep, `starting` installs the target with the kept units under the names they run under
 and starts only the new ones, and a rollback restores exactly the previous set. A version 1
@@ -111,10 +111,7 @@ class Steps:
 
     def pending(self, checkpoint: DeployCheckpoint) -> Advance:
         overall = self._deadline(checkpoint, "overall", self.settings.overall_timeout)
-        plan = checkpoint.units
-        if plan is None and checkpoint.machine_version >= 2:
-            plan = self._plan(checkpoint)
-        return Advance(deadlines={"overall": overall}, units=plan)
+        return Advance(deadlines={"overall": overall})
 
     def _plan(self, checkpoint: DeployCheckpoint) -> UnitPlan:
         """Which units change: both revisions fetched, verified and their environments
@@ -142,7 +139,13 @@ class Steps:
         )
 
     def locking(self, checkpoint: DeployCheckpoint) -> Advance:
-        return Advance(lease=self.slot.take(checkpoint))
+        # The unit plan is decided here, in a working state: a revision that cannot be
+        # verified or opened fails the deploy (with nothing to undo) instead of leaving
+        # it uncreated. Before the slot is taken, so a failure leaks no slot.
+        plan = checkpoint.units
+        if plan is None and checkpoint.machine_version >= 2:
+            plan = self._plan(checkpoint)
+        return Advance(lease=self.slot.take(checkpoint), units=plan)
 
     def deregistering(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer

@@ -236,7 +236,9 @@ def test_tampered_unit_content_is_refused_before_anything_reaches_the_runtime(
     assert "does not hash to it" in deploy.error
     assert "refusing revision" in deploy.error
     failed_in = next(t.state for t in deploy.history if t.error)
-    assert failed_in == "stopping"  # checked before the old units were even stopped
+    # Checked in `locking`, where the deploy decides which units change (issue 15): before
+    # the instance even left the load balancer, let alone stopped its units.
+    assert failed_in == "locking"
     assert installed(cluster) == [units.installed_name("app.service", v1.id)]
     assert cluster.runtime("i-1").status(installed(cluster)) == running_before  # untouched
     assert cluster.store.get_instance("i-1").current_revision == v1.id

@@ -194,7 +194,8 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 def test_an_agent_given_a_spliced_revision_installs_nothing(cluster: Cluster) -> None:
     """The whole path: a revision item carrying another revision's sealed environment,
-    under an id that matches its content, fails at `starting` before any file is written."""
+    under an id that matches its content, fails (at `locking`, where the deploy opens both
+    environments to decide which units change) before any file is written."""
     old = cluster.revision("v1", env={"COLOR": "crimson-7731"})
     new = build_revision(
         "api",

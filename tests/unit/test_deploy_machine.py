@@ -482,14 +482,16 @@ def test_skipped_is_refused_where_the_facts_do_not_skip() -> None:
         DeployMachine("stopping", has_load_balancer=True, unassigning=True).fire("skipped")
 
 
-def test_whether_traffic_is_kept_is_decided_in_pending_only() -> None:
+def test_whether_traffic_is_kept_is_decided_in_locking_only() -> None:
     machine = DeployMachine(has_load_balancer=True)
-    machine.note_traffic_kept(True)
+    with pytest.raises(ValueError, match="locking"):
+        machine.note_traffic_kept(True)
     machine.advance(deploy.StepResult.SUCCEEDED)
+    machine.note_traffic_kept(True)
     machine.advance(deploy.StepResult.SUCCEEDED)
     assert machine.state == "deregistering"
     assert machine.skip_reason is not None
-    with pytest.raises(ValueError, match="pending"):
+    with pytest.raises(ValueError, match="locking"):
         machine.note_traffic_kept(False)
 
 

@@ -6,16 +6,20 @@ everything, and rollbacks restore exactly the previous set."""
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from flotilla.adapters.process_runtime import ProcessRuntime
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.errors import ConfigurationError
 from flotilla.engine.records import Revision
 from flotilla.engine.revisions import build_revision
+from flotilla.engine.updates import set_weights
 from flotilla.machines import deploy as machine
+from flotilla.scheduler.pass_ import PassSettings, SchedulerPass
 from flotilla.scheduler.phases import Phase, phase_of, running_deploys, unsettled
 from tests.support.cluster import BROKEN, SLEEPER, Cluster
 
@@ -247,3 +251,52 @@ def test_the_scheduler_reads_an_unassignment_in_flight_then_settled(
     assert (instance.assigned_revision, instance.current_revision) == (None, None)
     assert not unsettled(instance)
     assert phase_of(instance, deploys, running_deploys(deploys.values())) is Phase.SETTLED
+
+
+def test_weights_set_to_0_through_the_scheduler_remove_every_unit(cluster: Cluster) -> None:
+    """The scheduler's own pass turns weights 0 into an assignment of none; the agent's
+    runner then unassigns the instance."""
+    v1 = revision(cluster, "v1", THREE)
+    cluster.instance("i-1")
+    passes = SchedulerPass(
+        cluster.store, cluster.clock, PassSettings(instance_ttl=timedelta(hours=1)), guard=lambda: 1
+    )
+    set_weights(cluster.store, "api", {v1.id: 100})
+    passes.run()
+    assert cluster.store.get_instance("i-1").assigned_revision == v1.id
+    cluster.deploy("i-1")
+    assert set(pids(cluster)) == set(THREE)
+
+    set_weights(cluster.store, "api", {v1.id: 0})
+    passes.run()
+    instance = cluster.store.get_instance("i-1")
+    assert (instance.assigned_revision, instance.current_revision) == (None, v1.id)
+    done = cluster.store.get_deploy(cluster.deploy("i-1"))
+
+    assert (done.to_revision, done.outcome) == (None, Outcome.SUCCEEDED)
+    assert cluster.runtime("i-1").owned_units() == []
+    assert cluster.lb.registered() == set()
+    cluster.clock.advance(5)
+    passes.run()  # nothing left to do: the instance runs what it is assigned, nothing
+    assert cluster.store.get_instance("i-1").assigned_revision is None
+
+
+def test_skips_and_the_unit_plan_are_on_the_spans_without_a_secret(
+    cluster: Cluster, three: Revision, spans: InMemorySpanExporter
+) -> None:
+    v2 = revision(cluster, "v2", THREE, {"web.service": {"TOKEN": "s3cr3t-two"}})
+    deploy(cluster, v2)
+    deploy(cluster, None)
+    by_name = {}
+    for span in spans.get_finished_spans():
+        by_name.setdefault(span.name, []).append(dict(span.attributes or {}))
+    (planned, unassigning) = by_name["deploy.locking"][-2:]
+    assert planned["flotilla.units_changed"] == "web.service"
+    assert planned["flotilla.traffic_kept"] is False
+    assert unassigning["flotilla.units_removed"] == "cron.service,web.service,worker.service"
+    (starting,) = [a for a in by_name["deploy.starting"] if a.get("flotilla.skipped")]
+    assert starting["flotilla.skip_reason"] == "assigned no revision: nothing to start"
+    assert starting["flotilla.to_revision"] == ""
+    every = repr([span.attributes for span in spans.get_finished_spans()])
+    assert "s3cr3t" not in every
+    assert "s3cr3t" not in repr(cluster.store.list_instance_deploys("i-1"))
