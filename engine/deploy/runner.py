@@ -27,6 +27,7 @@ from flotilla.engine.checkpoint import DeployCheckpoint, Transition
 from flotilla.engine.deploy import adoption, telemetry
 from flotilla.engine.deploy.reporting import report_finished
 from flotilla.engine.deploy.retry import with_retries
+from flotilla.engine.deploy.revision_cache import RevisionCache
 from flotilla.engine.deploy.steps import STEPS, Advance, Ports, StepFailed, Steps, StepSettings
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, FlotillaError
 from flotilla.engine.ports import EventQueue
@@ -91,6 +92,7 @@ class DeployRunner:
         # Deploys this runner created, with the version it wrote: a run that starts from
         # one of them continues it; any other open state is an interrupted runner's.
         self._created: dict[str, int] = {}
+        self._revisions = RevisionCache()  # shared by every deploy's steps
 
     # --- creating --------------------------------------------------------------------
 
@@ -220,6 +222,7 @@ class DeployRunner:
             deploy_id=deploy_id,
             keep_alive=self.liveness.keep_alive,
             on_retry=_retry_event,
+            revisions=self._revisions,
         )
 
     def _mark_resume(self, ports: Ports, checkpoint: DeployCheckpoint) -> DeployCheckpoint:

@@ -27,6 +27,7 @@ from flotilla.engine.checkpoint import DeployCheckpoint, UnitPlan
 from flotilla.engine.deploy.adoption import check_revision
 from flotilla.engine.deploy.errors import StepFailed
 from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
+from flotilla.engine.deploy.revision_cache import RevisionCache
 from flotilla.engine.deploy.slots import DeploySlot
 from flotilla.engine.deploy.step_records import SKIPPED, Advance, Ports, StepSettings
 from flotilla.engine.deploy.telemetry import call_span
@@ -57,12 +58,13 @@ class Steps:
         deploy_id: str,
         keep_alive: Callable[[], None],
         on_retry: Callable[[BaseException, int], None],
+        revisions: RevisionCache | None = None,
     ) -> None:
         self.ports = ports
         self.service = service
         self.settings = settings
         self._on_retry = on_retry
-        self._revisions: dict[str, Revision] = {}
+        self._revisions = revisions or RevisionCache()  # shared by the runner's deploys
         # Called from every wait: the agent renews its own lease through it.
         self._keep_alive = keep_alive
         self.slot = DeploySlot(
@@ -210,16 +212,18 @@ class Steps:
         return Advance(deadlines={"health": self._deadline(checkpoint, "health", health)})
 
     def _revision(self, revision_id: str) -> Revision:
-        """A revision, read once per run (revisions never change once stored) and checked
-        against its id before anything of it reaches disk or the runtime."""
-        if revision_id not in self._revisions:
-            revision = self.call(
+        """A revision, read once (revisions never change once stored) and checked against
+        its id before anything of it reaches disk, the runtime or the cache."""
+        key = (self.service.name, revision_id)
+        found = self._revisions.get(key)
+        if found is None:
+            found = self.call(
                 "store.get_revision",
                 lambda: self.ports.store.get_revision(self.service.name, revision_id),
             )
-            check_revision(revision, service=self.service.name, revision_id=revision_id)
-            self._revisions[revision_id] = revision
-        return self._revisions[revision_id]
+            check_revision(found, service=self.service.name, revision_id=revision_id)
+            self._revisions.put(key, found)
+        return found
 
     def _environments(self, revision: Revision) -> dict[str, dict[str, str]]:
         """The revision's environments, opened in memory (secret: never kept or logged)."""
