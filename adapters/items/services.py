@@ -7,6 +7,8 @@ from typing import Any
 
 from flotilla.adapters.items import common
 from flotilla.adapters.items.common import Item
+from flotilla.engine import validation
+from flotilla.engine.errors import ValidationError
 from flotilla.engine.records import (
     DEFAULT_PROGRESS_DEADLINE,
     FailureAction,
@@ -77,10 +79,24 @@ def _policy_from_item(item: Mapping[str, Any]) -> RolloutPolicy:
     action = item.get("failure_action")
     if action is None:  # schema 2: auto_revert
         action = "revert" if item.get("auto_revert", True) else "hold"
+    policy = _policy_fields(item, FailureAction(action))
+    # What the scheduler and status compute with must have the shape it was stored with
+    # (validated at write): a malformed one is a malformed item, not a crash later.
+    try:
+        validation.max_in_flight(policy.max_in_flight)
+        if policy.revert_max_in_flight is not None:
+            validation.max_in_flight(policy.revert_max_in_flight)
+        validation.rollout_steps(policy.steps)
+    except ValidationError as bad:
+        raise ValueError(bad.message) from bad
+    return policy
+
+
+def _policy_fields(item: Mapping[str, Any], action: FailureAction) -> RolloutPolicy:
     return RolloutPolicy(
         max_in_flight=str(item["max_in_flight"]),
         max_failures=int(item["max_failures"]),
-        failure_action=FailureAction(action),
+        failure_action=action,
         steps=tuple(
             RolloutStep(common.optional_str(s["amount"]), int(s["bake_seconds"]))
             for s in item.get("steps") or ()

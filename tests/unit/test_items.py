@@ -39,6 +39,15 @@ texts = st.text(max_size=30)
 ids = st.text(alphabet="0123456789abcdef", min_size=1, max_size=64)
 small = st.integers(min_value=0, max_value=10**9)
 
+# Paces and step plans as validation lets them be stored (a malformed one is refused).
+paces = st.sampled_from(["1", "2", "25%", "100%"])
+step_plans = st.sampled_from(
+    [
+        (),
+        (RolloutStep("100%", 60),),
+        (RolloutStep("1", 300), RolloutStep(None), RolloutStep("100%")),
+    ]
+)
 services = st.builds(
     Service,
     name=texts,
@@ -48,14 +57,14 @@ services = st.builds(
     settle_seconds=small,
     rollout=st.builds(
         RolloutPolicy,
-        texts,
+        paces,
         small,
         st.sampled_from(FailureAction),
-        st.lists(st.builds(RolloutStep, st.none() | texts, small), max_size=3).map(tuple),
+        step_plans,
         st.lists(texts, max_size=3).map(tuple),
         st.lists(texts, max_size=2).map(tuple),
         small,
-        st.none() | texts,
+        st.none() | paces,
     ),
     promotion=st.none() | st.builds(Promotion, small, st.booleans(), moments, texts),
     rollout_state=st.builds(
