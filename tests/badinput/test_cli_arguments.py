@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import io
 import os
-import signal
-import sys
 import tarfile
 import tempfile
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +23,14 @@ from hypothesis import strategies as st
 from flotilla.cli import revision_sources
 from flotilla.cli.service_commands import parse_load_balancer
 from flotilla.engine import validation
-from flotilla.engine.deploy.agent import Agent
 from flotilla.engine.errors import ValidationError
-from flotilla.scheduler.service import Scheduler
 from tests.badinput import strategies as s
-from tests.badinput.harness import World, assert_clean_failure, assert_refused, make_world
+from tests.badinput.harness import (
+    World,
+    assert_clean_failure,
+    assert_refused,
+    make_world,
+)
 
 EXAMPLES = settings(
     max_examples=50,
@@ -40,30 +40,12 @@ EXAMPLES = settings(
 FEW = settings(EXAMPLES, max_examples=30)
 
 
+pytestmark = pytest.mark.usefixtures("daemons_never_start")
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return make_world("badargs", tmp_path_factory.mktemp("badargs"))
-
-
-@pytest.fixture(autouse=True)
-def daemons_never_start(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A refused `agent`/`scheduler` must stop before running; if one started, fail fast.
-
-    Their logging and tracing set-up is process-wide, so it is skipped in-process.
-    """
-
-    def started(*_: object, **__: object) -> None:
-        raise AssertionError("a daemon started on bad input")
-
-    monkeypatch.setattr(Agent, "run", started)
-    monkeypatch.setattr(Scheduler, "run", started)
-    monkeypatch.setattr(signal, "signal", lambda *_: None)
-    for name, module in list(sys.modules.items()):
-        if name.startswith("flotilla.cli"):
-            for setup in ("configure_logging", "configure_tracing"):
-                if hasattr(module, setup):
-                    monkeypatch.setattr(module, setup, lambda *_, **__: None)
-    return
 
 
 # --- names -----------------------------------------------------------------------------

@@ -7,11 +7,8 @@ for bad input (1 for what else failed), no traceback, and every table as it was.
 
 from __future__ import annotations
 
-import signal
-import sys
 import tempfile
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +19,7 @@ from hypothesis import strategies as st
 
 from flotilla.cli import settings as setting_rules
 from flotilla.engine import validation
-from flotilla.engine.deploy.agent import Agent
 from flotilla.engine.errors import ValidationError
-from flotilla.scheduler.service import Scheduler
 from tests.badinput import harness
 from tests.badinput import strategies as s
 from tests.badinput.harness import World, assert_refused, make_world
@@ -37,29 +32,12 @@ EXAMPLES = settings(
 )
 
 
+pytestmark = pytest.mark.usefixtures("daemons_never_start")
+
+
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     return make_world("mistakes", tmp_path_factory.mktemp("mistakes"))
-
-
-@pytest.fixture(autouse=True)
-def daemons_never_start(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A refused daemon must stop before running; logging set-up is process-wide."""
-
-    def started(*_: object, **__: object) -> None:
-        raise AssertionError("a daemon started on bad input")
-
-    monkeypatch.setattr(Agent, "run", started)
-    monkeypatch.setattr(Scheduler, "run", started)
-    monkeypatch.setattr(signal, "signal", lambda *_: None)
-    import flotilla.cli.daemon  # noqa: F401 -- loaded lazily by the CLI: patched here first
-
-    for name, module in list(sys.modules.items()):
-        if name.startswith("flotilla.cli"):
-            for setup in ("configure_logging", "configure_tracing"):
-                if hasattr(module, setup):
-                    monkeypatch.setattr(module, setup, lambda *_, **__: None)
-    return
 
 
 def refused_as_endpoint(text: str) -> bool:
