@@ -35,9 +35,22 @@ _provider = TracerProvider()
 _provider.add_span_processor(SimpleSpanProcessor(_SPANS))
 trace.set_tracer_provider(_provider)
 
+from pathlib import Path  # noqa: E402
+
+from tests.support.cluster import Cluster  # noqa: E402
+
 
 @pytest.fixture
 def spans() -> Iterator[InMemorySpanExporter]:
     _SPANS.clear()
     yield _SPANS
     _SPANS.clear()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Agents, runners and in-memory AWS for one test (tests/support/cluster.py); a
+    module that needs another kind of cluster defines its own fixture of this name."""
+    made = Cluster(tmp_path)
+    yield made
+    made.shutdown()

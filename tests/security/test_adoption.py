@@ -14,8 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -32,13 +31,6 @@ from flotilla.machines import deploy as machine
 from tests.support.cluster import SLEEPER, Cluster
 
 EVIL = "[Service]\nExecStart=/bin/sh -c 'echo owned > /tmp/flotilla-owned; sleep 600'\n"
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(tmp_path)
-    yield made
-    made.shutdown()
 
 
 def run_agent(

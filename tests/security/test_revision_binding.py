@@ -15,7 +15,6 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -183,13 +182,6 @@ def test_a_bound_environment_needs_its_revision_to_open(box: SecretBox) -> None:
     assert bound.environment is not None
     with pytest.raises(SecretError, match="no revision was given"):
         box.open("api", bound.environment)
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(tmp_path)
-    yield made
-    made.shutdown()
 
 
 def test_an_agent_given_a_spliced_revision_installs_nothing(cluster: Cluster) -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 
@@ -17,13 +16,6 @@ from flotilla.engine.errors import TransientError
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import AgentClaim, Instance
 from tests.support.cluster import BROKEN, Cluster
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(tmp_path)
-    yield made
-    made.shutdown()
 
 
 def run_agent(

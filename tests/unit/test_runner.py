@@ -21,13 +21,6 @@ from tests.support.cluster import BROKEN, Cluster
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(tmp_path)
-    yield made
-    made.shutdown()
-
-
-@pytest.fixture
 def bare_cluster(tmp_path: Path) -> Iterator[Cluster]:
     made = Cluster(tmp_path, with_load_balancer=False)
     yield made

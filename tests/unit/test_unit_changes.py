@@ -5,9 +5,8 @@ everything, and rollbacks restore exactly the previous set."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -24,13 +23,6 @@ from flotilla.scheduler.phases import Phase, phase_of, running_deploys, unsettle
 from tests.support.cluster import BROKEN, SLEEPER, Cluster
 
 QUIET = "[Unit]\nX-Flotilla-Serves=no\n" + SLEEPER
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(tmp_path)
-    yield made
-    made.shutdown()
 
 
 def revision(
