@@ -376,10 +376,14 @@ def webhook_url(value: Any) -> str:
             f"invalid webhook URL {_show(value)}: give an http:// or https:// URL with a host "
             "(e.g. https://ci.example.com/confirm)"
         )
-    if parsed.username is not None or parsed.password is not None:
+    if parsed.username is not None or parsed.password or parsed.query or parsed.fragment:
+        # Said without the part that may hold a secret (a password, a ?token=...).
+        bare = f"{parsed.scheme}://{host}{'' if parsed.port is None else f':{parsed.port}'}"
         raise ValidationError(
-            f"invalid webhook URL {_show(value)}: no user or password in the URL, it is shown "
-            "by `service show` and sent with every event; let the endpoint check its caller"
+            f"invalid webhook URL {_show(bare + parsed.path)}: no user, password, query or "
+            "fragment in the URL (they often carry a token, and the URL is stored, shown by "
+            "`service show` and `rollout status` and sent with every event); let the endpoint "
+            "check its caller another way"
         )
     try:
         address = ipaddress.ip_address(host)

@@ -141,6 +141,22 @@ def test_a_webhook_url_that_is_not_http(world: World, url: str) -> None:
     assert "invalid webhook URL" in refused(world, "service", "update", "api", "--webhook", url)
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://user:s3cr3t-hook@ci.example.com/confirm",
+        "https://ci.example.com/confirm?token=s3cr3t-hook",
+        "https://ci.example.com/confirm#s3cr3t-hook",
+    ],
+)
+def test_a_webhook_url_carrying_a_secret_is_refused_without_saying_it(
+    world: World, url: str
+) -> None:
+    said = refused(world, "service", "update", "api", "--webhook", url)
+    assert "'https://ci.example.com/confirm': no user, password, query or fragment" in said
+    assert "s3cr3t-hook" not in said
+
+
 @EXAMPLES
 @given(
     url=st.text(s.ARGV_CHARACTERS, min_size=1, max_size=60).filter(
