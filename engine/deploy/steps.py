@@ -65,6 +65,7 @@ class Steps:
         self.settings = settings
         self._on_retry = on_retry
         self._revisions = revisions or RevisionCache()  # shared by the runner's deploys
+        self._opened: dict[str, dict[str, dict[str, str]]] = {}  # this run's only
         # Called from every wait: the agent renews its own lease through it.
         self._keep_alive = keep_alive
         self.slot = DeploySlot(
@@ -118,26 +119,21 @@ class Steps:
     def _plan(self, checkpoint: DeployCheckpoint) -> UnitPlan:
         """Which units change: both revisions fetched, verified and their environments
         opened here, in memory; only names are kept (engine/unit_plan.py)."""
+        previous = target = None
         before: dict[str, str] = {}
-        from_units: dict[str, str] = {}
-        from_environments: dict[str, dict[str, str]] = {}
         if checkpoint.from_revision is not None:
             previous = self._revision(checkpoint.from_revision)
             owned = self.call("runtime.owned_units", self.ports.runtime.owned_units)
             before = running_names(owned, previous.units, previous.id)
-            from_units, from_environments = dict(previous.units), self._environments(previous)
-        to_units: dict[str, str] = {}
-        to_environments: dict[str, dict[str, str]] = {}
         if checkpoint.to_revision is not None:
             target = self._revision(checkpoint.to_revision)
-            to_units, to_environments = dict(target.units), self._environments(target)
         return plan_units(
             before=before,
-            from_units=from_units,
-            from_environments=from_environments,
+            from_units=dict(previous.units) if previous else {},
+            from_environments=self._environments(previous) if previous else {},
             to_revision=checkpoint.to_revision,
-            to_units=to_units,
-            to_environments=to_environments,
+            to_units=dict(target.units) if target else {},
+            to_environments=self._environments(target) if target else {},
         )
 
     def locking(self, checkpoint: DeployCheckpoint) -> Advance:
@@ -226,14 +222,16 @@ class Steps:
         return found
 
     def _environments(self, revision: Revision) -> dict[str, dict[str, str]]:
-        """The revision's environments, opened in memory (secret: never kept or logged)."""
+        """The revision's environments, opened (a KMS Decrypt) once per run for the unit
+        plan and `starting`; secret: held by this object only, never stored or logged."""
         if revision.environment is None:
             return {}
-        sealed = revision.environment
-        binding = binding_for(revision)
-        return self.call(
-            "secrets.open", lambda: self.ports.secrets.open(self.service.name, sealed, binding)
-        )
+        if revision.id not in self._opened:
+            sealed, binding = revision.environment, binding_for(revision)
+            self._opened[revision.id] = self.call(
+                "secrets.open", lambda: self.ports.secrets.open(self.service.name, sealed, binding)
+            )
+        return self._opened[revision.id]
 
     def start_revision(
         self,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -292,3 +293,20 @@ def test_skips_and_the_unit_plan_are_on_the_spans_without_a_secret(
     every = repr([span.attributes for span in spans.get_finished_spans()])
     assert "s3cr3t" not in every
     assert "s3cr3t" not in repr(cluster.store.list_instance_deploys("i-1"))
+
+
+def test_a_deploy_opens_each_environment_once(
+    cluster: Cluster, three: Revision, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each opening is a KMS Decrypt: the plan and `starting` share one per revision."""
+    opened: list[str] = []
+    real_open = cluster.secrets.open
+
+    def counting(service: str, sealed: Any, binding: Any = None) -> Any:
+        opened.append(binding.label if binding is not None else "?")
+        return real_open(service, sealed, binding)
+
+    monkeypatch.setattr(cluster.secrets, "open", counting)
+    v2 = revision(cluster, "v2", THREE, {"web.service": {"TOKEN": "two"}})
+    assert deploy(cluster, v2).outcome is Outcome.SUCCEEDED
+    assert sorted(opened) == ["v1", "v2"]
