@@ -19,7 +19,6 @@ class MemoryAlarms:
         self._states: dict[str, AlarmState] = {}
         self._mutex = threading.Lock()
         self.failure: FlotillaError | None = None  # raised by every read while set
-        self.reads = 0
 
     def set_state(self, name: str, state: AlarmState) -> None:
         """Create the alarm `name`, or change its state."""
@@ -36,7 +35,6 @@ class MemoryAlarms:
 
     def states(self, names: Sequence[str]) -> dict[str, AlarmState]:
         with self._mutex:
-            self.reads += 1
             if self.failure is not None:
                 raise self.failure
             return {name: self._states[name] for name in names if name in self._states}

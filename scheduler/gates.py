@@ -91,9 +91,7 @@ class Gate:
     """A step's webhook gate as a pass finds it."""
 
     open: bool
-    due: bool  # the webhooks must be called (again) now
-    reason: str | None = None
-    retry_at: datetime | None = None
+    due: bool  # the webhooks must be called (again) now (why it waits: scheduler.waits)
 
 
 def gate_of(policy: RolloutPolicy, state: RolloutState, index: int, now: datetime) -> Gate:
@@ -101,11 +99,10 @@ def gate_of(policy: RolloutPolicy, state: RolloutState, index: int, now: datetim
         return Gate(open=True, due=False)
     gate = state.gate
     if gate is None or gate.step != index:
-        return Gate(open=False, due=True, reason="its webhooks have not been called yet")
+        return Gate(open=False, due=True)
     if gate.passed:
         return Gate(open=True, due=False)
-    retry_at = gate.at + GATE_RETRY
-    return Gate(open=False, due=now >= retry_at, reason=gate.reason, retry_at=retry_at)
+    return Gate(open=False, due=now >= gate.at + GATE_RETRY)
 
 
 def webhook_payload(

@@ -124,7 +124,6 @@ class ServicePlan:
     waiting: int  # moves held back by pacing or by a stopped rollout
     # Dead instances whose assignment this plan clears: they leave the service.
     leaving: frozenset[str] = frozenset()
-    later: int = 0  # moves left for a later step
     waits: tuple[Wait, ...] = ()  # what the rollout waits for (scheduler.waits)
     needs_webhooks: int | None = None  # call this step's webhooks, then plan again
     wake_at: datetime | None = None  # plan again by then, even if nothing happens
@@ -267,7 +266,6 @@ def plan_service(inputs: ServiceInputs, *, fence_lock: str, fence: int) -> Servi
         slots=slots,
         waiting=waiting,
         leaving=frozenset(a.instance_id for a in leaving),
-        later=later,
         waits=waits,
         needs_webhooks=progress.needs_webhooks,
         wake_at=_wake_at(service, state, waits, now),

@@ -99,7 +99,8 @@ def test_a_new_leader_publishes_again_only_under_the_same_ids() -> None:
     world.converge()
     ids = [n.id for n in world.topic.notices]
     repeated = [i for i in ids[len(first) :] if i in first]
-    assert len(ids) - len(repeated) == len(set(ids))  # what repeats, repeats by id
+    assert repeated  # the new leader starts a minute back: some events come again...
+    assert len(ids) - len(repeated) == len(set(ids))  # ...and only under the same ids
     kinds = [n.kind for n in world.topic.notices if n.id not in first]
     assert kinds[0] == "rollout_started"
     assert kinds[-1] == "rollout_complete"
