@@ -1,4 +1,4 @@
-"""Which units a deploy replaces: a per-unit digest of what systemd would run, compared.
+"""Which units a deploy replaces: what systemd would run for each unit, compared.
 
 A unit is *changed* when its effective unit file or its environment differs between the
 running revision and the target:
@@ -12,13 +12,12 @@ running revision and the target:
 An unchanged unit keeps the installed name it runs under (perhaps an older revision's):
 nothing about it is stopped, rewritten or restarted, and its main process keeps running.
 
-The digest: HMAC-SHA256 of the unit's name, file and variables under a key drawn at random
-for one comparison and then dropped. Within the comparison it changes exactly when the file
-or the environment does; outside it is worthless, so nothing that could betray a secret is
-kept, logged or stored (DESIGN.md forbids even a hash of a plaintext secret). A stored
-digest of the sealed environment would not do: each revision is sealed under a fresh data
-key, so its ciphertext changes although no value did. What the deploy keeps is the outcome,
-a `UnitPlan` of names, in its checkpoint.
+The comparison is of the files and the variables themselves, in memory, where the
+deploy has just opened them; nothing derived from a value (not even a hash, which
+DESIGN.md forbids for a plaintext secret) is kept, logged or stored. A digest of the sealed
+environment would not do: each revision is sealed under a fresh data key, so its
+ciphertext changes although no value did. What the deploy keeps is the outcome, a
+`UnitPlan` of names, in its checkpoint.
 
 "Serves traffic": every unit, unless its file says `X-Flotilla-Serves=no` (any section;
 systemd ignores `X-` settings). When no changed, added or removed unit serves traffic, the
@@ -28,11 +27,7 @@ A deploy from or to no revision always moves traffic.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import json
 import re
-import secrets
 from collections.abc import Iterable, Mapping
 
 from flotilla.engine import units as unit_names
@@ -76,18 +71,12 @@ def plan_units(
 ) -> UnitPlan:
     """The plan of a deploy from the running units (`before`: unit → installed name, with
     their files and environments) to a target revision's (None: an unassignment)."""
-    key = secrets.token_bytes(32)  # this comparison's only: see the module's docstring
-
-    def digest(unit: str, text: str, environment: Mapping[str, str]) -> bytes:
-        material = json.dumps([unit, text, sorted(environment.items())]).encode()
-        return hmac.new(key, material, hashlib.sha256).digest()
-
     changed = {
         unit
         for unit, text in to_units.items()
         if unit not in from_units
-        or digest(unit, text, to_environments.get(unit, {}))
-        != digest(unit, from_units[unit], from_environments.get(unit, {}))
+        or text != from_units[unit]
+        or dict(to_environments.get(unit, {})) != dict(from_environments.get(unit, {}))
     }
     removed = sorted(set(from_units) - set(to_units))
     changed |= _same_stem(to_units, {*changed, *removed})
