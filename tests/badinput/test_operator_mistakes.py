@@ -65,6 +65,7 @@ ENV_ONLY = ["--env", "mistakes"]
                 "http://127.0.0.1:5000\n",
                 "http://[::1",
                 "http://a b:80",
+                "\r",  # blanks only: "set but empty" when it comes from a variable
             ]
         ),
         st.text(s.ARGV_CHARACTERS, min_size=1, max_size=40),
@@ -78,6 +79,9 @@ def test_an_endpoint_url_that_is_not_one(world: World, url: str, where: str) -> 
         if "\x00" in url:
             return  # an environment cannot hold it
         result = assert_refused(world, ["service", "list"], codes=(2,), variables={where: url})
+        if not url.strip():  # a variable of blanks only (e.g. "\r") is one set but empty
+            assert f"{where} is set but empty" in result.stderr
+            return
     assert "invalid endpoint URL" in result.stderr
     assert f"(from {where})" in result.stderr
 
