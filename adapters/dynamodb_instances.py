@@ -9,6 +9,7 @@ client, the table names and the clock.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -28,8 +29,19 @@ from flotilla.adapters.dynamodb_codec import (
 )
 from flotilla.engine.clock import Clock, to_epoch_ms
 from flotilla.engine.config import TableNames
-from flotilla.engine.errors import ConflictError, LockLostError, NotFoundError
-from flotilla.engine.records import AgentClaim, Instance
+from flotilla.engine.errors import (
+    ConflictError,
+    LockLostError,
+    MisfiledItemError,
+    NotFoundError,
+)
+from flotilla.engine.records import AgentClaim, Instance, instance_key
+
+log = logging.getLogger(__name__)
+
+
+def _key(service: str, instance_id: str) -> dict[str, Any]:
+    return to_attributes({"id": instance_key(service, instance_id)})
 
 
 class InstanceItems:
@@ -46,6 +58,7 @@ class InstanceItems:
         with a claim, take it for that agent process in the same write."""
         item = items.instance_to_item(instance, expires_at=expires_at)
         values = {
+            ":instance": item["instance_id"],
             ":service": item["service"],
             ":agent": item["agent_version"],
             ":registered": item["registered_ms"],
@@ -55,6 +68,7 @@ class InstanceItems:
             ":zero": 0,
         }
         sets = [
+            "instance_id = :instance",
             "#service = :service",
             "agent_version = :agent",
             "heartbeat_ms = :heartbeat",
@@ -64,14 +78,15 @@ class InstanceItems:
             "assignment_version = if_not_exists(assignment_version, :zero)",
         ]
         removes: list[str] = []
-        condition = "(attribute_not_exists(id) OR #service = :service)"
+        # The key carries the service, so an instance of another service is another item.
+        condition: str | None = None
         if claim is not None:
             sets += ["agent_owner = :owner", "agent_lease_ms = :lease"]
             removes.append("left_ms")  # an agent runs on it: it is back
             # Free, ours, run out, or held by a predecessor proven dead.
-            condition += (
-                " AND (attribute_not_exists(agent_owner) OR agent_owner IN (:owner, :replacing)"
-                " OR agent_lease_ms <= :heartbeat)"
+            condition = (
+                "attribute_not_exists(agent_owner) OR agent_owner IN (:owner, :replacing)"
+                " OR agent_lease_ms <= :heartbeat"
             )
             values |= {
                 ":owner": claim.owner,
@@ -85,12 +100,6 @@ class InstanceItems:
 
         def refused(current: dict[str, Any] | None) -> Exception:
             record = None if current is None else items.instance_from_item(current)
-            if record is not None and record.service != instance.service:
-                return ConflictError(
-                    f"instance {instance.id!r} belongs to service {record.service!r}, not "
-                    f"{instance.service!r}; an instance is born into one service",
-                    current=record,
-                )
             owner = None if record is None else record.agent_owner
             return ConflictError(f"instance {instance.id!r} is held by agent {owner!r}", record)
 
@@ -98,9 +107,9 @@ class InstanceItems:
             try:
                 response = self._client.update_item(
                     TableName=self._tables.instances,
-                    Key=to_attributes({"id": instance.id}),
+                    Key=_key(instance.service, instance.id),
                     UpdateExpression=update,
-                    ConditionExpression=condition,
+                    **({} if condition is None else {"ConditionExpression": condition}),
                     ExpressionAttributeNames={"#service": "service", "#schema": "schema"},
                     ExpressionAttributeValues=to_attributes(values),
                     ReturnValues="ALL_NEW",
@@ -114,6 +123,7 @@ class InstanceItems:
 
     def record_heartbeat(
         self,
+        service: str,
         instance_id: str,
         at: datetime,
         expires_at: datetime,
@@ -146,7 +156,7 @@ class InstanceItems:
             f"recording the heartbeat of {instance_id!r}",
             lambda: self._client.update_item(
                 TableName=self._tables.instances,
-                Key=to_attributes({"id": instance_id}),
+                Key=_key(service, instance_id),
                 UpdateExpression=update,
                 ConditionExpression=condition,
                 ExpressionAttributeValues=to_attributes(values),
@@ -156,11 +166,31 @@ class InstanceItems:
         )
 
     def mark_instance_left(self, instance_id: str, at: datetime) -> Instance:
-        with translated_errors(f"marking {instance_id!r} as gone"):
+        """EC2 names the machine only: its item(s) are found through the by-instance index
+        (more than one if the machine moved between services; the latest is returned)."""
+        with translated_errors(f"finding instance {instance_id!r}"):
+            keys = [
+                str(found["id"])
+                for found in paginate(
+                    self._client.query,
+                    TableName=self._tables.instances,
+                    IndexName="by-instance",
+                    KeyConditionExpression="instance_id = :instance",
+                    ExpressionAttributeValues=to_attributes({":instance": instance_id}),
+                )
+            ]
+        marked = [self._mark_left(key, at) for key in keys]
+        found = [instance for instance in marked if instance is not None]
+        if not found:
+            raise NotFoundError(f"instance {instance_id!r} does not exist")
+        return max(found, key=lambda instance: instance.registered_at)
+
+    def _mark_left(self, key: str, at: datetime) -> Instance | None:
+        with translated_errors(f"marking {key!r} as gone"):
             try:
                 response = self._client.update_item(
                     TableName=self._tables.instances,
-                    Key=to_attributes({"id": instance_id}),
+                    Key=to_attributes({"id": key}),
                     UpdateExpression="SET left_ms = :at",
                     ConditionExpression="attribute_exists(id)",
                     ExpressionAttributeValues=to_attributes({":at": to_epoch_ms(at)}),
@@ -169,15 +199,19 @@ class InstanceItems:
             except ClientError as exc:
                 if not is_condition_failure(exc):
                     raise
-                raise NotFoundError(f"instance {instance_id!r} does not exist") from exc
-        return items.instance_from_item(from_attributes(response["Attributes"]))
+                return None  # deleted since the index saw it
+        try:
+            return items.instance_from_item(from_attributes(response["Attributes"]))
+        except MisfiledItemError as refused:
+            log.warning("%s", refused)
+            return None
 
-    def release_instance(self, instance_id: str, owner: str) -> bool:
+    def release_instance(self, service: str, instance_id: str, owner: str) -> bool:
         try:
             with translated_errors(f"releasing instance {instance_id!r}"):
                 self._client.update_item(
                     TableName=self._tables.instances,
-                    Key=to_attributes({"id": instance_id}),
+                    Key=_key(service, instance_id),
                     UpdateExpression="REMOVE agent_owner, agent_lease_ms",
                     ConditionExpression="agent_owner = :owner",
                     ExpressionAttributeValues=to_attributes({":owner": owner}),
@@ -189,13 +223,13 @@ class InstanceItems:
         return True
 
     def set_assignment(
-        self, instance_id: str, revision_id: str | None, *, expected_version: int
+        self, service: str, instance_id: str, revision_id: str | None, *, expected_version: int
     ) -> Instance:
         with translated_errors(f"assigning {instance_id!r}"):
             try:
                 response = self._client.update_item(
                     TableName=self._tables.instances,
-                    Key=to_attributes({"id": instance_id}),
+                    Key=_key(service, instance_id),
                     UpdateExpression=(
                         "SET assigned_revision = :revision, assignment_version = :next"
                     ),
@@ -224,12 +258,12 @@ class InstanceItems:
                 ) from exc
         return items.instance_from_item(from_attributes(response["Attributes"]))
 
-    def set_current_revision(self, instance_id: str, revision_id: str | None) -> None:
+    def set_current_revision(self, service: str, instance_id: str, revision_id: str | None) -> None:
         conditional_write(
             f"recording the current revision of {instance_id!r}",
             lambda: self._client.update_item(
                 TableName=self._tables.instances,
-                Key=to_attributes({"id": instance_id}),
+                Key=_key(service, instance_id),
                 UpdateExpression="SET current_revision = :revision",
                 ConditionExpression="attribute_exists(id)",
                 ExpressionAttributeValues=to_attributes({":revision": revision_id}),
@@ -237,11 +271,11 @@ class InstanceItems:
             lambda _current: NotFoundError(f"instance {instance_id!r} does not exist"),
         )
 
-    def get_instance(self, instance_id: str, *, consistent: bool = True) -> Instance:
+    def get_instance(self, service: str, instance_id: str, *, consistent: bool = True) -> Instance:
         item = read_item(
             self._client,
             self._tables.instances,
-            {"id": instance_id},
+            {"id": instance_key(service, instance_id)},
             f"instance {instance_id!r}",
             consistent=consistent,
         )
@@ -261,10 +295,11 @@ class InstanceItems:
                     ExpressionAttributeValues={":service": to_attribute(service)},
                 )
             )
-        return sorted((items.instance_from_item(i) for i in found), key=lambda i: i.id)
+        listed = items.decode_listed(found, items.instance_from_item)
+        return sorted(listed, key=lambda i: i.id)
 
-    def delete_instance(self, instance_id: str) -> None:
+    def delete_instance(self, service: str, instance_id: str) -> None:
         with translated_errors(f"deleting instance {instance_id!r}"):
             self._client.delete_item(
-                TableName=self._tables.instances, Key=to_attributes({"id": instance_id})
+                TableName=self._tables.instances, Key=_key(service, instance_id)
             )

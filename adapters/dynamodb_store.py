@@ -39,6 +39,7 @@ from flotilla.engine.records import (
     Lease,
     Revision,
     Service,
+    instance_key,
 )
 
 T = TypeVar("T")
@@ -229,7 +230,9 @@ class DynamoDBStateStore(InstanceItems):
         # (never one without the other) and with its slot's release.
         actions: list[dict[str, Any]] = [{"Put": put}]
         if current is not None:
-            actions.append({"Update": _current_revision_update(self._tables, current)})
+            actions.append(
+                {"Update": _current_revision_update(self._tables, checkpoint.service, current)}
+            )
         if release is not None:
             actions.append({"Update": release_update(self._tables.locks, release)})
         with translated_errors(what):
@@ -253,8 +256,10 @@ class DynamoDBStateStore(InstanceItems):
     ) -> list[DeployCheckpoint]:
         return self._query_deploys("by-service", "service", service, since)
 
-    def list_instance_deploys(self, instance_id: str) -> list[DeployCheckpoint]:
-        return self._query_deploys("by-instance", "instance_id", instance_id, None)
+    def list_instance_deploys(self, service: str, instance_id: str) -> list[DeployCheckpoint]:
+        # The index holds the instance's key (adapters/items/deploys.py).
+        key = instance_key(service, instance_id)
+        return self._query_deploys("by-instance", "instance_id", key, None)
 
     def _query_deploys(
         self, index: str, attribute: str, value: str, since: datetime | None
@@ -275,14 +280,16 @@ class DynamoDBStateStore(InstanceItems):
                     ExpressionAttributeValues=to_attributes(values),
                 )
             )
-        deploys = (items.deploy_from_item(i) for i in found)
+        deploys = items.decode_listed(found, items.deploy_from_item)
         return sorted(deploys, key=lambda d: (d.created_at, d.id))
 
 
-def _current_revision_update(tables: TableNames, current: CurrentRevision) -> dict[str, Any]:
+def _current_revision_update(
+    tables: TableNames, service: str, current: CurrentRevision
+) -> dict[str, Any]:
     return {
         "TableName": tables.instances,
-        "Key": to_attributes({"id": current.instance_id}),
+        "Key": to_attributes({"id": instance_key(service, current.instance_id)}),
         "UpdateExpression": "SET current_revision = :revision",
         "ConditionExpression": "attribute_exists(id)",
         "ExpressionAttributeValues": to_attributes({":revision": current.revision}),

@@ -20,7 +20,15 @@ from flotilla.adapters.memory_locks import MemoryLockService
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.clock import Clock, to_epoch_ms
 from flotilla.engine.errors import AlreadyExistsError, ConflictError, LockLostError, NotFoundError
-from flotilla.engine.records import AgentClaim, CurrentRevision, Instance, Lease, Revision, Service
+from flotilla.engine.records import (
+    AgentClaim,
+    CurrentRevision,
+    Instance,
+    Lease,
+    Revision,
+    Service,
+    instance_key,
+)
 
 Item = dict[str, Any]
 log = logging.getLogger(__name__)
@@ -131,14 +139,9 @@ class MemoryStateStore:
     ) -> Instance:
         fresh = items.instance_to_item(instance, expires_at=expires_at)
         now_ms = to_epoch_ms(instance.heartbeat_at)
+        key = fresh["id"]  # carries the service: another service's instance is another item
         with self._lock:
-            current = self._instances.get(instance.id)
-            if current is not None and current["service"] != instance.service:
-                raise ConflictError(
-                    f"instance {instance.id!r} belongs to service {current['service']!r}, not "
-                    f"{instance.service!r}; an instance is born into one service",
-                    current=items.instance_from_item(copy.deepcopy(current)),
-                )
+            current = self._instances.get(key)
             if (
                 current is not None
                 and claim is not None
@@ -158,8 +161,8 @@ class MemoryStateStore:
                     wake_address=None,
                     left_ms=None,
                 )
-                self._instances[instance.id] = fresh
-                self._instances_by_service.setdefault(instance.service, set()).add(instance.id)
+                self._instances[key] = fresh
+                self._instances_by_service.setdefault(instance.service, set()).add(key)
                 current = fresh
             else:
                 for field in ("agent_version", "heartbeat_ms", "expires_at_epoch", "schema"):
@@ -175,6 +178,7 @@ class MemoryStateStore:
 
     def record_heartbeat(
         self,
+        service: str,
         instance_id: str,
         at: datetime,
         expires_at: datetime,
@@ -182,7 +186,7 @@ class MemoryStateStore:
         claim: AgentClaim | None = None,
     ) -> None:
         with self._lock:
-            current = self._instances.get(instance_id)
+            current = self._instances.get(instance_key(service, instance_id))
             if current is None:
                 raise NotFoundError(
                     f"instance {instance_id!r} is not registered (it may have expired); "
@@ -202,14 +206,17 @@ class MemoryStateStore:
 
     def mark_instance_left(self, instance_id: str, at: datetime) -> Instance:
         with self._lock:
-            current = self._instance_item(instance_id)
-            current["left_ms"] = to_epoch_ms(at)
-            stored = copy.deepcopy(current)
-        return items.instance_from_item(stored)
+            found = [i for i in self._instances.values() if i["instance_id"] == instance_id]
+            if not found:
+                raise NotFoundError(f"instance {instance_id!r} does not exist")
+            for current in found:
+                current["left_ms"] = to_epoch_ms(at)
+            latest = max(found, key=lambda item: item["registered_ms"])
+            return items.instance_from_item(copy.deepcopy(latest))
 
-    def release_instance(self, instance_id: str, owner: str) -> bool:
+    def release_instance(self, service: str, instance_id: str, owner: str) -> bool:
         with self._lock:
-            current = self._instances.get(instance_id)
+            current = self._instances.get(instance_key(service, instance_id))
             if current is None or current.get("agent_owner") != owner:
                 return False
             current["agent_owner"] = None
@@ -217,10 +224,10 @@ class MemoryStateStore:
             return True
 
     def set_assignment(
-        self, instance_id: str, revision_id: str | None, *, expected_version: int
+        self, service: str, instance_id: str, revision_id: str | None, *, expected_version: int
     ) -> Instance:
         with self._lock:
-            current = self._instance_item(instance_id)
+            current = self._instance_item(service, instance_id)
             if current["assignment_version"] != expected_version:
                 record = items.instance_from_item(copy.deepcopy(current))
                 raise ConflictError(
@@ -233,12 +240,12 @@ class MemoryStateStore:
             stored = copy.deepcopy(current)
         return items.instance_from_item(stored)
 
-    def set_current_revision(self, instance_id: str, revision_id: str | None) -> None:
+    def set_current_revision(self, service: str, instance_id: str, revision_id: str | None) -> None:
         with self._lock:
-            self._instance_item(instance_id)["current_revision"] = revision_id
+            self._instance_item(service, instance_id)["current_revision"] = revision_id
 
-    def _instance_item(self, instance_id: str) -> Item:
-        current = self._instances.get(instance_id)
+    def _instance_item(self, service: str, instance_id: str) -> Item:
+        current = self._instances.get(instance_key(service, instance_id))
         if current is None:
             raise NotFoundError(f"instance {instance_id!r} does not exist")
         return current
@@ -246,21 +253,24 @@ class MemoryStateStore:
     # Reads decode the stored item into new records (no copy of it first: the codecs build
     # every field afresh), under the lock, since instance items are updated in place.
 
-    def get_instance(self, instance_id: str, *, consistent: bool = True) -> Instance:
+    def get_instance(self, service: str, instance_id: str, *, consistent: bool = True) -> Instance:
         with self._lock:
-            return items.instance_from_item(self._instance_item(instance_id))
+            return items.instance_from_item(self._instance_item(service, instance_id))
 
     def list_instances(self, service: str) -> list[Instance]:
         with self._lock:
-            ids = self._instances_by_service.get(service, set())
-            found = [items.instance_from_item(self._instances[i]) for i in ids]
+            keys = self._instances_by_service.get(service, set())
+            found = items.decode_listed(
+                (self._instances[k] for k in keys), items.instance_from_item
+            )
         return sorted(found, key=lambda i: i.id)
 
-    def delete_instance(self, instance_id: str) -> None:
+    def delete_instance(self, service: str, instance_id: str) -> None:
+        key = instance_key(service, instance_id)
         with self._lock:
-            removed = self._instances.pop(instance_id, None)
+            removed = self._instances.pop(key, None)
             if removed is not None:
-                self._instances_by_service[removed["service"]].discard(instance_id)
+                self._instances_by_service[removed["service"]].discard(key)
 
     # --- deploys ---------------------------------------------------------------------
 
@@ -292,7 +302,11 @@ class MemoryStateStore:
         item = items.deploy_to_item(stored)
         items.check_item_size(item, f"deploy {checkpoint.id!r}")
         with self._lock:
-            instance = None if current is None else self._instance_item(current.instance_id)
+            instance = (
+                None
+                if current is None
+                else self._instance_item(checkpoint.service, current.instance_id)
+            )
             existing = self._deploys.get(checkpoint.id)
             if existing is None:
                 raise NotFoundError(f"deploy {checkpoint.id!r} does not exist")
@@ -320,16 +334,15 @@ class MemoryStateStore:
                 for i in self._deploys.values()
                 if i["service"] == service and (floor is None or i["created_ms"] >= floor)
             ]
-        return sorted(
-            (items.deploy_from_item(i) for i in found), key=lambda d: (d.created_at, d.id)
-        )
+        deploys = items.decode_listed(found, items.deploy_from_item)
+        return sorted(deploys, key=lambda d: (d.created_at, d.id))
 
-    def list_instance_deploys(self, instance_id: str) -> list[DeployCheckpoint]:
+    def list_instance_deploys(self, service: str, instance_id: str) -> list[DeployCheckpoint]:
+        key = instance_key(service, instance_id)  # what the by-instance index holds
         with self._lock:
-            found = [i for i in self._deploys.values() if i["instance_id"] == instance_id]
-        return sorted(
-            (items.deploy_from_item(i) for i in found), key=lambda d: (d.created_at, d.id)
-        )
+            found = [i for i in self._deploys.values() if i["instance_id"] == key]
+        deploys = items.decode_listed(found, items.deploy_from_item)
+        return sorted(deploys, key=lambda d: (d.created_at, d.id))
 
 
 def _segment_of(name: str, segments: int) -> int:

@@ -51,6 +51,13 @@ class SchemaError(FlotillaError):
     """A stored item was written in a shape this version cannot read."""
 
 
+class MisfiledItemError(SchemaError):
+    """A stored item whose key does not carry the service and instance it claims: planted
+    by another service's worker (whose grants reach only keys of its own service), or
+    stored under a key of the shape used before keys carried the service. Listings skip
+    it with a warning, so that one such item cannot stop a service's rollout."""
+
+
 class LockLostError(FlotillaError):
     """A lease was not held any more when its holder tried to renew or use it."""
 

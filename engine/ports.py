@@ -53,8 +53,12 @@ class StateStore(Protocol):
     def register_instance(
         self, instance: Instance, *, expires_at: datetime, claim: AgentClaim | None = None
     ) -> Instance: ...
+    # Instances are addressed by their service and id (their stored key carries both), but
+    # EC2's word that a machine went names only the machine, so `mark_instance_left` finds
+    # its instance(s) by id.
     def record_heartbeat(
         self,
+        service: str,
         instance_id: str,
         at: datetime,
         expires_at: datetime,
@@ -65,19 +69,23 @@ class StateStore(Protocol):
         """Record that EC2 says the machine is going; `NotFoundError` if it is unknown."""
         ...
 
-    def release_instance(self, instance_id: str, owner: str) -> bool:
+    def release_instance(self, service: str, instance_id: str, owner: str) -> bool:
         """Give up `owner`'s claim on the instance; False (no change) if it is not held so."""
         ...
 
     def set_assignment(
-        self, instance_id: str, revision_id: str | None, *, expected_version: int
+        self, service: str, instance_id: str, revision_id: str | None, *, expected_version: int
     ) -> Instance: ...
-    def set_current_revision(self, instance_id: str, revision_id: str | None) -> None: ...
+    def set_current_revision(
+        self, service: str, instance_id: str, revision_id: str | None
+    ) -> None: ...
     # `consistent` False may read a moment-old instance, for half the price (an agent's
     # periodic look at its assignment; a wake-up asks for the latest).
-    def get_instance(self, instance_id: str, *, consistent: bool = True) -> Instance: ...
+    def get_instance(
+        self, service: str, instance_id: str, *, consistent: bool = True
+    ) -> Instance: ...
     def list_instances(self, service: str) -> list[Instance]: ...
-    def delete_instance(self, instance_id: str) -> None: ...
+    def delete_instance(self, service: str, instance_id: str) -> None: ...
 
     # Deploys: `update_deploy` writes only if the stored version equals `checkpoint.version`;
     # with `current`, it records the instance's current revision in the same atomic write
@@ -96,7 +104,7 @@ class StateStore(Protocol):
     def list_deploys(
         self, service: str, *, since: datetime | None = None
     ) -> list[DeployCheckpoint]: ...
-    def list_instance_deploys(self, instance_id: str) -> list[DeployCheckpoint]: ...
+    def list_instance_deploys(self, service: str, instance_id: str) -> list[DeployCheckpoint]: ...
 
 
 class LockService(Protocol):

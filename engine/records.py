@@ -282,9 +282,28 @@ class AgentClaim:
     wake_address: str | None = None  # recorded on the instance with the claim, if known
 
 
+# Stored keys carry the service first, so that IAM's `dynamodb:LeadingKeys` can confine a
+# service's workers to their own service's instances and deploys (`<service>/i-*`, see
+# cfn_templates/service.yaml). Service names hold no "/" (engine.validation).
+KEY_SEPARATOR = "/"
+
+
+def instance_key(service: str, instance_id: str) -> str:
+    """The stored key of an instance of a service."""
+    return f"{service}{KEY_SEPARATOR}{instance_id}"
+
+
 def deploy_id_for(instance: Instance) -> str:
-    """One deploy per assignment: a restarted agent finds it again instead of starting anew."""
-    return f"{instance.id}.{instance.assignment_version}"
+    """One deploy per assignment: a restarted agent finds it again instead of starting anew.
+    Its id begins with the instance's key, hence with the service."""
+    return f"{instance_key(instance.service, instance.id)}.{instance.assignment_version}"
+
+
+def service_of_key(key: str) -> str | None:
+    """The service a stored key names; None for a key of the shape stored before keys
+    carried the service (a bare instance id, or `<instance id>.<n>` for a deploy)."""
+    service, separator, _ = key.partition(KEY_SEPARATOR)
+    return service if separator else None
 
 
 @dataclass(frozen=True)

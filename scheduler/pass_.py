@@ -330,6 +330,7 @@ class SchedulerPass:
             self.guard()
             try:
                 stored = self.store.set_assignment(
+                    plan.service.name,
                     assignment.instance_id,
                     assignment.revision,
                     expected_version=assignment.expected_version,

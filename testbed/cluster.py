@@ -91,14 +91,14 @@ class Cluster:
         return stored
 
     def assign(self, instance_id: str, revision: Revision) -> Instance:
-        current = self.store.get_instance(instance_id)
+        current = self.store.get_instance(self.service.name, instance_id)
         return self.store.set_assignment(
-            instance_id, revision.id, expected_version=current.assignment_version
+            self.service.name, instance_id, revision.id, expected_version=current.assignment_version
         )
 
     def deploy(self, instance_id: str, fault: FaultHook | None = None) -> str:
         """Create the deploy for the current assignment and run it; returns its id."""
-        instance = self.store.get_instance(instance_id)
+        instance = self.store.get_instance(self.service.name, instance_id)
         runner = self.runner(instance_id, fault)
         checkpoint = runner.create(instance, self.service)
         runner.run(checkpoint.id, self.service, known=checkpoint)

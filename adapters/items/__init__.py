@@ -4,7 +4,13 @@ Every store adapter (DynamoDB, memory) and the SQS queue keep the same items thr
 these codecs; the names are gathered here so a store imports one thing.
 """
 
-from flotilla.adapters.items.common import MAX_ITEM_BYTES, Item, check_item_size, item_size
+from flotilla.adapters.items.common import (
+    MAX_ITEM_BYTES,
+    Item,
+    check_item_size,
+    decode_listed,
+    item_size,
+)
 from flotilla.adapters.items.deploys import DEPLOY_SCHEMA, deploy_from_item, deploy_to_item
 from flotilla.adapters.items.events import (
     EVENT_SCHEMA,
@@ -33,6 +39,7 @@ __all__ = [
     "USER_SCHEMA",
     "Item",
     "check_item_size",
+    "decode_listed",
     "deploy_from_item",
     "deploy_to_item",
     "describe_revision",

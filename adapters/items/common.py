@@ -10,15 +10,19 @@ message instead of a KeyError deep in the engine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 from flotilla.engine.clock import from_epoch_ms, to_epoch_ms
-from flotilla.engine.errors import ItemTooLargeError, SchemaError
+from flotilla.engine.errors import ItemTooLargeError, MisfiledItemError, SchemaError
+from flotilla.engine.records import service_of_key
 
 Item = dict[str, Any]
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 # DynamoDB refuses items over 400 KB; we check before writing so the error names the record.
 MAX_ITEM_BYTES = 400 * 1024
@@ -59,6 +63,36 @@ def binary(value: object) -> bytes:
     if not isinstance(value, bytes | bytearray | memoryview):
         raise TypeError(f"expected binary data, found {type(value).__name__}")
     return bytes(value)
+
+
+def check_key(kind: str, item: Mapping[str, Any], expected: str) -> None:
+    """Refuse an item whose key is not the one its own fields give: its service and
+    instance are then not what IAM let its writer touch (keys carry the service first)."""
+    key = item.get("id")
+    if not isinstance(key, str):
+        raise SchemaError(f"stored {kind} item has no id: {describe(item)}")
+    if key != expected:
+        raise MisfiledItemError(
+            f"stored {kind} item {key!r} claims service {item.get('service')!r} but its key "
+            f"is not {expected!r}: refused (it was not written by that service's workers)"
+        )
+
+
+def is_unscoped(key: object) -> bool:
+    """Whether a stored key has the shape used before keys carried the service."""
+    return isinstance(key, str) and service_of_key(key) is None
+
+
+def decode_listed(found: Iterable[Mapping[str, Any]], decode: Callable[[Any], T]) -> list[T]:
+    """Decode the items of a listing, leaving out (with a warning naming each) those refused
+    as misfiled: one planted item must not stop every reader of the service's listing."""
+    decoded = []
+    for item in found:
+        try:
+            decoded.append(decode(item))
+        except MisfiledItemError as refused:
+            log.warning("%s", refused)
+    return decoded
 
 
 def read(kind: str, item: Mapping[str, Any], build: Callable[[], T]) -> T:

@@ -9,9 +9,20 @@ from typing import Any
 from flotilla.adapters.items import common
 from flotilla.adapters.items.common import Item
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition, UnitPlan
+from flotilla.engine.errors import MisfiledItemError
+from flotilla.engine.records import instance_key
 from flotilla.machines.deploy import State
 
 DEPLOY_SCHEMA = 1
+
+
+def _stored_instance(checkpoint: DeployCheckpoint) -> str:
+    """The by-instance index's key: the instance's key (`<service>/<instance id>`), so that
+    IAM confines a worker's resume query to its own service; a checkpoint stored before keys
+    carried the service keeps its bare instance id."""
+    if common.is_unscoped(checkpoint.id):
+        return checkpoint.instance_id
+    return instance_key(checkpoint.service, checkpoint.instance_id)
 
 
 def deploy_to_item(checkpoint: DeployCheckpoint) -> Item:
@@ -20,7 +31,7 @@ def deploy_to_item(checkpoint: DeployCheckpoint) -> Item:
         "schema": DEPLOY_SCHEMA,
         "id": checkpoint.id,
         "service": checkpoint.service,
-        "instance_id": checkpoint.instance_id,
+        "instance_id": _stored_instance(checkpoint),
         "from_revision": checkpoint.from_revision,
         "to_revision": checkpoint.to_revision,
         "state": checkpoint.state,
@@ -101,6 +112,25 @@ def _transition_from_item(item: Mapping[str, Any]) -> Transition:
 
 def deploy_from_item(item: Mapping[str, Any]) -> DeployCheckpoint:
     common.check_schema(item, "deploy", DEPLOY_SCHEMA)
+    stored_instance = str(item.get("instance_id"))
+    # A checkpoint stored before keys carried the service is read as it is (history and
+    # traces keep it); no worker's grant reaches its key any more, so none can change it.
+    if not common.is_unscoped(item.get("id")):
+        expected_instance = instance_key(str(item.get("service")), _bare(stored_instance))
+        if stored_instance != expected_instance:
+            raise MisfiledItemError(
+                f"stored deploy item {item['id']!r} claims service {item.get('service')!r} "
+                f"but is indexed under instance {stored_instance!r}: refused (it was not "
+                "written by that service's workers)"
+            )
+        deploy_id = str(item["id"])
+        assignment = deploy_id.removeprefix(f"{expected_instance}.")
+        if assignment == deploy_id or not assignment.isdigit():
+            raise MisfiledItemError(
+                f"stored deploy item {deploy_id!r} claims service {item.get('service')!r} "
+                f"and instance {stored_instance!r} but its key is not theirs: refused (it was "
+                "not written by that service's workers)"
+            )
 
     def build() -> DeployCheckpoint:
         lease = item.get("lease")
@@ -118,7 +148,7 @@ def deploy_from_item(item: Mapping[str, Any]) -> DeployCheckpoint:
         return DeployCheckpoint(
             id=str(item["id"]),
             service=str(item["service"]),
-            instance_id=str(item["instance_id"]),
+            instance_id=_bare(str(item["instance_id"])),
             from_revision=common.optional_str(item.get("from_revision")),
             to_revision=common.optional_str(item.get("to_revision")),
             state=str(item["state"]),
@@ -144,6 +174,10 @@ def deploy_from_item(item: Mapping[str, Any]) -> DeployCheckpoint:
         )
 
     return common.read("deploy", item, build)
+
+
+def _bare(stored_instance: str) -> str:
+    return stored_instance.rpartition("/")[2]
 
 
 def _failed_in(item: Mapping[str, Any], history: tuple[Transition, ...]) -> str | None:

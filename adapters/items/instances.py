@@ -8,7 +8,8 @@ from typing import Any
 
 from flotilla.adapters.items import common
 from flotilla.adapters.items.common import Item
-from flotilla.engine.records import Instance
+from flotilla.engine.errors import MisfiledItemError
+from flotilla.engine.records import Instance, instance_key
 
 INSTANCE_SCHEMA = 1
 
@@ -16,7 +17,8 @@ INSTANCE_SCHEMA = 1
 def instance_to_item(instance: Instance, *, expires_at: datetime) -> Item:
     return {
         "schema": INSTANCE_SCHEMA,
-        "id": instance.id,
+        "id": instance_key(instance.service, instance.id),
+        "instance_id": instance.id,  # the by-instance index: EC2's word names the machine only
         "service": instance.service,
         "agent_version": instance.agent_version,
         "registered_ms": common.ms(instance.registered_at),
@@ -34,6 +36,19 @@ def instance_to_item(instance: Instance, *, expires_at: datetime) -> Item:
 
 def instance_from_item(item: Mapping[str, Any]) -> Instance:
     common.check_schema(item, "instance", INSTANCE_SCHEMA)
+    if common.is_unscoped(item.get("id")):
+        # Refused rather than read: its key cannot be written under the grants of this
+        # version, so its agent could never renew it. That agent, restarted with this
+        # version, registers its instance again under `<service>/<instance id>`; the old
+        # item then ages out (its TTL).
+        raise MisfiledItemError(
+            f"stored instance item {item['id']!r} has the key shape of Flotilla before "
+            "keys carried the service; it is ignored until its agent, upgraded, registers "
+            f"it again as {instance_key(str(item.get('service')), str(item['id']))!r}"
+        )
+    common.check_key(
+        "instance", item, instance_key(str(item.get("service")), str(item.get("instance_id")))
+    )
 
     def build() -> Instance:
         registered = common.time(item["registered_ms"])
@@ -41,7 +56,7 @@ def instance_from_item(item: Mapping[str, Any]) -> Instance:
         if registered is None or heartbeat is None:
             raise ValueError("registered_ms or heartbeat_ms is empty")
         return Instance(
-            id=str(item["id"]),
+            id=str(item["instance_id"]),
             service=str(item["service"]),
             agent_version=str(item["agent_version"]),
             registered_at=registered,

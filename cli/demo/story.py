@@ -187,7 +187,7 @@ class Story:
         raise DemoError(f"no instance runs {label}")
 
     def unfinished_deploy(self, instance_id: str) -> str:
-        for deploy in self.store.list_instance_deploys(instance_id):
+        for deploy in self.store.list_instance_deploys(self.service, instance_id):
             if not deploy.finished:
                 return deploy.id
         raise DemoError(f"{instance_id} has no unfinished deploy")
@@ -213,7 +213,7 @@ class Story:
             running = [
                 deploy
                 for instance in instances
-                for deploy in self.store.list_instance_deploys(instance.id)[-1:]
+                for deploy in self.store.list_instance_deploys(self.service, instance.id)[-1:]
                 if not deploy.finished
             ]
             picture = "  ".join(

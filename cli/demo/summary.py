@@ -36,8 +36,8 @@ def summarise(
     labels = {r.id: r.label for r in store.list_revisions(service)}
     rows = []
     for instance_id in instance_ids:
-        instance = store.get_instance(instance_id)
-        deploys = store.list_instance_deploys(instance_id)
+        instance = store.get_instance(service, instance_id)
+        deploys = store.list_instance_deploys(service, instance_id)
         last = deploys[-1] if deploys else None
         current = instance.current_revision
         rows.append(

@@ -23,7 +23,8 @@ from typing import Final
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.deploy import telemetry
 from flotilla.engine.deploy.errors import AdoptionRefusedError
-from flotilla.engine.records import Instance, Revision
+from flotilla.engine.errors import MisfiledItemError
+from flotilla.engine.records import Instance, Revision, instance_key
 from flotilla.engine.revisions import verify_revision_id
 
 log = logging.getLogger(__name__)
@@ -74,14 +75,34 @@ def check_checkpoint(
     if to_revision is not ANY_TARGET:
         pairs.append(("to_revision", checkpoint.to_revision, to_revision))
     differences = _differences(pairs)
-    if not checkpoint.id.startswith(f"{instance_id}."):
-        differences.append(f"its id does not name instance {instance_id!r}")
+    if not checkpoint.id.startswith(f"{instance_key(service, instance_id)}."):
+        differences.append(f"its id does not name instance {instance_id!r} of {service!r}")
     if differences:
         raise AdoptionRefusedError(
             f"refusing to adopt deploy checkpoint {checkpoint.id!r}: {'; '.join(differences)}. "
             "This agent did not write it (a pre-planted deploy id?); it is left untouched and "
             "nothing is deployed from it. Delete it once examined, or wait for a new assignment"
         )
+
+
+def misfiled_checkpoint(deploy_id: str, misfiled: MisfiledItemError) -> AdoptionRefusedError:
+    """The refusal of a checkpoint found under this deploy's id whose stored key does not
+    carry the service and instance its fields claim (adapters/items)."""
+    return AdoptionRefusedError(
+        f"refusing to adopt deploy checkpoint {deploy_id!r}: {misfiled.message}. This agent "
+        "did not write it (a pre-planted deploy id?); it is left untouched and nothing is "
+        "deployed from it. Delete it once examined, or wait for a new assignment"
+    )
+
+
+def misfiled_instance(misfiled: MisfiledItemError) -> AdoptionRefusedError:
+    """The refusal of this agent's instance item when it claims another service or instance
+    than its stored key carries."""
+    return AdoptionRefusedError(
+        f"refusing the instance item: {misfiled.message}. It was written by someone else (a "
+        "forged assignment?); nothing is deployed from it. Check who writes this instance's "
+        "items"
+    )
 
 
 def check_resumable(checkpoint: DeployCheckpoint, instance: Instance, *, service: str) -> None:

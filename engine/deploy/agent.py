@@ -25,7 +25,7 @@ from flotilla.engine.deploy import adoption
 from flotilla.engine.deploy.agent_lease import InstanceLease, ProvenDead, lock_name
 from flotilla.engine.deploy.errors import AdoptionRefusedError
 from flotilla.engine.deploy.runner import DeployRunner, Liveness
-from flotilla.engine.errors import FlotillaError
+from flotilla.engine.errors import FlotillaError, MisfiledItemError
 from flotilla.engine.leases import LeaseKeeper
 from flotilla.engine.liveness import DEFAULT_AGENT_LEASE, DEFAULT_INSTANCE_TTL
 from flotilla.engine.ports import Event, EventQueue, StateStore, WakeUps
@@ -249,15 +249,30 @@ class Agent:
             return False
         return True
 
+    def _instance(self, *, consistent: bool = True) -> Instance | None:
+        """This agent's instance item; None (reported once) if the stored item claims
+        another service or instance than its key carries (adapters/items)."""
+        try:
+            return self.store.get_instance(
+                self.settings.service, self.settings.instance_id, consistent=consistent
+            )
+        except MisfiledItemError as misfiled:
+            self._refuse(adoption.misfiled_instance(misfiled), f"instance {misfiled.message}")
+            return None
+
     def _resume_unfinished(self) -> None:
         unfinished = [
             checkpoint
-            for checkpoint in self.store.list_instance_deploys(self.settings.instance_id)
+            for checkpoint in self.store.list_instance_deploys(
+                self.settings.service, self.settings.instance_id
+            )
             if not checkpoint.finished
         ]
         if not unfinished:
             return
-        instance = self.store.get_instance(self.settings.instance_id)
+        instance = self._instance()
+        if instance is None:
+            return
         for checkpoint in unfinished:
             if not self.stop.is_set():
                 try:
@@ -270,7 +285,9 @@ class Agent:
                 self.runner.run(checkpoint.id, service, known=checkpoint)
 
     def _restore_units(self) -> None:
-        instance = self.store.get_instance(self.settings.instance_id)
+        instance = self._instance()
+        if instance is None:
+            return
         if instance.current_revision is not None and self._own_instance(instance):
             self.runner.restore_units(instance, self.store.get_service(instance.service))
 
@@ -283,7 +300,9 @@ class Agent:
                 return  # still not done (stopping, or another runner is ahead): next time
         # A wake-up means the scheduler has just written: read the latest. A periodic look
         # may read a moment-old item, for half the price.
-        instance = self.store.get_instance(self.settings.instance_id, consistent=self._woken)
+        instance = self._instance(consistent=self._woken)
+        if instance is None:
+            return
         # Assigned none while running a revision is a deploy too: an unassignment, which
         # leaves the load balancer and stops and removes every unit (machines/deploy.py).
         if instance.assigned_revision == instance.current_revision:

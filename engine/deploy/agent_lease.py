@@ -82,7 +82,11 @@ class InstanceLease:
         claim = AgentClaim(lease.owner, now + duration, wake_address=self._wake_address())
         try:
             self._store.record_heartbeat(
-                self._template.id, now, expiry_for(now, self._ttl), claim=claim
+                self._template.service,
+                self._template.id,
+                now,
+                expiry_for(now, self._ttl),
+                claim=claim,
             )
         except NotFoundError as gone:
             # Removed as dead while this agent could not write: it must register again.
@@ -91,12 +95,12 @@ class InstanceLease:
 
     def release(self, lease: Lease) -> bool:
         self._check(lease.name)
-        return self._store.release_instance(self._template.id, lease.owner)
+        return self._store.release_instance(self._template.service, self._template.id, lease.owner)
 
     def holders(self, name: str) -> list[Lease]:
         self._check(name)
         try:
-            current = self._store.get_instance(self._template.id)
+            current = self._store.get_instance(self._template.service, self._template.id)
         except NotFoundError:
             return []
         until = current.agent_lease_until

@@ -29,7 +29,12 @@ from flotilla.engine.deploy.reporting import report_finished
 from flotilla.engine.deploy.retry import with_retries
 from flotilla.engine.deploy.revision_cache import RevisionCache
 from flotilla.engine.deploy.steps import STEPS, Advance, Ports, StepFailed, Steps, StepSettings
-from flotilla.engine.errors import AlreadyExistsError, ConflictError, FlotillaError
+from flotilla.engine.errors import (
+    AlreadyExistsError,
+    ConflictError,
+    FlotillaError,
+    MisfiledItemError,
+)
 from flotilla.engine.ports import EventQueue
 from flotilla.engine.records import Instance, Service, deploy_id_for
 from flotilla.machines import deploy as machine
@@ -132,7 +137,10 @@ class DeployRunner:
         try:
             created = self._step(ports, steps, deploy, checkpoint, create=True)
         except AlreadyExistsError:
-            found = _retried(ports, lambda: ports.store.get_deploy(deploy_id))
+            try:
+                found = _retried(ports, lambda: ports.store.get_deploy(deploy_id))
+            except MisfiledItemError as misfiled:
+                raise adoption.misfiled_checkpoint(deploy_id, misfiled) from misfiled
             adoption.check_checkpoint(
                 found,
                 service=service.name,

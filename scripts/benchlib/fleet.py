@@ -85,7 +85,7 @@ class Fleet:
         return [
             deploy
             for instance in self.instances
-            for deploy in self.world.store.list_instance_deploys(instance)
+            for deploy in self.world.store.list_instance_deploys(self.service, instance)
             if deploy.to_revision == revision
         ]
 

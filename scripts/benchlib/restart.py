@@ -46,9 +46,9 @@ def run(runs: int, quick: bool) -> list[Figure]:
             )
             for _ in range(runs):
                 revision = fleet.new_revision()
-                current = world.store.get_instance(instance)
+                current = world.store.get_instance(fleet.service, instance)
                 world.store.set_assignment(
-                    instance, revision, expected_version=current.assignment_version
+                    fleet.service, instance, revision, expected_version=current.assignment_version
                 )
                 doomed = start_agent(
                     world,

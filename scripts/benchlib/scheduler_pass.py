@@ -58,7 +58,7 @@ def settle(store: StateStore, names: list[str]) -> None:
     for name in names:
         for instance in store.list_instances(name):
             if instance.assigned_revision != instance.current_revision:
-                store.set_current_revision(instance.id, instance.assigned_revision)
+                store.set_current_revision(name, instance.id, instance.assigned_revision)
 
 
 def one_memory_run(instances: int, services: int) -> dict[str, tuple[float, int, int]]:

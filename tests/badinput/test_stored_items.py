@@ -88,10 +88,10 @@ def _agent_reads(world: World) -> dict[str, Callable[[], object]]:
             store.get_revision("api", world.revision_id),
             store.list_revisions("api"),
         ),
-        "instances": lambda: (store.get_instance("i-1"), store.list_instances("api")),
+        "instances": lambda: (store.get_instance("api", "i-1"), store.list_instances("api")),
         "deploys": lambda: (
             store.get_deploy("i-1.1"),
-            store.list_instance_deploys("i-1"),
+            store.list_instance_deploys("api", "i-1"),
             store.list_deploys("api"),
         ),
         "users": lambda: (users.get_user("alice"), users.list_users()),

@@ -73,7 +73,7 @@ def an_instance(backend: Backend, instance_id: str = "i-1", service: str = "api"
 
 
 def a_checkpoint(
-    backend: Backend, deploy_id: str = "d-1", instance: str = "i-1"
+    backend: Backend, deploy_id: str = "api/i-1.1", instance: str = "i-1"
 ) -> DeployCheckpoint:
     now = backend.clock.now()
     return DeployCheckpoint(
@@ -204,7 +204,7 @@ def test_registering_again_refreshes_the_heartbeat_and_keeps_the_assignment(
         an_instance(backend), expires_at=backend.clock.now() + HOUR
     )
     assert (registered.assigned_revision, registered.assignment_version) == (None, 0)
-    assigned = store.set_assignment("i-1", "a" * 64, expected_version=0)
+    assigned = store.set_assignment("api", "i-1", "a" * 64, expected_version=0)
     assert (assigned.assigned_revision, assigned.assignment_version) == ("a" * 64, 1)
     backend.clock.advance(60)
     again = dataclasses.replace(
@@ -218,40 +218,52 @@ def test_registering_again_refreshes_the_heartbeat_and_keeps_the_assignment(
     assert refreshed.registered_at == registered.registered_at
 
 
-def test_an_instance_is_born_into_one_service(backend: Backend) -> None:
-    backend.store.register_instance(an_instance(backend), expires_at=backend.clock.now() + HOUR)
-    with pytest.raises(ConflictError, match="born into one service"):
-        backend.store.register_instance(
-            an_instance(backend, service="web"), expires_at=backend.clock.now() + HOUR
-        )
-    assert backend.store.get_instance("i-1").service == "api"
+def test_a_machine_registered_in_two_services_is_two_instances(backend: Backend) -> None:
+    """Keys carry the service: a machine moved to another service starts afresh there, and
+    what one service reads or writes of it never touches the other's item."""
+    store = backend.store
+    store.register_instance(an_instance(backend), expires_at=backend.clock.now() + HOUR)
+    store.set_assignment("api", "i-1", "a" * 64, expected_version=0)
+    backend.clock.advance(5)
+    store.register_instance(
+        an_instance(backend, service="web"), expires_at=backend.clock.now() + HOUR
+    )
+    assert store.get_instance("api", "i-1").assigned_revision == "a" * 64
+    assert store.get_instance("web", "i-1").assigned_revision is None
+    assert [i.service for i in store.list_instances("web")] == ["web"]
+    with pytest.raises(NotFoundError):
+        store.get_instance("billing", "i-1")
+    # EC2's word names the machine only: every item of it is marked, the latest returned.
+    gone = store.mark_instance_left("i-1", backend.clock.now())
+    assert gone.service == "web"
+    assert store.get_instance("api", "i-1").left_at == backend.clock.now()
 
 
 def test_an_assignment_on_a_stale_version_conflicts(backend: Backend) -> None:
     store = backend.store
     store.register_instance(an_instance(backend), expires_at=backend.clock.now() + HOUR)
-    winner = store.set_assignment("i-1", "a" * 64, expected_version=0)
+    winner = store.set_assignment("api", "i-1", "a" * 64, expected_version=0)
     with pytest.raises(ConflictError) as raised:
-        store.set_assignment("i-1", "b" * 64, expected_version=0)
+        store.set_assignment("api", "i-1", "b" * 64, expected_version=0)
     assert raised.value.current == winner
-    assert store.get_instance("i-1").assigned_revision == "a" * 64
+    assert store.get_instance("api", "i-1").assigned_revision == "a" * 64
     with pytest.raises(NotFoundError):
-        store.set_assignment("i-404", "a" * 64, expected_version=0)
+        store.set_assignment("api", "i-404", "a" * 64, expected_version=0)
 
 
 def test_heartbeats_and_current_revision_never_undo_an_assignment(backend: Backend) -> None:
     store = backend.store
     store.register_instance(an_instance(backend), expires_at=backend.clock.now() + HOUR)
-    store.set_assignment("i-1", "b" * 64, expected_version=0)
+    store.set_assignment("api", "i-1", "b" * 64, expected_version=0)
     backend.clock.advance(15)
-    store.record_heartbeat("i-1", backend.clock.now(), backend.clock.now() + HOUR)
-    store.set_current_revision("i-1", "a" * 64)
-    stored = store.get_instance("i-1")
+    store.record_heartbeat("api", "i-1", backend.clock.now(), backend.clock.now() + HOUR)
+    store.set_current_revision("api", "i-1", "a" * 64)
+    stored = store.get_instance("api", "i-1")
     assert stored.assigned_revision == "b" * 64
     assert stored.current_revision == "a" * 64
     assert stored.heartbeat_at == backend.clock.now()
     with pytest.raises(NotFoundError):
-        store.record_heartbeat("i-404", backend.clock.now(), backend.clock.now() + HOUR)
+        store.record_heartbeat("api", "i-404", backend.clock.now(), backend.clock.now() + HOUR)
 
 
 def test_instances_are_listed_by_service_and_can_be_deleted(backend: Backend) -> None:
@@ -261,8 +273,8 @@ def test_instances_are_listed_by_service_and_can_be_deleted(backend: Backend) ->
             an_instance(backend, instance_id, service), expires_at=backend.clock.now() + HOUR
         )
     assert [i.id for i in store.list_instances("api")] == ["i-1", "i-2"]
-    store.delete_instance("i-1")
-    store.delete_instance("i-1")  # idempotent
+    store.delete_instance("api", "i-1")
+    store.delete_instance("api", "i-1")  # idempotent
     assert [i.id for i in store.list_instances("api")] == ["i-2"]
 
 
@@ -272,7 +284,7 @@ def test_instances_are_listed_by_service_and_can_be_deleted(backend: Backend) ->
 def test_a_checkpoint_round_trips_with_its_history(backend: Backend) -> None:
     created = backend.store.create_deploy(a_checkpoint(backend))
     assert created.version == 1
-    assert backend.store.get_deploy("d-1") == created
+    assert backend.store.get_deploy("api/i-1.1") == created
     with pytest.raises(AlreadyExistsError):
         backend.store.create_deploy(a_checkpoint(backend))
 
@@ -294,7 +306,7 @@ def test_a_checkpoint_write_on_a_stale_version_conflicts(backend: Backend) -> No
     finished = backend.store.update_deploy(
         dataclasses.replace(advanced, state="done", outcome=Outcome.SUCCEEDED)
     )
-    assert backend.store.get_deploy("d-1") == finished
+    assert backend.store.get_deploy("api/i-1.1") == finished
     assert finished.finished
 
 
@@ -303,27 +315,27 @@ def test_a_checkpoint_and_the_current_revision_are_written_together_or_not_at_al
 ) -> None:
     store = backend.store
     store.register_instance(an_instance(backend), expires_at=backend.clock.now() + HOUR)
-    store.set_current_revision("i-1", "a" * 64)
+    store.set_current_revision("api", "i-1", "a" * 64)
     created = store.create_deploy(a_checkpoint(backend))
     healthy = store.update_deploy(
         dataclasses.replace(created, state="unlocked"), current=CurrentRevision("i-1", "b" * 64)
     )
-    assert store.get_deploy("d-1") == healthy
-    assert store.get_instance("i-1").current_revision == "b" * 64
+    assert store.get_deploy("api/i-1.1") == healthy
+    assert store.get_instance("api", "i-1").current_revision == "b" * 64
 
     with pytest.raises(ConflictError) as raised:  # a stale checkpoint: neither is written
         store.update_deploy(
             dataclasses.replace(created, state="failed"), current=CurrentRevision("i-1", None)
         )
     assert raised.value.current == healthy
-    assert store.get_instance("i-1").current_revision == "b" * 64
+    assert store.get_instance("api", "i-1").current_revision == "b" * 64
 
-    store.delete_instance("i-1")
+    store.delete_instance("api", "i-1")
     with pytest.raises(NotFoundError):  # the instance is gone: the checkpoint stays too
         store.update_deploy(
             dataclasses.replace(healthy, state="done"), current=CurrentRevision("i-1", None)
         )
-    assert store.get_deploy("d-1") == healthy
+    assert store.get_deploy("api/i-1.1") == healthy
 
     back_to_none = store.update_deploy(dataclasses.replace(healthy, state="done"))
     assert back_to_none.version == healthy.version + 1
@@ -331,13 +343,13 @@ def test_a_checkpoint_and_the_current_revision_are_written_together_or_not_at_al
 
 def test_deploys_are_listed_by_service_since_a_time_and_by_instance(backend: Backend) -> None:
     store = backend.store
-    early = store.create_deploy(a_checkpoint(backend, "d-1", "i-1"))
+    early = store.create_deploy(a_checkpoint(backend, "api/i-1.1", "i-1"))
     backend.clock.advance(3600)
-    late = a_checkpoint(backend, "d-2", "i-2")
+    late = a_checkpoint(backend, "api/i-2.1", "i-2")
     store.create_deploy(late)
-    assert [d.id for d in store.list_deploys("api")] == ["d-1", "d-2"]
-    assert [d.id for d in store.list_deploys("api", since=backend.clock.now())] == ["d-2"]
-    assert [d.id for d in store.list_instance_deploys("i-1")] == [early.id]
+    assert [d.id for d in store.list_deploys("api")] == ["api/i-1.1", "api/i-2.1"]
+    assert [d.id for d in store.list_deploys("api", since=backend.clock.now())] == ["api/i-2.1"]
+    assert [d.id for d in store.list_instance_deploys("api", "i-1")] == [early.id]
     assert store.list_deploys("web") == []
 
 
@@ -456,7 +468,7 @@ def test_concurrent_assignments_let_exactly_one_writer_win(concurrent_backend: B
 
     def assign(revision: str) -> None:
         try:
-            store.set_assignment("i-1", revision, expected_version=0)
+            store.set_assignment("api", "i-1", revision, expected_version=0)
             result = "won"
         except ConflictError:
             result = "lost"
@@ -469,7 +481,7 @@ def test_concurrent_assignments_let_exactly_one_writer_win(concurrent_backend: B
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == ["lost"] * 7 + ["won"]
-    assert store.get_instance("i-1").assignment_version == 1
+    assert store.get_instance("api", "i-1").assignment_version == 1
 
 
 def test_checkpoint_and_heartbeat_costs_in_dynamodb_calls(dynamodb_backend: Backend) -> None:
@@ -486,7 +498,7 @@ def test_checkpoint_and_heartbeat_costs_in_dynamodb_calls(dynamodb_backend: Back
         backend.store.update_deploy(dataclasses.replace(created, state="failed"))
     assert dict(backend.calls.calls) == {"PutItem": 1}
     backend.calls.reset()
-    backend.store.record_heartbeat("i-1", backend.clock.now(), backend.clock.now() + HOUR)
+    backend.store.record_heartbeat("api", "i-1", backend.clock.now(), backend.clock.now() + HOUR)
     assert dict(backend.calls.calls) == {"UpdateItem": 1}
 
 
@@ -510,16 +522,16 @@ def test_an_agent_claims_its_instance_and_its_heartbeat_renews_the_claim(backend
 
     clock.advance(60)
     renewed = AgentClaim("agent-a", clock.now() + HOUR)
-    store.record_heartbeat("i-1", clock.now(), clock.now() + HOUR, claim=renewed)
-    after = store.get_instance("i-1")
+    store.record_heartbeat("api", "i-1", clock.now(), clock.now() + HOUR, claim=renewed)
+    after = store.get_instance("api", "i-1")
     assert after.heartbeat_at == clock.now()
     assert after.agent_lease_until == renewed.lease_until
 
     stolen = AgentClaim("b", clock.now())
     with pytest.raises(LockLostError):
-        store.record_heartbeat("i-1", clock.now(), clock.now() + HOUR, claim=stolen)
+        store.record_heartbeat("api", "i-1", clock.now(), clock.now() + HOUR, claim=stolen)
     with pytest.raises(NotFoundError):
-        store.record_heartbeat("i-404", clock.now(), clock.now() + HOUR, claim=renewed)
+        store.record_heartbeat("api", "i-404", clock.now(), clock.now() + HOUR, claim=renewed)
 
 
 def test_a_claim_held_by_a_live_agent_is_refused_until_it_runs_out_or_is_proven_dead(
@@ -532,29 +544,31 @@ def test_a_claim_held_by_a_live_agent_is_refused_until_it_runs_out_or_is_proven_
         claimed(backend, "b", MINUTE)
     assert held.value.current is not None
     assert held.value.current.agent_owner == "a"
-    assert store.get_instance("i-1").agent_owner == "a"
+    assert store.get_instance("api", "i-1").agent_owner == "a"
 
     taken = claimed(backend, "b", MINUTE, replacing="a")
     assert taken.agent_owner == "b"
 
     clock.advance(61)  # b's claim ran out: anyone may take the instance
     assert claimed(backend, "c", MINUTE).agent_owner == "c"
-    with pytest.raises(ConflictError, match="born into one service"):
-        store.register_instance(
-            an_instance(backend, service="web"),
-            expires_at=clock.now() + HOUR,
-            claim=AgentClaim("c", clock.now() + MINUTE),
-        )
+    # Another service's instance of the same machine is another item, with its own claim.
+    other = store.register_instance(
+        an_instance(backend, service="web"),
+        expires_at=clock.now() + HOUR,
+        claim=AgentClaim("d", clock.now() + MINUTE),
+    )
+    assert (other.service, other.agent_owner) == ("web", "d")
+    assert store.get_instance("api", "i-1").agent_owner == "c"
 
 
 def test_only_the_holder_releases_a_claim(backend: Backend) -> None:
     store = backend.store
     claimed(backend, "a", HOUR)
-    assert store.release_instance("i-1", "b") is False
-    assert store.get_instance("i-1").agent_owner == "a"
-    assert store.release_instance("i-1", "a") is True
-    assert store.get_instance("i-1").agent_owner is None
-    assert store.release_instance("i-404", "a") is False
+    assert store.release_instance("api", "i-1", "b") is False
+    assert store.get_instance("api", "i-1").agent_owner == "a"
+    assert store.release_instance("api", "i-1", "a") is True
+    assert store.get_instance("api", "i-1").agent_owner is None
+    assert store.release_instance("api", "i-404", "a") is False
     assert claimed(backend, "b", HOUR).agent_owner == "b"
 
 
@@ -565,7 +579,7 @@ def test_an_instance_ec2_says_is_going_is_marked_until_an_agent_takes_it_again(
     claimed(backend, "a", MINUTE)
     left = store.mark_instance_left("i-1", clock.now())
     assert left.left_at == clock.now()
-    assert store.get_instance("i-1").left_at == clock.now()
+    assert store.get_instance("api", "i-1").left_at == clock.now()
     with pytest.raises(NotFoundError):
         store.mark_instance_left("i-404", clock.now())
     clock.advance(61)
@@ -585,11 +599,11 @@ def test_a_checkpoint_frees_its_deploys_slot_in_the_same_write_if_it_still_holds
 
     unlocked = store.update_deploy(dataclasses.replace(created, state="unlocked"), release=lease)
     assert locks.holders("deploy/api") == []
-    assert store.get_deploy("d-1") == unlocked
+    assert store.get_deploy("api/i-1.1") == unlocked
 
     # A slot no longer held (it lapsed, or was taken) does not stop the checkpoint.
     taken = locks.acquire("deploy/api", "d-2", slots=1, lease=HOUR)
     assert taken is not None
     done = store.update_deploy(dataclasses.replace(unlocked, state="done"), release=lease)
-    assert store.get_deploy("d-1") == done
+    assert store.get_deploy("api/i-1.1") == done
     assert [h.owner for h in locks.holders("deploy/api")] == ["d-2"]

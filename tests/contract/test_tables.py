@@ -66,5 +66,5 @@ def test_dead_instances_are_not_live_even_before_ttl_deletes_them(backend: Backe
     # i-old beat 8 minutes ago, i-new 4 minutes ago; both items are still stored.
     assert [i.id for i in backend.store.list_instances("api")] == ["i-new", "i-old"]
     assert [i.id for i in live_instances(backend.store, "api", clock.now(), ttl)] == ["i-new"]
-    old = backend.store.get_instance("i-old")
+    old = backend.store.get_instance("api", "i-old")
     assert not is_alive(old, clock.now(), ttl)

@@ -68,7 +68,7 @@ def deploy_with_kills(
     """Create and run the deploy of the instance's assignment, restarting after each kill."""
     for _life in range(50):
         runner = world.runner(instance_id, fault=killer)
-        instance = world.store.get_instance(instance_id)
+        instance = world.store.get_instance("api", instance_id)
         service = world.store.get_service("api")
         try:
             checkpoint = runner.create(instance, service)
@@ -130,7 +130,8 @@ def upgraded(world: FaultWorld, *instance_ids: str) -> Revision:
         world.assign(instance_id, v1)
         runner = world.runner(instance_id)
         runner.run(
-            runner.create(world.store.get_instance(instance_id), world.service).id, world.service
+            runner.create(world.store.get_instance("api", instance_id), world.service).id,
+            world.service,
         )
         world.assign(instance_id, v2)
     return v2
@@ -141,7 +142,7 @@ def die_repeatedly(world: FaultWorld, instance_id: str, *deaths: tuple[str, str]
     deploy_id = ""
     for death in deaths:
         runner = world.runner(instance_id, fault=kill_at(death))
-        deploy_id = runner.create(world.store.get_instance(instance_id), world.service).id
+        deploy_id = runner.create(world.store.get_instance("api", instance_id), world.service).id
         with pytest.raises(Crash):
             runner.run(deploy_id, world.service)
         world.clock.advance(2)

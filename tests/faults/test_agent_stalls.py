@@ -71,6 +71,6 @@ def test_a_running_agent_finishes_a_deploy_that_stopped_in_unlocked() -> None:
         wait_for_wakeup=wait,
     ).run()
 
-    [deploy] = [d for d in world.store.list_instance_deploys("i-1") if d.id.endswith(".2")]
+    [deploy] = [d for d in world.store.list_instance_deploys("api", "i-1") if d.id.endswith(".2")]
     assert store.failures == 0, "the outage did not happen"
     assert deploy.finished, f"still in {deploy.state} after {len(polls)} polls"

@@ -172,7 +172,9 @@ class AwsFleet:
 
     def settled(self, revision: Revision) -> bool:
         try:
-            return all(self.clean.get_instance(i).current_revision == revision.id for i in self.ids)
+            return all(
+                self.clean.get_instance("api", i).current_revision == revision.id for i in self.ids
+            )
         except FlotillaError:
             return False  # the test's own reads meet the outage too
 
@@ -186,12 +188,12 @@ class AwsFleet:
                 passes.run()
             for instance_id in self.ids:
                 try:
-                    instance = self.clean.get_instance(instance_id)
+                    instance = self.clean.get_instance("api", instance_id)
                 except FlotillaError:
                     time.sleep(1)
                     continue
                 unfinished = any(
-                    not d.finished for d in self.clean.list_instance_deploys(instance_id)
+                    not d.finished for d in self.clean.list_instance_deploys("api", instance_id)
                 )
                 if instance.assigned_revision in (None, instance.current_revision) and not (
                     unfinished
@@ -212,8 +214,8 @@ class AwsFleet:
                     if polls[0] > 20 or time.monotonic() > deadline:
                         stop.set()
                     try:
-                        current = self.clean.get_instance(instance_id)
-                        deploys = self.clean.list_instance_deploys(instance_id)
+                        current = self.clean.get_instance("api", instance_id)
+                        deploys = self.clean.list_instance_deploys("api", instance_id)
                     except FlotillaError:
                         return
                     if current.current_revision == current.assigned_revision and all(

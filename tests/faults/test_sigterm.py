@@ -74,12 +74,14 @@ def test_sigterm_in_any_state_stops_cleanly_and_the_next_agent_finishes(
     first.run()  # returns only because of the stop
 
     assert hits == [state], "the deploy never reached the state"
-    [deploy] = [d for d in world.store.list_instance_deploys("i-1") if d.to_revision == target.id]
+    [deploy] = [
+        d for d in world.store.list_instance_deploys("api", "i-1") if d.to_revision == target.id
+    ]
     closed = [t for t in deploy.history if t.state == state]
     assert closed, deploy.history
     assert closed[-1].ended_at is not None, "the step in progress was not finished"
     assert not (closed[-1].error or "").startswith("interrupted")
-    assert world.store.get_instance("i-1").agent_owner is None, "the agent kept its instance"
+    assert world.store.get_instance("api", "i-1").agent_owner is None, "the agent kept its instance"
 
     finished = threading.Event()
     second = agent(
@@ -93,4 +95,4 @@ def test_sigterm_in_any_state_stops_cleanly_and_the_next_agent_finishes(
     done = world.store.get_deploy(deploy.id)
     world.check_converged(done)
     assert done.outcome is (Outcome.ROLLED_BACK if broken else Outcome.SUCCEEDED)
-    assert world.store.get_instance("i-1").agent_owner is None
+    assert world.store.get_instance("api", "i-1").agent_owner is None

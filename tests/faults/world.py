@@ -92,15 +92,15 @@ class FaultWorld:
         return build_runner(self.adapters(instance_id), settings=RunnerSettings(), fault=fault)
 
     def assign(self, instance_id: str, revision: Revision) -> Instance:
-        current = self.store.get_instance(instance_id)
+        current = self.store.get_instance("api", instance_id)
         return self.store.set_assignment(
-            instance_id, revision.id, expected_version=current.assignment_version
+            "api", instance_id, revision.id, expected_version=current.assignment_version
         )
 
     def heartbeat(self) -> None:
         now = self.clock.now()
         for instance_id in self.runtimes:
-            self.store.record_heartbeat(instance_id, now, expiry_for(now))
+            self.store.record_heartbeat("api", instance_id, now, expiry_for(now))
 
     def check_converged(self, deploy: DeployCheckpoint) -> None:
         """What every fault test demands of a deploy once the faults stopped."""
@@ -112,7 +112,7 @@ class FaultWorld:
         )
         if deploy.outcome is Outcome.ROLLED_BACK:
             assert deploy.error, "rolled back without a reason"
-        instance = self.store.get_instance(deploy.instance_id)
+        instance = self.store.get_instance("api", deploy.instance_id)
         expected = (
             deploy.to_revision if deploy.outcome is Outcome.SUCCEEDED else deploy.from_revision
         )

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.engine.checkpoint import Outcome
+from flotilla.engine.records import deploy_id_for
 from flotilla.machines.deploy import State
 from tests.support.cluster import BROKEN, SLEEPER, Cluster
 
@@ -63,9 +64,9 @@ class Scenario:
         if self.never_healthy:
             cluster.lb.never_healthy(INSTANCE)
         if self.target == "none":
-            current = cluster.store.get_instance(INSTANCE)
+            current = cluster.store.get_instance("api", INSTANCE)
             cluster.store.set_assignment(
-                INSTANCE, None, expected_version=current.assignment_version
+                "api", INSTANCE, None, expected_version=current.assignment_version
             )
         else:
             target = cluster.revision(self.target, unit=units.get(self.target, SLEEPER))
@@ -82,8 +83,8 @@ class Scenario:
         try:
             cluster.deploy(INSTANCE, fault=crash)
         except Crash:
-            instance = cluster.store.get_instance(INSTANCE)
-            return f"{INSTANCE}.{instance.assignment_version}"
+            instance = cluster.store.get_instance("api", INSTANCE)
+            return deploy_id_for(instance)
         raise AssertionError(f"scenario {self.name} never reached {state}")
 
 

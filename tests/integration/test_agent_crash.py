@@ -47,9 +47,9 @@ def add_revision(world: AwsWorld, service: str, label: str) -> Revision:
 
 
 def assign(world: AwsWorld, instance_id: str, revision: Revision) -> None:
-    current = world.store.get_instance(instance_id)
+    current = world.store.get_instance(revision.service, instance_id)
     world.store.set_assignment(
-        instance_id, revision.id, expected_version=current.assignment_version
+        revision.service, instance_id, revision.id, expected_version=current.assignment_version
     )
 
 
@@ -78,8 +78,8 @@ def prepare(world: AwsWorld, work: Path) -> tuple[str, str, Revision, Revision]:
     # the next agent resumes it first and its fault hook kills it in the wrong deploy.
     wait_for(
         lambda: (
-            all(d.finished for d in world.store.list_instance_deploys(instance_id))
-            and world.store.get_instance(instance_id).current_revision == v1.id
+            all(d.finished for d in world.store.list_instance_deploys(service, instance_id))
+            and world.store.get_instance(service, instance_id).current_revision == v1.id
         ),
         60,
         "v1 deployed",
@@ -107,7 +107,9 @@ def test_an_agent_killed_anywhere_finishes_the_deploy_after_a_restart(
         doomed = start_agent(world, tmp_path, service, instance_id, fault=f"{state}:{point}")
         assert doomed.process.wait(timeout=60) == -9, "the fault hook did not kill the agent"
         deploy = next(
-            d for d in world.store.list_instance_deploys(instance_id) if d.to_revision == v2.id
+            d
+            for d in world.store.list_instance_deploys(service, instance_id)
+            if d.to_revision == v2.id
         )
         assert not deploy.finished
         assert deploy.state == state  # the checkpoint still says where it died
@@ -123,7 +125,7 @@ def test_an_agent_killed_anywhere_finishes_the_deploy_after_a_restart(
             units.installed_name("app.service", v2.id)
         ]
         assert world.locks.holders(f"deploy/{service}") == []
-        assert world.store.get_instance(instance_id).current_revision == v2.id
+        assert world.store.get_instance(service, instance_id).current_revision == v2.id
         if state != "pending":
             assert [t.state for t in done.history if t.resumed] == [state]
         spans = spans_of(tmp_path / "spans.jsonl", done.trace_parent)
@@ -151,12 +153,16 @@ def test_an_agent_killed_in_an_unassignment_removes_everything_after_a_restart(
     service, instance_id, v1, _v2 = prepare(world, tmp_path)
     runtime = runtime_of(tmp_path, instance_id)
     try:
-        current = world.store.get_instance(instance_id)
-        world.store.set_assignment(instance_id, None, expected_version=current.assignment_version)
+        current = world.store.get_instance(service, instance_id)
+        world.store.set_assignment(
+            service, instance_id, None, expected_version=current.assignment_version
+        )
         doomed = start_agent(world, tmp_path, service, instance_id, fault=f"{state}:{point}")
         assert doomed.process.wait(timeout=60) == -9, "the fault hook did not kill the agent"
         (deploy,) = [
-            d for d in world.store.list_instance_deploys(instance_id) if d.to_revision is None
+            d
+            for d in world.store.list_instance_deploys(service, instance_id)
+            if d.to_revision is None
         ]
         assert (deploy.state, deploy.from_revision) == (state, v1.id)
 
@@ -168,7 +174,7 @@ def test_an_agent_killed_in_an_unassignment_removes_everything_after_a_restart(
         assert done.outcome is Outcome.SUCCEEDED, done.error
         assert runtime.owned_units() == []
         assert not list(runtime.files.environment_dir.glob("*.env"))
-        assert world.store.get_instance(instance_id).current_revision is None
+        assert world.store.get_instance(service, instance_id).current_revision is None
         assert [t.state for t in done.history if t.resumed] == [state]
         assert world.locks.holders(f"deploy/{service}") == []
     finally:
@@ -208,14 +214,17 @@ def test_sigterm_finishes_the_step_and_exits_zero(world: AwsWorld, tmp_path: Pat
         agent = start_agent(world, tmp_path, service, instance_id)
         wait_for(
             lambda: any(
-                d.to_revision == v2.id for d in world.store.list_instance_deploys(instance_id)
+                d.to_revision == v2.id
+                for d in world.store.list_instance_deploys(service, instance_id)
             ),
             30,
             "the deploy to start",
         )
         assert agent.terminate() == 0
         deploy = next(
-            d for d in world.store.list_instance_deploys(instance_id) if d.to_revision == v2.id
+            d
+            for d in world.store.list_instance_deploys(service, instance_id)
+            if d.to_revision == v2.id
         )
         last = deploy.history[-1]
         assert deploy.finished or last.ended_at is None  # it stopped between steps
@@ -240,7 +249,9 @@ def test_two_agents_for_one_instance_never_both_deploy(world: AwsWorld, tmp_path
 
         def deploys():
             return [
-                d for d in world.store.list_instance_deploys(instance_id) if d.to_revision == v2.id
+                d
+                for d in world.store.list_instance_deploys(service, instance_id)
+                if d.to_revision == v2.id
             ]
 
         wait_for(lambda: bool(deploys()) and deploys()[0].finished, 60, "the deploy")

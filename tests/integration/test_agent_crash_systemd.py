@@ -93,9 +93,9 @@ def add_revision(world: AwsWorld, service: str, label: str) -> Revision:
 
 
 def assign(world: AwsWorld, instance_id: str, revision: Revision) -> None:
-    current = world.store.get_instance(instance_id)
+    current = world.store.get_instance(revision.service, instance_id)
     world.store.set_assignment(
-        instance_id, revision.id, expected_version=current.assignment_version
+        revision.service, instance_id, revision.id, expected_version=current.assignment_version
     )
 
 
@@ -123,8 +123,8 @@ def prepare(fleet: Fleet) -> tuple[str, str, Revision, Revision]:
     # the next agent resumes it first and its fault hook kills it in the wrong deploy.
     wait_for(
         lambda: (
-            all(d.finished for d in world.store.list_instance_deploys(instance_id))
-            and world.store.get_instance(instance_id).current_revision == v1.id
+            all(d.finished for d in world.store.list_instance_deploys(service, instance_id))
+            and world.store.get_instance(service, instance_id).current_revision == v1.id
         ),
         60,
         "v1 deployed",
@@ -169,7 +169,9 @@ def test_a_killed_agent_finishes_the_deploy_on_systemd_behind_a_load_balancer(
 
         def to_v2() -> list[DeployCheckpoint]:
             return [
-                d for d in world.store.list_instance_deploys(instance_id) if d.to_revision == v2.id
+                d
+                for d in world.store.list_instance_deploys(service, instance_id)
+                if d.to_revision == v2.id
             ]
 
         if state == machine.INITIAL_STATE:

@@ -19,7 +19,14 @@ import pytest
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.ports import TargetState
-from flotilla.engine.records import Instance, LoadBalancerKind, LoadBalancerRef, Revision, Service
+from flotilla.engine.records import (
+    Instance,
+    LoadBalancerKind,
+    LoadBalancerRef,
+    Revision,
+    Service,
+    deploy_id_for,
+)
 from flotilla.engine.revisions import build_revision
 from flotilla.machines import deploy as machine
 from tests.integration.test_agent_crash_systemd import (
@@ -39,24 +46,28 @@ __all__ = ["fleet"]  # the module's fixture, shared
 SLEEP = "[Service]\nType=exec\nExecStart=/bin/sleep {seconds}\n"
 
 
-def unassign(world: AwsWorld, instance_id: str) -> None:
+def unassign(world: AwsWorld, service: str, instance_id: str) -> None:
     """What the scheduler writes when every weight of the service is 0."""
-    current = world.store.get_instance(instance_id)
-    world.store.set_assignment(instance_id, None, expected_version=current.assignment_version)
+    current = world.store.get_instance(service, instance_id)
+    world.store.set_assignment(
+        service, instance_id, None, expected_version=current.assignment_version
+    )
 
 
-def deploys_to_none(world: AwsWorld, instance_id: str) -> list[DeployCheckpoint]:
-    return [d for d in world.store.list_instance_deploys(instance_id) if d.to_revision is None]
+def deploys_to_none(world: AwsWorld, service: str, instance_id: str) -> list[DeployCheckpoint]:
+    return [
+        d for d in world.store.list_instance_deploys(service, instance_id) if d.to_revision is None
+    ]
 
 
-def assert_unassigned(fleet: Fleet, instance_id: str, done: DeployCheckpoint) -> None:
+def assert_unassigned(fleet: Fleet, service: str, instance_id: str, done: DeployCheckpoint) -> None:
     world = fleet.world
     assert done.outcome is Outcome.SUCCEEDED, done.error
     assert fleet.runtime(instance_id).owned_units() == []
     assert not list(fleet.manager.unit_dir.glob("flotilla-*"))
     environment_dir = fleet.work / instance_id / "env"
     assert not list(environment_dir.glob("*.env")) if environment_dir.exists() else True
-    assert world.store.get_instance(instance_id).current_revision is None
+    assert world.store.get_instance(service, instance_id).current_revision is None
     assert fleet.balancer.state(instance_id) is TargetState.UNUSED
     elb = boto3.client("elb", region_name=REGION, endpoint_url=world.endpoint)
     described = elb.describe_load_balancers(LoadBalancerNames=[ELB])["LoadBalancerDescriptions"]
@@ -78,31 +89,29 @@ def test_a_killed_agent_finishes_the_unassignment_on_systemd(
     world = fleet.world
     service, instance_id, _v1, _v2 = prepare(fleet)
     try:
-        unassign(world, instance_id)
+        unassign(world, service, instance_id)
         options = fleet.runtime_options()
         doomed = start_agent(
             world, fleet.work, service, instance_id, fault=f"{state}:{point}", runtime=options
         )
         assert doomed.process.wait(timeout=60) == -9, "the fault hook did not kill the agent"
         if state == machine.INITIAL_STATE:
-            assert deploys_to_none(world, instance_id) == []  # created in `locking`
+            assert deploys_to_none(world, service, instance_id) == []  # created in `locking`
         else:
-            (deploy,) = deploys_to_none(world, instance_id)
+            (deploy,) = deploys_to_none(world, service, instance_id)
             assert (deploy.state, deploy.finished) == (state, False)
 
         survivor = start_agent(world, fleet.work, service, instance_id, runtime=options)
         wait_for(
-            lambda: any(d.finished for d in deploys_to_none(world, instance_id)),
+            lambda: any(d.finished for d in deploys_to_none(world, service, instance_id)),
             90,
             "the resumed unassignment",
         )
         assert survivor.terminate() == 0
-        (deploy,) = deploys_to_none(world, instance_id)
+        (deploy,) = deploys_to_none(world, service, instance_id)
         done = world.store.get_deploy(deploy.id)
-        assert (
-            done.id == f"{instance_id}.{world.store.get_instance(instance_id).assignment_version}"
-        )
-        assert_unassigned(fleet, instance_id, done)
+        assert done.id == deploy_id_for(world.store.get_instance(service, instance_id))
+        assert_unassigned(fleet, service, instance_id, done)
         names = [s["name"] for s in trace_spans(fleet.work / "spans.jsonl", done.trace_parent)]
         if state != machine.INITIAL_STATE:
             assert [t.state for t in done.history if t.resumed] == [state]
@@ -158,8 +167,8 @@ def test_one_changed_unit_of_three_restarts_alone_then_weights_0_remove_them_all
     try:
 
         def runs(revision: str | None) -> bool:
-            deploys = world.store.list_instance_deploys(instance_id)
-            current = world.store.get_instance(instance_id).current_revision
+            deploys = world.store.list_instance_deploys(service, instance_id)
+            current = world.store.get_instance(service, instance_id).current_revision
             return bool(deploys) and all(d.finished for d in deploys) and current == revision
 
         assign(world, instance_id, v1)
@@ -175,16 +184,18 @@ def test_one_changed_unit_of_three_restarts_alone_then_weights_0_remove_them_all
         assert after["cron"] == before["cron"]
         assert after["worker"] not in (None, before["worker"])
         (to_v2,) = [
-            d for d in world.store.list_instance_deploys(instance_id) if d.to_revision == v2.id
+            d
+            for d in world.store.list_instance_deploys(service, instance_id)
+            if d.to_revision == v2.id
         ]
         assert to_v2.units is not None
         assert to_v2.units.changed == ("worker.service",)
         assert fleet.balancer.state(instance_id) is TargetState.HEALTHY
 
-        unassign(world, instance_id)
+        unassign(world, service, instance_id)
         wait_for(lambda: runs(None), 60, "the unassignment")
-        (done,) = deploys_to_none(world, instance_id)
-        assert_unassigned(fleet, instance_id, done)
+        (done,) = deploys_to_none(world, service, instance_id)
+        assert_unassigned(fleet, service, instance_id, done)
     finally:
         agent.terminate()
         fleet.clean(instance_id)

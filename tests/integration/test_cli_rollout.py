@@ -77,7 +77,7 @@ def woken_by(world: World, service: str) -> list[str]:
 def finish(store: StateStore, deploy: DeployCheckpoint, *, fail: bool = False) -> None:
     """What an agent does at the end of a deploy (a failed one runs its old revision again)."""
     if not fail:
-        store.set_current_revision(deploy.instance_id, deploy.to_revision)
+        store.set_current_revision(deploy.service, deploy.instance_id, deploy.to_revision)
     now = SystemClock().now()
     history = (
         (Transition("starting", now, now, error=ERROR), Transition("failed", now, now))

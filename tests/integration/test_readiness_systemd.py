@@ -44,9 +44,9 @@ class Host:
         self.world.store.create_service(Service(service))
         return service, f"i-ready{number:04d}{os.getpid()}"
 
-    def registered(self, instance_id: str) -> bool:
+    def registered(self, service: str, instance_id: str) -> bool:
         try:
-            self.world.store.get_instance(instance_id)
+            self.world.store.get_instance(service, instance_id)
         except NotFoundError:
             return False
         return True
@@ -159,7 +159,7 @@ def test_systemctl_start_returns_once_the_agent_registered(host: Host) -> None:
     log = host.install_shipped_unit(command, {**host.environment(), "FLOTILLA_SERVICE": service})
     try:
         started = host.manager.systemctl("start", "flotilla-agent.service")
-        registered = host.registered(instance_id)  # read at once, before anything else
+        registered = host.registered(service, instance_id)  # read at once, before anything else
         assert started.returncode == 0, started.stderr + log_text(log)
         assert registered, "systemctl start returned before the instance was registered"
         shown = host.show("flotilla-agent.service", "ActiveState", "StatusText", "Type")
@@ -183,7 +183,7 @@ def test_systemctl_start_fails_when_the_agent_exits_before_registering(host: Hos
         started = host.manager.systemctl("start", "flotilla-agent.service")
         assert started.returncode != 0  # at its first exit, not after TimeoutStartSec
         assert time.monotonic() - began < 60
-        assert not host.registered(instance_id)
+        assert not host.registered(service, instance_id)
         assert "error: no AWS region" in log_text(log)
         assert "Traceback" not in log_text(log)
     finally:
@@ -196,7 +196,7 @@ def test_systemd_run_of_a_notify_agent_returns_once_it_registered(host: Host) ->
     unit = f"agent-{instance_id}.service"
     try:
         run, log = host.systemd_run(unit, command, host.environment())
-        registered = host.registered(instance_id)
+        registered = host.registered(service, instance_id)
         assert run.returncode == 0, run.stderr + log_text(log)
         assert registered, "systemd-run returned before the instance was registered"
         assert host.show(unit, "ActiveState") == {"ActiveState": "active"}
@@ -217,7 +217,7 @@ def test_without_notify_the_start_would_return_before_registration(host: Host) -
     unit = f"agent-{instance_id}.service"
     try:
         run, log = host.systemd_run(unit, command, host.environment(), kind="exec")
-        registered = host.registered(instance_id)
+        registered = host.registered(service, instance_id)
         assert run.returncode == 0, run.stderr + log_text(log)
         assert not registered
     finally:
@@ -239,7 +239,7 @@ def test_an_agent_without_the_systemd_bindings_fails_its_start_with_one_line(
             unit, command, {**host.environment(), "PYTHONPATH": str(shadow)}
         )
         assert run.returncode != 0
-        assert not host.registered(instance_id)
+        assert not host.registered(service, instance_id)
         (line,) = log_text(log).strip().splitlines()
         assert line.startswith(
             "error: the agent runs units on systemd (the host runs systemd: "

@@ -172,7 +172,7 @@ def test_revert_a_failing_revision_restores_the_previous_weights(fleet: Fleet) -
     tried = {
         d.instance_id
         for i in fleet.instances
-        for d in fleet.world.store.list_instance_deploys(i)
+        for d in fleet.world.store.list_instance_deploys(fleet.service, i)
         if d.to_revision == broken
     }
     assert 1 <= len(tried) <= 2

@@ -58,7 +58,7 @@ def test_a_unit_systemd_will_not_run_rolls_back_with_its_reason(
     active = [s.name for s in runtime.status(runtime.owned_units()) if s.active_state == "active"]
     assert active == [units.installed_name("app.service", v1.id)]
     assert runtime.owned_units() == [units.installed_name("app.service", v1.id)]
-    assert cluster.store.get_instance("i-1").current_revision == v1.id
+    assert cluster.store.get_instance("api", "i-1").current_revision == v1.id
 
 
 def test_timers_start_without_running_their_job_and_oneshots_may_finish(

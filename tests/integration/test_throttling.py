@@ -70,7 +70,7 @@ def test_a_deploy_completes_through_dynamodb_and_load_balancer_throttling(
     v1 = cluster.revision("v1")
     cluster.instance("i-1")
     cluster.assign("i-1", v1)
-    instance = cluster.store.get_instance("i-1")
+    instance = cluster.store.get_instance("api", "i-1")
     runner = cluster.runner("i-1")
     cluster.lb.fail_next(3)
     throttler.active = True

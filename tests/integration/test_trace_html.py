@@ -227,9 +227,9 @@ def test_from_otlp_gives_the_rows_of_the_dynamodb_history(tmp_path: Path) -> Non
         agents = []
         try:
             for revision, fault in zip(revisions, (None, "starting:after-effect"), strict=True):
-                current = world.store.get_instance(instance_id)
+                current = world.store.get_instance(service, instance_id)
                 world.store.set_assignment(
-                    instance_id, revision.id, expected_version=current.assignment_version
+                    service, instance_id, revision.id, expected_version=current.assignment_version
                 )
                 if fault:
                     doomed = start_agent(world, tmp_path, service, instance_id, fault=fault)
@@ -237,7 +237,7 @@ def test_from_otlp_gives_the_rows_of_the_dynamodb_history(tmp_path: Path) -> Non
                 agents.append(start_agent(world, tmp_path, service, instance_id))
 
                 def deployed(wanted: str = revision.id) -> bool:
-                    deploys = world.store.list_instance_deploys(instance_id)
+                    deploys = world.store.list_instance_deploys(service, instance_id)
                     return any(d.to_revision == wanted and d.finished for d in deploys)
 
                 wait_for(deployed, 90, f"{revision.label} deployed")

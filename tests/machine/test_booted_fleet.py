@@ -288,12 +288,14 @@ def test_a_reboot_in_the_middle_of_a_deploy_resumes_it(booted: Fleet) -> None:
     revision = booted.deploy(web_revision(booted.folder / "v2", "hello-from-v2", start_delay=8))
 
     def starting() -> bool:
-        deploys = booted.world.store.list_instance_deploys(INSTANCE)
+        deploys = booted.world.store.list_instance_deploys("api", INSTANCE)
         return any(d.to_revision == revision and d.state == "starting" for d in deploys)
 
     booted.wait(starting, 300, "the v2 deploy reached its starting state")
     (interrupted,) = [
-        d for d in booted.world.store.list_instance_deploys(INSTANCE) if d.to_revision == revision
+        d
+        for d in booted.world.store.list_instance_deploys("api", INSTANCE)
+        if d.to_revision == revision
     ]
     booted.worker.reboot()
     booted.wait(
@@ -303,7 +305,9 @@ def test_a_reboot_in_the_middle_of_a_deploy_resumes_it(booted: Fleet) -> None:
     )
     booted.wait(lambda: booted.served() == "hello-from-v2", 60, "v2 serves after the reboot")
     deploys = [
-        d for d in booted.world.store.list_instance_deploys(INSTANCE) if d.to_revision == revision
+        d
+        for d in booted.world.store.list_instance_deploys("api", INSTANCE)
+        if d.to_revision == revision
     ]
     assert [d.id for d in deploys] == [interrupted.id], "resumed, not started again"
     assert deploys[0].finished

@@ -20,6 +20,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
+from flotilla.adapters import items
 from flotilla.cli.agent_assembly import build_agent
 from flotilla.engine import units
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome, Transition
@@ -85,6 +86,12 @@ def plant(cluster: Cluster, deploy_id: str, **fields: str) -> DeployCheckpoint:
     return cluster.store.create_deploy(forged)
 
 
+def untouched(cluster: Cluster, planted: DeployCheckpoint) -> bool:
+    """Whether the planted checkpoint is still stored exactly as it was written (read raw:
+    one whose key does not carry its service or instance is refused by the reader)."""
+    return cluster.store._deploys[planted.id] == items.deploy_to_item(planted)
+
+
 def installed(cluster: Cluster) -> list[str]:
     return cluster.runtime("i-1").owned_units()
 
@@ -121,18 +128,24 @@ def test_a_pre_planted_deploy_id_is_refused_and_nothing_is_deployed(
         run_agent(cluster)
 
     assert installed(cluster) == []  # nothing reached the runtime
-    assert cluster.store.get_instance("i-1").current_revision is None
-    assert cluster.store.get_deploy(planted.id) == planted  # left untouched, as evidence
-    assert cluster.store.list_instance_deploys("i-1") in ([planted], [])
+    assert cluster.store.get_instance("api", "i-1").current_revision is None
+    assert untouched(cluster, planted)  # left as it was, as evidence
+    assert cluster.store.list_instance_deploys("api", "i-1") in ([planted], [])
     assert cluster.locks.holders("deploy/api") == []  # no slot of the rollout taken
     assert cluster.store.get_service("api") == service_before  # the rollout is unaffected
-    wrong = {"service": "service", "instance_id": "instance_id", "to_revision": "to_revision"}
+    # A checkpoint claiming another service or instance than its key carries is refused by
+    # the store's reader (adapters/items); one of this instance, by the adoption checks.
+    wrong = {
+        "service": "claims service 'billing' and instance 'billing/i-1' but its key is not",
+        "instance_id": "claims service 'api' and instance 'api/i-2' but its key is not",
+        "to_revision": "its to_revision is",
+    }
     messages = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert len(messages) == 1  # reported once, not at every iteration
     # Found at start (resume) when it names this service and instance, else when adopted.
     verb = "resume" if forged_field == "to_revision" else "adopt"
     assert f"refusing to {verb} deploy checkpoint {planted.id!r}" in messages[0]
-    assert f"its {wrong[forged_field]} is" in messages[0]
+    assert wrong[forged_field] in messages[0]
     assert refusals(spans) == messages
 
 
@@ -148,28 +161,50 @@ def test_the_agent_deploys_the_next_assignment_after_a_refused_one(cluster: Clus
             cluster.assign("i-1", v2)
 
     run_agent(cluster, iterations=4, between=reassign)
-    assert cluster.store.get_instance("i-1").current_revision == v2.id
+    assert cluster.store.get_instance("api", "i-1").current_revision == v2.id
     assert installed(cluster) == [units.installed_name("app.service", v2.id)]
 
 
 def test_an_in_flight_checkpoint_of_another_service_is_not_resumed(
-    cluster: Cluster, spans: InMemorySpanExporter
-) -> None:
-    """At start the agent resumes its unfinished deploys: a planted one of another service
-    under its instance's name is refused instead."""
-    billing = other_service(cluster)
-    cluster.instance("i-1")
-    planted = plant(cluster, "i-1.7", service="billing", to_revision=billing.id)
-    run_agent(cluster)
-    assert installed(cluster) == []
-    assert cluster.store.get_deploy(planted.id) == planted
-    (refused,) = refusals(spans)
-    assert "its service is 'billing', not 'api'" in refused
-
-
-def test_a_forged_instance_item_of_another_service_is_refused(
     cluster: Cluster, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """At start the agent resumes its unfinished deploys, found through the by-instance
+    index. A worker of another service can write only keys of its own service, but it can
+    put this instance's key in the index attribute: the reader refuses that checkpoint."""
+    billing = other_service(cluster)
+    cluster.instance("i-1")
+    now = cluster.clock.now()
+    forged = DeployCheckpoint(
+        id="billing/i-1.7",
+        service="billing",
+        instance_id="i-1",
+        from_revision=None,
+        to_revision=billing.id,
+        state=machine.INITIAL_STATE,
+        machine_version=machine.MACHINE_VERSION,
+        created_at=now,
+        updated_at=now,
+        history=(Transition(machine.INITIAL_STATE, now),),
+    )
+    item = items.deploy_to_item(forged) | {"instance_id": "api/i-1"}
+    cluster.store._deploys[forged.id] = item
+    with caplog.at_level(logging.WARNING):
+        run_agent(cluster)
+    assert installed(cluster) == []
+    assert cluster.store._deploys[forged.id] == item  # left as it was
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(
+        "stored deploy item 'billing/i-1.7' claims service 'billing' but is indexed under "
+        "instance 'api/i-1': refused" in w
+        for w in warnings
+    )
+
+
+def test_a_forged_instance_item_is_refused(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture, spans: InMemorySpanExporter
+) -> None:
+    """Another worker of the same service (its grant reaches this service's keys) rewrites
+    this instance's item to claim another service and assign that service's revision."""
     v1 = cluster.revision("v1")
     billing = other_service(cluster)
     cluster.instance("i-1")
@@ -177,17 +212,20 @@ def test_a_forged_instance_item_of_another_service_is_refused(
 
     def forge(iteration: int) -> None:
         if iteration == 1:  # between heartbeats: the item now claims another service
-            item = cluster.store._instances["i-1"]
+            item = cluster.store._instances["api/i-1"]
             item.update(service="billing", assigned_revision=billing.id)
             item["assignment_version"] += 1
 
     with caplog.at_level(logging.ERROR):
         run_agent(cluster, iterations=4, between=forge)
     assert installed(cluster) == [units.installed_name("app.service", v1.id)]
-    assert cluster.store.get_instance("i-1").current_revision == v1.id
-    assert [d.to_revision for d in cluster.store.list_instance_deploys("i-1")] == [v1.id]
+    assert [d.to_revision for d in cluster.store.list_instance_deploys("api", "i-1")] == [v1.id]
     (message,) = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
-    assert "refusing the instance item 'i-1': its service is 'billing', not 'api'" in message
+    assert (
+        "refusing the instance item: stored instance item 'api/i-1' claims service 'billing' "
+        "but its key is not 'billing/i-1'" in message
+    )
+    assert refusals(spans) == [message]
 
 
 def test_the_runner_refuses_an_instance_of_another_service_than_the_one_given(
@@ -222,7 +260,9 @@ def test_tampered_unit_content_is_refused_before_anything_reaches_the_runtime(
 
     run_agent(cluster)
 
-    (_, deploy) = sorted(cluster.store.list_instance_deploys("i-1"), key=lambda d: d.created_at)
+    (_, deploy) = sorted(
+        cluster.store.list_instance_deploys("api", "i-1"), key=lambda d: d.created_at
+    )
     assert deploy.outcome is Outcome.ROLLED_BACK
     assert deploy.error is not None
     assert "does not hash to it" in deploy.error
@@ -233,7 +273,7 @@ def test_tampered_unit_content_is_refused_before_anything_reaches_the_runtime(
     assert failed_in == "locking"
     assert installed(cluster) == [units.installed_name("app.service", v1.id)]
     assert cluster.runtime("i-1").status(installed(cluster)) == running_before  # untouched
-    assert cluster.store.get_instance("i-1").current_revision == v1.id
+    assert cluster.store.get_instance("api", "i-1").current_revision == v1.id
     unit_files = list(cluster.root.rglob("*"))
     assert not any(genuine.id[:12] in path.name for path in unit_files)
     assert not any(path.is_file() and b"flotilla-owned" in path.read_bytes() for path in unit_files)
@@ -249,7 +289,7 @@ def test_a_planted_in_flight_deploy_cannot_make_a_rollback_stop_what_runs(
     cluster.instance("i-1")
     cluster.assign("i-1", v1)
     run_agent(cluster)
-    planted = plant(cluster, "i-1.0", to_revision=v2.id)
+    planted = plant(cluster, "api/i-1.0", to_revision=v2.id)
     run_agent(cluster)
     assert installed(cluster) == [units.installed_name("app.service", v1.id)]
     assert cluster.store.get_deploy(planted.id) == planted

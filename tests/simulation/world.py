@@ -205,8 +205,8 @@ class Fleet:
             self.store.register_instance(
                 Instance(instance_id, SERVICE, "sim", now, now), expires_at=expiry_for(now)
             )
-            self.store.set_assignment(instance_id, running.id, expected_version=0)
-            self.store.set_current_revision(instance_id, running.id)
+            self.store.set_assignment("api", instance_id, running.id, expected_version=0)
+            self.store.set_current_revision("api", instance_id, running.id)
             runtime = MemoryUnitRuntime()
             runtime.start(runtime.install(running.id, running.units, {"api.service": {}}))
             self.runtimes[instance_id] = runtime
@@ -274,11 +274,11 @@ class Fleet:
         """DynamoDB sizes of the items the idle calls touch (for the bill)."""
         sample = self.ids[0]
         service = items.service_to_item(self.store.get_service(SERVICE))
-        instance = self.store.get_instance(sample)
+        instance = self.store.get_instance("api", sample)
         instance_item = items.instance_to_item(
             instance, expires_at=expiry_for(instance.heartbeat_at)
         )
-        deploys = self.store.list_instance_deploys(sample)
+        deploys = self.store.list_instance_deploys("api", sample)
         deploy = items.deploy_to_item(deploys[-1]) if deploys else {}
         return {
             "service": items.item_size(service),
@@ -293,7 +293,7 @@ def _leaving(fleet: Fleet) -> float:
     gone = fleet.ids[-1]
     said_at = fleet.clock.now()
     fleet.events.deliver(ec2_notification("shutting-down", gone))
-    while fleet.store.get_instance(gone).assigned_revision is not None:
+    while fleet.store.get_instance("api", gone).assigned_revision is not None:
         fleet.clock.check()
         if fleet.clock.now() - said_at > timedelta(minutes=10):
             raise AssertionError(f"{gone} was still assigned 10 minutes after EC2 said it went")

@@ -40,7 +40,7 @@ __all__ = [
 def heartbeat(store: StateStore, clock: Clock, instance_ids: Iterable[str]) -> None:
     now = clock.now()
     for instance_id in instance_ids:
-        store.record_heartbeat(instance_id, now, now + LONG)
+        store.record_heartbeat("api", instance_id, now, now + LONG)
 
 
 class FakeAgents:
@@ -105,7 +105,9 @@ class FakeAgents:
                 break
             failing = self.fails(deploy)
             if not failing:
-                self.store.set_current_revision(deploy.instance_id, deploy.to_revision)
+                self.store.set_current_revision(
+                    deploy.service, deploy.instance_id, deploy.to_revision
+                )
             finished.append(
                 self.store.update_deploy(
                     dataclasses.replace(

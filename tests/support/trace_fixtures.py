@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from flotilla.cli.otlp_file import OtlpJsonFileExporter
 from flotilla.engine.checkpoint import DeployCheckpoint
+from flotilla.engine.records import deploy_id_for
 from tests.support.cluster import Cluster
 
 SECRET = "pa55-hunter2-trace-secret"
@@ -110,6 +111,6 @@ def _crash_and_resume(cluster: Cluster, instance_id: str) -> None:
     with contextlib.suppress(Crash):
         cluster.deploy(instance_id, fault=crash)
     cluster.clock.advance(40)  # the agent is down, then systemd restarts it
-    instance = cluster.store.get_instance(instance_id)
-    deploy_id = f"{instance_id}.{instance.assignment_version}"
+    instance = cluster.store.get_instance("api", instance_id)
+    deploy_id = deploy_id_for(instance)
     cluster.runner(instance_id).run(deploy_id, cluster.service)

@@ -53,10 +53,10 @@ def test_the_agent_registers_and_deploys_its_assignment(cluster: Cluster) -> Non
     cluster.instance("i-1")
     cluster.assign("i-1", v1)
     run_agent(cluster)
-    instance = cluster.store.get_instance("i-1")
+    instance = cluster.store.get_instance("api", "i-1")
     assert instance.current_revision == v1.id
     assert instance.agent_version == "test"
-    assert cluster.store.get_instance("i-1").agent_owner is None  # released on stop
+    assert cluster.store.get_instance("api", "i-1").agent_owner is None  # released on stop
 
 
 def test_an_interrupted_deploy_is_resumed_before_anything_else(cluster: Cluster) -> None:
@@ -71,7 +71,7 @@ def test_an_interrupted_deploy_is_resumed_before_anything_else(cluster: Cluster)
     with pytest.raises(Crash):
         cluster.deploy("i-1", fault=crash)
     run_agent(cluster)
-    (deploy,) = cluster.store.list_instance_deploys("i-1")
+    (deploy,) = cluster.store.list_instance_deploys("api", "i-1")
     assert deploy.outcome is Outcome.SUCCEEDED
     assert [t.state for t in deploy.history if t.resumed] == ["draining"]
 
@@ -108,7 +108,7 @@ def test_a_rolled_back_assignment_is_not_tried_again(cluster: Cluster) -> None:
     agent.runner.create = counting_create  # type: ignore[method-assign]
     agent.run()
     assert len(created) == 1  # six iterations, one attempt
-    deploys = cluster.store.list_instance_deploys("i-1")
+    deploys = cluster.store.list_instance_deploys("api", "i-1")
     assert deploys[-1].outcome is Outcome.ROLLED_BACK
     runtime = cluster.runtime("i-1")
     assert runtime.owned_units() == [units.installed_name("app.service", v1.id)]
@@ -125,9 +125,9 @@ def test_a_second_agent_stands_by_while_the_first_holds_the_instance(cluster: Cl
         claim=AgentClaim("agent-a", now + timedelta(minutes=10)),
     )
     run_agent(cluster, owner="agent-b")
-    assert cluster.store.get_instance("i-1").agent_owner == "agent-a"
-    assert cluster.store.get_instance("i-1").current_revision is None
-    assert cluster.store.list_instance_deploys("i-1") == []
+    assert cluster.store.get_instance("api", "i-1").agent_owner == "agent-a"
+    assert cluster.store.get_instance("api", "i-1").current_revision is None
+    assert cluster.store.list_instance_deploys("api", "i-1") == []
 
 
 def test_units_lost_in_a_reboot_are_started_again(cluster: Cluster) -> None:
@@ -144,7 +144,7 @@ def test_units_lost_in_a_reboot_are_started_again(cluster: Cluster) -> None:
     name = units.installed_name("app.service", v1.id)
     assert runtime.owned_units() == [name]
     assert [s.active_state for s in runtime.status([name])] == ["active"]
-    assert len(cluster.store.list_instance_deploys("i-1")) == 1  # no new deploy was needed
+    assert len(cluster.store.list_instance_deploys("api", "i-1")) == 1  # no new deploy was needed
 
 
 def test_registration_is_reported_once_before_an_interrupted_deploy_resumes(
@@ -168,15 +168,17 @@ def test_registration_is_reported_once_before_an_interrupted_deploy_resumes(
 
     def registered(instance: Instance) -> None:
         # What the store holds at the moment the agent says it is up.
-        (deploy,) = cluster.store.list_instance_deploys("i-1")
-        seen.append((instance, deploy.state, cluster.store.get_instance("i-1").agent_version))
+        (deploy,) = cluster.store.list_instance_deploys("api", "i-1")
+        seen.append(
+            (instance, deploy.state, cluster.store.get_instance("api", "i-1").agent_version)
+        )
 
     run_agent(cluster, iterations=5, on_registered=registered)
     ((instance, deploy_state, agent_version),) = seen  # once, over five iterations
     assert (instance.id, instance.service) == ("i-1", "api")
     assert agent_version == "test"  # registered by this agent: stored before the report
     assert deploy_state == "draining"  # not resumed yet
-    (deploy,) = cluster.store.list_instance_deploys("i-1")
+    (deploy,) = cluster.store.list_instance_deploys("api", "i-1")
     assert deploy.outcome is Outcome.SUCCEEDED  # and resumed after it
 
 
@@ -241,7 +243,7 @@ def test_an_idle_agent_writes_once_per_third_of_its_hold_and_that_write_is_its_h
     assert counting.writes[-1] == "release_instance"
     assert heartbeats == 10  # 30 minutes, one every 3 minutes (a third of 9), none more
     assert len(counting.writes) == heartbeats + 2
-    stored = cluster.store.get_instance("i-1")
+    stored = cluster.store.get_instance("api", "i-1")
     assert stored.heartbeat_at >= started + timedelta(minutes=29, seconds=50) - lease / 3
 
 
@@ -275,7 +277,7 @@ def test_a_successor_takes_over_at_once_from_a_predecessor_proven_dead(cluster: 
         wait_for_wakeup=wait,
     ).run()
     assert checked == ["dead-agent"]
-    assert cluster.store.get_instance("i-1").current_revision == v1.id  # deployed at once
+    assert cluster.store.get_instance("api", "i-1").current_revision == v1.id  # deployed at once
     assert cluster.clock.now() - now < timedelta(minutes=9)  # not after its hold ran out
 
 
@@ -290,7 +292,7 @@ def test_an_instance_removed_while_its_agent_was_away_is_registered_again(
         cluster.clock.advance(seconds)
         polls[0] += 1
         if polls[0] == 2:
-            cluster.store.delete_instance("i-1")  # the scheduler took it for dead
+            cluster.store.delete_instance("api", "i-1")  # the scheduler took it for dead
         if polls[0] >= 60:
             stop.set()
 
@@ -300,4 +302,4 @@ def test_an_instance_removed_while_its_agent_was_away_is_registered_again(
         stop=stop,
         wait_for_wakeup=wait,
     ).run()
-    assert cluster.store.get_instance("i-1").service == "api"
+    assert cluster.store.get_instance("api", "i-1").service == "api"

@@ -41,7 +41,7 @@ class World:
 
     def heartbeat(self, instance_id: str) -> None:
         now = self.clock.now()
-        self.store.record_heartbeat(instance_id, now, now + timedelta(days=1))
+        self.store.record_heartbeat("api", instance_id, now, now + timedelta(days=1))
 
     def progress_text(self, capsys: pytest.CaptureFixture[str]) -> str:
         print_progress(read_progress(self.store, self.store.get_service("api"), self.clock.now()))
@@ -110,7 +110,7 @@ def test_a_watch_of_a_service_without_instances_says_nothing_runs(
 ) -> None:
     world = World()
     for instance in world.store.list_instances("api"):
-        world.store.delete_instance(instance.id)
+        world.store.delete_instance("api", instance.id)
     world.settle()
     watch_rollout(
         _wiring(world), "api", interval=1, timeout=10, output="text", sleep=lambda _s: None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -131,7 +132,7 @@ transitions = st.builds(
     resumed=st.booleans(),
     span_id=st.none() | ids,
 )
-checkpoints = st.builds(
+any_checkpoints = st.builds(
     DeployCheckpoint,
     id=texts,
     service=texts,
@@ -152,6 +153,25 @@ checkpoints = st.builds(
     error=st.none() | texts,
     rollback_error=st.none() | texts,
     history=st.lists(transitions, max_size=5).map(tuple),
+)
+
+
+def _keyed(
+    checkpoint: DeployCheckpoint, service: str, instance: str, n: int, scoped: bool
+) -> DeployCheckpoint:
+    """Ids as stored: `<service>/<instance>.<n>`, or `<instance>.<n>` as stored before keys
+    carried the service (adapters/items refuses an id not made of the checkpoint's own)."""
+    deploy_id = f"{service}/{instance}.{n}" if scoped else f"{instance}.{n}"
+    return dataclasses.replace(checkpoint, id=deploy_id, service=service, instance_id=instance)
+
+
+checkpoints = st.builds(
+    _keyed,
+    any_checkpoints,
+    st.from_regex(r"[a-z][a-z0-9-]{0,12}", fullmatch=True),
+    st.from_regex(r"i-[0-9a-f]{1,17}", fullmatch=True),
+    small,
+    st.booleans(),
 )
 
 

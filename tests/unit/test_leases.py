@@ -147,6 +147,7 @@ class CountingStore(MemoryStateStore):
 
     def record_heartbeat(
         self,
+        service: str,
         instance_id: str,
         at: datetime,
         expires_at: datetime,
@@ -154,7 +155,7 @@ class CountingStore(MemoryStateStore):
         claim: AgentClaim | None = None,
     ) -> None:
         self.heartbeats += 1
-        super().record_heartbeat(instance_id, at, expires_at, claim=claim)
+        super().record_heartbeat(service, instance_id, at, expires_at, claim=claim)
 
 
 def test_the_scheduler_and_the_agent_hold_their_leases_by_the_same_rule(

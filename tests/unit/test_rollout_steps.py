@@ -243,7 +243,7 @@ def test_an_instance_joining_mid_rollout_gets_its_apportioned_revision_at_once()
     before = world.agents.deploys[V1]
     register(world.store, world.clock, "api", 1, prefix="new")
     world.run()
-    joined = world.store.get_instance("new-000")
+    joined = world.store.get_instance("api", "new-000")
     assert joined.assigned_revision == V2  # not V1 first, whatever the step
     world.agents.settle()
     assert world.agents.deploys[V1] == before

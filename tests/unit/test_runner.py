@@ -46,7 +46,7 @@ def test_a_first_deploy_walks_the_happy_path(cluster: Cluster) -> None:
     assert states(done) == list(machine.HAPPY_PATH[:-1])
     assert all(t.ended_at is not None and t.error is None for t in done.history)
     assert running(cluster, "i-1") == [units.installed_name("app.service", v1.id)]
-    assert cluster.store.get_instance("i-1").current_revision == v1.id
+    assert cluster.store.get_instance("api", "i-1").current_revision == v1.id
     assert cluster.lb.registered() == {"i-1"}
     assert cluster.locks.holders("deploy/api") == []
     assert set(done.deadlines) >= {"overall", "drain", "health"}
@@ -91,7 +91,7 @@ def test_a_unit_that_exits_at_once_rolls_back_to_the_previous_revision(cluster: 
     assert failed_step.state == "starting"
     assert states(done)[-4:] == ["starting", "failed", "rolling_back", "unlocked"]
     assert running(cluster, "i-1") == [units.installed_name("app.service", v1.id)]
-    assert cluster.store.get_instance("i-1").current_revision == v1.id
+    assert cluster.store.get_instance("api", "i-1").current_revision == v1.id
     assert cluster.lb.registered() == {"i-1"}
     assert cluster.locks.holders("deploy/api") == []
 
@@ -137,8 +137,8 @@ def test_a_deploy_interrupted_anywhere_is_finished_by_the_next_runner(
     with pytest.raises(Crash):
         cluster.deploy("i-1", fault=crash)
     cluster.clock.advance(5)
-    instance = cluster.store.get_instance("i-1")
-    deploy_id = f"i-1.{instance.assignment_version}"
+    instance = cluster.store.get_instance("api", "i-1")
+    deploy_id = f"api/i-1.{instance.assignment_version}"
     runner = cluster.runner("i-1")
     if crash_state == machine.INITIAL_STATE:
         # `pending` is performed before the checkpoint is first written, in `locking`:
@@ -152,7 +152,7 @@ def test_a_deploy_interrupted_anywhere_is_finished_by_the_next_runner(
     assert cluster.runtime("i-1").owned_units() == [units.installed_name("app.service", v2.id)]
     assert cluster.lb.registered() == {"i-1"}
     assert cluster.locks.holders("deploy/api") == []
-    assert cluster.store.get_instance("i-1").current_revision == v2.id
+    assert cluster.store.get_instance("api", "i-1").current_revision == v2.id
     resumed = [t for t in done.history if t.resumed]
     if crash_state != "pending":
         assert [t.state for t in resumed] == [crash_state]
@@ -173,7 +173,7 @@ def test_an_agent_that_keeps_dying_in_one_state_gives_up_and_rolls_back(cluster:
 
     with pytest.raises(Crash):
         cluster.deploy("i-1", fault=crash_when_starting)
-    deploy_id = f"i-1.{cluster.store.get_instance('i-1').assignment_version}"
+    deploy_id = f"api/i-1.{cluster.store.get_instance('api', 'i-1').assignment_version}"
     for _ in range(3):  # attempts 2, 3 die as well; the 4th gives up
         with pytest.raises(Crash):
             cluster.runner("i-1", crash_when_starting).run(deploy_id, cluster.service)
@@ -188,7 +188,7 @@ def test_a_runner_that_falls_behind_stops_without_writing(cluster: Cluster) -> N
     v1 = cluster.revision("v1")
     cluster.instance("i-1")
     cluster.assign("i-1", v1)
-    instance = cluster.store.get_instance("i-1")
+    instance = cluster.store.get_instance("api", "i-1")
     first = cluster.runner("i-1")
     created = first.create(instance, cluster.service)
     overtaken: list[DeployCheckpoint] = []

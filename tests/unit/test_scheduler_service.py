@@ -304,6 +304,7 @@ def test_ec2_saying_a_machine_goes_takes_its_instance_out_at_once(cluster: Clust
     for instance in cluster.memory.list_instances("api"):
         address = wakeups.open(instance.id)
         cluster.memory.record_heartbeat(
+            "api",
             instance.id,
             cluster.clock.now(),
             cluster.clock.now() + timedelta(hours=1),
@@ -329,7 +330,7 @@ def test_ec2_saying_a_machine_goes_takes_its_instance_out_at_once(cluster: Clust
     cluster.queue.deliver(ec2_notification("running", "i-002"))  # not leaving: no change
     cluster.queue.deliver(ec2_notification("terminated", "i-0notours"))  # not Flotilla's
     scheduler.step()
-    gone = cluster.memory.get_instance("i-001")
+    gone = cluster.memory.get_instance("api", "i-001")
     assert gone.left_at is not None
     assert gone.assigned_revision is None
     assert {i.id: i.assigned_revision for i in cluster.memory.list_instances("api")} == {

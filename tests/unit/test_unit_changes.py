@@ -44,9 +44,12 @@ def revision(
 
 
 def deploy(cluster: Cluster, target: Revision | None) -> DeployCheckpoint:
-    current = cluster.store.get_instance("i-1")
+    current = cluster.store.get_instance("api", "i-1")
     cluster.store.set_assignment(
-        "i-1", None if target is None else target.id, expected_version=current.assignment_version
+        "api",
+        "i-1",
+        None if target is None else target.id,
+        expected_version=current.assignment_version,
     )
     return cluster.store.get_deploy(cluster.deploy("i-1"))
 
@@ -98,7 +101,7 @@ def test_a_change_to_one_of_three_units_restarts_only_that_one(
     assert done.units.traffic_kept is False  # the worker serves traffic: drained as ever
     assert skipped(done) == {}
     assert cluster.runtime("i-1").owned_units() == sorted(done.units.after.values())
-    assert cluster.store.get_instance("i-1").current_revision == v2.id
+    assert cluster.store.get_instance("api", "i-1").current_revision == v2.id
 
 
 def test_a_changed_environment_restarts_its_unit_and_nothing_secret_is_kept(
@@ -163,7 +166,7 @@ def test_a_failed_change_restores_exactly_the_previous_set(
     assert after["worker.service"] == before["worker.service"]
     assert after["cron.service"] is not None
     assert after["cron.service"] != before["cron.service"]
-    assert cluster.store.get_instance("i-1").current_revision == three.id
+    assert cluster.store.get_instance("api", "i-1").current_revision == three.id
     assert cluster.lb.registered() == {"i-1"}
 
 
@@ -177,7 +180,7 @@ def test_an_unassignment_deregisters_stops_and_removes_every_unit(
     done = deploy(cluster, None)
 
     assert done.outcome is Outcome.SUCCEEDED
-    assert done.id == f"i-1.{cluster.store.get_instance('i-1').assignment_version}"
+    assert done.id == f"api/i-1.{cluster.store.get_instance('api', 'i-1').assignment_version}"
     assert (done.from_revision, done.to_revision) == (three.id, None)
     assert [t.state for t in done.history] == list(machine.HAPPY_PATH[:-1])
     assert skipped(done) == {
@@ -187,7 +190,7 @@ def test_an_unassignment_deregisters_stops_and_removes_every_unit(
     assert runtime.owned_units() == []
     assert not [f for f in runtime.files.unit_dir.iterdir() if f.name.startswith("flotilla-")]
     assert not [f for f in runtime.files.environment_dir.iterdir() if f.name.endswith(".env")]
-    assert cluster.store.get_instance("i-1").current_revision is None
+    assert cluster.store.get_instance("api", "i-1").current_revision is None
     assert cluster.lb.registered() == set()
     assert cluster.locks.holders("deploy/api") == []
 
@@ -213,13 +216,13 @@ def test_a_failed_unassignment_restores_the_previous_units(
     assert done.failed_in == "stopping"
     assert cluster.runtime("i-1").owned_units() == previous
     assert set(pids(cluster)) == set(THREE)
-    assert cluster.store.get_instance("i-1").current_revision == three.id
+    assert cluster.store.get_instance("api", "i-1").current_revision == three.id
     assert cluster.lb.registered() == {"i-1"}
 
 
 def test_an_instance_assigned_none_that_runs_nothing_has_no_deploy(cluster: Cluster) -> None:
     cluster.instance("i-1")
-    instance = cluster.store.get_instance("i-1")
+    instance = cluster.store.get_instance("api", "i-1")
     runner = cluster.runner("i-1")
     with pytest.raises(Exception, match="runs nothing"):
         runner.create(instance, cluster.service)
@@ -230,16 +233,16 @@ def test_the_scheduler_reads_an_unassignment_in_flight_then_settled(
 ) -> None:
     """Nothing in scheduler/ changed for it: an instance assigned none counts as in flight
     while its unassignment runs, and settled (never 'unsettled' forever) once it ends."""
-    current = cluster.store.get_instance("i-1")
-    cluster.store.set_assignment("i-1", None, expected_version=current.assignment_version)
-    instance = cluster.store.get_instance("i-1")
+    current = cluster.store.get_instance("api", "i-1")
+    cluster.store.set_assignment("api", "i-1", None, expected_version=current.assignment_version)
+    instance = cluster.store.get_instance("api", "i-1")
     runner = cluster.runner("i-1")
     created = runner.create(instance, cluster.service)
     deploys = {created.id: created}
     assert phase_of(instance, deploys, running_deploys(deploys.values())) is Phase.IN_FLIGHT
 
     done = runner.run(created.id, cluster.service, known=created)
-    instance = cluster.store.get_instance("i-1")
+    instance = cluster.store.get_instance("api", "i-1")
     deploys = {done.id: done}
     assert (instance.assigned_revision, instance.current_revision) == (None, None)
     assert not unsettled(instance)
@@ -256,13 +259,13 @@ def test_weights_set_to_0_through_the_scheduler_remove_every_unit(cluster: Clust
     )
     set_weights(cluster.store, "api", {v1.id: 100})
     passes.run()
-    assert cluster.store.get_instance("i-1").assigned_revision == v1.id
+    assert cluster.store.get_instance("api", "i-1").assigned_revision == v1.id
     cluster.deploy("i-1")
     assert set(pids(cluster)) == set(THREE)
 
     set_weights(cluster.store, "api", {v1.id: 0})
     passes.run()
-    instance = cluster.store.get_instance("i-1")
+    instance = cluster.store.get_instance("api", "i-1")
     assert (instance.assigned_revision, instance.current_revision) == (None, v1.id)
     done = cluster.store.get_deploy(cluster.deploy("i-1"))
 
@@ -271,7 +274,7 @@ def test_weights_set_to_0_through_the_scheduler_remove_every_unit(cluster: Clust
     assert cluster.lb.registered() == set()
     cluster.clock.advance(5)
     passes.run()  # nothing left to do: the instance runs what it is assigned, nothing
-    assert cluster.store.get_instance("i-1").assigned_revision is None
+    assert cluster.store.get_instance("api", "i-1").assigned_revision is None
 
 
 def test_skips_and_the_unit_plan_are_on_the_spans_without_a_secret(
@@ -292,7 +295,7 @@ def test_skips_and_the_unit_plan_are_on_the_spans_without_a_secret(
     assert starting["flotilla.to_revision"] == ""
     every = repr([span.attributes for span in spans.get_finished_spans()])
     assert "s3cr3t" not in every
-    assert "s3cr3t" not in repr(cluster.store.list_instance_deploys("i-1"))
+    assert "s3cr3t" not in repr(cluster.store.list_instance_deploys("api", "i-1"))
 
 
 def test_a_deploy_opens_each_environment_once(

@@ -217,8 +217,8 @@ def leading_keys(operator: str, *keys: str) -> str:
 
 NONE = json.dumps(None)
 OWN_SERVICE = leading_keys("ForAllValues:StringEquals", SERVICE)
-INSTANCE_SHAPED = leading_keys("ForAllValues:StringLike", "i-*")
-DEPLOY_SHAPED = leading_keys("ForAllValues:StringLike", "i-*.*")
+OWN_INSTANCES = leading_keys("ForAllValues:StringLike", f"{SERVICE}/i-*")
+OWN_DEPLOYS = leading_keys("ForAllValues:StringLike", f"{SERVICE}/i-*.*")
 LOCKS = leading_keys("ForAllValues:StringLike", f"deploy/{SERVICE}")
 WAKE_QUEUES = f"arn:aws:sqs:{REGION}:{ACCOUNT}:flotilla-{ENV}-wake-*"
 OWN_CONTEXT = json.dumps({"StringEquals": {f"kms:EncryptionContext:{CONTEXT_KEY}": SERVICE}})
@@ -229,11 +229,11 @@ COMMON = {
     ("dynamodb:GetItem", table("services"), OWN_SERVICE),
     ("dynamodb:GetItem", table("revisions"), OWN_SERVICE),
     ("dynamodb:Query", table("revisions"), OWN_SERVICE),
-    ("dynamodb:GetItem", table("instances"), INSTANCE_SHAPED),
-    ("dynamodb:UpdateItem", table("instances"), INSTANCE_SHAPED),
-    ("dynamodb:GetItem", table("deploys"), DEPLOY_SHAPED),
-    ("dynamodb:PutItem", table("deploys"), DEPLOY_SHAPED),
-    ("dynamodb:Query", table("deploys") + "/index/by-instance", INSTANCE_SHAPED),
+    ("dynamodb:GetItem", table("instances"), OWN_INSTANCES),
+    ("dynamodb:UpdateItem", table("instances"), OWN_INSTANCES),
+    ("dynamodb:GetItem", table("deploys"), OWN_DEPLOYS),
+    ("dynamodb:PutItem", table("deploys"), OWN_DEPLOYS),
+    ("dynamodb:Query", table("deploys") + "/index/by-instance", OWN_INSTANCES),
     ("dynamodb:Query", table("locks"), LOCKS),
     ("dynamodb:UpdateItem", table("locks"), LOCKS),
     ("sqs:GetQueueUrl", QUEUE, NONE),
@@ -348,7 +348,11 @@ def test_the_scheduler_gets_exactly_its_grants_on_its_environments_resources() -
                 (("GetItem", "Scan", "PutItem"), [arn("ServicesTable")]),
                 (
                     ("GetItem", "Query", "UpdateItem"),
-                    [arn("InstancesTable"), arn("InstancesTable") + "/index/by-service"],
+                    [
+                        arn("InstancesTable"),
+                        arn("InstancesTable") + "/index/by-service",
+                        arn("InstancesTable") + "/index/by-instance",
+                    ],
                 ),
                 (("GetItem", "Query"), [arn("RevisionsTable")]),
                 (
