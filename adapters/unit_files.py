@@ -92,7 +92,9 @@ class UnitFiles:
         path = self.drop_in_path(name)
         if content is not None:
             with _file_errors("create", path.parent):
-                path.parent.mkdir(mode=0o755, exist_ok=True)
+                path.parent.mkdir(exist_ok=True)
+                if path.parent.stat().st_mode & 0o777 != 0o755:  # readable as units are,
+                    path.parent.chmod(0o755)  # whatever the agent's umask (0077)
             return self._write_if_changed(path, content.encode(), 0o644)
         with _file_errors("remove", path.parent):
             try:

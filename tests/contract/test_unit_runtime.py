@@ -670,6 +670,20 @@ class TestFilesOnDisk:
         assert not any(f.exists() for f in files)
         assert not (disk.unit_dir / f"{names[0]}.d").exists()
 
+    def test_drop_ins_are_readable_like_units_whatever_the_umask(
+        self, real_harness: Harness
+    ) -> None:
+        runtime, disk = real_harness.runtime, real_harness.disk
+        previous = os.umask(0o077)  # the agent's own unit sets UMask=0077
+        try:
+            [name] = runtime.install(REVISION_A, {"web.service": SLEEPER}, {})
+        finally:
+            os.umask(previous)
+        drop_in = disk.unit_dir / f"{name}.d" / DROP_IN_NAME
+        assert stat.S_IMODE(drop_in.stat().st_mode) == 0o644
+        assert stat.S_IMODE(drop_in.parent.stat().st_mode) == 0o755
+        assert stat.S_IMODE((disk.unit_dir / name).stat().st_mode) == 0o644
+
 
 class TestProcesses:
     def test_each_unit_has_its_own_environment_file_and_sees_only_it(
