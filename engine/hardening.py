@@ -15,8 +15,9 @@ own. Therefore a setting the unit's [Service] section names itself is left out (
 revision's value wins, `ProtectSystem=strict` or `PrivateTmp=no` alike), as are those a
 named setting implies more strictly (`DynamicUser=yes` implies `ProtectSystem=strict`,
 `ProtectHome=read-only` and `PrivateTmp=yes`; writing `full` would weaken it). One switch in
-the unit turns the whole default off: `X-Flotilla-Hardening=no` (any section, like
-`X-Flotilla-Serves=no`; systemd ignores `X-` settings).
+the unit turns the whole default off: `X-Flotilla-Hardening=no` (or false, off, 0, as
+systemd spells a false boolean; any section, like `X-Flotilla-Serves=no`; systemd ignores
+`X-` settings).
 
 Later drop-ins win over earlier ones, whatever their directory: an operator's
 `systemctl edit` (`override.conf`) or a host-wide `flotilla-.service.d/50-….conf`
@@ -57,7 +58,7 @@ DEFAULT_SANDBOX: tuple[tuple[str, str], ...] = (
 # Settings that, when the unit sets them, imply stricter values of some defaults
 # (systemd.exec(5), DynamicUser=): those defaults are left to the implication.
 _IMPLIES = {"DynamicUser": ("ProtectSystem", "ProtectHome", "PrivateTmp")}
-_SWITCHED_OFF = re.compile(r"^\s*X-Flotilla-Hardening\s*=\s*(no|false|0)\s*$", re.I | re.M)
+_SWITCHED_OFF = re.compile(r"^\s*X-Flotilla-Hardening\s*=\s*(no|false|off|0)\s*$", re.I | re.M)
 
 
 def hardening_enabled(text: str) -> bool:

@@ -28,7 +28,12 @@ def test_only_services_get_one(unit: str) -> None:
 
 @pytest.mark.parametrize(
     "switch",
-    ["X-Flotilla-Hardening=no", "X-Flotilla-Hardening = false", "x-flotilla-hardening=0"],
+    [
+        "X-Flotilla-Hardening=no",
+        "X-Flotilla-Hardening = false",
+        "x-flotilla-hardening=0",
+        "X-Flotilla-Hardening=Off",
+    ],
 )
 def test_the_switch_turns_it_off_in_any_section(switch: str) -> None:
     assert hardening_drop_in("web.service", PLAIN + switch + "\n") is None
