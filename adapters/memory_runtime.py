@@ -26,13 +26,13 @@ from flotilla.engine.activation import settle
 from flotilla.engine.clock import Clock, SystemClock
 from flotilla.engine.errors import UnitFailedError, ValidationError
 from flotilla.engine.ports import UnitStatus
+from flotilla.engine.unit_syntax import unit_settings
 from flotilla.engine.units import (
     environment_file_name,
     is_owned,
     parse_installed_name,
     plan_installation,
     require_owned,
-    unit_settings,
 )
 
 # What a started unit's program does: its exit status at once, or None if it keeps running.
@@ -65,6 +65,7 @@ class MemoryMachine:
     exits: Exits = keeps_running
     unit_files: dict[str, str] = field(default_factory=dict)  # name -> text, others' too
     environment_files: dict[str, str] = field(default_factory=dict)  # file name -> text
+    drop_ins: dict[str, str] = field(default_factory=dict)  # unit name -> its sandbox drop-in
     states: dict[str, UnitStatus] = field(default_factory=dict)  # units that ran
     last_pid: int = 1000  # each started service's main process gets the next number
 
@@ -98,6 +99,10 @@ class MemoryUnitRuntime:
         for unit in planned:
             if unit.environment is not None and unit.environment_file is not None:
                 self.machine.environment_files[unit.environment_file] = unit.environment
+            if unit.drop_in is None:
+                self.machine.drop_ins.pop(unit.installed, None)
+            else:
+                self.machine.drop_ins[unit.installed] = unit.drop_in
             self.machine.unit_files[unit.installed] = unit.text
         return [unit.installed for unit in planned]
 
@@ -137,6 +142,7 @@ class MemoryUnitRuntime:
     def remove(self, names: Sequence[str]) -> None:
         for name in require_owned(names):
             self.machine.unit_files.pop(name, None)
+            self.machine.drop_ins.pop(name, None)
             self.machine.environment_files.pop(environment_file_name(name), None)
             if self._state(name).active_state in ("inactive", "failed"):
                 self.machine.states.pop(name, None)

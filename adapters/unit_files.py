@@ -7,6 +7,10 @@ and a crash never leaves half a file. Environment files hold decrypted secrets: 
 from creation on, in a 0700 directory owned by the agent's user. File-system errors become
 engine errors here: no permission is a `ConfigurationError` (run as root, or choose other
 directories), anything else a `TransientError`.
+
+A service's default sandbox (`engine.hardening`) goes beside its unit file, as the drop-in
+`<unit>.d/10-flotilla-hardening.conf`: written before the unit file and removed after it,
+so a crash in between never leaves the unit on disk without its sandbox.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from flotilla.engine.errors import ConfigurationError, TransientError
+from flotilla.engine.hardening import DROP_IN_NAME
 from flotilla.engine.units import PlannedUnit, environment_file_name, is_owned, require_owned
 
 
@@ -36,6 +41,9 @@ class UnitFiles:
     def unit_path(self, name: str) -> Path:
         return self.unit_dir / name
 
+    def drop_in_path(self, name: str) -> Path:
+        return self.unit_dir / f"{name}.d" / DROP_IN_NAME
+
     def environment_path(self, name: str) -> Path:
         return self.environment_dir / environment_file_name(name)
 
@@ -47,7 +55,8 @@ class UnitFiles:
             return sorted(p.name for p in self.unit_dir.iterdir() if is_owned(p.name))
 
     def write(self, planned: Sequence[PlannedUnit]) -> list[str]:
-        """Write what differs (environment files first); return the unit files rewritten."""
+        """Write what differs (environment files first, each drop-in before its unit file);
+        return the units whose file or drop-in was rewritten (or removed)."""
         if any(unit.environment is not None for unit in planned):
             self._prepare_environment_dir()
         for unit in planned:
@@ -57,11 +66,13 @@ class UnitFiles:
                 )
         with _file_errors("create", self.unit_dir):
             self.unit_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
-        return [
-            unit.installed
-            for unit in planned
-            if self._write_if_changed(self.unit_path(unit.installed), unit.text.encode(), 0o644)
-        ]
+        rewritten = []
+        for unit in planned:
+            drop_in_changed = self._write_drop_in(unit.installed, unit.drop_in)
+            path = self.unit_path(unit.installed)
+            if self._write_if_changed(path, unit.text.encode(), 0o644) or drop_in_changed:
+                rewritten.append(unit.installed)
+        return rewritten
 
     def remove(self, names: Sequence[str]) -> list[str]:
         """Delete unit files, then environment files; return the unit files that existed."""
@@ -70,9 +81,29 @@ class UnitFiles:
             with _file_errors("remove", self.unit_dir), suppress(FileNotFoundError):
                 self.unit_path(name).unlink()
                 removed.append(name)
+            self._write_drop_in(name, None)
             with _file_errors("remove", self.environment_dir), suppress(FileNotFoundError):
                 self.environment_path(name).unlink()
         return removed
+
+    def _write_drop_in(self, name: str, content: str | None) -> bool:
+        """Make the unit's drop-in `content` (None: none); whether anything changed. Its
+        directory goes with it, unless it holds someone else's drop-in too."""
+        path = self.drop_in_path(name)
+        if content is not None:
+            with _file_errors("create", path.parent):
+                path.parent.mkdir(exist_ok=True)
+                if path.parent.stat().st_mode & 0o777 != 0o755:  # readable as units are,
+                    path.parent.chmod(0o755)  # whatever the agent's umask (0077)
+            return self._write_if_changed(path, content.encode(), 0o644)
+        with _file_errors("remove", path.parent):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                return False
+            with suppress(OSError):  # not empty: an operator's override stays, and its dir
+                path.parent.rmdir()
+        return True
 
     def _prepare_environment_dir(self) -> None:
         directory = self.environment_dir

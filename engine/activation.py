@@ -22,7 +22,7 @@ from enum import StrEnum
 from flotilla.engine.clock import Clock
 from flotilla.engine.errors import UnitFailedError
 from flotilla.engine.ports import UnitStatus
-from flotilla.engine.units import unit_settings
+from flotilla.engine.unit_syntax import unit_settings
 
 _TRUE = {"yes", "true", "on", "1"}
 

@@ -11,6 +11,7 @@ same revision (`After=db.service`) become the installed names of that revision, 
 to anything else (`After=docker.service`) stay as they are, and a unit with an environment
 gets `EnvironmentFile=` pointing at a file that holds only its own variables. A timer or
 socket keeps its service's stem, so activation of the same-stem service keeps working.
+A service also gets its default sandbox as a drop-in (`engine.hardening`).
 
 Environment files use systemd's EnvironmentFile= syntax; `parse_environment_file` reads
 it the way systemd 252 does (src/basic/env-file.c), so rendering round-trips exactly.
@@ -23,6 +24,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from flotilla.engine.errors import ValidationError
+from flotilla.engine.hardening import hardening_drop_in
+from flotilla.engine.unit_syntax import continues
 from flotilla.engine.validation import environment_variables, unit_name
 
 PREFIX = "flotilla-"
@@ -71,6 +74,9 @@ class PlannedUnit:
     text: str
     environment_file: str | None  # file name (in the runtime's environment directory)
     environment: str | None = field(default=None, repr=False)
+    # The default sandbox (engine/hardening.py), written as <installed>.d/DROP_IN_NAME;
+    # None for a unit that gets none (not a service, or switched off).
+    drop_in: str | None = None
 
 
 def check_revision_id(revision_id: str) -> str:
@@ -170,6 +176,7 @@ def plan_installation(
                 text=render_unit(unit, text, siblings, path),
                 environment_file=file_name,
                 environment=render_environment_file(variables) if variables else None,
+                drop_in=hardening_drop_in(unit, text),
             )
         )
     return sorted(planned, key=lambda p: p.installed)
@@ -217,7 +224,7 @@ def render_unit(
         stripped = raw.strip()
         if renaming:
             lines.append(_rename_words(raw, siblings))
-            renaming = _continues(stripped)
+            renaming = continues(stripped)
             continue
         if stripped.startswith("[") and stripped.endswith("]"):
             if environment_line is not None and section == exec_section:
@@ -228,7 +235,7 @@ def render_unit(
             key, value = raw.split("=", 1)
             if key.strip() in REFERENCE_SETTINGS.get(section, ()):
                 raw = f"{key}={_rename_words(value, siblings)}"
-                renaming = _continues(stripped)
+                renaming = continues(stripped)
         lines.append(raw)
     if environment_line is not None:
         if section != exec_section:
@@ -358,35 +365,3 @@ def parse_environment_file(text: str) -> dict[str, str]:
     if state not in ("pre_key", "key", "comment", "comment_escape"):
         push(chomp=state == "value")
     return found
-
-
-def unit_settings(text: str) -> list[tuple[str, str, str]]:
-    """(section, key, value) of every setting, in order, as systemd's parser sees them.
-
-    Lines are stripped; a line ending in an unescaped backslash continues on the next
-    one, the backslash becoming a space; comment lines inside a continuation are skipped.
-    """
-    settings: list[tuple[str, str, str]] = []
-    section = ""
-    pending: str | None = None  # a setting continued with a trailing backslash
-    for raw in [*text.splitlines(), ""]:
-        line = raw.strip()
-        if pending is not None:
-            if line.startswith(("#", ";")):
-                continue
-            line, pending = pending + line, None
-        elif not line or line.startswith(("#", ";")):
-            continue
-        elif line.startswith("[") and line.endswith("]"):
-            section = line[1:-1]
-            continue
-        if _continues(line):
-            pending = line[:-1] + " "
-        elif "=" in line:
-            key, value = line.split("=", 1)
-            settings.append((section, key.strip(), value.strip()))
-    return settings
-
-
-def _continues(line: str) -> bool:
-    return (len(line) - len(line.rstrip("\\"))) % 2 == 1

@@ -10,6 +10,11 @@ kills the same-named unit of the other), `unshare -m`, a tmpfs on /run/systemd w
 Debian's `dbus-user-session` gives it a bus at $XDG_RUNTIME_DIR/bus; the calling process
 stays outside the namespace and needs only that socket's path.
 
+The manager lifts, for Flotilla's units only, the parts of their default sandbox
+(engine/hardening.py) that it cannot give them (`LIFTED_SANDBOX`), with a drop-in for every
+`flotilla-*.service` in its configuration directory (~/.config/systemd/user, the user
+manager's /etc/systemd/system), whose name sorts after theirs.
+
 Teardown is SIGTERM (the manager stops every unit); if that does not finish in time,
 SIGKILL, then whatever is left in the manager's cgroups is killed and the cgroups removed.
 """
@@ -33,6 +38,14 @@ from flotilla.engine.errors import ConfigurationError
 
 SYSTEMD_BINARIES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
 DBUS_USER_SOCKET = "/usr/lib/systemd/user/dbus.socket"
+
+# What of a deployed unit's default sandbox such a manager cannot give it. In a container
+# (PID 1 is not systemd) /proc/sys and the kernel log cannot be remounted: a unit with
+# ProtectKernelTunables= or ProtectKernelLogs= fails to start (status 226/NAMESPACE). And the
+# manager lives under /tmp (its %t, where units' RuntimeDirectory= and the tests' files are),
+# which a private /tmp would hide from its units. A booted machine applies all of it.
+LIFTED_SANDBOX = ("ProtectKernelTunables", "ProtectKernelLogs", "PrivateTmp")
+LIFTED_DROP_IN = Path(".config/systemd/user/flotilla-.service.d/50-private-manager.conf")
 
 # Runs inside the new mount namespace: join the fresh cgroups, mount the tmpfs, exec systemd.
 _INNER_SCRIPT = """
@@ -117,6 +130,7 @@ class PrivateSystemdManager:
     root: Path | None = None
     cgroup_prefix: str = "flotilla-test-"  # names its cgroups, so a stray one says whose it is
     start_timeout: float = 15.0
+    lifted_sandbox: tuple[str, ...] = LIFTED_SANDBOX
     stop_timeout: float = 10.0
     _process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _cgroups: list[Path] = field(default_factory=list, init=False)
@@ -173,6 +187,7 @@ class PrivateSystemdManager:
         self.runtime_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.home.mkdir(parents=True, exist_ok=True)
         self.unit_dir.mkdir(parents=True, exist_ok=True)
+        self._lift_sandbox()
         began = time.monotonic()
         self._cgroups = _make_cgroups(f"{self.cgroup_prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}")
         environment = {
@@ -197,6 +212,19 @@ class PrivateSystemdManager:
         except BaseException:
             self.stop()
             raise
+
+    def _lift_sandbox(self) -> None:
+        drop_in = self.home / LIFTED_DROP_IN
+        if not self.lifted_sandbox:
+            drop_in.unlink(missing_ok=True)
+            return
+        drop_in.parent.mkdir(parents=True, exist_ok=True)
+        lines = [f"{setting}=no" for setting in self.lifted_sandbox]
+        drop_in.write_text(
+            "# What this private manager cannot give Flotilla's units (systemd_manager.py).\n"
+            + "\n".join(["[Service]", *lines])
+            + "\n"
+        )
 
     def _wait_until_running(self, began: float) -> None:
         from gi.repository import GLib

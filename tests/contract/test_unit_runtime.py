@@ -41,8 +41,10 @@ from flotilla.adapters.process_runtime import ProcessRuntime
 from flotilla.adapters.systemd import SystemdRuntime
 from flotilla.engine.activation import Verdict, judge
 from flotilla.engine.errors import ConfigurationError, UnitFailedError, ValidationError
+from flotilla.engine.hardening import DROP_IN_NAME, hardening_drop_in
 from flotilla.engine.ports import UnitRuntime, UnitStatus
-from flotilla.engine.units import installed_name, parse_environment_file, unit_settings
+from flotilla.engine.unit_syntax import unit_settings
+from flotilla.engine.units import installed_name, parse_environment_file
 from tests.support.systemd_manager import PrivateSystemdManager, require_private_manager
 
 REVISION_A = "3f2a9c1b7d4e" + "a" * 52
@@ -89,6 +91,11 @@ class DiskFiles:
     def environment_files(self) -> list[str]:
         return sorted(os.listdir(self.environment_dir)) if self.environment_dir.exists() else []
 
+    def drop_ins(self) -> dict[str, str]:
+        """Flotilla's sandbox drop-in of each unit, by unit name."""
+        found = self.unit_dir.glob(f"*.d/{DROP_IN_NAME}")
+        return {path.parent.name.removesuffix(".d"): path.read_text() for path in found}
+
 
 @dataclass
 class MachineFiles:
@@ -107,6 +114,9 @@ class MachineFiles:
 
     def environment_files(self) -> list[str]:
         return sorted(self.machine.environment_files)
+
+    def drop_ins(self) -> dict[str, str]:
+        return dict(self.machine.drop_ins)
 
 
 @dataclass
@@ -320,6 +330,54 @@ def test_every_operation_twice_is_harmless(harness: Harness) -> None:
     assert runtime.owned_units() == []
     assert files.unit_text(names[0]) is None
     assert files.environment_text(names[0]) is None
+
+
+def test_each_service_gets_its_sandbox_drop_in_and_its_removal_takes_it(
+    harness: Harness,
+) -> None:
+    """The default sandbox (engine/hardening.py) sits beside every installed service and
+    goes with it; a revision's own setting stays out of it; the switch leaves none."""
+    runtime, files = harness.runtime, harness.files
+    own = "[Service]\nType=exec\nExecStart=/bin/sleep 300\nProtectSystem=strict\n"
+    bare = "[Service]\nType=exec\nExecStart=/bin/sleep 300\nX-Flotilla-Hardening=no\n"
+    units = {"web.service": SLEEPER, "own.service": own, "bare.service": bare}
+    names = runtime.install(REVISION_A, units, {})
+    web, own_name, bare_name = (installed_name(unit, REVISION_A) for unit in units)
+
+    assert files.drop_ins() == {
+        web: hardening_drop_in("web.service", SLEEPER),
+        own_name: hardening_drop_in("own.service", own),
+    }
+    assert "ProtectSystem=full" in files.drop_ins()[web]
+    assert "ProtectSystem" not in files.drop_ins()[own_name]
+    runtime.start(names)
+    assert states(harness, names) == [("active", "running")] * 3
+
+    runtime.stop(names)
+    runtime.remove([web, bare_name])
+    assert files.drop_ins() == {own_name: hardening_drop_in("own.service", own)}
+    runtime.remove([own_name])
+    assert files.drop_ins() == {}
+
+
+def test_a_rollback_leaves_exactly_the_previous_drop_ins(harness: Harness) -> None:
+    runtime, files = harness.runtime, harness.files
+    first = {"web.service": SLEEPER, "worker.service": SLEEPER}
+    second = {
+        "web.service": SLEEPER + "# b\n",
+        "api.service": SLEEPER + "X-Flotilla-Hardening=no\n",
+    }
+    old = runtime.install(REVISION_A, first, {})
+    before = files.drop_ins()
+    assert sorted(before) == old
+
+    new = runtime.install(REVISION_B, second, {})
+    runtime.remove(old)
+    assert sorted(files.drop_ins()) == [installed_name("web.service", REVISION_B)]
+    runtime.install(REVISION_A, first, {})  # the rollback
+    runtime.remove(new)
+
+    assert files.drop_ins() == before
 
 
 def test_a_unit_never_installed_is_inactive_and_stopping_it_is_fine(harness: Harness) -> None:
@@ -599,13 +657,32 @@ class TestFilesOnDisk:
         units = {"web.service": SLEEPER}
         environments = {"web.service": {"TOKEN": "s3cret"}}
         names = runtime.install(REVISION_A, units, environments)
-        files = [disk.unit_dir / names[0], disk.environment_dir / f"{names[0]}.env"]
+        files = [
+            disk.unit_dir / names[0],
+            disk.environment_dir / f"{names[0]}.env",
+            disk.unit_dir / f"{names[0]}.d" / DROP_IN_NAME,
+        ]
         before = [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files]
 
         assert runtime.install(REVISION_A, units, environments) == names
         assert [(f.stat().st_ino, f.stat().st_mtime_ns) for f in files] == before, "rewritten"
         runtime.remove(names)
         assert not any(f.exists() for f in files)
+        assert not (disk.unit_dir / f"{names[0]}.d").exists()
+
+    def test_drop_ins_are_readable_like_units_whatever_the_umask(
+        self, real_harness: Harness
+    ) -> None:
+        runtime, disk = real_harness.runtime, real_harness.disk
+        previous = os.umask(0o077)  # the agent's own unit sets UMask=0077
+        try:
+            [name] = runtime.install(REVISION_A, {"web.service": SLEEPER}, {})
+        finally:
+            os.umask(previous)
+        drop_in = disk.unit_dir / f"{name}.d" / DROP_IN_NAME
+        assert stat.S_IMODE(drop_in.stat().st_mode) == 0o644
+        assert stat.S_IMODE(drop_in.parent.stat().st_mode) == 0o755
+        assert stat.S_IMODE((disk.unit_dir / name).stat().st_mode) == 0o644
 
 
 class TestProcesses:

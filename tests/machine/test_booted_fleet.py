@@ -260,6 +260,14 @@ def test_the_agent_registers_on_the_system_manager_then_signals_the_stack(booted
     assert active.stdout.strip() == "active"
     assert "unit runtime: systemd" in booted.worker.journal("flotilla-agent")
     assert bootstrap_lines(booted.worker)[-1].startswith("the agent is up and registered")
+    # The metadata firewall is installed and enabled, and skipped here: this machine shares
+    # the host's network and has no CAP_NET_ADMIN (tests/security/test_imds_firewall.py
+    # applies the same rules in a network namespace of their own).
+    firewall = "flotilla-imds-firewall"
+    enabled = booted.worker.run(["systemctl", "is-enabled", firewall], check=False)
+    assert enabled.stdout.strip() == "enabled"
+    shown = booted.worker.run(["systemctl", "show", firewall, "-p", "ConditionResult"])
+    assert shown.stdout.strip() == "ConditionResult=no"
 
 
 def test_the_scheduler_machine_signals_and_leads(booted: Fleet) -> None:
@@ -279,6 +287,17 @@ def test_a_sealed_revision_is_deployed_on_the_system_manager_and_serves(booted: 
     booted.wait(lambda: booted.served() == "hello-from-v1", 60, "v1 serves its greeting")
     units = booted.worker.run(["ls", "/run/systemd/system"]).stdout.split()
     assert any(name.startswith("flotilla-") for name in units), units
+    # It runs in its default sandbox (engine/hardening.py), all of it, on a system manager.
+    [web] = [n for n in units if n.startswith("flotilla-web-") and n.endswith(".service")]
+    sandbox = "NoNewPrivileges,PrivateTmp,ProtectSystem,ProtectKernelTunables,ProtectKernelLogs"
+    shown = booted.worker.run(["systemctl", "show", web, "-p", sandbox]).stdout.split()
+    assert sorted(shown) == [
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectSystem=full",
+    ]
     env_files = booted.worker.run(["ls", "-l", "/run/flotilla/env"]).stdout
     assert "-rw-------" in env_files
     assert "hello-from-v1" not in booted.worker.journal("flotilla-agent")

@@ -304,6 +304,10 @@ class BootedMachine:
             *("systemd-nspawn", "--directory", str(self.root), "--boot"),
             *("--register=no", "--keep-unit", "--machine", self._nspawn_name),
             *("--hostname", self.name, "--resolv-conf=copy-host", "--link-journal=no"),
+            # The machine shares the host's network namespace: it must never set the host's
+            # firewall (nspawn already withholds CAP_NET_ADMIN then; said here, not assumed).
+            # So the workers' metadata firewall unit is skipped there (ConditionCapability=).
+            "--drop-capability=CAP_NET_ADMIN",
             # read-only: a console with no TTY of ours, its output copied into the log.
             "--console=read-only",
             # Arguments for the machine's systemd: plain status lines, and every journal

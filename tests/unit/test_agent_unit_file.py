@@ -4,7 +4,7 @@ as started only once the agent says it registered (sd_notify)."""
 from importlib import resources
 
 from flotilla.engine import validation
-from flotilla.engine.units import unit_settings
+from flotilla.engine.unit_syntax import unit_settings
 
 
 def test_the_shipped_agent_unit_restarts_always_and_keeps_units_alive() -> None:

@@ -7,6 +7,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from flotilla.engine.errors import ValidationError
+from flotilla.engine.unit_syntax import unit_settings
 from flotilla.engine.units import (
     InstalledName,
     belongs_to,
@@ -18,7 +19,6 @@ from flotilla.engine.units import (
     render_environment_file,
     render_unit,
     require_owned,
-    unit_settings,
 )
 
 REVISION = "3f2a9c1b7d4e" + "0" * 52
