@@ -154,6 +154,13 @@ def service_health(record: Service) -> Service:
     if isinstance(period, bool) or not isinstance(period, int):
         raise ValidationError(f"invalid health period {_show(period)}")
     _in_range("health period", period, (0, MAX_PERIOD_SECONDS), "seconds", "")
+    probed = balancer is None and (record.health_check or record.health_command) is not None
+    if probed and period > record.health_timeout_seconds:
+        raise ValidationError(
+            f"health period {period} s is longer than the health timeout "
+            f"{record.health_timeout_seconds} s: the agent's probe could never pass in time; "
+            "lower --health-period or raise --health-timeout"
+        )
     return record
 
 

@@ -161,6 +161,19 @@ def test_each_range_is_named_in_the_error(world: World, args: list[str], words: 
         (["create", "fresh", "--health-command", "x" * 1025], "1 to 1024"),
         (["create", "fresh", "--health-period", "-1"], "from 0 to 3600"),
         (["update", "{}", "--health-period", "3601"], "from 0 to 3600"),
+        (
+            [
+                "create",
+                "fresh",
+                "--health-check",
+                "TCP:80",
+                "--health-period",
+                "61",
+                "--health-timeout",
+                "60",
+            ],
+            "longer than the health timeout",
+        ),
     ],
 )
 def test_inconsistent_health_settings_are_refused(
