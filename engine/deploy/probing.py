@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 
 from flotilla.engine.clock import Clock
 from flotilla.engine.deploy.errors import StepFailed
+from flotilla.engine.deploy.telemetry import call_span
 from flotilla.engine.ports import HealthProbe, ProbeTarget
 from flotilla.engine.records import Service
 
@@ -32,6 +33,34 @@ def probe_target(service: Service) -> ProbeTarget | None:
         return None
     kind = check.protocol.value.lower()
     return ProbeTarget(kind=kind, port=check.port, path=check.path)
+
+
+def require_service_probe(
+    probe: HealthProbe | None,
+    service: Service,
+    clock: Clock,
+    deadline: datetime,
+    *,
+    between: Callable[[], None] = lambda: None,
+) -> None:
+    """`healthy`'s probe for `service`, if it has one: passing for its health period by
+    `deadline`, each probe taking at most the check's timeout; one span for the whole."""
+    target = probe_target(service)
+    if target is None:
+        return
+    if probe is None:
+        raise StepFailed(f"this agent cannot probe {target.describe()}: it has no probe")
+    check = service.health_check
+    with call_span("probe", {"flotilla.call": "probe", "flotilla.probe": target.describe()}):
+        require_probe_passing(
+            probe,
+            target,
+            clock=clock,
+            period=timedelta(seconds=service.health_period_seconds),
+            deadline=deadline,
+            timeout=timedelta(seconds=check.timeout_seconds) if check else DEFAULT_PROBE_TIMEOUT,
+            between=between,
+        )
 
 
 def require_probe_passing(

@@ -26,11 +26,7 @@ from flotilla.engine.activation import plan_activation, settle
 from flotilla.engine.checkpoint import DeployCheckpoint, UnitPlan
 from flotilla.engine.deploy.adoption import check_revision
 from flotilla.engine.deploy.errors import StepFailed
-from flotilla.engine.deploy.probing import (
-    DEFAULT_PROBE_TIMEOUT,
-    probe_target,
-    require_probe_passing,
-)
+from flotilla.engine.deploy.probing import require_service_probe
 from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
 from flotilla.engine.deploy.revision_cache import RevisionCache
 from flotilla.engine.deploy.slots import DeploySlot
@@ -326,28 +322,13 @@ class Steps:
         return Advance(current=CurrentRevision(checkpoint.instance_id, checkpoint.to_revision))
 
     def _probe(self, checkpoint: DeployCheckpoint) -> None:
-        """A service without a load balancer but with a health check (or command): the
-        agent's own probe passes for the health period, within the stored health deadline."""
-        target = probe_target(self.service)
-        if target is None:
-            return
-        probe = self.ports.probe
-        if probe is None:
-            raise StepFailed(f"this agent cannot probe {target.describe()}: it has no probe")
-        check = self.service.health_check
+        """Without a load balancer, the service's own probe, if it has one
+        (engine/deploy/probing.py), within the stored health deadline."""
         health = timedelta(seconds=self.service.health_timeout_seconds)
-        with call_span("probe", {"flotilla.call": "probe", "flotilla.probe": target.describe()}):
-            require_probe_passing(
-                probe,
-                target,
-                clock=self.ports.clock,
-                period=timedelta(seconds=self.service.health_period_seconds),
-                deadline=self._deadline(checkpoint, "health", health),
-                timeout=timedelta(seconds=check.timeout_seconds)
-                if check
-                else DEFAULT_PROBE_TIMEOUT,
-                between=self.keep_lease,
-            )
+        deadline = self._deadline(checkpoint, "health", health)
+        require_service_probe(
+            self.ports.probe, self.service, self.ports.clock, deadline, between=self.keep_lease
+        )
 
     def _nothing_left(self, checkpoint: DeployCheckpoint) -> Advance:
         """An unassignment is healthy once no unit Flotilla owns is left on the instance."""
