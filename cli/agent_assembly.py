@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flotilla.adapters import process_identity
+from flotilla.adapters.health_probe import LocalHealthProbe
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.clock import Clock
 from flotilla.engine.deploy.agent import Agent, AgentSettings, never_proven_dead
@@ -24,6 +25,7 @@ from flotilla.engine.deploy.runner import DeployRunner, FaultHook, Liveness, Run
 from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.ports import (
     EventQueue,
+    HealthProbe,
     LoadBalancer,
     LockService,
     SecretBox,
@@ -55,6 +57,10 @@ class AgentAdapters:
     proven_dead: ProvenDead = never_proven_dead
     # The instance's wake-up channel: the scheduler rings it when the assignment changes.
     wakeups: WakeUps | None = None
+    # Probes a service's own health check when it has no load balancer: on this machine,
+    # as the real agent does, in every world (a probe of a service that has none is never
+    # made).
+    probe: HealthProbe = field(default_factory=LocalHealthProbe)
 
     def ports(self, service: Service) -> Ports:
         """The runner's ports for a deploy of `service` (its load balancer, if any)."""
@@ -65,6 +71,7 @@ class AgentAdapters:
             self.secrets,
             self.load_balancer_for(service),
             self.clock,
+            self.probe,
         )
 
 

@@ -2,7 +2,7 @@
 
 The stack `flotilla-<env>-<service>` (cfn_templates/service.yaml) holds the workers (launch
 template with the agent, auto scaling group, least-privilege role) and the load balancer
-the stored service record names:
+the stored service record names, with the record's health check (or the fixed one):
 
 - none: no load balancer;
 - `classic:NAME`: a classic ELB of that name;
@@ -47,6 +47,17 @@ from flotilla.engine.records import LoadBalancerKind, LoadBalancerRef, Service
 from flotilla.engine.updates import modify_service
 
 SERVICE_TEMPLATE = "service.yaml"
+# The load balancer's health check, always from the service's record (as its load
+# balancer is): `service update --health-check` then `service provision` applies it.
+HEALTH_CHECK_PARAMETERS = (
+    "HealthCheckProtocol",
+    "HealthCheckPort",
+    "HealthCheckPath",
+    "HealthyThreshold",
+    "UnhealthyThreshold",
+    "HealthCheckInterval",
+    "HealthCheckTimeout",
+)
 SERVICE_PARAMETERS = (
     "EnvironmentName",
     "ServiceName",
@@ -63,6 +74,7 @@ SERVICE_PARAMETERS = (
     "FlotillaRequirements",
     "FlotillaRequirementsSha256",
     "InstallDocker",
+    *HEALTH_CHECK_PARAMETERS,
 )
 
 
@@ -80,6 +92,28 @@ def load_balancer_parameters(service: Service) -> dict[str, str]:
     # arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID
     name = balancer.name.split(":")[-1].split("/")[1]
     return {"LoadBalancerKind": "target_group", "LoadBalancerName": name}
+
+
+def health_check_parameters(service: Service) -> dict[str, str]:
+    """The health check's parameters for the service's stack, from its record; with none,
+    empty protocol, port and path: the template's fixed check of before."""
+    check = service.health_check
+    if check is None:
+        return dict.fromkeys(HEALTH_CHECK_PARAMETERS[:3], "") | {
+            "HealthyThreshold": "2",
+            "UnhealthyThreshold": "2",
+            "HealthCheckInterval": "10",
+            "HealthCheckTimeout": "5",
+        }
+    return {
+        "HealthCheckProtocol": check.protocol.value,
+        "HealthCheckPort": str(check.port),
+        "HealthCheckPath": check.path or "",
+        "HealthyThreshold": str(check.healthy_threshold),
+        "UnhealthyThreshold": str(check.unhealthy_threshold),
+        "HealthCheckInterval": str(check.interval_seconds),
+        "HealthCheckTimeout": str(check.timeout_seconds),
+    }
 
 
 @click.command(short_help="Create or update a service's stack of workers.")
@@ -173,6 +207,7 @@ def provision(
         {
             **given,
             **load_balancer_parameters(service),
+            **health_check_parameters(service),
             "EnvironmentName": environment,
             "ServiceName": name,
         },

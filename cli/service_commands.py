@@ -13,6 +13,13 @@ from typing import Any, TypeVar
 
 import click
 
+from flotilla.cli.health_options import (
+    health_changes,
+    health_fields,
+    health_options,
+    health_summary,
+    options_alone,
+)
 from flotilla.cli.notify import notify_scheduler
 from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_fields, print_json, print_table
@@ -90,6 +97,7 @@ def settings_options(*, creating: bool) -> Callable[[F], F]:
             default=None,
             help="Older spelling of --failure-action revert / hold",
         ),
+        *health_options(default),
         *policy_options(default),
     ]
 
@@ -113,6 +121,7 @@ def apply_settings(service: Service, options: dict[str, Any]) -> Service:
     ):
         if options[option] is not None:
             changes[attribute] = options[option]
+    changes.update(health_changes(replace(service, **changes), options))
     rollout: dict[str, Any] = {}
     if options["max_in_flight"] is not None:
         rollout["max_in_flight"] = validation.max_in_flight(options["max_in_flight"])
@@ -142,6 +151,7 @@ def service_summary(service: Service, labels: Mapping[str, str]) -> dict[str, An
         "drain_timeout_seconds": service.drain_timeout_seconds,
         "health_timeout_seconds": service.health_timeout_seconds,
         "settle_seconds": service.settle_seconds,
+        **health_summary(service),
         "rollout_policy": policy_summary(service.rollout),
         "weights": dict(service.weights),
         "labels": {rev: label_of(labels, rev) for rev in sorted(service.weights)},
@@ -175,6 +185,7 @@ def _show(service: Service, labels: Mapping[str, str], output: str) -> None:
             ("drain timeout", f"{service.drain_timeout_seconds}s"),
             ("health timeout", f"{service.health_timeout_seconds}s"),
             ("settle", f"{service.settle_seconds}s"),
+            *health_fields(service),
             *policy_fields(service.rollout),
             ("weights", weights_text(service.weights, labels)),
             ("paused", "yes" if service.paused else "no"),
@@ -210,7 +221,8 @@ def create(name: str, output: str, **options: Any) -> None:
 def update(name: str, output: str, **options: Any) -> None:
     """Change the given settings of NAME; the others stay as they are."""
     validation.service_name(name)
-    given = apply_settings(Service(name=name), options)  # bad options fail before any AWS call
+    # Bad options fail before any AWS call (the health check's tuning, on the stored check).
+    given = apply_settings(Service(name=name), options_alone(options))
     wiring = wiring_from(options)
     if options["alarms"]:  # only alarms named now are looked up; stored ones were checked
         check_alarms_exist(wiring, given.rollout.alarms, name)

@@ -171,6 +171,47 @@ class LoadBalancer(Protocol):
 
 
 @dataclass(frozen=True)
+class ProbeTarget:
+    """What the agent checks on its own instance (engine.deploy.probing.probe_target)."""
+
+    kind: str  # "tcp", "http", "https" (on 127.0.0.1:port) or "command"
+    port: int | None = None
+    path: str | None = None  # http(s): the request's path
+    command: str | None = None  # command: run by /bin/sh; never shown (it may hold a token)
+
+    def describe(self) -> str:
+        """How a person reads it in history and spans; a command is named, never shown."""
+        if self.kind == "command":
+            return "the health command"
+        if self.kind == "tcp":
+            return f"tcp://127.0.0.1:{self.port}"
+        return f"{self.kind}://127.0.0.1:{self.port}{self.path or '/'}"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe's answer. `detail` says what was seen in a few words ("HTTP 503",
+    "connection refused", "exit status 1", "no answer within 5 s"): never a body or a
+    command's output, which may hold secrets."""
+
+    passed: bool
+    detail: str
+
+
+class HealthProbe(Protocol):
+    """Probes a service's own health check from its instance, once per call.
+
+    An HTTP(S) probe passes on a 2xx or 3xx answer (redirects are not followed; TLS
+    certificates are not checked, as a load balancer does not), a TCP probe when a
+    connection is accepted, a command when it exits 0 within the timeout (it is killed
+    otherwise, with whatever it started). A failure is a result, never an exception.
+    tests/contract/test_health_probe.py checks this for every implementation.
+    """
+
+    def check(self, target: ProbeTarget, *, timeout: timedelta) -> ProbeResult: ...
+
+
+@dataclass(frozen=True)
 class UnitStatus:
     """What systemd (or the process runtime) says about one unit."""
 

@@ -25,6 +25,39 @@ class LoadBalancerRef:
     name: str  # classic ELB name, or target group ARN
 
 
+class HealthCheckProtocol(StrEnum):
+    TCP = "TCP"  # a connection is accepted
+    HTTP = "HTTP"  # GET PATH answers 2xx or 3xx (a target group: 200 unless told otherwise)
+    HTTPS = "HTTPS"  # the same over TLS (the certificate is not checked, as by ELB)
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A service's health check, as `--health-check PROTO:PORT/path` gives it.
+
+    With a load balancer it is the load balancer's check (cfn_templates/service.yaml);
+    without one the agent probes `127.0.0.1:PORT` itself before `healthy` succeeds
+    (engine/health_checks.py). The defaults are the template's, which were fixed before.
+    """
+
+    protocol: HealthCheckProtocol
+    port: int
+    path: str | None = None  # HTTP(S) only; None is "/"
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 2
+    interval_seconds: int = 10
+    timeout_seconds: int = 5
+
+    @property
+    def text(self) -> str:
+        """`TCP:80`, `HTTP:8080/health`: the option's own spelling."""
+        path = "" if self.protocol is HealthCheckProtocol.TCP else self.path or "/"
+        return f"{self.protocol.value}:{self.port}{path}"
+
+
+DEFAULT_HEALTH_PERIOD = 10  # seconds an agent-side probe must pass without a break
+
+
 class FailureAction(StrEnum):
     """What the scheduler does when a rollout fails (budget spent, an alarm, the deadline)."""
 
@@ -180,6 +213,13 @@ class Service:
     drain_timeout_seconds: int = 300
     health_timeout_seconds: int = 300
     settle_seconds: int = 5  # how long units must stay active before a deploy counts as healthy
+    # None: the template's fixed check (classic ELB TCP on the instance port, target group
+    # HTTP on /); without a load balancer, no probe.
+    health_check: HealthCheck | None = None
+    # Without a load balancer only: a command the agent runs as its probe (exit 0 passes).
+    health_command: str | None = None
+    # How long an agent-side probe (health check or command) must pass without a break.
+    health_period_seconds: int = DEFAULT_HEALTH_PERIOD
     rollout: RolloutPolicy = field(default_factory=RolloutPolicy)
     weights: dict[str, int] = field(default_factory=dict)  # revision id -> weight
     paused: bool = False

@@ -17,6 +17,7 @@ import urllib.parse
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from flotilla.engine import health_checks
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.records import (
     LoadBalancerKind,
@@ -239,6 +240,7 @@ def service(record: Service) -> Service:
     timeout_seconds("drain timeout", record.drain_timeout_seconds)
     timeout_seconds("health timeout", record.health_timeout_seconds)
     timeout_seconds("settle period", record.settle_seconds)
+    health_checks.service_health(record)
     rollout_policy(record.rollout)
     weights(record.weights)
     return record

@@ -7,12 +7,15 @@ from typing import Any
 
 from flotilla.adapters.items import common
 from flotilla.adapters.items.common import Item
-from flotilla.engine import validation
+from flotilla.engine import health_checks, validation
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.records import (
+    DEFAULT_HEALTH_PERIOD,
     DEFAULT_PROGRESS_DEADLINE,
     FailureAction,
     GateResult,
+    HealthCheck,
+    HealthCheckProtocol,
     HistoryEntry,
     LoadBalancerKind,
     LoadBalancerRef,
@@ -26,9 +29,10 @@ from flotilla.engine.records import (
 
 # Schema 2 added the scheduler's rollout state and the service history; schema 3 step
 # plans, gates, the progress deadline, the failure action (`auto_revert` false reads as
-# `hold`) and promotions. Older items read with their defaults; an older flotilla refuses
-# newer items instead of writing the whole item back without them.
-SERVICE_SCHEMA = 3
+# `hold`) and promotions; schema 4 the health check, health command and health period.
+# Older items read with their defaults; an older flotilla refuses newer items instead of
+# writing the whole item back without them.
+SERVICE_SCHEMA = 4
 
 
 def service_to_item(service: Service) -> Item:
@@ -42,6 +46,9 @@ def service_to_item(service: Service) -> Item:
         "drain_timeout_seconds": service.drain_timeout_seconds,
         "health_timeout_seconds": service.health_timeout_seconds,
         "settle_seconds": service.settle_seconds,
+        "health_check": _health_check_to_item(service.health_check),
+        "health_command": service.health_command,
+        "health_period_seconds": service.health_period_seconds,
         "rollout": _policy_to_item(service.rollout),
         "weights": dict(service.weights),
         "paused": service.paused,
@@ -60,6 +67,40 @@ def service_to_item(service: Service) -> Item:
         ],
         "promotion": None if service.promotion is None else _promotion_to_item(service.promotion),
     }
+
+
+def _health_check_to_item(check: HealthCheck | None) -> Item | None:
+    if check is None:
+        return None
+    return {
+        "protocol": check.protocol.value,
+        "port": check.port,
+        "path": check.path,
+        "healthy_threshold": check.healthy_threshold,
+        "unhealthy_threshold": check.unhealthy_threshold,
+        "interval_seconds": check.interval_seconds,
+        "timeout_seconds": check.timeout_seconds,
+    }
+
+
+def _health_check_from_item(item: Mapping[str, Any] | None) -> HealthCheck | None:
+    if item is None:  # before schema 4, or the template's fixed check
+        return None
+    check = HealthCheck(
+        protocol=HealthCheckProtocol(item["protocol"]),
+        port=int(item["port"]),
+        path=common.optional_str(item.get("path")),
+        healthy_threshold=int(item["healthy_threshold"]),
+        unhealthy_threshold=int(item["unhealthy_threshold"]),
+        interval_seconds=int(item["interval_seconds"]),
+        timeout_seconds=int(item["timeout_seconds"]),
+    )
+    # It reaches a template parameter and the agent's probe: a malformed one is a
+    # malformed item, refused here, not a failed stack or probe later.
+    try:
+        return health_checks.health_check(check)
+    except ValidationError as bad:
+        raise ValueError(bad.message) from bad
 
 
 def _policy_to_item(policy: RolloutPolicy) -> Item:
@@ -229,6 +270,9 @@ def service_from_item(item: Mapping[str, Any]) -> Service:
             drain_timeout_seconds=int(item["drain_timeout_seconds"]),
             health_timeout_seconds=int(item["health_timeout_seconds"]),
             settle_seconds=int(item["settle_seconds"]),
+            health_check=_health_check_from_item(item.get("health_check")),
+            health_command=common.optional_str(item.get("health_command")),
+            health_period_seconds=int(item.get("health_period_seconds", DEFAULT_HEALTH_PERIOD)),
             rollout=_policy_from_item(item["rollout"]),
             weights={str(k): int(v) for k, v in item["weights"].items()},
             paused=bool(item["paused"]),

@@ -9,7 +9,14 @@ from typing import Final
 
 from flotilla.engine.checkpoint import LeaseRef, UnitPlan
 from flotilla.engine.clock import Clock
-from flotilla.engine.ports import LoadBalancer, LockService, SecretBox, StateStore, UnitRuntime
+from flotilla.engine.ports import (
+    HealthProbe,
+    LoadBalancer,
+    LockService,
+    SecretBox,
+    StateStore,
+    UnitRuntime,
+)
 from flotilla.engine.records import CurrentRevision, Lease
 from flotilla.machines.deploy import StepResult
 
@@ -58,3 +65,6 @@ class Ports:
     secrets: SecretBox
     load_balancer: LoadBalancer | None
     clock: Clock
+    # The agent-side probe for a service without a load balancer that has a health check
+    # (engine/deploy/probing.py); None: no probing here (a deploy of such a service fails).
+    probe: HealthProbe | None = None

@@ -26,6 +26,7 @@ from flotilla.engine.activation import plan_activation, settle
 from flotilla.engine.checkpoint import DeployCheckpoint, UnitPlan
 from flotilla.engine.deploy.adoption import check_revision
 from flotilla.engine.deploy.errors import StepFailed
+from flotilla.engine.deploy.probing import require_service_probe
 from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
 from flotilla.engine.deploy.revision_cache import RevisionCache
 from flotilla.engine.deploy.slots import DeploySlot
@@ -306,6 +307,7 @@ class Steps:
             self._require_well(self._revision(checkpoint.to_revision), plan.after if plan else None)
         except UnitFailedError as failed:
             raise StepFailed(failed.message) from failed
+        self._probe(checkpoint)
         if balancer is not None and not checkpoint.traffic_kept:
             health = timedelta(seconds=self.service.health_timeout_seconds)
             self.wait(
@@ -318,6 +320,15 @@ class Steps:
             )
         # Recorded with this state's checkpoint, in the same write.
         return Advance(current=CurrentRevision(checkpoint.instance_id, checkpoint.to_revision))
+
+    def _probe(self, checkpoint: DeployCheckpoint) -> None:
+        """Without a load balancer, the service's own probe, if it has one
+        (engine/deploy/probing.py), within the stored health deadline."""
+        health = timedelta(seconds=self.service.health_timeout_seconds)
+        deadline = self._deadline(checkpoint, "health", health)
+        require_service_probe(
+            self.ports.probe, self.service, self.ports.clock, deadline, between=self.keep_lease
+        )
 
     def _nothing_left(self, checkpoint: DeployCheckpoint) -> Advance:
         """An unassignment is healthy once no unit Flotilla owns is left on the instance."""

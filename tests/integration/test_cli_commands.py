@@ -106,6 +106,36 @@ def test_service_update_changes_only_the_given_settings(cli: Cli) -> None:
     assert "upd" not in [s["name"] for s in json.loads(cli.ok("service", "list", "-o", "json"))]
 
 
+def test_a_health_check_is_set_tuned_shown_and_cleared(cli: Cli) -> None:
+    shown = cli.ok("service", "create", "hc", "--health-check", "http:8080/health")
+    assert "HTTP:8080/health (healthy 2, unhealthy 2, every 10 s, timeout 5 s)" in shown
+    assert re.search(r"health period:\s+10s", shown), shown
+    # Tuning alone tunes the stored check; the rest stays.
+    tuned = json.loads(cli.ok("service", "update", "hc", "--health-interval", "30", "-o", "json"))
+    assert tuned["health_check"] == {
+        "protocol": "HTTP",
+        "port": 8080,
+        "path": "/health",
+        "healthy_threshold": 2,
+        "unhealthy_threshold": 2,
+        "interval_seconds": 30,
+        "timeout_seconds": 5,
+    }
+    # A timeout that is not shorter than the stored interval is refused, nothing stored.
+    refused = cli.run("service", "update", "hc", "--health-check-timeout", "30")
+    assert refused.returncode == 2
+    assert "not shorter than its interval" in refused.stderr
+    assert json.loads(cli.ok("service", "show", "hc", "-o", "json"))["version"] == tuned["version"]
+    swapped = json.loads(
+        cli.ok("service", "update", "hc", "--health-check", "default",
+               "--health-command", "pgrep -x web", "--health-period", "20", "-o", "json")
+    )  # fmt: skip
+    assert swapped["health_check"] is None
+    assert (swapped["health_command"], swapped["health_period_seconds"]) == ("pgrep -x web", 20)
+    assert "pgrep -x web" in cli.ok("service", "show", "hc")
+    cli.ok("service", "delete", "hc")
+
+
 def test_revision_list_and_show_never_print_secret_values(cli: Cli, service: str) -> None:
     listed = json.loads(cli.ok("revision", "list", service, "-o", "json"))
     assert [r["label"] for r in listed] == ["v1", "v2"]

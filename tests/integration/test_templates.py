@@ -223,6 +223,98 @@ def test_provision_a_service_with_a_target_group_points_the_service_at_it(
     assert "ClassicLoadBalancer" not in resources
 
 
+def test_an_http_health_check_reaches_the_classic_elb_and_a_target_group(
+    env: Cli, wheel: str
+) -> None:
+    """`--health-check HTTP:PORT/path` with its thresholds, as moto's ELB and ELBv2 report
+    them back; changed later by `service update` then `service provision`."""
+    env.ok(
+        "service",
+        "create",
+        "checked",
+        "--load-balancer",
+        "classic:checked-elb",
+        "--health-check",
+        "HTTP:8080/health",
+        "--healthy-threshold",
+        "3",
+        "--health-interval",
+        "20",
+    )
+    shown = json.loads(env.ok("service", "show", "checked", "-o", "json"))
+    assert shown["health_check"]["path"] == "/health"
+    env.ok("service", "provision", "checked", "--wheel", wheel)
+    elb = env.client("elb")
+    (described,) = elb.describe_load_balancers(LoadBalancerNames=["checked-elb"])[
+        "LoadBalancerDescriptions"
+    ]
+    assert described["HealthCheck"] == {
+        "Target": "HTTP:8080/health",
+        "HealthyThreshold": 3,
+        "UnhealthyThreshold": 2,
+        "Interval": 20,
+        "Timeout": 5,
+    }
+    env.ok("service", "update", "checked", "--health-check", "TCP:8080")
+    env.ok("service", "provision", "checked", "--wheel", wheel)
+    (described,) = elb.describe_load_balancers(LoadBalancerNames=["checked-elb"])[
+        "LoadBalancerDescriptions"
+    ]
+    # A new target keeps the tuning chosen before.
+    assert described["HealthCheck"]["Target"] == "TCP:8080"
+    assert described["HealthCheck"]["HealthyThreshold"] == 3
+
+    placeholder = f"arn:aws:elasticloadbalancing:{REGION}:123456789012:targetgroup/tg-checked/" + (
+        "0" * 16
+    )
+    env.ok(
+        "service",
+        "create",
+        "tgchecked",
+        "--load-balancer",
+        f"target_group:{placeholder}",
+        "--health-check",
+        "HTTP:8081/ready",
+        "--unhealthy-threshold",
+        "5",
+        "--health-check-timeout",
+        "4",
+    )
+    vpc = env.client("ec2").describe_vpcs()["Vpcs"][0]["VpcId"]
+    env.ok("service", "provision", "tgchecked", "--wheel", wheel, "--vpc-id", vpc)
+    arn = env.resources(f"flotilla-{env.environment}-tgchecked")["TargetGroup"]
+    (group,) = env.client("elbv2").describe_target_groups(TargetGroupArns=[arn])["TargetGroups"]
+    assert {
+        k: v for k, v in group.items() if "health" in k.lower() and k != "HealthCheckEnabled"
+    } == {
+        "HealthCheckProtocol": "HTTP",
+        "HealthCheckPort": "8081",
+        "HealthCheckPath": "/ready",
+        "HealthCheckIntervalSeconds": 10,
+        "HealthCheckTimeoutSeconds": 4,
+        "HealthyThresholdCount": 2,
+        "UnhealthyThresholdCount": 5,
+    }
+
+
+def test_a_bad_health_check_is_refused_in_one_line_and_nothing_is_stored(env: Cli) -> None:
+    for args, words in [
+        (("--health-check", "HTTP:8080/a b"), "without spaces"),
+        (("--health-check", "TCP:80/x"), "takes no path"),
+        (("--health-check", "UDP:53"), "TCP, HTTP or HTTPS"),
+        (("--health-check", "HTTP:70000/"), "1 to 65535"),
+        (("--health-check", "HTTP:80/", "--healthy-threshold", "11"), "from 2 to 10"),
+        (("--healthy-threshold", "3"), "give it too"),
+        (("--load-balancer", "classic:x-elb", "--health-command", "true"), "without one"),
+    ]:
+        refused = env.run("service", "create", "refused", *args)
+        assert refused.returncode != 0, args
+        assert words in refused.stderr, (args, refused.stderr)
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "Traceback" not in refused.stderr
+    assert env.run("service", "show", "refused").returncode != 0  # never created
+
+
 def test_provision_a_service_without_load_balancer(env: Cli, wheel: str) -> None:
     env.ok("service", "create", "batch")
     result = json.loads(env.ok("service", "provision", "batch", "--wheel", wheel, "-o", "json"))

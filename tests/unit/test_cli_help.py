@@ -43,6 +43,6 @@ def test_update_shows_no_defaults_it_would_not_apply() -> None:
     update = CliRunner().invoke(cli, ["service", "update", "--help"], terminal_width=200).output
     create = CliRunner().invoke(cli, ["service", "create", "--help"], terminal_width=200).output
     assert "[default:" not in update.split("--output")[0]  # the settings' lines
-    assert update.count("[unchanged if not given]") == 12
+    assert update.count("[unchanged if not given]") == 19
     assert "Failed deploys before a rollout stops [default: 1]" in create
     assert "[unchanged if not given]" not in create
