@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from flotilla.adapters import process_identity
+from flotilla.adapters.docker_images import DockerImages
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.clock import Clock
 from flotilla.engine.deploy.agent import Agent, AgentSettings, never_proven_dead
@@ -23,6 +24,7 @@ from flotilla.engine.deploy.agent_lease import ProvenDead
 from flotilla.engine.deploy.runner import DeployRunner, FaultHook, Liveness, RunnerSettings
 from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.ports import (
+    ContainerImages,
     EventQueue,
     LoadBalancer,
     LockService,
@@ -55,6 +57,8 @@ class AgentAdapters:
     proven_dead: ProvenDead = never_proven_dead
     # The instance's wake-up channel: the scheduler rings it when the assignment changes.
     wakeups: WakeUps | None = None
+    # Pulls the images of container units (docs/containers.md); None: they run unpinned.
+    images: ContainerImages | None = None
 
     def ports(self, service: Service) -> Ports:
         """The runner's ports for a deploy of `service` (its load balancer, if any)."""
@@ -65,6 +69,7 @@ class AgentAdapters:
             self.secrets,
             self.load_balancer_for(service),
             self.clock,
+            self.images,
         )
 
 
@@ -97,6 +102,7 @@ def adapters_from(
         events=wiring.events,
         proven_dead=process_identity.proven_dead,
         wakeups=wiring.wakeups(stop),
+        images=DockerImages(),  # the docker CLI is looked for only when a unit needs it
     )
 
 

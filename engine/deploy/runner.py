@@ -211,7 +211,8 @@ class DeployRunner:
         }
         with telemetry.call_span("restore", attributes):
             log.info("the units of revision %s are gone; starting them again", current[:12])
-            steps.start_revision(current)
+            # Container units run the digests their deploys pinned, not a tag that moved.
+            steps.start_revision(current, images=steps.recorded_pins(instance.id, current))
         return True
 
     def _steps(self, ports: Ports, service: Service, deploy_id: str) -> Steps:
@@ -365,6 +366,7 @@ class DeployRunner:
             outcome=deploy.outcome if deploy.finished else None,
             history=history,
             units=checkpoint.units or advance.units,
+            images=checkpoint.images if checkpoint.images is not None else advance.images,
         )
         if create:  # the first write: the checkpoint does not exist yet
             stored = _retried(ports, lambda: ports.store.create_deploy(updated))

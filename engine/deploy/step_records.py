@@ -9,7 +9,14 @@ from typing import Final
 
 from flotilla.engine.checkpoint import LeaseRef, UnitPlan
 from flotilla.engine.clock import Clock
-from flotilla.engine.ports import LoadBalancer, LockService, SecretBox, StateStore, UnitRuntime
+from flotilla.engine.ports import (
+    ContainerImages,
+    LoadBalancer,
+    LockService,
+    SecretBox,
+    StateStore,
+    UnitRuntime,
+)
 from flotilla.engine.records import CurrentRevision, Lease
 from flotilla.machines.deploy import StepResult
 
@@ -31,6 +38,7 @@ class Advance:
     clear_lease: bool = False
     deadlines: dict[str, datetime] = field(default_factory=dict)
     units: UnitPlan | None = None  # decided in `locking`, kept for the rest of the deploy
+    images: dict[str, str] | None = None  # pinned in `locking` (engine/container_images.py)
 
     @property
     def skipped(self) -> bool:
@@ -58,3 +66,6 @@ class Ports:
     secrets: SecretBox
     load_balancer: LoadBalancer | None
     clock: Clock
+    # Pulls container units' images; None on an agent that runs no containers (their
+    # units then run the image as the revision names it, unpinned).
+    images: ContainerImages | None = None

@@ -13,10 +13,15 @@ keep, `starting` installs the target with the kept units under the names they ru
 and starts only the new ones, and a rollback restores exactly the previous set. A version 1
 checkpoint has no plan and runs as it did: every unit of the target under its own name.
 An unassignment (`to_revision` None) stops and removes every owned unit.
+
+Container units run a digest, not a tag (engine/container_images.py): `locking` pulls the
+images of the container units the deploy starts and records the digests, with those the
+running units were started with, in the checkpoint; every install pins them.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final, TypeVar
@@ -24,6 +29,7 @@ from typing import Final, TypeVar
 from flotilla.engine import units as unit_names
 from flotilla.engine.activation import plan_activation, settle
 from flotilla.engine.checkpoint import DeployCheckpoint, UnitPlan
+from flotilla.engine.container_images import image_of, pin_units
 from flotilla.engine.deploy.adoption import check_revision
 from flotilla.engine.deploy.errors import StepFailed
 from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
@@ -31,7 +37,7 @@ from flotilla.engine.deploy.revision_cache import RevisionCache
 from flotilla.engine.deploy.slots import DeploySlot
 from flotilla.engine.deploy.step_records import SKIPPED, Advance, Ports, StepSettings
 from flotilla.engine.deploy.telemetry import call_span
-from flotilla.engine.errors import UnitFailedError
+from flotilla.engine.errors import ImagePullError, UnitFailedError
 from flotilla.engine.ports import (
     TargetState,
 )
@@ -143,7 +149,57 @@ class Steps:
         plan = checkpoint.units
         if plan is None and checkpoint.machine_version >= 2:
             plan = self._plan(checkpoint)
-        return Advance(lease=self.slot.take(checkpoint), units=plan)
+        # Images are pulled here too, before traffic leaves and anything stops: a pull
+        # that fails leaves the old units serving, and a slow one does not lengthen the
+        # time the instance is out of its load balancer.
+        images = self._pin_images(checkpoint, plan)
+        return Advance(lease=self.slot.take(checkpoint), units=plan, images=images)
+
+    def _pin_images(
+        self, checkpoint: DeployCheckpoint, plan: UnitPlan | None
+    ) -> dict[str, str] | None:
+        """The digests the deploy's container units run (installed name → `name@sha256:…`):
+        pulled now for those it starts; for those running, the ones they were started with
+        (recorded by earlier deploys). None when nothing is pinned (no plan, no image port,
+        or pinned already)."""
+        images = self.ports.images
+        if checkpoint.images is not None or plan is None or images is None:
+            return None
+        running = set(plan.before.values())
+        pins = {}
+        if checkpoint.from_revision is not None:
+            pins = self.recorded_pins(checkpoint.instance_id, checkpoint.from_revision, plan.before)
+        if checkpoint.to_revision is not None:
+            target = self._revision(checkpoint.to_revision)
+            for unit, text in sorted(target.units.items()):
+                image, name = image_of(text), plan.after[unit]
+                if image is None or name in running:
+                    continue  # a kept unit runs what it was started with
+                try:
+                    pins[name] = self.call("images.pull", functools.partial(images.pull, image))
+                except ImagePullError as failed:
+                    raise StepFailed(f"{unit}: {failed.message}") from failed
+        return pins
+
+    def recorded_pins(
+        self, instance_id: str, revision_id: str, names: Mapping[str, str] | None = None
+    ) -> dict[str, str]:
+        """The digests this instance's earlier deploys pinned the revision's container units
+        to (the newest record of each installed name wins); `names` as in `start_revision`.
+        Reads the deploys only when the revision has a container unit."""
+        revision = self._revision(revision_id)
+        installed = _installed(revision, names)
+        wanted = {installed[u] for u, text in revision.units.items() if image_of(text)}
+        if not wanted:
+            return {}
+        store = self.ports.store
+        deploys = self.call(
+            "store.list_instance_deploys", lambda: store.list_instance_deploys(instance_id)
+        )
+        pins: dict[str, str] = {}
+        for deploy in sorted(deploys, key=lambda d: d.created_at):
+            pins.update((n, ref) for n, ref in (deploy.images or {}).items() if n in wanted)
+        return pins
 
     def deregistering(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
@@ -203,7 +259,9 @@ class Steps:
         if plan is None:
             self.start_revision(checkpoint.to_revision)
         else:
-            self.start_revision(checkpoint.to_revision, names=plan.after, only=plan.start)
+            self.start_revision(
+                checkpoint.to_revision, names=plan.after, only=plan.start, images=checkpoint.images
+            )
         health = timedelta(seconds=self.service.health_timeout_seconds)
         return Advance(deadlines={"health": self._deadline(checkpoint, "health", health)})
 
@@ -239,19 +297,22 @@ class Steps:
         *,
         names: Mapping[str, str] | None = None,
         only: Sequence[str] | None = None,
+        images: Mapping[str, str] | None = None,
     ) -> None:
         """Install, start (the runtime returns once the units settled), and check that the
         units run well through the service's settle period. `names` keeps units under the
         installed names they already run under (a plan's) and `only` (installed names)
-        starts just the changed ones: a kept oneshot is not run again."""
+        starts just the changed ones: a kept oneshot is not run again. `images` pins
+        container units (installed name → digest reference)."""
         revision = self._revision(revision_id)
         environments = self._environments(revision)
         runtime = self.ports.runtime
+        installed = _installed(revision, names)
+        unit_files = pin_units(revision.units, installed, images)
         self.call(
             "runtime.install",
-            lambda: runtime.install(revision.id, revision.units, environments, names),
+            lambda: runtime.install(revision.id, unit_files, environments, names),
         )
-        installed = _installed(revision, names)
         to_start = [
             installed[name]
             for name in plan_activation(revision.units).start
@@ -352,7 +413,12 @@ class Steps:
                 if plan is None:
                     self.start_revision(checkpoint.from_revision)
                 else:
-                    self.start_revision(checkpoint.from_revision, names=plan.before, only=plan.stop)
+                    self.start_revision(
+                        checkpoint.from_revision,
+                        names=plan.before,
+                        only=plan.stop,
+                        images=checkpoint.images,
+                    )
         balancer = self.ports.load_balancer
         if balancer is not None and work.reregister:
             self.call("lb.register", lambda: balancer.register(checkpoint.instance_id))
