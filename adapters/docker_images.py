@@ -15,11 +15,11 @@ import re
 import subprocess
 from collections.abc import Mapping
 
-from flotilla.engine.errors import ImagePullError, ValidationError
+from flotilla.engine.container_images import check_image
+from flotilla.engine.errors import ImagePullError
 
 DOCKER = "/usr/bin/docker"
 _DIGEST = re.compile(r"^Digest: (?P<digest>sha256:[0-9a-f]{64})\s*$", re.M)
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
 
 
 class DockerImages:
@@ -37,8 +37,7 @@ class DockerImages:
         self.environment = dict(environment) if environment is not None else None
 
     def pull(self, image: str) -> str:
-        if not isinstance(image, str) or not _IMAGE.fullmatch(image):
-            raise ValidationError(f"not an image reference: {image!r:.80}")
+        check_image(image)
         try:
             done = subprocess.run(
                 [self.docker, "pull", "--", image],

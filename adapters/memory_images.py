@@ -10,7 +10,8 @@ import itertools
 import threading
 
 from flotilla.adapters.docker_images import repository
-from flotilla.engine.errors import ImagePullError, ValidationError
+from flotilla.engine.container_images import check_image
+from flotilla.engine.errors import ImagePullError
 
 _counter = itertools.count(1)
 
@@ -34,8 +35,7 @@ class MemoryImages:
         return reference
 
     def pull(self, image: str) -> str:
-        if not isinstance(image, str) or not image or image.startswith("-") or " " in image:
-            raise ValidationError(f"not an image reference: {image!r:.80}")
+        check_image(image)
         with self._mutex:
             self.pulled.append(image)
             if "@" in image:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from flotilla.engine.container_images import IMAGE_VARIABLE, image_line
+from flotilla.engine.container_images import IMAGE_VARIABLE, image_line, is_image_reference
 from flotilla.engine.errors import ValidationError
 
 DOCKER = "/usr/bin/docker"
@@ -35,7 +35,6 @@ SETTINGS_HELP = "DOCKER_IMAGE, DOCKER_PORT_<host port>, DOCKER_LOG_DRIVER and DO
 
 # Everything here lands in ExecStart=, which systemd splits on blanks and expands `%` and
 # `$` in: none of those (nor quotes or backslashes) may appear.
-_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
 _PORT = re.compile(r"^[0-9]{1,5}$")
 _CONTAINER_PORT = re.compile(r"^(?P<port>[0-9]{1,5})(?:/(?:tcp|udp))?$")
 _LOG_DRIVER = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -49,7 +48,7 @@ def docker_unit(
 ) -> tuple[str, dict[str, str]]:
     """A unit that runs DOCKER_IMAGE, and the variables left for the container itself."""
     image = variables[DOCKER_IMAGE].strip()
-    if not _IMAGE.fullmatch(image):
+    if not is_image_reference(image):
         raise ValidationError(
             f"{DOCKER_IMAGE} in {file_name} is not an image reference (e.g. nginx:1.27 or "
             "registry.example.com/team/app@sha256:…)"

@@ -21,10 +21,27 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from flotilla.engine.errors import ValidationError
+
 IMAGE_VARIABLE = "FLOTILLA_IMAGE"
 DIGEST_MARK = "@sha256:"
 
+# A reference lands in command lines and ExecStart=: no blanks, quotes, `%` or `$`, and
+# it cannot begin with `-` (an option).
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,254}$")
 _LINE = re.compile(rf"^Environment={IMAGE_VARIABLE}=(?P<image>[^\s\"'\\]+)[ \t]*$", re.M)
+
+
+def is_image_reference(image: object) -> bool:
+    """Whether `image` is a reference Flotilla passes on (e.g. nginx:1.27, app@sha256:…)."""
+    return isinstance(image, str) and _IMAGE.fullmatch(image) is not None
+
+
+def check_image(image: object) -> str:
+    """The reference, or `ValidationError` for one that could be read as an option."""
+    if not is_image_reference(image):
+        raise ValidationError(f"not an image reference: {image!r:.80}")
+    return str(image)
 
 
 def image_line(image: str) -> str:
