@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
@@ -55,7 +56,10 @@ def _free_port() -> int:
 class DockerEngine:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.socket = root / "docker.sock"
+        # Sockets live in a short directory of their own: a unix socket's path is limited
+        # to 107 bytes, and containerd's under a test's tmp_path is longer.
+        self.sockets = Path(tempfile.mkdtemp(prefix="flotilla-docker-"))
+        self.socket = self.sockets / "docker.sock"
         self.host = f"unix://{self.socket}"
         self.registry = f"127.0.0.1:{_free_port()}"
         self._processes: list[subprocess.Popen[bytes]] = []
@@ -96,7 +100,7 @@ class DockerEngine:
                         "--data-root",
                         str(self.root / "data"),
                         "--exec-root",
-                        str(self.root / "exec"),
+                        str(self.sockets / "exec"),
                         "--pidfile",
                         str(self.root / "dockerd.pid"),
                         "--containerd-namespace",
@@ -176,6 +180,7 @@ class DockerEngine:
         self._processes.clear()
         # vfs layers are plain directories; containerd leaves mounts in none of them.
         shutil.rmtree(self.root / "data", ignore_errors=True)
+        shutil.rmtree(self.sockets, ignore_errors=True)
 
     def docker(
         self, *arguments: str, check: bool = True, stdin: bytes | None = None
@@ -194,7 +199,7 @@ class DockerEngine:
         return done
 
     def publish(self, name: str, tag: str, *, says: str | None = None) -> str:
-        """A new image under `registry/name:tag` whose process prints `says` and sleeps;
+        """A new image under `registry/name:tag` whose process prints `says` and waits;
         returns `registry/name@sha256:…`."""
         says = says or f"image {next(_images)} {time.time_ns()}"
         archive = self.root / f"rootfs-{next(_images)}.tar"
@@ -209,9 +214,12 @@ class DockerEngine:
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
         image = f"{self.registry}/{name}:{tag}"
+        # The shell is the container's PID 1, which ignores an untrapped SIGTERM: trap it,
+        # so that `docker stop` ends the container at once.
         self.docker(
             "import",
-            "--change", 'CMD ["/bin/sh", "-c", "cat /says; echo; exec sleep 3600"]',
+            "--change",
+            'CMD ["/bin/sh", "-c", "cat /says; echo; trap \'exit 0\' TERM; sleep 3600 & wait"]',
             str(archive), image,
         )  # fmt: skip
         self.docker("push", image)
