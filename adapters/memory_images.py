@@ -6,14 +6,11 @@ of a `docker push`: it points a tag at a new image and returns that image's dige
 from __future__ import annotations
 
 import hashlib
-import itertools
 import threading
 
 from flotilla.adapters.docker_images import repository
 from flotilla.engine.container_images import check_image
 from flotilla.engine.errors import ImagePullError
-
-_counter = itertools.count(1)
 
 
 class MemoryImages:
@@ -23,13 +20,16 @@ class MemoryImages:
         self._tags: dict[str, str] = {}  # name:tag -> sha256:…
         self._digests: set[str] = set()  # name@sha256:… that were ever published
         self._mutex = threading.Lock()
+        self._published = 0  # digests are the same in every run (golden checkpoints)
         self.pulled: list[str] = []
 
     def publish(self, image: str) -> str:
         """Push a new image under `image` (name:tag); returns `name@sha256:…`."""
-        digest = "sha256:" + hashlib.sha256(f"{image}#{next(_counter)}".encode()).hexdigest()
-        reference = f"{repository(image)}@{digest}"
         with self._mutex:
+            self._published += 1
+            made = f"{image}#{self._published}"
+            digest = "sha256:" + hashlib.sha256(made.encode()).hexdigest()
+            reference = f"{repository(image)}@{digest}"
             self._tags[image] = digest
             self._digests.add(reference)
         return reference
