@@ -6,7 +6,9 @@ A revision made by the container shorthand (an env file with DOCKER_IMAGE, read 
 build pipeline pushing a new image would. What the instance runs must not follow the tag:
 not after systemd restarts the unit, not after the units are gone and the agent restores
 them (a reboot: unit files live on tmpfs), and a rollback runs the digest its deploy
-recorded. A new deploy that starts the unit again pulls, and runs the moved tag.
+recorded. A new deploy that starts the unit again pulls, and runs the moved tag. Across
+two instances (each with its own engine and manager, one registry), a tag moved between
+their deploys leaves the first on its image while the second runs the new one.
 
 The manager has no docker.service of its own: a stand-in unit takes its name, so that the
 generated unit's `Requires=docker.service` holds; the engine itself is the test's.
@@ -14,9 +16,11 @@ generated unit's `Requires=docker.service` holds; the engine itself is the test'
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +28,7 @@ import pytest
 
 from flotilla.adapters.docker_images import DockerImages
 from flotilla.adapters.systemd import SystemdRuntime
+from flotilla.cli.agent_assembly import AgentAdapters
 from flotilla.cli.revision_sources import from_files
 from flotilla.engine import units
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
@@ -195,3 +200,65 @@ def test_an_image_that_cannot_be_pulled_fails_the_deploy_and_the_old_one_keeps_r
     assert host.runs(host.container(v1)) == first
     assert host.cluster.store.get_instance("i-1").current_revision == v1.id
     assert os.path.exists(host.manager.unit_dir / f"{host.container(v1)}.service")
+
+
+class Fleet(Cluster):
+    """Instances each with an engine of their own (as machines have), one registry."""
+
+    engines: dict[str, DockerEngine]
+
+    def adapters(self, instance_id: str) -> AgentAdapters:
+        engine = self.engines[instance_id]
+        return dataclasses.replace(
+            super().adapters(instance_id), images=DockerImages(environment=engine.environment)
+        )
+
+
+def test_a_tag_moved_mid_rollout_changes_nothing_on_an_instance_that_already_deployed(
+    tmp_path: Path,
+) -> None:
+    require_private_manager()
+    with ExitStack() as stack:
+        fleet = Fleet(tmp_path, with_load_balancer=False)
+        fleet.engines, hosts = {}, {}
+        for instance_id in ("i-1", "i-2"):
+            engine = stack.enter_context(DockerEngine(tmp_path / f"docker-{instance_id}"))
+            manager = stack.enter_context(PrivateSystemdManager())
+            (manager.unit_dir / "docker.service").write_text(DOCKER_STAND_IN)
+            manager.systemctl("set-environment", f"DOCKER_HOST={engine.host}")
+            manager.systemctl("daemon-reload")
+            fleet.engines[instance_id] = engine
+            fleet.runtimes[instance_id] = SystemdRuntime(
+                bus_address=manager.bus_address,
+                unit_dir=manager.unit_dir,
+                environment_dir=tmp_path / f"env-{instance_id}",
+            )
+            stack.callback(_remove_units, fleet.runtimes[instance_id])
+            fleet.instance(instance_id)
+            hosts[instance_id] = Host(fleet, engine, manager)
+        registry = fleet.engines["i-1"]  # i-1's registry serves both: one registry, two engines
+        image = f"{registry.registry}/app:stable"
+        first = registry.publish("app", "stable", says="first")
+        v1 = hosts["i-1"].revision("v1", {"app.env": f"DOCKER_IMAGE={image}\n"})
+        name = hosts["i-1"].container(v1)
+
+        fleet.assign("i-1", v1)
+        assert fleet.store.get_deploy(fleet.deploy("i-1")).outcome is Outcome.SUCCEEDED
+        moved = registry.publish("app", "stable", says="second")  # mid-rollout
+        fleet.assign("i-2", v1)
+        assert fleet.store.get_deploy(fleet.deploy("i-2")).outcome is Outcome.SUCCEEDED
+
+        # The instance that deploys after the move resolves the tag anew, on its own engine.
+        assert hosts["i-2"].runs(name) == moved
+        # The one that deployed before keeps its image, even restarted with the moved tag
+        # already pulled onto its engine.
+        fleet.engines["i-1"].docker("pull", image)
+        before = time.time()
+        assert hosts["i-1"].manager.systemctl("restart", f"{name}.service").returncode == 0
+        assert hosts["i-1"].runs(name, after=before) == first
+
+
+def _remove_units(runtime: SystemdRuntime) -> None:
+    owned = runtime.owned_units()
+    runtime.stop(owned)
+    runtime.remove(owned)
