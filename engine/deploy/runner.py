@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 
 from opentelemetry import trace
 
+from flotilla.engine import units as unit_names
 from flotilla.engine.checkpoint import DeployCheckpoint, Transition
 from flotilla.engine.deploy import adoption, telemetry
 from flotilla.engine.deploy.reporting import report_finished
@@ -211,8 +212,11 @@ class DeployRunner:
         }
         with telemetry.call_span("restore", attributes):
             log.info("the units of revision %s are gone; starting them again", current[:12])
-            # Container units run the digests their deploys pinned, not a tag that moved.
-            steps.start_revision(current, images=steps.recorded_pins(instance.id, current))
+            # Container units run the digests their deploys pinned, not a tag that moved;
+            # restored under the revision's own names, as every unit here is.
+            pins = steps.running_pins(instance.id, current)
+            images = {unit_names.installed_name(unit, current): pin for unit, pin in pins.items()}
+            steps.start_revision(current, images=images)
         return True
 
     def _steps(self, ports: Ports, service: Service, deploy_id: str) -> Steps:

@@ -30,6 +30,7 @@ from flotilla.engine import units as unit_names
 from flotilla.engine.activation import plan_activation, settle
 from flotilla.engine.checkpoint import DeployCheckpoint, UnitPlan
 from flotilla.engine.container_images import image_of, pin_units
+from flotilla.engine.deploy import image_pins
 from flotilla.engine.deploy.adoption import check_revision
 from flotilla.engine.deploy.errors import StepFailed
 from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
@@ -37,7 +38,7 @@ from flotilla.engine.deploy.revision_cache import RevisionCache
 from flotilla.engine.deploy.slots import DeploySlot
 from flotilla.engine.deploy.step_records import SKIPPED, Advance, Ports, StepSettings
 from flotilla.engine.deploy.telemetry import call_span
-from flotilla.engine.errors import ImagePullError, UnitFailedError
+from flotilla.engine.errors import UnitFailedError
 from flotilla.engine.ports import (
     TargetState,
 )
@@ -158,48 +159,32 @@ class Steps:
     def _pin_images(
         self, checkpoint: DeployCheckpoint, plan: UnitPlan | None
     ) -> dict[str, str] | None:
-        """The digests the deploy's container units run (installed name → `name@sha256:…`):
-        pulled now for those it starts; for those running, the ones they were started with
-        (recorded by earlier deploys). None when nothing is pinned (no plan, no image port,
-        or pinned already)."""
+        """The digests the deploy's container units run (engine/deploy/image_pins.py); None
+        when nothing is pinned: no plan, no image port, or pinned already."""
         images = self.ports.images
         if checkpoint.images is not None or plan is None or images is None:
             return None
-        running = set(plan.before.values())
-        pins = {}
+        running = {}
         if checkpoint.from_revision is not None:
-            pins = self.recorded_pins(checkpoint.instance_id, checkpoint.from_revision, plan.before)
-        if checkpoint.to_revision is not None:
-            target = self._revision(checkpoint.to_revision)
-            for unit, text in sorted(target.units.items()):
-                image, name = image_of(text), plan.after[unit]
-                if image is None or name in running:
-                    continue  # a kept unit runs what it was started with
-                try:
-                    pins[name] = self.call("images.pull", functools.partial(images.pull, image))
-                except ImagePullError as failed:
-                    raise StepFailed(f"{unit}: {failed.message}") from failed
-        return pins
+            running = self.running_pins(checkpoint.instance_id, checkpoint.from_revision)
+        target = self._revision(checkpoint.to_revision) if checkpoint.to_revision else None
+        return image_pins.pins_for_deploy(
+            plan,
+            target.units if target else None,
+            running,
+            lambda image: self.call("images.pull", functools.partial(images.pull, image)),
+        )
 
-    def recorded_pins(
-        self, instance_id: str, revision_id: str, names: Mapping[str, str] | None = None
-    ) -> dict[str, str]:
-        """The digests this instance's earlier deploys pinned the revision's container units
-        to (the newest record of each installed name wins); `names` as in `start_revision`.
-        Reads the deploys only when the revision has a container unit."""
-        revision = self._revision(revision_id)
-        installed = _installed(revision, names)
-        wanted = {installed[u] for u, text in revision.units.items() if image_of(text)}
-        if not wanted:
+    def running_pins(self, instance_id: str, revision_id: str) -> dict[str, str]:
+        """Unit → digest the revision's container units run on this instance, as its
+        deploys recorded; the deploys are read only if the revision has a container unit."""
+        if not any(image_of(text) for text in self._revision(revision_id).units.values()):
             return {}
         store = self.ports.store
         deploys = self.call(
             "store.list_instance_deploys", lambda: store.list_instance_deploys(instance_id)
         )
-        pins: dict[str, str] = {}
-        for deploy in sorted(deploys, key=lambda d: d.created_at):
-            pins.update((n, ref) for n, ref in (deploy.images or {}).items() if n in wanted)
-        return pins
+        return image_pins.left_running(deploys, revision_id)
 
     def deregistering(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer

@@ -187,3 +187,35 @@ def test_without_an_image_port_a_container_unit_runs_as_written(tmp_path: Path) 
         assert installed_text(cluster, "app.service", v1.id) == container()
     finally:
         cluster.shutdown()
+
+
+def test_restored_units_keep_the_digest_of_a_unit_an_upgrade_kept(cluster: Cluster) -> None:
+    first = registry(cluster).publish(IMAGE)
+    v1 = revision(cluster, "v1", {"app.service": container(), "web.service": SLEEPER})
+    assert deploy(cluster, v1) is Outcome.SUCCEEDED
+    v2 = revision(cluster, "v2", {"app.service": container(), "web.service": SLEEPER + "#\n"})
+    assert deploy(cluster, v2) is Outcome.SUCCEEDED  # app.service kept, under v1's name
+    registry(cluster).publish(IMAGE)
+    runtime = cluster.runtime("i-1")
+    runtime.stop(runtime.owned_units())
+    runtime.remove(runtime.owned_units())
+    instance = cluster.store.get_instance("i-1")
+    assert cluster.runner("i-1").restore_units(instance, cluster.service)
+    # Restored under v2's own names (as every restored unit is), on the digest it ran.
+    assert image_of(installed_text(cluster, "app.service", v2.id)) == first
+
+
+def test_a_rollback_restores_the_digests_of_the_units_it_brings_back(cluster: Cluster) -> None:
+    first = registry(cluster).publish(IMAGE)
+    v1 = revision(cluster, "v1", {"app.service": container()})
+    assert deploy(cluster, v1) is Outcome.SUCCEEDED
+    moved = registry(cluster).publish(IMAGE)
+    bad = revision(cluster, "bad", {"app.service": container(note=" --no-such-option")})
+    cluster.assign("i-1", bad)
+    done = cluster.store.get_deploy(cluster.deploy("i-1"))
+    assert done.outcome is Outcome.ROLLED_BACK
+    assert done.images == {
+        units.installed_name("app.service", v1.id): first,
+        units.installed_name("app.service", bad.id): moved,
+    }
+    assert image_of(installed_text(cluster, "app.service", v1.id)) == first
