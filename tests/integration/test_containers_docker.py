@@ -126,17 +126,32 @@ def test_a_moved_tag_changes_nothing_an_instance_runs_until_a_deploy_pulls_it(
 ) -> None:
     image = f"{host.engine.registry}/app:stable"
     first = host.engine.publish("app", "stable", says="first")
-    v1 = host.revision("v1", {"app.env": f"DOCKER_IMAGE={image}\nGREETING=hello\n"})
+    shared = host.cluster.root / "shared"
+    shared.mkdir()
+    settings = (
+        f"DOCKER_IMAGE={image}\nDOCKER_LOG_DRIVER=none\n"
+        f"DOCKER_VOLUME_SHARED={shared}:/shared:ro\nGREETING=hello\n"
+    )
+    v1 = host.revision("v1", {"app.env": settings})
     done = host.deploy(v1)
     assert done.outcome is Outcome.SUCCEEDED, done.error
     name = host.container(v1)
     assert done.images == {f"{name}.service": first}
     assert host.runs(name) == first
-    # The container got its own variable, and no DOCKER_* or FLOTILLA_* setting.
+    # The container got its own variable, and no DOCKER_* or FLOTILLA_* setting: those
+    # are options of `docker run`.
     env = host.engine.docker("inspect", "--format", "{{json .Config.Env}}", name).stdout
     assert '"GREETING=hello"' in env
     assert "DOCKER_" not in env
     assert "FLOTILLA_" not in env
+    options = (
+        "{{.HostConfig.LogConfig.Type}} "
+        "{{range .Mounts}}{{.Source}}:{{.Destination}}:{{.RW}}{{end}}"
+    )
+    assert host.engine.docker("inspect", "--format", options, name).stdout.split() == [
+        "none",
+        f"{shared}:/shared:false",
+    ]
 
     moved = host.engine.publish("app", "stable", says="second")
     assert moved != first
