@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from flotilla.adapters import process_identity
+from flotilla.adapters.docker_images import DockerImages
 from flotilla.adapters.health_probe import LocalHealthProbe
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.clock import Clock
@@ -24,6 +25,7 @@ from flotilla.engine.deploy.agent_lease import ProvenDead
 from flotilla.engine.deploy.runner import DeployRunner, FaultHook, Liveness, RunnerSettings
 from flotilla.engine.deploy.steps import Ports
 from flotilla.engine.ports import (
+    ContainerImages,
     EventQueue,
     HealthProbe,
     LoadBalancer,
@@ -61,6 +63,8 @@ class AgentAdapters:
     # as the real agent does, in every world (a probe of a service that has none is never
     # made).
     probe: HealthProbe = field(default_factory=LocalHealthProbe)
+    # Pulls the images of container units (docs/containers.md); None: they run unpinned.
+    images: ContainerImages | None = None
 
     def ports(self, service: Service) -> Ports:
         """The runner's ports for a deploy of `service` (its load balancer, if any)."""
@@ -72,6 +76,7 @@ class AgentAdapters:
             self.load_balancer_for(service),
             self.clock,
             self.probe,
+            self.images,
         )
 
 
@@ -104,6 +109,7 @@ def adapters_from(
         events=wiring.events,
         proven_dead=process_identity.proven_dead,
         wakeups=wiring.wakeups(stop),
+        images=DockerImages(),  # the docker CLI is looked for only when a unit needs it
     )
 
 

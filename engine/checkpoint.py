@@ -105,6 +105,11 @@ class DeployCheckpoint:
     # Written by machine version 2 and later: which units change (None: every unit of
     # the target is installed under its own name and the previous revision's all stop).
     units: UnitPlan | None = None
+    # The digest each container unit runs (installed name → `name@sha256:…`), decided in
+    # `locking`: pulled for the units this deploy starts, carried over for the running
+    # ones (engine/container_images.py). Its `starting`, its rollback and later restarts
+    # install these, never a tag that may have moved. None: written before pins were kept.
+    images: Mapping[str, str] | None = None
 
     @property
     def unassigning(self) -> bool:

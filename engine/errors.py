@@ -84,3 +84,8 @@ class UnitFailedError(FlotillaError):
         self.unit = unit
         self.result = result
         self.exit_status = exit_status
+
+
+class ImagePullError(FlotillaError):
+    """A container image could not be pulled (no such image or tag, registry or engine out
+    of reach); carries the engine's own reason. The deploy that needed it fails."""

@@ -274,6 +274,20 @@ class UnitRuntime(Protocol):
         ...
 
 
+class ContainerImages(Protocol):
+    """Pulls container images on this machine, for container units (docs/containers.md).
+
+    `pull` fetches the image from its registry even when a copy of the tag is already
+    here (the tag may have moved), and returns the digest reference of what it pulled,
+    `name@sha256:…`, which names that image for good: a unit pinned to it runs the same
+    image whatever the tag points to later (engine/container_images.py). An image that
+    cannot be pulled raises `ImagePullError` with the engine's reason.
+    tests/contract/test_container_images.py checks this for every implementation.
+    """
+
+    def pull(self, image: str) -> str: ...
+
+
 @dataclass(frozen=True)
 class Event:
     """A wake-up for the scheduler or an agent, carried by SQS."""

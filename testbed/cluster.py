@@ -18,6 +18,7 @@ from flotilla.cli.agent_assembly import AgentAdapters, build_runner
 from flotilla.engine.clock import FakeClock, SystemClock
 from flotilla.engine.deploy.runner import DeployRunner, FaultHook, RunnerSettings
 from flotilla.engine.liveness import expiry_for
+from flotilla.engine.ports import ContainerImages
 from flotilla.engine.records import Instance, LoadBalancerKind, LoadBalancerRef, Revision, Service
 from flotilla.engine.revisions import build_revision
 
@@ -30,6 +31,7 @@ class Cluster:
     root: Path
     clock: FakeClock = field(default_factory=FakeClock)
     with_load_balancer: bool = True
+    images: ContainerImages | None = None  # container units run unpinned without it
 
     def __post_init__(self) -> None:
         self.locks = MemoryLockService(self.clock)
@@ -64,6 +66,7 @@ class Cluster:
             secrets=self.secrets,
             clock=self.clock,
             load_balancer_for=lambda _service: self.lb if self.with_load_balancer else None,
+            images=self.images,
         )
 
     def runner(self, instance_id: str, fault: FaultHook | None = None) -> DeployRunner:

@@ -54,6 +54,9 @@ def deploy_to_item(checkpoint: DeployCheckpoint) -> Item:
         # Machine version 2 on; still schema 1: an older reader ignores it (and refuses
         # the machine version).
         **({} if checkpoint.units is None else {"units": _plan_to_item(checkpoint.units)}),
+        # Added later, still schema 1: an item without it was written before images were
+        # pinned, and reads as None (nothing pinned).
+        **({} if checkpoint.images is None else {"images": dict(checkpoint.images)}),
     }
 
 
@@ -65,6 +68,12 @@ def _plan_to_item(plan: UnitPlan) -> Item:
         "removed": list(plan.removed),
         "traffic_kept": plan.traffic_kept,
     }
+
+
+def _images_from_item(item: Mapping[str, Any] | None) -> dict[str, str] | None:
+    if item is None:
+        return None
+    return {str(name): str(reference) for name, reference in item.items()}
 
 
 def _plan_from_item(item: Mapping[str, Any] | None) -> UnitPlan | None:
@@ -171,6 +180,7 @@ def deploy_from_item(item: Mapping[str, Any]) -> DeployCheckpoint:
             rollback_error=common.optional_str(item.get("rollback_error")),
             history=history,
             units=_plan_from_item(item.get("units")),
+            images=_images_from_item(item.get("images")),
         )
 
     return common.read("deploy", item, build)

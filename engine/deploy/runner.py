@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 
 from opentelemetry import trace
 
+from flotilla.engine import units as unit_names
 from flotilla.engine.checkpoint import DeployCheckpoint, Transition
 from flotilla.engine.deploy import adoption, telemetry
 from flotilla.engine.deploy.reporting import report_finished
@@ -219,7 +220,11 @@ class DeployRunner:
         }
         with telemetry.call_span("restore", attributes):
             log.info("the units of revision %s are gone; starting them again", current[:12])
-            steps.start_revision(current)
+            # Container units run the digests their deploys pinned, not a tag that moved;
+            # restored under the revision's own names, as every unit here is.
+            pins = steps.running_pins(instance.id, current)
+            images = {unit_names.installed_name(unit, current): pin for unit, pin in pins.items()}
+            steps.start_revision(current, images=images)
         return True
 
     def _steps(self, ports: Ports, service: Service, deploy_id: str) -> Steps:
@@ -373,6 +378,7 @@ class DeployRunner:
             outcome=deploy.outcome if deploy.finished else None,
             history=history,
             units=checkpoint.units or advance.units,
+            images=checkpoint.images if checkpoint.images is not None else advance.images,
         )
         if create:  # the first write: the checkpoint does not exist yet
             stored = _retried(ports, lambda: ports.store.create_deploy(updated))

@@ -10,6 +10,7 @@ from typing import Final
 from flotilla.engine.checkpoint import LeaseRef, UnitPlan
 from flotilla.engine.clock import Clock
 from flotilla.engine.ports import (
+    ContainerImages,
     HealthProbe,
     LoadBalancer,
     LockService,
@@ -38,6 +39,7 @@ class Advance:
     clear_lease: bool = False
     deadlines: dict[str, datetime] = field(default_factory=dict)
     units: UnitPlan | None = None  # decided in `locking`, kept for the rest of the deploy
+    images: dict[str, str] | None = None  # pinned in `locking` (engine/container_images.py)
 
     @property
     def skipped(self) -> bool:
@@ -68,3 +70,6 @@ class Ports:
     # The agent-side probe for a service without a load balancer that has a health check
     # (engine/deploy/probing.py); None: no probing here (a deploy of such a service fails).
     probe: HealthProbe | None = None
+    # Pulls container units' images; None on an agent that runs no containers (their
+    # units then run the image as the revision names it, unpinned).
+    images: ContainerImages | None = None

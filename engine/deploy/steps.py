@@ -13,10 +13,15 @@ keep, `starting` installs the target with the kept units under the names they ru
 and starts only the new ones, and a rollback restores exactly the previous set. A version 1
 checkpoint has no plan and runs as it did: every unit of the target under its own name.
 An unassignment (`to_revision` None) stops and removes every owned unit.
+
+Container units run a digest, not a tag (engine/container_images.py): `locking` pulls the
+images of the container units the deploy starts and records the digests, with those the
+running units were started with, in the checkpoint; every install pins them.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Final, TypeVar
@@ -24,6 +29,8 @@ from typing import Final, TypeVar
 from flotilla.engine import units as unit_names
 from flotilla.engine.activation import plan_activation, settle
 from flotilla.engine.checkpoint import DeployCheckpoint, UnitPlan
+from flotilla.engine.container_images import image_of, pin_units
+from flotilla.engine.deploy import image_pins
 from flotilla.engine.deploy.adoption import check_revision
 from flotilla.engine.deploy.errors import StepFailed
 from flotilla.engine.deploy.probing import require_service_probe
@@ -144,7 +151,42 @@ class Steps:
         plan = checkpoint.units
         if plan is None and checkpoint.machine_version >= 2:
             plan = self._plan(checkpoint)
-        return Advance(lease=self.slot.take(checkpoint), units=plan)
+        # Images are pulled here too, before traffic leaves and anything stops: a pull
+        # that fails leaves the old units serving, and a slow one does not lengthen the
+        # time the instance is out of its load balancer.
+        images = self._pin_images(checkpoint, plan)
+        return Advance(lease=self.slot.take(checkpoint), units=plan, images=images)
+
+    def _pin_images(
+        self, checkpoint: DeployCheckpoint, plan: UnitPlan | None
+    ) -> dict[str, str] | None:
+        """The digests the deploy's container units run (engine/deploy/image_pins.py); None
+        when nothing is pinned: no plan, no image port, or pinned already."""
+        images = self.ports.images
+        if checkpoint.images is not None or plan is None or images is None:
+            return None
+        running = {}
+        if checkpoint.from_revision is not None:
+            running = self.running_pins(checkpoint.instance_id, checkpoint.from_revision)
+        target = self._revision(checkpoint.to_revision) if checkpoint.to_revision else None
+        return image_pins.pins_for_deploy(
+            plan,
+            target.units if target else None,
+            running,
+            lambda image: self.call("images.pull", functools.partial(images.pull, image)),
+        )
+
+    def running_pins(self, instance_id: str, revision_id: str) -> dict[str, str]:
+        """Unit → digest the revision's container units run on this instance, as its
+        deploys recorded; the deploys are read only if the revision has a container unit."""
+        if not any(image_of(text) for text in self._revision(revision_id).units.values()):
+            return {}
+        store = self.ports.store
+        deploys = self.call(
+            "store.list_instance_deploys",
+            lambda: store.list_instance_deploys(self.service.name, instance_id),
+        )
+        return image_pins.left_running(deploys, revision_id)
 
     def deregistering(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
@@ -204,7 +246,9 @@ class Steps:
         if plan is None:
             self.start_revision(checkpoint.to_revision)
         else:
-            self.start_revision(checkpoint.to_revision, names=plan.after, only=plan.start)
+            self.start_revision(
+                checkpoint.to_revision, names=plan.after, only=plan.start, images=checkpoint.images
+            )
         health = timedelta(seconds=self.service.health_timeout_seconds)
         return Advance(deadlines={"health": self._deadline(checkpoint, "health", health)})
 
@@ -240,19 +284,22 @@ class Steps:
         *,
         names: Mapping[str, str] | None = None,
         only: Sequence[str] | None = None,
+        images: Mapping[str, str] | None = None,
     ) -> None:
         """Install, start (the runtime returns once the units settled), and check that the
         units run well through the service's settle period. `names` keeps units under the
         installed names they already run under (a plan's) and `only` (installed names)
-        starts just the changed ones: a kept oneshot is not run again."""
+        starts just the changed ones: a kept oneshot is not run again. `images` pins
+        container units (installed name → digest reference)."""
         revision = self._revision(revision_id)
         environments = self._environments(revision)
         runtime = self.ports.runtime
+        installed = _installed(revision, names)
+        unit_files = pin_units(revision.units, installed, images)
         self.call(
             "runtime.install",
-            lambda: runtime.install(revision.id, revision.units, environments, names),
+            lambda: runtime.install(revision.id, unit_files, environments, names),
         )
-        installed = _installed(revision, names)
         to_start = [
             installed[name]
             for name in plan_activation(revision.units).start
@@ -363,7 +410,12 @@ class Steps:
                 if plan is None:
                     self.start_revision(checkpoint.from_revision)
                 else:
-                    self.start_revision(checkpoint.from_revision, names=plan.before, only=plan.stop)
+                    self.start_revision(
+                        checkpoint.from_revision,
+                        names=plan.before,
+                        only=plan.stop,
+                        images=checkpoint.images,
+                    )
         balancer = self.ports.load_balancer
         if balancer is not None and work.reregister:
             self.call("lb.register", lambda: balancer.register(checkpoint.instance_id))

@@ -159,6 +159,10 @@ bad_ingredients = st.one_of(
     st.just(_file("other.env", f"A={SENTINEL}\n")),  # no other.service
     st.just(_file("cache.env", "DOCKER_IMAGE=$(reboot)\n")),
     st.just(_file("cache.env", "DOCKER_IMAGE=redis:7\nDOCKER_PORT_99999=80\n")),
+    st.just(_file("cache.env", "DOCKER_IMAGE=redis:7\nDOCKER_LOG_DRIVER=json file\n")),
+    st.just(_file("cache.env", f"DOCKER_IMAGE=redis:7\nDOCKER_VOLUME_A={SENTINEL}:/data\n")),
+    st.just(_file("cache.env", f"DOCKER_IMAGE=redis:7\nDOCKER_TOKEN={SENTINEL}\n")),  # unknown
+    st.just(_file("cache.env", f"DOCKER_IMAGE=redis:7\nFLOTILLA_IMAGE={SENTINEL}\n")),
     st.just(_file("notes.txt", "hello")),
     st.just(_file("web.mount", "[Mount]\nWhat=/dev/sda\n")),
     st.just(_file("x" * 200 + ".service", GOOD_UNIT)),

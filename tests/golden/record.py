@@ -3,11 +3,13 @@ state, as this version writes them (see scenarios.py).
 
     .venv/bin/python -m tests.golden.record
 
-writes tests/golden/checkpoints/machine-v<MACHINE_VERSION>/. Run it when the deploy
-machine's version is bumped, and commit the new folder beside the old ones: the replay
-test resumes every folder's checkpoints with the current runner, so an agent that could
-no longer finish what an earlier version left behind fails a test. Never rewrite a
-folder that has been released.
+writes tests/golden/checkpoints/machine-v<MACHINE_VERSION>/ (or the folder given as the
+argument, e.g. `machine-v2-images`, for a change of the stored checkpoint's shape within
+one machine version: the scenarios that folder holds, `Scenario.recorded_in`). Run it
+when the deploy machine's version is bumped, and commit the new folder beside the old
+ones: the replay test resumes every folder's checkpoints with the current runner, so an
+agent that could no longer finish what an earlier version left behind fails a test.
+Never rewrite a folder that has been released.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tests.golden.scenarios import INSTANCE, SCENARIOS, fixture_path, save
 
 
 def main() -> int:
-    folder = f"machine-v{MACHINE_VERSION}"
+    folder = sys.argv[1] if len(sys.argv) > 1 else f"machine-v{MACHINE_VERSION}"
     for scenario in SCENARIOS:
         if not scenario.recorded_in(folder):
             continue

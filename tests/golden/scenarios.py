@@ -15,6 +15,12 @@ The `upgrade` scenarios assign a revision with the same content as `v1`, which i
 revision (ids are content hashes): from machine version 2 on, nothing changes, and the
 load-balancer states are skipped. `change` replaces the unit (drained and restarted) and
 `unassign` assigns no revision (deregistered, stopped and removed).
+
+The `container` scenarios run a container unit (the shorthand's image line, with a command
+the process runtime can run) on the memory image registry, whose tag moves before the
+target is assigned: their checkpoints record the digests pinned in `locking`. They are in
+`machine-v2-images/` (the checkpoint's `images` field, added within machine version 2) and
+in every folder of a later machine version.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flotilla.adapters.memory_images import MemoryImages
 from flotilla.engine.checkpoint import Outcome
 from flotilla.engine.records import deploy_id_for
 from flotilla.machines.deploy import State
@@ -31,6 +38,8 @@ from tests.support.cluster import BROKEN, SLEEPER, Cluster
 
 GOLDEN = Path(__file__).parent / "checkpoints"
 INSTANCE = "i-1"
+IMAGE = "127.0.0.1:5000/app:stable"
+CONTAINER = f"[Service]\nEnvironment=FLOTILLA_IMAGE={IMAGE}\nExecStart=/bin/sleep 600\n"
 
 
 class Crash(BaseException):
@@ -47,17 +56,29 @@ class Scenario:
     crash_states: tuple[str, ...]  # the states a checkpoint is recorded in
     since: int = 1  # the first machine version recorded with it
     until: int | None = None  # the last, if a later version no longer meets it
+    containers: bool = False  # its unit is a container unit, pinned to a digest
 
     def recorded_in(self, folder: str) -> bool:
         """Whether a folder (`machine-v<N>[-…]`) holds this scenario's checkpoints."""
-        version = int(folder.removeprefix("machine-v").partition("-")[0])
-        return self.since <= version <= (self.until or version)
+        number, _, variant = folder.removeprefix("machine-v").partition("-")
+        if variant == "images":  # recorded when checkpoints began to keep images' digests
+            return self.containers
+        return self.since <= int(number) <= (self.until or int(number))
 
     def world(self, root: Path) -> Cluster:
         """The cluster with v1 deployed and the scenario's target assigned."""
-        cluster = Cluster(root, with_load_balancer=self.with_load_balancer)
-        v1 = cluster.revision("v1")
-        units = {"broken": BROKEN, "changed": SLEEPER.replace("600", "601")}
+        registry = MemoryImages() if self.containers else None
+        cluster = Cluster(root, with_load_balancer=self.with_load_balancer, images=registry)
+        first = CONTAINER if self.containers else SLEEPER
+        if registry is not None:
+            registry.publish(IMAGE)
+        v1 = cluster.revision("v1", unit=first)
+        units = {
+            "broken": CONTAINER.replace("/bin/sleep 600", BROKEN.split("=", 1)[1].strip())
+            if self.containers
+            else BROKEN,
+            "changed": first.replace("600", "601"),
+        }
         cluster.instance(INSTANCE)
         cluster.assign(INSTANCE, v1)
         cluster.deploy(INSTANCE)
@@ -69,7 +90,9 @@ class Scenario:
                 "api", INSTANCE, None, expected_version=current.assignment_version
             )
         else:
-            target = cluster.revision(self.target, unit=units.get(self.target, SLEEPER))
+            if registry is not None:
+                registry.publish(IMAGE)  # the tag moves: the target pins the new digest
+            target = cluster.revision(self.target, unit=units.get(self.target, first))
             cluster.assign(INSTANCE, target)
         return cluster
 
@@ -118,6 +141,27 @@ SCENARIOS = (
     Scenario("change", True, "changed", False, Outcome.SUCCEEDED, _HAPPY[1:], since=2),
     Scenario("unassign", True, "none", False, Outcome.SUCCEEDED, _HAPPY[1:], since=2),
     Scenario("unassign-without-lb", False, "none", False, Outcome.SUCCEEDED, _HAPPY[1:], since=2),
+    # Recorded in machine-v2-images/ and from machine version 3 on (see the docstring).
+    Scenario(
+        "container-change",
+        True,
+        "changed",
+        False,
+        Outcome.SUCCEEDED,
+        _HAPPY[1:],
+        since=3,
+        containers=True,
+    ),
+    Scenario(
+        "container-broken",
+        True,
+        "broken",
+        False,
+        Outcome.ROLLED_BACK,
+        (State.FAILED, State.ROLLING_BACK, State.UNLOCKED),
+        since=3,
+        containers=True,
+    ),
 )
 
 

@@ -83,15 +83,15 @@ def test_an_agent_killed_while_probing_resumes_and_finishes(
     world.store.register_instance(
         Instance(instance_id, "probed", "test", now, now), expires_at=expiry_for(now)
     )
-    current = world.store.get_instance(instance_id)
+    current = world.store.get_instance("probed", instance_id)
     world.store.set_assignment(
-        instance_id, revision.id, expected_version=current.assignment_version
+        "probed", instance_id, revision.id, expected_version=current.assignment_version
     )
     options = ["--runtime", "systemd", "--bus-address", manager.bus_address,
                "--unit-dir", str(manager.unit_dir)]  # fmt: skip
 
     def deploys() -> list[DeployCheckpoint]:
-        return world.store.list_instance_deploys(instance_id)
+        return world.store.list_instance_deploys("probed", instance_id)
 
     doomed = start_agent(world, tmp_path, "probed", instance_id, runtime=options)
     try:

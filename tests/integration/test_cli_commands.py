@@ -156,7 +156,8 @@ def test_revision_list_and_show_never_print_secret_values(cli: Cli, service: str
         assert SECRET not in output
     assert "DB_PASSWORD" in outputs[1]
     assert "docker run" in outputs[2]  # the generated container unit
-    assert "-e PASSWORD redis:7" in outputs[2]
+    assert "-e PASSWORD ${FLOTILLA_IMAGE}" in outputs[2]
+    assert "Environment=FLOTILLA_IMAGE=redis:7" in outputs[2]
 
 
 def test_weights_by_label_and_by_id_prefix(cli: Cli, service: str) -> None:

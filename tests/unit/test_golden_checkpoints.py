@@ -20,6 +20,7 @@ import pytest
 from flotilla.adapters import items
 from flotilla.engine import units
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
+from flotilla.engine.container_images import image_of
 from flotilla.engine.errors import NotFoundError
 from flotilla.machines import deploy as machine
 from tests.golden.scenarios import GOLDEN, INSTANCE, SCENARIOS, Scenario, fixture_path, load
@@ -116,6 +117,11 @@ def test_a_golden_checkpoint_is_resumed_to_its_end(
         else:
             expected = [] if ends_on is None else [units.installed_name("app.service", ends_on)]
         assert runtime.owned_units() == expected
+        if scenario.containers:  # each runs the digest the checkpoint recorded for it
+            assert done.images is not None
+            for name in expected:
+                assert image_of(runtime.files.unit_path(name).read_text()) == done.images[name]
+                assert done.images[name] == (golden.images or done.images)[name]
         if scenario.outcome is not Outcome.FAILED:
             assert cluster.store.get_instance("api", INSTANCE).current_revision == ends_on
             if scenario.with_load_balancer:

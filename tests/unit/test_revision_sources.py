@@ -110,9 +110,10 @@ def test_docker_env_without_unit_becomes_a_container_unit() -> None:
     assert sources.generated == ("cache.service",)
     text = sources.units["cache.service"]
     assert "After=docker.service\nRequires=docker.service\n" in text
+    assert "Environment=FLOTILLA_IMAGE=redis:7\n" in text
     assert (
         "ExecStart=/usr/bin/docker run --rm --name %N -p 53:53/udp -p 6380:6379 -e PASSWORD "
-        "redis:7\n" in text
+        "${FLOTILLA_IMAGE}\n" in text
     )
     assert "s3cret" not in text
     assert sources.environments["cache.service"] == {"PASSWORD": "s3cret"}
@@ -124,6 +125,24 @@ def test_docker_env_without_unit_becomes_a_container_unit() -> None:
     planned = units.plan_installation(revision.id, revision.units, sources.environments, "/run/e")
     cache = next(p for p in planned if p.unit == "cache.service")
     assert "EnvironmentFile=/run/e/" in cache.text
+
+
+def test_docker_settings_become_run_options_not_container_variables() -> None:
+    sources = from_files(
+        {
+            "app.env": b"DOCKER_IMAGE=127.0.0.1:5000/app:stable\nDOCKER_LOG_DRIVER=journald\n"
+            b"DOCKER_VOLUME_DATA=/srv/app:/data:ro\nDOCKER_VOLUME_CACHE=/var/cache/app:/cache\n"
+            b"DOCKER_PORT_8080=80\nMODE=fast\n"
+        }
+    )
+    text = sources.units["app.service"]
+    run = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    assert run == (
+        "ExecStart=/usr/bin/docker run --rm --name %N --log-driver journald -p 8080:80 "
+        "-v /var/cache/app:/cache -v /srv/app:/data:ro -e MODE ${FLOTILLA_IMAGE}"
+    )
+    # Only the container's own variable is left in its environment: no DOCKER_* leaks.
+    assert sources.environments == {"app.service": {"MODE": "fast"}}
 
 
 def test_docker_image_only_gives_a_unit_without_environment() -> None:
@@ -163,6 +182,15 @@ def build_from(files: dict[str, bytes]) -> None:
         ({"app.env": b"DOCKER_IMAGE=bad image; reboot\n"}, "not an image"),
         ({"app.env": b"DOCKER_IMAGE=nginx\nDOCKER_PORT_http=80\n"}, "DOCKER_PORT_"),
         ({"app.env": b"DOCKER_IMAGE=nginx\nDOCKER_PORT_80=99999\n"}, "DOCKER_PORT_"),
+        ({"app.env": b"DOCKER_IMAGE=nginx\nDOCKER_LOG_DRIVER=Json File\n"}, "log driver"),
+        ({"app.env": b"DOCKER_IMAGE=nginx\nDOCKER_LOG_DRIVER=%n\n"}, "log driver"),
+        ({"app.env": b"DOCKER_IMAGE=nginx\nDOCKER_VOLUME_A=data:/data\n"}, "DOCKER_VOLUME_A"),
+        ({"app.env": b"DOCKER_IMAGE=nginx\nDOCKER_VOLUME_A=/a/../etc:/x\n"}, "no '..'"),
+        ({"app.env": b"DOCKER_IMAGE=nginx\nDOCKER_VOLUME_A=/a:/b:rx\n"}, "DOCKER_VOLUME_A"),
+        ({"app.env": b"DOCKER_IMAGE=nginx\nDOCKER_VOLUME_A=/a b:/b\n"}, "DOCKER_VOLUME_A"),
+        ({"app.env": b"DOCKER_IMAGE=nginx\nDOCKER_VOLUME_=/a:/b\n"}, "DOCKER_VOLUME_"),
+        ({"app.env": b"DOCKER_IMAGE=nginx\nDOCKER_MEMORY=1g\n"}, "not a container setting"),
+        ({"app.env": b"DOCKER_IMAGE=nginx\nFLOTILLA_IMAGE=evil:1\n"}, "reserved"),
         ({}, "no unit files"),
         ({"web.service": b"just text\n"}, "expected 'Key=Value'"),
     ],

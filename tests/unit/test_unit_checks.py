@@ -9,8 +9,8 @@ import shutil
 import pytest
 
 from flotilla.cli import unit_verify
+from flotilla.cli.container_unit import docker_unit
 from flotilla.cli.demo.story import BROKEN_UNIT, UNIT
-from flotilla.cli.revision_sources import docker_unit
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.unit_checks import Problem, advice, check_unit, check_units, refuse
 from flotilla.engine.unit_keys import KNOWN_KEYS
