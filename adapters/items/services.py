@@ -128,6 +128,9 @@ def _policy_from_item(item: Mapping[str, Any]) -> RolloutPolicy:
         if policy.revert_max_in_flight is not None:
             validation.max_in_flight(policy.revert_max_in_flight)
         validation.rollout_steps(policy.steps)
+        validation.non_negative("max_failures", policy.max_failures)
+        # A deadline beyond any datetime would overflow the scheduler's arithmetic.
+        validation.timeout_seconds("progress deadline", policy.progress_deadline_seconds)
     except ValidationError as bad:
         raise ValueError(bad.message) from bad
     return policy

@@ -31,6 +31,7 @@ from flotilla.engine.records import (
     SealedEnvironment,
     Service,
 )
+from flotilla.engine.validation import MAX_TIMEOUT_SECONDS
 
 # Items keep whole milliseconds, so generated times do too.
 moments = st.integers(min_value=0, max_value=4_000_000_000_000).map(
@@ -64,7 +65,7 @@ services = st.builds(
         step_plans,
         st.lists(texts, max_size=3).map(tuple),
         st.lists(texts, max_size=2).map(tuple),
-        small,
+        st.integers(min_value=0, max_value=MAX_TIMEOUT_SECONDS),  # checked at write and read
         st.none() | paces,
     ),
     promotion=st.none() | st.builds(Promotion, small, st.booleans(), moments, texts),

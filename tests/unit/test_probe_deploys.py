@@ -120,7 +120,7 @@ def test_a_probe_that_never_passes_fails_the_deploy_which_rolls_back(cluster: Cl
     assert failed[0].ended_at >= done.deadlines["health"]
     assert script.requests > 100
     assert running(cluster) == [units.installed_name("app.service", v1.id)]
-    assert cluster.store.get_instance("i-1").current_revision == v1.id
+    assert cluster.store.get_instance("api", "i-1").current_revision == v1.id
     assert cluster.locks.holders("deploy/api") == []
     assert BODY_SECRET not in repr(done)
 
@@ -178,7 +178,7 @@ def test_a_kill_while_probing_resumes_with_the_same_health_deadline(cluster: Clu
     with http_server([200]) as (port, script):
         check_on(cluster, health_check=http_check(port))
         cluster.assign("i-1", v1)
-        instance = cluster.store.get_instance("i-1")
+        instance = cluster.store.get_instance("api", "i-1")
         dying = build_runner(
             dataclasses.replace(cluster.adapters("i-1"), probe=DiesWhileProbing(after=4)),
             settings=RunnerSettings(),
