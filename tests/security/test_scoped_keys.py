@@ -17,19 +17,19 @@ moto does not evaluate IAM conditions, so what is shown here, and how:
    `api`'s rollout, no forged hold or assignment reaches `api`'s agent.
 
 Not proven here: IAM's own evaluation (this judge implements the documented rules for the
-two operators the statements use, nothing else), and anything within one service: IAM
-cannot confine a worker to its own instance's keys (cfn_templates/service.yaml says why),
-so a compromised worker can write its own service's other instances' items; what an agent
-adopts is checked (tests/security/test_adoption.py), but it can deploy only that service's
-revisions.
+two operators the statements use, nothing else). tests/security/test_policy_simulator.py
+judges the same recorded requests, and a table of hand-picked ones against this judge,
+with a maintained evaluator, @cloud-copilot/iam-simulate: a second, independent model of
+IAM, still not AWS itself. Nor anything within one service: IAM cannot confine a worker to
+its own instance's keys (cfn_templates/service.yaml says why), so a compromised worker can
+write its own service's other instances' items; what an agent adopts is checked
+(tests/security/test_adoption.py), but it can deploy only that service's revisions.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,90 +37,38 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from moto import mock_aws
 
 from flotilla.adapters import items
 from flotilla.adapters.dynamodb_codec import to_attributes
-from flotilla.adapters.dynamodb_locks import DynamoDBLockService
-from flotilla.adapters.dynamodb_store import DynamoDBStateStore
-from flotilla.cli.agent_assembly import build_agent
 from flotilla.engine import validation
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome, Transition
-from flotilla.engine.clock import FakeClock
-from flotilla.engine.config import TableNames
-from flotilla.engine.deploy.agent import AgentSettings
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import Instance, RolloutStatus, deploy_id_for, instance_key
 from flotilla.engine.updates import set_weights
 from flotilla.machines import deploy as machine
 from flotilla.scheduler.pass_ import PassSettings, SchedulerPass
-from tests.support.aws import create_environment_stack, dynamodb_client
-from tests.support.cluster import Cluster
-from tests.support.iam_grants import Request, RequestRecorder, allowed, like
+from tests.support.iam_grants import Request, allowed, like
+from tests.support.recorded_deploy import (
+    OTHERS,
+    World,
+    record_an_agents_deploy,
+    recording_world,
+    run_agent,
+    worker_policy,
+)
 from tests.support.scheduler_world import V1, V2, FakeAgents, make_service, register
-from tests.unit.test_worker_policy import ACCOUNT, ENV, REGION, role_policy, table
-
-OTHERS = ("billing", "api2", "api-b", "ap", "a")  # names that begin like `api`, and others
-
-
-def worker_policy(service: str) -> dict[str, Any]:
-    parameters = {"EnvironmentName": ENV, "ServiceName": service, "LoadBalancerKind": "none"}
-    return role_policy("service.yaml", "WorkerRole", parameters)
-
-
-@dataclass
-class World:
-    cluster: Cluster
-    client: Any
-    recorder: RequestRecorder
+from tests.unit.test_worker_policy import ENV, table
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
-    with mock_aws():
-        create_environment_stack(ENV)
-        client = dynamodb_client()
-        clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
-        cluster = Cluster(tmp_path, clock=clock, with_load_balancer=False)
-        tables = TableNames.for_environment(ENV)
-        cluster.store = DynamoDBStateStore(client, tables, clock)
-        cluster.locks = DynamoDBLockService(client, tables.locks, clock)
-        cluster.service = cluster.store.create_service(cluster.service)
-        yield World(cluster, client, RequestRecorder(client, REGION, ACCOUNT))
-        cluster.shutdown()
-
-
-def run_agent(cluster: Cluster, iterations: int) -> None:
-    stop = threading.Event()
-    done = [0]
-
-    def wait(seconds: float) -> None:
-        cluster.clock.advance(seconds)
-        done[0] += 1
-        if done[0] >= iterations:
-            stop.set()
-
-    agent = build_agent(
-        AgentSettings(instance_id="i-1", service="api", agent_version="test", owner="agent-a"),
-        cluster.adapters("i-1"),
-        stop=stop,
-        wait_for_wakeup=wait,
-    )
-    agent.run()
+    with recording_world(tmp_path) as made:
+        yield made
 
 
 def test_every_request_of_an_agents_deploy_is_granted_to_its_service_only(world: World) -> None:
-    cluster = world.cluster
-    v1 = cluster.revision("v1")
-    cluster.instance("i-1")
-    cluster.assign("i-1", v1)  # the scheduler's write: not the worker's
-    world.recorder.recording = True
-    run_agent(cluster, iterations=30)
-    world.recorder.recording = False
-    assert cluster.store.get_instance("api", "i-1").current_revision == v1.id  # it deployed
-
-    requests = {r for r in world.recorder.requests if "dynamodb" in r.action}
+    requests = record_an_agents_deploy(world)
     keyed = {r for r in requests if r.leading_keys}
     # The writes that matter: the instance (hold, heartbeat, current revision), the
     # checkpoints, the deploy lock; and the resume query through the by-instance index.
