@@ -179,6 +179,11 @@ def hook(name: Any, value: Any) -> Hook:
         raise ValidationError(f"hook {name} is larger than {MAX_UNIT_FILE_BYTES // 1024} KB")
     if not script.strip():
         raise ValidationError(f"hook {name} is empty; write the commands it runs, or remove it")
+    if script.startswith("#!") and not script[2:].lstrip(" \t").startswith("/"):
+        raise ValidationError(
+            f"hook {name}: its #! line must name the interpreter by absolute path, e.g. "
+            "#!/bin/sh or #!/usr/bin/env python3"
+        )
     if (
         isinstance(timeout, bool)
         or not isinstance(timeout, int)

@@ -18,7 +18,14 @@ from flotilla.cli.agent_assembly import AgentAdapters, build_runner
 from flotilla.engine.clock import FakeClock, SystemClock
 from flotilla.engine.deploy.runner import DeployRunner, FaultHook, RunnerSettings
 from flotilla.engine.liveness import expiry_for
-from flotilla.engine.records import Instance, LoadBalancerKind, LoadBalancerRef, Revision, Service
+from flotilla.engine.records import (
+    Hook,
+    Instance,
+    LoadBalancerKind,
+    LoadBalancerRef,
+    Revision,
+    Service,
+)
 from flotilla.engine.revisions import build_revision
 
 SLEEPER = "[Service]\nExecStart=/bin/sleep 600\n"
@@ -70,7 +77,11 @@ class Cluster:
         return build_runner(self.adapters(instance_id), settings=RunnerSettings(), fault=fault)
 
     def revision(
-        self, label: str, unit: str = SLEEPER, env: dict[str, str] | None = None
+        self,
+        label: str,
+        unit: str = SLEEPER,
+        env: dict[str, str] | None = None,
+        hooks: dict[str, Hook] | None = None,
     ) -> Revision:
         revision = build_revision(
             "api",
@@ -79,6 +90,7 @@ class Cluster:
             {"app.service": env} if env else {},
             self.secrets,
             self.clock.now(),
+            hooks,
         )
         return self.store.put_revision(revision)
 

@@ -23,7 +23,7 @@ from typing import Protocol, TypeVar
 
 from opentelemetry import trace
 
-from flotilla.engine.checkpoint import DeployCheckpoint, Transition
+from flotilla.engine.checkpoint import DeployCheckpoint, HookOutcome, Transition
 from flotilla.engine.deploy import adoption, telemetry
 from flotilla.engine.deploy.reporting import report_finished
 from flotilla.engine.deploy.retry import with_retries
@@ -284,8 +284,9 @@ class DeployRunner:
                 telemetry.mark_error(span, reason)
             self.fault("after-effect", state)
             checkpoint = self._advance(
-                ports, deploy, checkpoint, advance, reason, span, create=create
-            )
+                ports, deploy, checkpoint, advance, reason, span,
+                hooks=steps.hooks.take(), create=create,
+            )  # fmt: skip
         # After the state's span has ended: a SIGKILL during the next step must not lose it.
         telemetry.flush()
         if checkpoint.finished:
@@ -325,6 +326,7 @@ class DeployRunner:
         reason: str | None,
         span: trace.Span,
         *,
+        hooks: tuple[HookOutcome, ...] = (),
         create: bool = False,
     ) -> DeployCheckpoint:
         now = ports.clock.now()
@@ -347,6 +349,7 @@ class DeployRunner:
             skipped=advance.skipped,
             skip_reason=skip_reason,
             span_id=span_id,
+            hooks=hooks,
         )
         history = (*checkpoint.history[:-1], closed)
         if not deploy.finished:

@@ -13,6 +13,9 @@ keep, `starting` installs the target with the kept units under the names they ru
 and starts only the new ones, and a rollback restores exactly the previous set. A version 1
 checkpoint has no plan and runs as it did: every unit of the target under its own name.
 An unassignment (`to_revision` None) stops and removes every owned unit.
+
+A revision's lifecycle hooks run inside these states (engine/deploy/hooks.py says where
+and why no state of their own): before-stop, after-start, validate.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from flotilla.engine.activation import plan_activation, settle
 from flotilla.engine.checkpoint import DeployCheckpoint, UnitPlan
 from flotilla.engine.deploy.adoption import check_revision
 from flotilla.engine.deploy.errors import StepFailed
+from flotilla.engine.deploy.hooks import LifecycleHooks
 from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
 from flotilla.engine.deploy.revision_cache import RevisionCache
 from flotilla.engine.deploy.slots import DeploySlot
@@ -76,6 +80,12 @@ class Steps:
             duration=settings.lease,
             call=self.call,
             wait=self.wait,
+        )
+        self.hooks = LifecycleHooks(
+            ports.runtime,
+            environments=self._environments,
+            call=self.call,
+            keep_lease=self.keep_lease,
         )
 
     # --- plumbing --------------------------------------------------------------------
@@ -175,7 +185,7 @@ class Steps:
         # The target is fetched and verified before anything is stopped: a tampered
         # revision fails the deploy while the old units still run.
         if checkpoint.to_revision is not None:
-            self._revision(checkpoint.to_revision)
+            self.hooks.run(self._revision(checkpoint.to_revision), "before-stop")
         plan = checkpoint.units
         if plan is not None:
             self._stop_all_but(keep=set(plan.after.values()))
@@ -204,6 +214,7 @@ class Steps:
             self.start_revision(checkpoint.to_revision)
         else:
             self.start_revision(checkpoint.to_revision, names=plan.after, only=plan.start)
+        self.hooks.run(self._revision(checkpoint.to_revision), "after-start")
         health = timedelta(seconds=self.service.health_timeout_seconds)
         return Advance(deadlines={"health": self._deadline(checkpoint, "health", health)})
 
@@ -306,6 +317,7 @@ class Steps:
             self._require_well(self._revision(checkpoint.to_revision), plan.after if plan else None)
         except UnitFailedError as failed:
             raise StepFailed(failed.message) from failed
+        self._validate(checkpoint.to_revision)
         if balancer is not None and not checkpoint.traffic_kept:
             health = timedelta(seconds=self.service.health_timeout_seconds)
             self.wait(
@@ -318,6 +330,11 @@ class Steps:
             )
         # Recorded with this state's checkpoint, in the same write.
         return Advance(current=CurrentRevision(checkpoint.instance_id, checkpoint.to_revision))
+
+    def _validate(self, revision_id: str) -> None:
+        """The revision's `validate` hook, if it has one: its failure fails the deploy,
+        which the machine then rolls back."""
+        self.hooks.run(self._revision(revision_id), "validate")
 
     def _nothing_left(self, checkpoint: DeployCheckpoint) -> Advance:
         """An unassignment is healthy once no unit Flotilla owns is left on the instance."""
@@ -353,6 +370,11 @@ class Steps:
                     self.start_revision(checkpoint.from_revision)
                 else:
                     self.start_revision(checkpoint.from_revision, names=plan.before, only=plan.stop)
+                # The previous revision's own hooks, as after its first start: a rollback
+                # that cannot bring it back healthy has failed.
+                previous = self._revision(checkpoint.from_revision)
+                self.hooks.run(previous, "after-start")
+                self.hooks.run(previous, "validate")
         balancer = self.ports.load_balancer
         if balancer is not None and work.reregister:
             self.call("lb.register", lambda: balancer.register(checkpoint.instance_id))

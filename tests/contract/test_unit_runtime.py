@@ -10,7 +10,8 @@ what the programs these tests start do (`what_programs_do`), and the tests check
 runtime makes of that. `start`'s settling rule (engine/ports.py) is tested here for all
 three. The classes at the end hold what only some of them do: files on disk (modes,
 inodes), processes (an environment reaching one), timers and dependencies, the manager
-helper itself, refusing sockets.
+helper itself, refusing sockets. The port's `run_hook` is tested in test_hook_runtime.py,
+on these same harnesses.
 
 Longer than ~400 lines on purpose: it is the whole contract of one port, written once,
 with the three harnesses it runs against; split, a rule would sit apart from the harness
@@ -145,6 +146,7 @@ def systemd_harness(tmp_path: Path) -> Iterator[Harness]:
                 bus_address=manager.bus_address,
                 unit_dir=manager.unit_dir,
                 environment_dir=tmp_path / "env",
+                hook_output_dir=tmp_path / "hook-logs",
             )
 
         def start_foreign(name: str) -> None:
@@ -219,9 +221,17 @@ def what_programs_do(_name: str, text: str) -> int | None:
     return _EXIT_STATUS.get(program)  # /bin/sleep, and a program that reports, keep running
 
 
+def what_hooks_do(_unit: str, script: str) -> int | None:
+    """A hook's script for the memory machine: `exit N` ends it with N, `sleep` hangs."""
+    if "sleep" in script:
+        return None
+    found = re.findall(r"exit (\d+)", script)
+    return int(found[-1]) if found else 0
+
+
 @pytest.fixture
 def memory_harness(tmp_path: Path) -> Harness:
-    machine = MemoryMachine(exits=what_programs_do)
+    machine = MemoryMachine(exits=what_programs_do, hook_exits=what_hooks_do)
 
     def start_foreign(name: str) -> None:
         # Another unit on the same machine: its file and its running state, nothing of ours.
