@@ -14,7 +14,9 @@ machine version (`since`) is recorded in that version's folder and the ones afte
 The `upgrade` scenarios assign a revision with the same content as `v1`, which is the same
 revision (ids are content hashes): from machine version 2 on, nothing changes, and the
 load-balancer states are skipped. `change` replaces the unit (drained and restarted) and
-`unassign` assigns no revision (deregistered, stopped and removed).
+`unassign` assigns no revision (deregistered, stopped and removed). `hooks` changes the unit
+and has the three lifecycle hooks (machine version 3: each run kept in the history), and
+`hooks-validate-fails` has a `validate` that exits 1, so the deploy rolls back.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.engine.checkpoint import Outcome
+from flotilla.engine.records import Hook
 from flotilla.machines.deploy import State
 from tests.support.cluster import BROKEN, SLEEPER, Cluster
 
@@ -40,7 +43,9 @@ class Crash(BaseException):
 class Scenario:
     name: str
     with_load_balancer: bool
-    target: str  # "v2", "broken" (its unit exits at once), "changed" (another unit), "none"
+    # "v2", "broken" (its unit exits at once), "changed" (another unit), "none", "hooks"
+    # (another unit, with hooks), "hooks-validate-fails" (and its `validate` exits 1)
+    target: str
     never_healthy: bool  # the load balancer never passes the instance (rollback fails too)
     outcome: Outcome  # how the deploy ends once resumed
     crash_states: tuple[str, ...]  # the states a checkpoint is recorded in
@@ -56,7 +61,17 @@ class Scenario:
         """The cluster with v1 deployed and the scenario's target assigned."""
         cluster = Cluster(root, with_load_balancer=self.with_load_balancer)
         v1 = cluster.revision("v1")
-        units = {"broken": BROKEN, "changed": SLEEPER.replace("600", "601")}
+        changed = SLEEPER.replace("600", "601")
+        units = {"broken": BROKEN, "changed": changed, "hooks": changed}
+        units["hooks-validate-fails"] = changed
+        # Fixed scripts: the revision ids in the recorded checkpoints must come out again.
+        hooks = {
+            "hooks": {name: Hook("exit 0\n", 30) for name in HOOK_SCRIPTS},
+            "hooks-validate-fails": {
+                **{name: Hook("exit 0\n", 30) for name in HOOK_SCRIPTS},
+                "validate": Hook("exit 1\n", 30),
+            },
+        }
         cluster.instance(INSTANCE)
         cluster.assign(INSTANCE, v1)
         cluster.deploy(INSTANCE)
@@ -68,7 +83,9 @@ class Scenario:
                 INSTANCE, None, expected_version=current.assignment_version
             )
         else:
-            target = cluster.revision(self.target, unit=units.get(self.target, SLEEPER))
+            target = cluster.revision(
+                self.target, unit=units.get(self.target, SLEEPER), hooks=hooks.get(self.target)
+            )
             cluster.assign(INSTANCE, target)
         return cluster
 
@@ -99,6 +116,8 @@ _HAPPY = (
     State.UNLOCKED,
 )
 
+HOOK_SCRIPTS = ("before-stop", "after-start", "validate")
+
 SCENARIOS = (
     Scenario("upgrade", True, "v2", False, Outcome.SUCCEEDED, _HAPPY),
     Scenario("upgrade-without-lb", False, "v2", False, Outcome.SUCCEEDED, _HAPPY),
@@ -117,6 +136,16 @@ SCENARIOS = (
     Scenario("change", True, "changed", False, Outcome.SUCCEEDED, _HAPPY[1:], since=2),
     Scenario("unassign", True, "none", False, Outcome.SUCCEEDED, _HAPPY[1:], since=2),
     Scenario("unassign-without-lb", False, "none", False, Outcome.SUCCEEDED, _HAPPY[1:], since=2),
+    Scenario("hooks", True, "hooks", False, Outcome.SUCCEEDED, _HAPPY[1:], since=3),
+    Scenario(
+        "hooks-validate-fails",
+        True,
+        "hooks-validate-fails",
+        False,
+        Outcome.ROLLED_BACK,
+        (State.FAILED, State.ROLLING_BACK, State.UNLOCKED),
+        since=3,
+    ),
 )
 
 
