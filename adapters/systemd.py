@@ -83,14 +83,10 @@ class SystemdRuntime:
         job_timeout: float = 120.0,
         settle_seconds: float = 0.5,
         poll_interval: float = 0.02,
-        hook_output_dir: Path | None = None,
     ) -> None:
         self.bus_address = bus_address
         self.files = UnitFiles(Path(unit_dir), Path(environment_dir))
         self.hook_dir = hook_dir_beside(Path(environment_dir))
-        # None: a hook's output goes to the journal (production); a directory: to a file
-        # there per hook unit (a private test manager has no journald).
-        self.hook_output_dir = hook_output_dir
         self.clock: Clock = clock or SystemClock()
         self.job_timeout = job_timeout
         self.settle_seconds = settle_seconds
@@ -241,7 +237,7 @@ class SystemdRuntime:
         with self._dbus("run a hook"):
             self._connect()
             hooks = TransientHooks(self, self._bus, self._gi[0], self.hook_dir)
-            return hooks.run(command, between=between, output_dir=self.hook_output_dir)
+            return hooks.run(command, between=between)
 
     def close(self) -> None:
         """Close the bus connection; the next call opens a new one."""

@@ -19,7 +19,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from flotilla.adapters.hook_files import remove_hook_files, write_hook_files
+from flotilla.adapters.hook_files import HookFiles, remove_hook_files, write_hook_files
 from flotilla.engine.errors import TransientError, ValidationError
 from flotilla.engine.hooks import hook_argv, is_hook_unit
 from flotilla.engine.ports import HookCommand, HookResult
@@ -49,7 +49,6 @@ class TransientHooks:
         command: HookCommand,
         *,
         between: Callable[[], None],
-        output_dir: Path | None,
     ) -> HookResult:
         if not is_hook_unit(command.unit):
             raise ValidationError(f"{command.unit!r} is not the name of a hook's unit")
@@ -58,7 +57,7 @@ class TransientHooks:
         try:
             clock = self.runtime.clock
             began = clock.now()
-            self._start(command, self._properties(command, files, output_dir))
+            self._start(command, self._properties(command, files))
             # The hook's own timeout is systemd's; this bound only guards against a
             # manager that never reports the end.
             bound = command.timeout_seconds + STOP_GRACE_SECONDS + self.runtime.job_timeout
@@ -90,12 +89,10 @@ class TransientHooks:
         finally:
             remove_hook_files(files)
 
-    def _properties(
-        self, command: HookCommand, files: Any, output_dir: Path | None
-    ) -> list[tuple[str, Any]]:
+    def _properties(self, command: HookCommand, files: HookFiles) -> list[tuple[str, Any]]:
         variant = self.glib.Variant
         argv = hook_argv(command.script, str(files.script))
-        properties = [
+        return [
             ("Description", variant("s", f"Flotilla lifecycle hook {command.unit}")),
             ("Type", variant("s", "oneshot")),
             ("RemainAfterExit", variant("b", True)),
@@ -103,16 +100,11 @@ class TransientHooks:
             ("EnvironmentFiles", variant("a(sb)", [(str(files.environment), False)])),
             ("TimeoutStartUSec", variant("t", command.timeout_seconds * _USEC)),
             ("TimeoutStopUSec", variant("t", STOP_GRACE_SECONDS * _USEC)),
+            # The journal, explicitly: a hook's output never goes anywhere an agent reads.
+            ("StandardOutput", variant("s", "journal")),
+            ("StandardError", variant("s", "journal")),
             ("SyslogIdentifier", variant("s", command.unit.removesuffix(".service"))),
         ]
-        if output_dir is not None:
-            output_dir.mkdir(parents=True, exist_ok=True)
-            log = str(output_dir / f"{command.unit}.log")
-            properties += [
-                ("StandardOutputFileToAppend", variant("s", log)),
-                ("StandardErrorFileToAppend", variant("s", log)),
-            ]
-        return properties
 
     def _start(self, command: HookCommand, properties: list[tuple[str, Any]]) -> None:
         clock = self.runtime.clock

@@ -121,6 +121,8 @@ class Harness:
     fresh: Callable[[], UnitRuntime]  # the same machine seen by a restarted agent
     start_foreign: Callable[[str], None]  # a unit (or process) Flotilla does not own
     foreign_running: Callable[[str], bool]
+    # What a hook's unit printed: systemd's journal, the process runtime's log file.
+    hook_output: Callable[[str], list[str]] | None = None
 
     @property
     def disk(self) -> DiskFiles:
@@ -139,14 +141,14 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 @pytest.fixture
 def systemd_harness(tmp_path: Path) -> Iterator[Harness]:
     require_private_manager()
-    with PrivateSystemdManager() as manager:
+    # With a journal: a hook's output goes there (test_hook_runtime.py reads it).
+    with PrivateSystemdManager(journal=True) as manager:
 
         def make() -> SystemdRuntime:
             return SystemdRuntime(
                 bus_address=manager.bus_address,
                 unit_dir=manager.unit_dir,
                 environment_dir=tmp_path / "env",
-                hook_output_dir=tmp_path / "hook-logs",
             )
 
         def start_foreign(name: str) -> None:
@@ -170,6 +172,7 @@ def systemd_harness(tmp_path: Path) -> Iterator[Harness]:
                 make,
                 start_foreign,
                 foreign_running,
+                lambda unit: manager.journal_lines(unit.removesuffix(".service")),
             )
         finally:
             runtime.close()
@@ -200,6 +203,7 @@ def process_harness(tmp_path: Path) -> Iterator[Harness]:
             lambda: ProcessRuntime(state_dir),
             start_foreign,
             foreign_running,
+            lambda unit: (state_dir / "log" / f"{unit}.log").read_text().splitlines(),
         )
     finally:
         runtime.stop(runtime.owned_units())
