@@ -15,6 +15,10 @@ the exit status it ends with at once, or None for a program that keeps running (
 oneshot's then exits 0). By default every program keeps running. Like systemd (and unlike
 the process runtime) it takes timers, sockets and template instances; a timer or socket
 is active once started and triggers nothing.
+
+A lifecycle hook runs no script either: the machine's `hook_exits` says how it ends (an
+exit status, or None for a hook that hangs until its timeout) and `hook_runs` records
+each run (the hook unit and the environment it was given), for the tests to look at.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from dataclasses import dataclass, field
 from flotilla.engine.activation import settle
 from flotilla.engine.clock import Clock, SystemClock
 from flotilla.engine.errors import UnitFailedError, ValidationError
-from flotilla.engine.ports import UnitStatus
+from flotilla.engine.hooks import is_hook_unit
+from flotilla.engine.ports import HookCommand, HookResult, UnitStatus
 from flotilla.engine.unit_syntax import unit_settings
 from flotilla.engine.units import (
     environment_file_name,
@@ -44,6 +49,10 @@ _STARTED = {"timer": "waiting", "socket": "listening"}  # the sub-state of a sta
 
 def keeps_running(_name: str, _text: str) -> int | None:
     return None
+
+
+def hooks_succeed(_unit: str, _script: str) -> int | None:
+    return 0
 
 
 def exits_at_once(units: Collection[str], status: int = 1) -> Exits:
@@ -68,6 +77,8 @@ class MemoryMachine:
     drop_ins: dict[str, str] = field(default_factory=dict)  # unit name -> its sandbox drop-in
     states: dict[str, UnitStatus] = field(default_factory=dict)  # units that ran
     last_pid: int = 1000  # each started service's main process gets the next number
+    hook_exits: Exits = hooks_succeed  # (hook unit, script) -> exit status, None: hangs
+    hook_runs: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
 
 class MemoryUnitRuntime:
@@ -146,6 +157,16 @@ class MemoryUnitRuntime:
             self.machine.environment_files.pop(environment_file_name(name), None)
             if self._state(name).active_state in ("inactive", "failed"):
                 self.machine.states.pop(name, None)
+
+    def run_hook(self, command: HookCommand, *, between: Callable[[], None]) -> HookResult:
+        if not is_hook_unit(command.unit):
+            raise ValidationError(f"{command.unit!r} is not the name of a hook's unit")
+        self.machine.hook_runs.append((command.unit, dict(command.environment)))
+        between()
+        status = self.machine.hook_exits(command.unit, command.script)
+        if status is None:  # hangs: stopped at its timeout, as systemd would
+            return HookResult(command.unit, "timeout", None, float(command.timeout_seconds))
+        return HookResult(command.unit, "success" if status == 0 else "exit-code", status, 0.0)
 
     def active(self) -> list[str]:
         """The units active now (for the simulations' checks)."""

@@ -23,7 +23,10 @@ What it does not do, honestly:
   file (renamed like systemd's) but not acted on; each named unit is started on its own;
 - no restart policies (Restart= is ignored), no SuccessExitStatus=, no ExecStop=;
 - no sandboxing, no User=/Group=: everything runs as the agent's user;
-- no journal: output goes to files.
+- no journal: output goes to files (a hook's to <state>/log/<hook unit>.log);
+- lifecycle hooks run as child processes in their own process group (not transient
+  units): killed at their timeout (SIGTERM, then SIGKILL), and a run left by a crashed
+  agent (its pid in <state>/run) is killed before the hook runs again.
 """
 
 from __future__ import annotations
@@ -32,13 +35,15 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from flotilla.adapters.hook_files import hook_dir_beside, remove_hook_files, write_hook_files
 from flotilla.adapters.process_units import supervisor
 from flotilla.adapters.process_units.spec import ServiceSpec, UnitSettingError
 from flotilla.adapters.process_units.state import (
@@ -52,8 +57,12 @@ from flotilla.adapters.unit_files import UnitFiles
 from flotilla.engine.activation import settle, unit_failure
 from flotilla.engine.clock import Clock, SystemClock
 from flotilla.engine.errors import ConfigurationError, UnitFailedError, ValidationError
-from flotilla.engine.ports import UnitStatus
+from flotilla.engine.hooks import hook_argv, is_hook_unit
+from flotilla.engine.ports import HookCommand, HookResult, UnitStatus
 from flotilla.engine.units import PREFIX, plan_installation, require_owned
+
+_HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # systemd's default
+_HOOK_STOP_GRACE = 10.0  # seconds between SIGTERM and SIGKILL at a hook's timeout
 
 
 class ProcessRuntime:
@@ -71,6 +80,7 @@ class ProcessRuntime:
     ) -> None:
         self.state_dir = Path(state_dir)
         self.files = UnitFiles(self.state_dir / "units", environment_dir or self.state_dir / "env")
+        self.hook_dir = hook_dir_beside(self.files.environment_dir)
         self.clock: Clock = clock or SystemClock()
         self.start_timeout = start_timeout
         self.settle_seconds = settle_seconds
@@ -151,6 +161,80 @@ class ProcessRuntime:
         for name in names:
             if self._status(name).active_state in ("inactive", "failed"):
                 self._state_path(name).unlink(missing_ok=True)
+
+    def run_hook(self, command: HookCommand, *, between: Callable[[], None]) -> HookResult:
+        if not is_hook_unit(command.unit):
+            raise ValidationError(f"{command.unit!r} is not the name of a hook's unit")
+        pid_file = self._run_dir() / f"{command.unit}.pid"
+        self._kill_left_over(pid_file)
+        files = write_hook_files(self.hook_dir, command)
+        log_dir = self.state_dir / "log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            began = self.clock.now()
+            with (log_dir / f"{command.unit}.log").open("ab") as log:
+                process = subprocess.Popen(
+                    hook_argv(command.script, str(files.script)),
+                    env={"PATH": _HOOK_PATH, **command.environment},
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group, killed as a whole
+                )
+            pid_file.write_text(f"{process.pid} {_start_time(process.pid)}")
+            try:
+                timed_out = self._wait_for_hook(process, command.timeout_seconds, began, between)
+            except BaseException:
+                # The agent stopped waiting (as if it had been killed): the hook runs on,
+                # is reaped in the background, and is killed when the hook runs again.
+                threading.Thread(target=process.wait, daemon=True).start()
+                raise
+            _kill_group(process.pid, signal.SIGKILL)  # what it left behind in its group
+            pid_file.unlink(missing_ok=True)  # kept if the wait was abandoned: killed next time
+            code = process.returncode
+            result = "timeout" if timed_out else "success" if code == 0 else "exit-code"
+            if code < 0 and not timed_out:
+                result = "signal"
+            return HookResult(
+                unit=command.unit,
+                result=result,
+                exit_status=code if code >= 0 else None,
+                duration_seconds=(self.clock.now() - began).total_seconds(),
+            )
+        finally:
+            remove_hook_files(files)
+
+    def _wait_for_hook(
+        self,
+        process: subprocess.Popen[bytes],
+        timeout: int,
+        began: datetime,
+        between: Callable[[], None],
+    ) -> bool:
+        """Wait until the hook ends; stop it at its timeout. Whether it timed out."""
+        timed_out = False
+        stop_at = began + timedelta(seconds=timeout)
+        while process.poll() is None:
+            if not timed_out and self.clock.now() >= stop_at:
+                timed_out = True
+                _kill_group(process.pid, signal.SIGTERM)
+                stop_at += timedelta(seconds=_HOOK_STOP_GRACE)
+            elif timed_out and self.clock.now() >= stop_at:
+                _kill_group(process.pid, signal.SIGKILL)
+            between()
+            self.clock.sleep(min(self.poll_interval * 5, 0.1))
+        return timed_out
+
+    def _kill_left_over(self, pid_file: Path) -> None:
+        """Kill the process group of a run of this hook that a crashed agent left (the
+        group of the process with the recorded pid and start time: not a reused pid)."""
+        try:
+            pid, began = pid_file.read_text().split()
+        except (FileNotFoundError, ValueError):
+            return
+        if _start_time(int(pid)) == began:
+            _kill_group(int(pid), signal.SIGKILL)
+        pid_file.unlink(missing_ok=True)
 
     # Inside.
 
@@ -233,3 +317,16 @@ class ProcessRuntime:
             state = self._state(name)
         if state["active_state"] not in ("inactive", "failed"):
             write_state(self._state_path(name), state, "inactive", "dead", result)
+
+
+def _kill_group(pid: int, number: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, number)
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (/proc/PID/stat, field 22)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
+    except (FileNotFoundError, IndexError):
+        return "gone"

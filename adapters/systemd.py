@@ -20,13 +20,15 @@ environment files are `adapters.unit_files`, shared with the process runtime.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from flotilla.adapters.hook_files import hook_dir_beside
 from flotilla.adapters.systemd_bus import REFUSED_TO_LOAD, SYSTEMD, TRANSIENT_ERRORS, JobWatch
+from flotilla.adapters.systemd_hooks import TransientHooks
 from flotilla.adapters.unit_files import UnitFiles
 from flotilla.engine.activation import settle, unit_failure
 from flotilla.engine.clock import Clock, SystemClock
@@ -37,7 +39,7 @@ from flotilla.engine.errors import (
     UnitFailedError,
     ValidationError,
 )
-from flotilla.engine.ports import UnitStatus
+from flotilla.engine.ports import HookCommand, HookResult, UnitStatus
 from flotilla.engine.units import is_owned, plan_installation, require_owned
 
 SYSTEM_UNIT_DIR = Path("/run/systemd/system")
@@ -84,6 +86,7 @@ class SystemdRuntime:
     ) -> None:
         self.bus_address = bus_address
         self.files = UnitFiles(Path(unit_dir), Path(environment_dir))
+        self.hook_dir = hook_dir_beside(Path(environment_dir))
         self.clock: Clock = clock or SystemClock()
         self.job_timeout = job_timeout
         self.settle_seconds = settle_seconds
@@ -229,6 +232,12 @@ class SystemdRuntime:
                         "org.freedesktop.DBus.Error.InvalidArgs",
                     ):
                         raise
+
+    def run_hook(self, command: HookCommand, *, between: Callable[[], None]) -> HookResult:
+        with self._dbus("run a hook"):
+            self._connect()
+            hooks = TransientHooks(self, self._bus, self._gi[0], self.hook_dir)
+            return hooks.run(command, between=between)
 
     def close(self) -> None:
         """Close the bus connection; the next call opens a new one."""

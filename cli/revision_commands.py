@@ -23,7 +23,7 @@ from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.operations.names import ID_CHARS, find_revision, find_service, new_label
 from flotilla.engine.records import Revision
-from flotilla.engine.revisions import build_revision
+from flotilla.engine.revisions import build_revision, hook_environment
 from flotilla.engine.unit_checks import advice, check_units, refuse
 
 
@@ -60,7 +60,9 @@ def add(
     DIR holds *.service, *.socket and *.timer unit files and *.env files; X.env is the
     environment of X.service only. An X.env with DOCKER_IMAGE (and DOCKER_PORT_<host>=
     <container> mappings) and no X.service becomes a unit running that container.
-    Prints the new revision's id.
+    DIR/hooks/ may hold lifecycle hooks: before-stop, after-start and validate scripts,
+    and a `timeouts` file of `validate=60` lines (seconds; 300 by default). See
+    docs/hooks.md. Prints the new revision's id.
 
     Units are checked the way systemd reads them (with `systemd-analyze verify` too,
     where this machine has it): one systemd would refuse (a service without ExecStart=,
@@ -86,6 +88,8 @@ def add(
         sources = revision_sources.from_tar(data)
     else:
         sources = revision_sources.from_directory(Path(source))
+    if sources.hooks:
+        hook_environment(sources.environments)  # a clash is refused before any AWS call
     found = check_units(sources.units)
     # The units are sound as far as Flotilla can tell; systemd's own checker has the last
     # word where it is installed (refuse() decides for both, before any AWS call).
@@ -106,8 +110,9 @@ def add(
             label = f"{stamp}-{suffix}"
     new_label(existing, label, service)
     built = build_revision(
-        service, label, sources.units, sources.environments, wiring.secret_box(kms_key_id), now
-    )
+        service, label, sources.units, sources.environments, wiring.secret_box(kms_key_id), now,
+        sources.hooks,
+    )  # fmt: skip
     stored = store.put_revision(built)
     if stored.label != label:
         # Content-addressed: identical units (and no environment) are the same revision.
@@ -168,6 +173,7 @@ def show(service: str, revision_name: str, show_units: bool, output: str, **opti
     if output == "json":
         if show_units:
             summary["unit_files"] = dict(sorted(found.units.items()))
+            summary["hook_files"] = {name: hook.script for name, hook in found.hooks.items()}
         print_json(summary)
         return
     print_fields(
@@ -187,6 +193,13 @@ def show(service: str, revision_name: str, show_units: bool, output: str, **opti
         if show_units:
             for line in found.units[unit].splitlines():
                 click.echo(f"    | {line}".rstrip())
+    if found.hooks:
+        click.echo("hooks:")
+        for name, hook in found.hooks.items():
+            click.echo(f"  {name}: timeout {hook.timeout_seconds} s")
+            if show_units:
+                for line in hook.script.splitlines():
+                    click.echo(f"    | {line}".rstrip())
 
 
 def _summary(revision: Revision, weight: int | None) -> dict[str, Any]:
@@ -197,6 +210,7 @@ def _summary(revision: Revision, weight: int | None) -> dict[str, Any]:
         "service": revision.service,
         "created_at": revision.created_at.isoformat(),
         "units": sorted(revision.units),
+        "hooks": {name: hook.timeout_seconds for name, hook in revision.hooks.items()},
         "variables": {unit: list(names) for unit, names in sorted(variables.items())},
         "weight": weight,
     }

@@ -7,6 +7,12 @@ A revision is given as a flat set of files, as in the original Flotilla:
     cache.env with DOCKER_IMAGE=…            and no cache.service: a generated unit that
                                              runs the image with `docker run`
 
+    hooks/validate, hooks/before-stop,       lifecycle hooks (docs/hooks.md): scripts run on
+    hooks/after-start                        the instance, with their `#!` interpreter or
+                                             /bin/sh
+    hooks/timeouts                           optional: `validate=60` lines, each hook's
+                                             timeout in seconds (default 300, at most 3600)
+
 `X.env` belongs to `X.service` (or to `X` itself when `X` is a unit name, e.g.
 `web.socket.env`), so two units never share or mix their variables. Everything here is
 pure apart from reading the directory; nothing is stored, and a bad input raises
@@ -26,13 +32,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from flotilla.cli.container_unit import DOCKER_IMAGE, docker_unit
+from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
+from flotilla.engine.records import DEFAULT_HOOK_TIMEOUT_SECONDS, HOOK_NAMES, Hook
 from flotilla.engine.validation import UNIT_SUFFIXES, environment_variables, unit_name
 
 MAX_FILE_BYTES = 64 * 1024  # per file, unit or env
 MAX_FILES = 100
 MAX_ARCHIVE_BYTES = 8 * 1024 * 1024  # what `revision add -` reads from standard input
 ENV_SUFFIX = ".env"
+HOOKS_DIR = "hooks"  # the one folder a revision may have: its lifecycle hooks
+HOOK_TIMEOUTS = "timeouts"  # hooks/timeouts: `NAME=SECONDS` lines
 
 # File names become unit names and parts of paths and command lines: no shell
 # metacharacters, no spaces, no path separators.
@@ -50,6 +60,7 @@ class RevisionSources:
     units: dict[str, str]
     environments: dict[str, dict[str, str]] = field(repr=False)  # values may be secret
     generated: tuple[str, ...] = ()  # units generated from a DOCKER_IMAGE env file
+    hooks: dict[str, Hook] = field(default_factory=dict)  # hooks/<name>, with timeouts
 
 
 def from_directory(path: Path) -> RevisionSources:
@@ -70,29 +81,59 @@ def from_directory(path: Path) -> RevisionSources:
         raise ValidationError(f"{str(path)!r} holds more than {MAX_FILES} files")
     files: dict[str, bytes] = {}
     for entry in entries:
+        if entry.is_dir() and entry.name == HOOKS_DIR and not entry.is_symlink():
+            files.update(_hook_files(entry))
+            continue
         if entry.is_dir():
             raise ValidationError(
                 f"{entry.name!r} in {str(path)!r} is a directory; a revision is a flat set "
-                "of .service, .socket, .timer and .env files"
+                f"of .service, .socket, .timer and .env files, and its {HOOKS_DIR}/ folder"
             )
-        _safe_file_name(entry.name)
-        try:
-            info = entry.stat()
-            if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
-                raise ValidationError(
-                    f"{entry.name!r} in {str(path)!r} is not a regular file; a revision is a "
-                    "flat set of .service, .socket, .timer and .env files"
-                )
-            if info.st_size > MAX_FILE_BYTES:
-                raise _too_large(entry.name)
-            with entry.open("rb") as stream:
-                data = stream.read(MAX_FILE_BYTES + 1)
-        except OSError as exc:
-            raise ValidationError(f"cannot read {str(entry)!r}: {exc.strerror or exc}") from exc
-        if len(data) > MAX_FILE_BYTES:
-            raise _too_large(entry.name)
-        files[entry.name] = data
+        files[entry.name] = _read_file(entry, path)
     return from_files(files)
+
+
+def _hook_files(folder: Path) -> dict[str, bytes]:
+    """The files of a revision's hooks/ folder, named `hooks/<name>` (no deeper folders)."""
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise ValidationError(f"cannot read {str(folder)!r}: {exc.strerror or exc}") from exc
+    if len(entries) > len(HOOK_NAMES) + 1:
+        raise ValidationError(
+            f"{str(folder)!r} holds {len(entries)} files; {HOOKS_DIR}/ holds the hook scripts "
+            f"({', '.join(HOOK_NAMES)}) and {HOOK_TIMEOUTS} only"
+        )
+    files: dict[str, bytes] = {}
+    for entry in entries:
+        if entry.is_dir():
+            raise ValidationError(
+                f"{entry.name!r} in {str(folder)!r} is a directory; {HOOKS_DIR}/ holds the "
+                f"hook scripts ({', '.join(HOOK_NAMES)}) and {HOOK_TIMEOUTS} only"
+            )
+        files[f"{HOOKS_DIR}/{entry.name}"] = _read_file(entry, folder)
+    return files
+
+
+def _read_file(entry: Path, path: Path) -> bytes:
+    """One regular file of a revision's directory, at most MAX_FILE_BYTES."""
+    _safe_file_name(entry.name)
+    try:
+        info = entry.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            raise ValidationError(
+                f"{entry.name!r} in {str(path)!r} is not a regular file; a revision is a "
+                "flat set of .service, .socket, .timer and .env files"
+            )
+        if info.st_size > MAX_FILE_BYTES:
+            raise _too_large(entry.name)
+        with entry.open("rb") as stream:
+            data = stream.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ValidationError(f"cannot read {str(entry)!r}: {exc.strerror or exc}") from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise _too_large(entry.name)
+    return data
 
 
 def from_tar(data: bytes) -> RevisionSources:
@@ -109,7 +150,7 @@ def from_tar(data: bytes) -> RevisionSources:
                 while name.startswith("./"):
                     name = name[2:]
                 if member.isdir():
-                    if name.strip("/") in ("", "."):
+                    if name.strip("/") in ("", ".", HOOKS_DIR):
                         continue
                     raise ValidationError(
                         f"the archive holds a directory {member.name!r}; archive the files "
@@ -120,12 +161,13 @@ def from_tar(data: bytes) -> RevisionSources:
                         f"{member.name!r} in the archive is not a regular file (links and "
                         "devices are refused)"
                     )
-                if "/" in name:
+                folder, _, base = name.rpartition("/")
+                if folder not in ("", HOOKS_DIR):
                     raise ValidationError(
-                        f"{member.name!r} in the archive is inside a directory; archive the "
-                        "files themselves, e.g. `tar -C DIR -c .`"
+                        f"{member.name!r} in the archive is inside a directory other than "
+                        f"{HOOKS_DIR}/; archive the files themselves, e.g. `tar -C DIR -c .`"
                     )
-                _safe_file_name(name)
+                _safe_file_name(base)
                 if member.size > MAX_FILE_BYTES:
                     raise _too_large(name)
                 if name in files:
@@ -143,15 +185,24 @@ def from_tar(data: bytes) -> RevisionSources:
 
 
 def from_files(files: Mapping[str, bytes]) -> RevisionSources:
-    """The pure core: file name -> content, for a flat set of files."""
+    """The pure core: file name -> content, for a flat set of files (and `hooks/<name>`)."""
     units: dict[str, str] = {}
     env_files: dict[str, dict[str, str]] = {}
+    hook_files: dict[str, str] = {}
     for name, data in sorted(files.items()):
-        _safe_file_name(name)
+        folder, _, base = name.rpartition("/")
+        if folder not in ("", HOOKS_DIR):
+            raise ValidationError(
+                f"{name!r} is inside a directory other than {HOOKS_DIR}/; a revision is a flat "
+                f"set of files and its {HOOKS_DIR}/ folder"
+            )
+        _safe_file_name(base)
         if len(data) > MAX_FILE_BYTES:
             raise _too_large(name)
         text = _text(name, data)
-        if name.endswith(UNIT_SUFFIXES):
+        if folder == HOOKS_DIR:
+            hook_files[base] = text
+        elif name.endswith(UNIT_SUFFIXES):
             units[unit_name(name)] = text
         elif name.endswith(ENV_SUFFIX) and len(name) > len(ENV_SUFFIX):
             env_files[name] = parse_env_file(name, text)
@@ -182,7 +233,54 @@ def from_files(files: Mapping[str, bytes]) -> RevisionSources:
             "no unit files found: a revision needs at least one .service, .socket or .timer "
             f"file, or an .env file with {DOCKER_IMAGE}"
         )
-    return RevisionSources(units, environments, tuple(generated))
+    return RevisionSources(units, environments, tuple(generated), read_hooks(hook_files))
+
+
+def read_hooks(files: Mapping[str, str]) -> dict[str, Hook]:
+    """The hooks of a revision's hooks/ folder: `before-stop`, `after-start` and `validate`
+    scripts, and `timeouts` (`validate=60` lines; DEFAULT_HOOK_TIMEOUT_SECONDS otherwise)."""
+    timeouts: dict[str, int] = {}
+    if HOOK_TIMEOUTS in files:
+        timeouts = _hook_timeouts(files[HOOK_TIMEOUTS])
+    scripts = {name: text for name, text in files.items() if name != HOOK_TIMEOUTS}
+    for name in sorted(scripts):
+        if name not in HOOK_NAMES:
+            raise ValidationError(
+                f"unknown hook {HOOKS_DIR}/{name}: a revision's hooks are "
+                f"{', '.join(HOOK_NAMES)} (and {HOOKS_DIR}/{HOOK_TIMEOUTS} for their timeouts)"
+            )
+    for name in sorted(timeouts):
+        if name not in scripts:
+            raise ValidationError(
+                f"{HOOKS_DIR}/{HOOK_TIMEOUTS} sets a timeout for {name}, but there is no "
+                f"{HOOKS_DIR}/{name}: add the hook or remove its timeout"
+            )
+    return {
+        name: validation.hook(
+            name, Hook(scripts[name], timeouts.get(name, DEFAULT_HOOK_TIMEOUT_SECONDS))
+        )
+        for name in HOOK_NAMES
+        if name in scripts
+    }
+
+
+def _hook_timeouts(text: str) -> dict[str, int]:
+    where = f"{HOOKS_DIR}/{HOOK_TIMEOUTS}"
+    timeouts: dict[str, int] = {}
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip(_ENV_BLANKS)
+        if not line or line.startswith(("#", ";")):
+            continue
+        name, equals, value = (part.strip(_ENV_BLANKS) for part in line.partition("="))
+        if not equals or name not in HOOK_NAMES or not re.fullmatch(r"[0-9]{1,6}", value):
+            raise ValidationError(
+                f"{where}, line {number}: expected HOOK=SECONDS with HOOK one of "
+                f"{', '.join(HOOK_NAMES)}, e.g. validate=60"
+            )
+        if name in timeouts:
+            raise ValidationError(f"{where}, line {number}: the timeout of {name} is set twice")
+        timeouts[name] = int(value)
+    return timeouts
 
 
 def parse_env_file(name: str, text: str) -> dict[str, str]:

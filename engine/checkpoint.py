@@ -15,11 +15,29 @@ from flotilla.machines.deploy import Outcome
 
 __all__ = [
     "DeployCheckpoint",
+    "HookOutcome",
     "LeaseRef",
     "Outcome",
     "Transition",
     "UnitPlan",
 ]  # Outcome: the machine's
+
+
+@dataclass(frozen=True)
+class HookOutcome:
+    """How one run of a lifecycle hook ended (engine/deploy/hooks.py), kept in the history
+    of the state that ran it. Never its output: that stays in the instance's journal."""
+
+    hook: str  # before-stop, after-start, validate
+    revision: str  # the revision whose hook it is
+    timeout_seconds: int  # what it was allowed
+    result: str  # systemd's words: success, exit-code, timeout, signal, ...
+    exit_status: int | None  # None when it did not exit by itself
+    duration_seconds: float
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result == "success" and self.exit_status == 0
 
 
 @dataclass(frozen=True)
@@ -35,6 +53,7 @@ class Transition:
     skip_reason: str | None = None  # why, in words (the machine's `skip_reason`)
     resumed: bool = False  # this visit began in a restarted agent
     span_id: str | None = None
+    hooks: tuple[HookOutcome, ...] = ()  # the lifecycle hooks this visit ran, in order
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ translate their library's errors into `engine.errors` at the edge.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -225,6 +225,31 @@ class UnitStatus:
     main_pid: int | None = None
 
 
+@dataclass(frozen=True)
+class HookCommand:
+    """One run of a revision's lifecycle hook (engine/hooks.py names and builds it)."""
+
+    unit: str  # the transient unit's name: `engine.hooks.hook_unit_name`, never an owned one
+    script: str  # run with its `#!` interpreter, else /bin/sh
+    timeout_seconds: int  # then the hook is stopped and its result is "timeout"
+    environment: Mapping[str, str] = field(repr=False)  # secret: a root-only file, never argv
+
+
+@dataclass(frozen=True)
+class HookResult:
+    """How a hook's run ended, in systemd's words. Its output is not here: it went to the
+    journal (or the runtime's log), where a secret it prints stays on the instance."""
+
+    unit: str
+    result: str  # success, exit-code, signal, timeout, core-dump, ...
+    exit_status: int | None  # None when the process did not exit by itself (a signal)
+    duration_seconds: float
+
+    @property
+    def succeeded(self) -> bool:
+        return self.result == "success" and self.exit_status == 0
+
+
 class UnitRuntime(Protocol):
     """Installs, starts, stops and removes the units Flotilla owns, and only those.
 
@@ -271,6 +296,15 @@ class UnitRuntime(Protocol):
 
     def remove(self, names: Sequence[str]) -> None:
         """Delete unit and environment files of owned units, reload (idempotent)."""
+        ...
+
+    def run_hook(self, command: HookCommand, *, between: Callable[[], None]) -> HookResult:
+        """Run a lifecycle hook as a transient unit (systemd: StartTransientUnit) with its
+        environment in a root-only file, and return once it ended: by itself, or stopped
+        by the runtime at its timeout (result "timeout"). A run of the same unit left by a
+        crashed agent is stopped first, so running a hook again starts it afresh. Calls
+        `between` while it waits (the deploy keeps its leases). A hook that fails is a
+        result, not an error; errors are the runtime's own (`TransientError`, ...)."""
         ...
 
 

@@ -270,16 +270,34 @@ class RevisionBinding:
     units_digest: str
 
 
+# The lifecycle hooks a revision may have (docs/hooks.md), in the order a deploy runs them:
+# `before-stop` before the old units stop, `after-start` once the new ones settled,
+# `validate` before the deploy may count as healthy (its failure rolls the deploy back).
+HOOK_NAMES = ("before-stop", "after-start", "validate")
+DEFAULT_HOOK_TIMEOUT_SECONDS = 300
+MAX_HOOK_TIMEOUT_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class Hook:
+    """One lifecycle hook of a revision: a script (run with its `#!` interpreter, else
+    /bin/sh) and how long it may run before it is stopped and counts as failed."""
+
+    script: str
+    timeout_seconds: int = DEFAULT_HOOK_TIMEOUT_SECONDS
+
+
 @dataclass(frozen=True)
 class Revision:
-    """An immutable set of unit files plus their sealed environment."""
+    """An immutable set of unit files plus their sealed environment and lifecycle hooks."""
 
     service: str
-    id: str  # sha256 of the stored content (units and ciphertexts, never plaintext)
+    id: str  # sha256 of the stored content (units, hooks and ciphertexts, never plaintext)
     label: str
     units: dict[str, str]  # unit name ("web.service") -> unit file text
     environment: SealedEnvironment | None
     created_at: datetime
+    hooks: dict[str, Hook] = field(default_factory=dict)  # hook name (HOOK_NAMES) -> hook
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,11 @@ environment is bound instead to what is fixed before sealing (`binding_for`: the
 the digest of the unit files, the id the revision would have without an environment);
 adapters/secrets.py explains what that binding refuses and what the id check adds. The
 sealing scheme (2, bound) is hashed into the id; scheme 1 revisions keep their old ids.
+
+Lifecycle hooks (docs/hooks.md) are part of both the id and the binding: a hook runs with
+the revision's environment, so a hook added to a copy of a revision must not be able to
+open that revision's secrets. A revision without hooks hashes exactly as before hooks
+existed, so its id and binding are unchanged.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from datetime import datetime
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.ports import SecretBox
-from flotilla.engine.records import Revision, RevisionBinding, SealedEnvironment
+from flotilla.engine.records import Hook, Revision, RevisionBinding, SealedEnvironment
 
 
 def build_revision(
@@ -33,6 +38,7 @@ def build_revision(
     environments: Mapping[str, Mapping[str, str]],
     secret_box: SecretBox,
     created_at: datetime,
+    hooks: Mapping[str, Hook] | None = None,
 ) -> Revision:
     """Validate everything, seal the environments, and compute the id."""
     validation.service_name(service)
@@ -52,20 +58,52 @@ def build_revision(
         checked = validation.environment_variables(unit, variables)
         if checked:
             checked_envs[unit] = checked
-    binding = RevisionBinding(label, units_digest(service, checked_units))
+    checked_hooks = {name: validation.hook(name, hook) for name, hook in (hooks or {}).items()}
+    if checked_hooks:
+        hook_environment(checked_envs)  # refused now, not when the first hook runs
+    binding = RevisionBinding(label, units_digest(service, checked_units, checked_hooks))
     sealed = secret_box.seal(service, checked_envs, binding) if checked_envs else None
     return Revision(
         service=service,
-        id=revision_id(service, checked_units, sealed),
+        id=revision_id(service, checked_units, sealed, checked_hooks),
         label=label,
         units=checked_units,
         environment=sealed,
         created_at=created_at,
+        hooks=checked_hooks,
     )
 
 
-def revision_id(service: str, units: Mapping[str, str], sealed: SealedEnvironment | None) -> str:
+def hook_environment(environments: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """The environment a revision's hooks run with: every unit's variables together. A
+    name two units set to different values is refused (naming the units, never a value):
+    a hook could not tell which one is meant."""
+    merged: dict[str, str] = {}
+    owner: dict[str, str] = {}
+    for unit, variables in sorted(environments.items()):
+        for key, value in variables.items():
+            if key in merged and merged[key] != value:
+                raise ValidationError(
+                    f"{key} is set differently in {owner[key]} and {unit}, and the revision "
+                    "has hooks, which run with every unit's variables: give it one value, "
+                    "or rename it in one unit"
+                )
+            merged[key], owner[key] = value, unit
+    return merged
+
+
+def revision_id(
+    service: str,
+    units: Mapping[str, str],
+    sealed: SealedEnvironment | None,
+    hooks: Mapping[str, Hook] | None = None,
+) -> str:
     content: dict[str, object] = {"service": service, "units": dict(sorted(units.items()))}
+    if hooks:  # a revision without hooks keeps the id it had before hooks existed
+        content["hooks"] = {
+            name: {"script": hook.script, "timeout_seconds": hook.timeout_seconds}
+            for name, hook in sorted(hooks.items())
+        }
     if sealed is not None:
         environment: dict[str, object] = {
             "key_id": sealed.key_id,
@@ -87,15 +125,19 @@ def revision_id(service: str, units: Mapping[str, str], sealed: SealedEnvironmen
 
 def verify_revision_id(revision: Revision) -> bool:
     """Whether the stored content still hashes to the revision's id."""
-    return revision_id(revision.service, revision.units, revision.environment) == revision.id
+    found = revision_id(revision.service, revision.units, revision.environment, revision.hooks)
+    return found == revision.id
 
 
-def units_digest(service: str, units: Mapping[str, str]) -> str:
-    """The sha256 of the service and its unit files: the id of the same revision without
-    an environment, and what a sealed environment is bound to (with the label)."""
-    return revision_id(service, units, None)
+def units_digest(
+    service: str, units: Mapping[str, str], hooks: Mapping[str, Hook] | None = None
+) -> str:
+    """The sha256 of the service, its unit files and hooks: the id of the same revision
+    without an environment, and what a sealed environment is bound to (with the label)."""
+    return revision_id(service, units, None, hooks)
 
 
 def binding_for(revision: Revision) -> RevisionBinding:
     """What the revision's sealed environment must have been bound to, to open in it."""
-    return RevisionBinding(revision.label, units_digest(revision.service, revision.units))
+    digest = units_digest(revision.service, revision.units, revision.hooks)
+    return RevisionBinding(revision.label, digest)

@@ -20,6 +20,9 @@ from typing import Any
 from flotilla.engine import health_checks
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.records import (
+    HOOK_NAMES,
+    MAX_HOOK_TIMEOUT_SECONDS,
+    Hook,
     LoadBalancerKind,
     LoadBalancerRef,
     RolloutPolicy,
@@ -158,6 +161,40 @@ def environment_variables(unit: str, variables: Any) -> dict[str, str]:
             )
         accepted[key] = value
     return accepted
+
+
+def hook(name: Any, value: Any) -> Hook:
+    """A lifecycle hook (docs/hooks.md): one of HOOK_NAMES, a non-empty text script of at
+    most the size of a unit file, and a timeout from 1 s to MAX_HOOK_TIMEOUT_SECONDS."""
+    if name not in HOOK_NAMES:
+        raise ValidationError(
+            f"unknown hook {_show(name)}: a revision's hooks are {', '.join(HOOK_NAMES)} "
+            "(files in its hooks/ folder)"
+        )
+    if not isinstance(value, Hook) or not isinstance(value.script, str):
+        raise ValidationError(f"hook {name} must be a script (text)")
+    script, timeout = value.script, value.timeout_seconds
+    if "\x00" in script:
+        raise ValidationError(f"hook {name} contains a NUL byte; a hook is a text script")
+    if len(script.encode("utf-8")) > MAX_UNIT_FILE_BYTES:
+        raise ValidationError(f"hook {name} is larger than {MAX_UNIT_FILE_BYTES // 1024} KB")
+    if not script.strip():
+        raise ValidationError(f"hook {name} is empty; write the commands it runs, or remove it")
+    if script.startswith("#!") and not script[2:].lstrip(" \t").startswith("/"):
+        raise ValidationError(
+            f"hook {name}: its #! line must name the interpreter by absolute path, e.g. "
+            "#!/bin/sh or #!/usr/bin/env python3"
+        )
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int)
+        or not 1 <= timeout <= MAX_HOOK_TIMEOUT_SECONDS
+    ):
+        raise ValidationError(
+            f"invalid timeout {_show(timeout)} for hook {name}: give whole seconds from 1 to "
+            f"{MAX_HOOK_TIMEOUT_SECONDS}"
+        )
+    return value
 
 
 def whole_number(text: str) -> int | None:

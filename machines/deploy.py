@@ -52,7 +52,7 @@ from transitions import Machine, MachineError
 # one (a state removed or renamed, a step's meaning changed); then list in
 # `_RESUMABLE_STATES` which states of the older versions the new definition can still take
 # over. Removing a transition that a stored state does not depend on needs no bump.
-MACHINE_VERSION: Final[int] = 2
+MACHINE_VERSION: Final[int] = 3
 
 
 class State(StrEnum):
@@ -175,8 +175,13 @@ TRIGGERS: Final = tuple(dict.fromkeys(t["trigger"] for t in TRANSITIONS))
 # For each machine version whose checkpoints this definition can follow, the states it can
 # take them over from. Version 2 added unassignments and the skips of unchanged traffic
 # (new transitions only): a version 1 checkpoint has neither fact and runs as it did.
+# Version 3 changed the meaning of three steps, not the table: `stopping`, `starting` and
+# `healthy` (and the rollback) run the revision's lifecycle hooks (engine/deploy/hooks.py),
+# and the history records each run. A version 2 agent must not take a version 3 deploy over
+# (it would skip a `validate`); version 3 takes over every earlier state.
 _RESUMABLE_STATES: Final[Mapping[int, frozenset[str]]] = {
     1: frozenset(STATES),
+    2: frozenset(STATES),
     MACHINE_VERSION: frozenset(STATES),
 }
 

@@ -19,7 +19,14 @@ from flotilla.engine.clock import FakeClock, SystemClock
 from flotilla.engine.deploy.runner import DeployRunner, FaultHook, RunnerSettings
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.ports import ContainerImages
-from flotilla.engine.records import Instance, LoadBalancerKind, LoadBalancerRef, Revision, Service
+from flotilla.engine.records import (
+    Hook,
+    Instance,
+    LoadBalancerKind,
+    LoadBalancerRef,
+    Revision,
+    Service,
+)
 from flotilla.engine.revisions import build_revision
 
 SLEEPER = "[Service]\nExecStart=/bin/sleep 600\n"
@@ -73,7 +80,11 @@ class Cluster:
         return build_runner(self.adapters(instance_id), settings=RunnerSettings(), fault=fault)
 
     def revision(
-        self, label: str, unit: str = SLEEPER, env: dict[str, str] | None = None
+        self,
+        label: str,
+        unit: str = SLEEPER,
+        env: dict[str, str] | None = None,
+        hooks: dict[str, Hook] | None = None,
     ) -> Revision:
         revision = build_revision(
             "api",
@@ -82,6 +93,7 @@ class Cluster:
             {"app.service": env} if env else {},
             self.secrets,
             self.clock.now(),
+            hooks,
         )
         return self.store.put_revision(revision)
 

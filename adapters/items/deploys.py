@@ -8,7 +8,14 @@ from typing import Any
 
 from flotilla.adapters.items import common
 from flotilla.adapters.items.common import Item
-from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition, UnitPlan
+from flotilla.engine.checkpoint import (
+    DeployCheckpoint,
+    HookOutcome,
+    LeaseRef,
+    Outcome,
+    Transition,
+    UnitPlan,
+)
 from flotilla.engine.errors import MisfiledItemError
 from flotilla.engine.records import instance_key
 from flotilla.machines.deploy import State
@@ -99,7 +106,33 @@ def _transition_to_item(transition: Transition) -> Item:
         **({} if transition.skip_reason is None else {"skip_reason": transition.skip_reason}),
         "resumed": transition.resumed,
         "span_id": transition.span_id,
+        # Machine version 3 on, and only where a hook ran: an older reader ignores it.
+        **({"hooks": [_hook_to_item(h) for h in transition.hooks]} if transition.hooks else {}),
     }
+
+
+def _hook_to_item(outcome: HookOutcome) -> Item:
+    return {
+        "hook": outcome.hook,
+        "revision": outcome.revision,
+        "timeout_seconds": outcome.timeout_seconds,
+        "result": outcome.result,
+        "exit_status": outcome.exit_status,
+        # A string: DynamoDB numbers come back as Decimal, and a duration is only shown.
+        "duration_seconds": f"{outcome.duration_seconds:.3f}",
+    }
+
+
+def _hook_from_item(item: Mapping[str, Any]) -> HookOutcome:
+    status = item.get("exit_status")
+    return HookOutcome(
+        hook=str(item["hook"]),
+        revision=str(item["revision"]),
+        timeout_seconds=int(item["timeout_seconds"]),
+        result=str(item["result"]),
+        exit_status=None if status is None else int(status),
+        duration_seconds=float(item["duration_seconds"]),
+    )
 
 
 def _transition_from_item(item: Mapping[str, Any]) -> Transition:
@@ -116,6 +149,7 @@ def _transition_from_item(item: Mapping[str, Any]) -> Transition:
         skip_reason=common.optional_str(item.get("skip_reason")),
         resumed=bool(item.get("resumed", False)),
         span_id=common.optional_str(item.get("span_id")),
+        hooks=tuple(_hook_from_item(h) for h in item.get("hooks") or ()),
     )
 
 

@@ -7,20 +7,25 @@ from typing import Any
 
 from flotilla.adapters.items import common
 from flotilla.adapters.items.common import Item
-from flotilla.engine.records import Revision, SealedBlob, SealedEnvironment
+from flotilla.engine.records import Hook, Revision, SealedBlob, SealedEnvironment
 
 # 2: the sealed environment carries its sealing scheme (2, bound to its revision; see
 # adapters/secrets.py). Revisions without a bound environment are still written as schema 1,
 # so an older agent reads them; a bound one it refuses clearly (a newer schema) instead of
 # failing to open it. An item without `scheme` is sealed with scheme 1.
-REVISION_SCHEMA = 2
+# 3: the revision has lifecycle hooks (`hooks`). Only revisions with hooks are written as
+# schema 3: an older agent would ignore the hooks (a `validate` that never runs) and find
+# the id wrong, so it must refuse them clearly instead.
+REVISION_SCHEMA = 3
+_BOUND_SCHEMA = 2
 
 
 def revision_to_item(revision: Revision) -> Item:
     env = revision.environment
     bound = env is not None and env.scheme != 1
+    schema = REVISION_SCHEMA if revision.hooks else _BOUND_SCHEMA if bound else 1
     return {
-        "schema": REVISION_SCHEMA if bound else 1,
+        "schema": schema,
         "service": revision.service,
         "id": revision.id,
         "label": revision.label,
@@ -38,15 +43,26 @@ def revision_to_item(revision: Revision) -> Item:
             **({"scheme": env.scheme} if bound else {}),
         },
         "created_ms": common.ms(revision.created_at),
+        **(
+            {
+                "hooks": {
+                    name: {"script": hook.script, "timeout_seconds": hook.timeout_seconds}
+                    for name, hook in revision.hooks.items()
+                }
+            }
+            if revision.hooks
+            else {}
+        ),
     }
 
 
 def describe_revision(revision: Revision) -> str:
-    """A log-safe summary: ids, unit names and variable NAMES, never values."""
+    """A log-safe summary: ids, unit and hook names and variable NAMES, never values."""
     names = {} if revision.environment is None else revision.environment.variable_names
+    hooks = f", hooks {sorted(revision.hooks)}" if revision.hooks else ""
     return (
         f"revision {revision.id[:12]} of {revision.service}: units {sorted(revision.units)}, "
-        f"variables {names}"
+        f"variables {names}{hooks}"
     )
 
 
@@ -81,6 +97,10 @@ def revision_from_item(item: Mapping[str, Any]) -> Revision:
                 scheme=int(env.get("scheme", 1)),
             ),
             created_at=created,
+            hooks={
+                str(name): Hook(str(hook["script"]), int(hook["timeout_seconds"]))
+                for name, hook in (item.get("hooks") or {}).items()
+            },
         )
 
     return common.read("revision", item, build)

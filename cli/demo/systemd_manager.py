@@ -46,14 +46,27 @@ DBUS_USER_SOCKET = "/usr/lib/systemd/user/dbus.socket"
 # which a private /tmp would hide from its units. A booted machine applies all of it.
 LIFTED_SANDBOX = ("ProtectKernelTunables", "ProtectKernelLogs", "PrivateTmp")
 LIFTED_DROP_IN = Path(".config/systemd/user/flotilla-.service.d/50-private-manager.conf")
+JOURNALD_BINARIES = ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald")
 
 # Runs inside the new mount namespace: join the fresh cgroups, mount the tmpfs, exec systemd.
+# With a journal directory (FLOTILLA_JOURNAL_DIR): a private systemd-journald first, its
+# sockets in the private /run/systemd/journal and its files in that directory (bound onto
+# /run/log, where journald writes a volatile journal), so units' output reaches a journal.
 _INNER_SCRIPT = """
 set -e
 binary=$1; shift
 for group in "$@"; do echo $$ > "$group/cgroup.procs"; done
 mount -t tmpfs -o mode=0755 flotilla-private /run/systemd
 mkdir /run/systemd/system
+if [ -n "$FLOTILLA_JOURNAL_DIR" ]; then
+    mkdir -p /run/log
+    mount --bind "$FLOTILLA_JOURNAL_DIR" /run/log
+    "$FLOTILLA_JOURNALD" </dev/null &
+    tries=0
+    while [ ! -S /run/systemd/journal/stdout ] && [ $tries -lt 500 ]; do
+        sleep 0.01; tries=$((tries + 1))
+    done
+fi
 exec "$binary" --user
 """
 
@@ -129,6 +142,7 @@ class PrivateSystemdManager:
 
     root: Path | None = None
     cgroup_prefix: str = "flotilla-test-"  # names its cgroups, so a stray one says whose it is
+    journal: bool = False  # run a private systemd-journald too (`journal_lines` reads it)
     start_timeout: float = 15.0
     lifted_sandbox: tuple[str, ...] = LIFTED_SANDBOX
     stop_timeout: float = 10.0
@@ -159,6 +173,25 @@ class PrivateSystemdManager:
     def pid(self) -> int:
         assert self._process is not None
         return self._process.pid
+
+    @property
+    def journal_dir(self) -> Path:
+        """Where the private journald keeps its files (`journalctl -D <this>/journal`)."""
+        assert self.root is not None
+        return self.root / "log"
+
+    def journal_lines(self, identifier: str) -> list[str]:
+        """The messages the private journal holds from `identifier` (SyslogIdentifier=)."""
+        shown = subprocess.run(
+            ["journalctl", "-D", str(self.journal_dir / "journal"), "--no-pager", "-o", "cat",
+             "-t", identifier],
+            capture_output=True, text=True, check=False, timeout=60,
+        )  # fmt: skip
+        if shown.returncode != 0:
+            raise ConfigurationError(
+                f"journalctl could not read the private journal: {shown.stderr}"
+            )
+        return shown.stdout.splitlines()
 
     @property
     def log_file(self) -> Path:
@@ -196,6 +229,17 @@ class PrivateSystemdManager:
             "XDG_RUNTIME_DIR": str(self.runtime_dir),
             "LANG": "C.UTF-8",
         }
+        if self.journal:
+            journald = next((p for p in JOURNALD_BINARIES if os.access(p, os.X_OK)), None)
+            if journald is None:
+                raise ConfigurationError(
+                    "systemd-journald is not installed (apt-get install systemd)"
+                )
+            self.journal_dir.mkdir(exist_ok=True)
+            environment |= {
+                "FLOTILLA_JOURNAL_DIR": str(self.journal_dir),
+                "FLOTILLA_JOURNALD": journald,
+            }
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
                 ["unshare", "-m", "--propagation", "private", "sh", "-c", _INNER_SCRIPT, "sh"]

@@ -276,6 +276,7 @@ SCRIPT = r"""
       lines.push(['end', s[2] < 0 ? 'not yet (in this state now)' : when(s[2])]);
       lines.push(['took', duration(segEnd(s) - s[1])]);
       if (s[5]) { lines.push(['error', s[5]]); }
+      (s[7] || []).forEach(function (h) { lines.push(['hook', h]); });
       lines.push(['span id', s[6] || '(none: the agent stopped before ending it)']);
     } else if (gapIndex !== null) {
       var g = r[8][Number(gapIndex)];

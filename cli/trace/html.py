@@ -20,7 +20,7 @@ from html import escape
 from typing import Any
 
 from flotilla.cli.trace.assets import SCRIPT, STYLE
-from flotilla.cli.trace.model import OUTCOMES, RolloutView, state_order
+from flotilla.cli.trace.model import OUTCOMES, RolloutView, hook_text, state_order
 from flotilla.cli.trace.terminal import EVENT_MARKS, duration_text, time_text
 from flotilla.machines.deploy import State
 
@@ -165,7 +165,7 @@ def _data(view: RolloutView) -> dict[str, Any]:
             )
             end = _ms(s.end, origin) if s.end is not None else -1
             segments.append([index, _ms(s.start, origin), end, s.attempt, flags, s.error,
-                             s.span_id])  # fmt: skip
+                             s.span_id, [hook_text(run) for run in s.hooks]])  # fmt: skip
         gaps = [[_ms(g.start, origin), _ms(g.end, origin)] for g in row.gaps]
         rows.append([row.instance_id, row.deploy_id, row.outcome, row.from_revision,
                      row.to_revision, row.trace_id, row.reason, segments, gaps,

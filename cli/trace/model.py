@@ -9,7 +9,8 @@ scheduler records no entry per wave), and the revisions' labels, so people read 
 beside `79dc6ef59467`. Spans carry neither: a view from OTLP alone has ids and no events.
 
 It carries state names, times, attempts, error text (secret-free when stored), ids,
-revision ids and labels: nothing from a revision's environment ever reaches it.
+revision ids and labels, and each lifecycle hook's run (its result, exit status, duration
+and timeout, never its output): nothing from a revision's environment ever reaches it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from flotilla.engine.checkpoint import DeployCheckpoint
+from flotilla.engine.checkpoint import DeployCheckpoint, HookOutcome
 from flotilla.engine.records import HistoryEntry
 from flotilla.machines import deploy as machine
 
@@ -41,6 +42,7 @@ class Segment:
     resumed: bool = False  # this visit began in a restarted agent
     interrupted: bool = False  # the agent stopped during this visit
     span_id: str | None = None
+    hooks: tuple[HookOutcome, ...] = ()  # lifecycle hooks run in this visit
 
     def duration(self, now: datetime) -> timedelta:
         return max((self.end or now) - self.start, timedelta(0))
@@ -247,6 +249,7 @@ def row_from_checkpoint(checkpoint: DeployCheckpoint) -> DeployRow:
                 resumed=visit.resumed,
                 interrupted=interrupted,
                 span_id=visit.span_id,
+                hooks=visit.hooks,
             )
         )
     if not segments:  # a checkpoint always has its first visit; be safe with old items
@@ -263,6 +266,20 @@ def row_from_checkpoint(checkpoint: DeployCheckpoint) -> DeployRow:
         error=checkpoint.error,
         rollback_error=checkpoint.rollback_error,
     )
+
+
+def hook_text(run: HookOutcome) -> str:
+    """One hook's run in a few words: `validate exit 7 after 0.4s`."""
+    took = f"{run.duration_seconds:.1f}s"
+    if run.succeeded:
+        how = f"ok in {took}"
+    elif run.result == "timeout":
+        how = f"stopped at its timeout of {run.timeout_seconds}s"
+    elif run.exit_status is not None:
+        how = f"exit {run.exit_status} after {took}"
+    else:
+        how = f"{run.result} after {took}"
+    return f"{run.hook} {how}"
 
 
 def trace_id_of(traceparent: str | None) -> str | None:

@@ -5,7 +5,9 @@ error status with the reason), a root `deploy` span when the deploy is created, 
 `resume` span, linked to the last span of the interrupted agent, when a restarted agent
 takes over. A killed agent never ends its open span, so the interrupted visit is rebuilt
 from the resume span as the history records it: a zero-length visit at the moment of the
-last checkpoint (the end of the linked span), followed by the crash gap.
+last checkpoint (the end of the linked span), followed by the crash gap. A lifecycle
+hook's run is a `hook.<name>` span, a child of its state's span (`flotilla.hook.*`
+attributes): it is shown in that state's visit.
 
 Accepted: one `{"resourceSpans": [...]}` request per line (both exporters), or one such
 document for the whole file; ids in hex (OTLP JSON) or base64 (protobuf's JSON mapping);
@@ -23,10 +25,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flotilla.cli.trace.model import INTERRUPTED_ERROR, RUNNING, DeployRow, Segment
+from flotilla.engine.checkpoint import HookOutcome
 from flotilla.engine.errors import ValidationError
 from flotilla.machines import deploy as machine
 
 _STEP_PREFIX = "deploy."
+_HOOK_PREFIX = "hook."
 _ERROR_CODES = (2, "2", "STATUS_CODE_ERROR")
 
 
@@ -40,6 +44,7 @@ class Span:
     attributes: dict[str, Any]
     error: str | None
     links: tuple[str, ...]  # span ids
+    parent_id: str = ""
 
     def text(self, key: str) -> str:
         value = self.attributes.get(key)
@@ -55,13 +60,36 @@ class Span:
 
 def rows_from_otlp(lines: Iterable[str]) -> list[DeployRow]:
     by_deploy: dict[str, list[Span]] = {}
+    hooks: dict[str, list[HookOutcome]] = {}  # parent (state) span id -> its hooks' runs
     for span in _deploy_spans(lines):
+        if span.name.startswith(_HOOK_PREFIX):
+            run = _hook_run(span)
+            if run is not None:
+                hooks.setdefault(span.parent_id, []).append(run)
+            continue
         by_deploy.setdefault(span.text("flotilla.deploy"), []).append(span)
-    rows = (_row(deploy_id, spans) for deploy_id, spans in by_deploy.items())
+    rows = (_row(deploy_id, spans, hooks) for deploy_id, spans in by_deploy.items())
     return [row for row in rows if row is not None]
 
 
-def _row(deploy_id: str, spans: list[Span]) -> DeployRow | None:
+def _hook_run(span: Span) -> HookOutcome | None:
+    try:
+        status = span.attributes.get("flotilla.hook.exit_status")
+        return HookOutcome(
+            hook=span.text("flotilla.hook"),
+            revision=span.text("flotilla.hook.revision"),
+            timeout_seconds=int(span.attributes.get("flotilla.hook.timeout_seconds", 0)),
+            result=span.text("flotilla.hook.result") or "unknown",
+            exit_status=None if status is None else int(status),
+            duration_seconds=float(span.attributes.get("flotilla.hook.duration_seconds", 0.0)),
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def _row(
+    deploy_id: str, spans: list[Span], hooks: dict[str, list[HookOutcome]]
+) -> DeployRow | None:
     # An exporter may export a span twice (a retried batch): the span id decides.
     unique = {span.span_id: span for span in spans}
     ordered = sorted(unique.values(), key=lambda s: (s.start, s.end))
@@ -106,6 +134,7 @@ def _row(deploy_id: str, spans: list[Span]) -> DeployRow | None:
                 skipped=span.attributes.get("flotilla.skipped") is True,
                 resumed=pending_resume,
                 span_id=span.span_id,
+                hooks=tuple(sorted(hooks.get(span.span_id, ()), key=_hook_order)),
             )
         )
         pending_resume = False
@@ -149,6 +178,11 @@ def _row(deploy_id: str, spans: list[Span]) -> DeployRow | None:
     )
 
 
+def _hook_order(run: HookOutcome) -> int:
+    order = ("before-stop", "after-start", "validate")
+    return order.index(run.hook) if run.hook in order else len(order)
+
+
 def _replace_start(segment: Segment, start: datetime) -> Segment:
     return replace(segment, start=min(start, segment.start))
 
@@ -159,7 +193,13 @@ def _deploy_spans(lines: Iterable[str]) -> Iterator[Span]:
         for resource in request.get("resourceSpans") or []:
             for scope in resource.get("scopeSpans") or []:
                 for raw in scope.get("spans") or []:
-                    if raw.get("name") not in names:
+                    name = str(raw.get("name"))
+                    if name.startswith(_HOOK_PREFIX):
+                        hook = _span(raw)
+                        if hook is not None and hook.text("flotilla.hook"):
+                            yield hook
+                        continue
+                    if name not in names:
                         continue
                     span = _span(raw)
                     if span is not None and span.text("flotilla.deploy"):
@@ -211,6 +251,7 @@ def _span(raw: dict[str, Any]) -> Span | None:
         attributes=_attributes(raw.get("attributes") or []),
         error=(status.get("message") or "error") if failed else None,
         links=tuple(_hex(link.get("spanId")) for link in raw.get("links") or []),
+        parent_id=_hex(raw.get("parentSpanId")),
     )
 
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from textwrap import wrap
 from typing import IO
 
-from flotilla.cli.trace.model import RUNNING, WAVE, DeployRow, RolloutView, Segment
+from flotilla.cli.trace.model import RUNNING, WAVE, DeployRow, RolloutView, Segment, hook_text
 from flotilla.machines.deploy import State
 
 LETTERS: Mapping[str, str] = {
@@ -312,6 +312,14 @@ def _details(row: DeployRow, view: RolloutView) -> list[str]:
             text += " (now)"
         parts.append(text)
     details = [moved, " · ".join(parts)]
+    hooks = [
+        f"{hook_text(run)} ({segment.state})"
+        for segment in row.segments
+        if not segment.interrupted
+        for run in segment.hooks
+    ]
+    if hooks:
+        details.append("hooks: " + " · ".join(hooks))
     interrupted = [s for s in row.segments if s.interrupted]
     for gap, stopped in zip(row.gaps, interrupted, strict=False):
         resumed_attempt = stopped.attempt + 1

@@ -24,7 +24,7 @@ from typing import Protocol, TypeVar
 from opentelemetry import trace
 
 from flotilla.engine import units as unit_names
-from flotilla.engine.checkpoint import DeployCheckpoint, Transition
+from flotilla.engine.checkpoint import DeployCheckpoint, HookOutcome, Transition
 from flotilla.engine.deploy import adoption, telemetry
 from flotilla.engine.deploy.reporting import report_finished
 from flotilla.engine.deploy.retry import with_retries
@@ -297,8 +297,9 @@ class DeployRunner:
                 telemetry.mark_error(span, reason)
             self.fault("after-effect", state)
             checkpoint = self._advance(
-                ports, deploy, checkpoint, advance, reason, span, create=create
-            )
+                ports, deploy, checkpoint, advance, reason, span,
+                hooks=steps.hooks.take(), create=create,
+            )  # fmt: skip
         # After the state's span has ended: a SIGKILL during the next step must not lose it.
         telemetry.flush()
         if checkpoint.finished:
@@ -338,6 +339,7 @@ class DeployRunner:
         reason: str | None,
         span: trace.Span,
         *,
+        hooks: tuple[HookOutcome, ...] = (),
         create: bool = False,
     ) -> DeployCheckpoint:
         now = ports.clock.now()
@@ -360,6 +362,7 @@ class DeployRunner:
             skipped=advance.skipped,
             skip_reason=skip_reason,
             span_id=span_id,
+            hooks=hooks,
         )
         history = (*checkpoint.history[:-1], closed)
         if not deploy.finished:

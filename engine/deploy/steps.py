@@ -17,6 +17,9 @@ An unassignment (`to_revision` None) stops and removes every owned unit.
 Container units run a digest, not a tag (engine/container_images.py): `locking` pulls the
 images of the container units the deploy starts and records the digests, with those the
 running units were started with, in the checkpoint; every install pins them.
+
+A revision's lifecycle hooks run inside these states (engine/deploy/hooks.py says where
+and why no state of their own): before-stop, after-start, validate.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from flotilla.engine.container_images import image_of, pin_units
 from flotilla.engine.deploy import image_pins
 from flotilla.engine.deploy.adoption import check_revision
 from flotilla.engine.deploy.errors import StepFailed
+from flotilla.engine.deploy.hooks import LifecycleHooks
 from flotilla.engine.deploy.probing import require_service_probe
 from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
 from flotilla.engine.deploy.revision_cache import RevisionCache
@@ -84,6 +88,12 @@ class Steps:
             duration=settings.lease,
             call=self.call,
             wait=self.wait,
+        )
+        self.hooks = LifecycleHooks(
+            ports.runtime,
+            environments=self._environments,
+            call=self.call,
+            keep_lease=self.keep_lease,
         )
 
     # --- plumbing --------------------------------------------------------------------
@@ -218,7 +228,7 @@ class Steps:
         # The target is fetched and verified before anything is stopped: a tampered
         # revision fails the deploy while the old units still run.
         if checkpoint.to_revision is not None:
-            self._revision(checkpoint.to_revision)
+            self.hooks.run(self._revision(checkpoint.to_revision), "before-stop")
         plan = checkpoint.units
         if plan is not None:
             self._stop_all_but(keep=set(plan.after.values()))
@@ -249,6 +259,7 @@ class Steps:
             self.start_revision(
                 checkpoint.to_revision, names=plan.after, only=plan.start, images=checkpoint.images
             )
+        self.hooks.run(self._revision(checkpoint.to_revision), "after-start")
         health = timedelta(seconds=self.service.health_timeout_seconds)
         return Advance(deadlines={"health": self._deadline(checkpoint, "health", health)})
 
@@ -354,6 +365,7 @@ class Steps:
             self._require_well(self._revision(checkpoint.to_revision), plan.after if plan else None)
         except UnitFailedError as failed:
             raise StepFailed(failed.message) from failed
+        self._validate(checkpoint.to_revision)
         self._probe(checkpoint)
         if balancer is not None and not checkpoint.traffic_kept:
             health = timedelta(seconds=self.service.health_timeout_seconds)
@@ -376,6 +388,11 @@ class Steps:
         require_service_probe(
             self.ports.probe, self.service, self.ports.clock, deadline, between=self.keep_lease
         )
+
+    def _validate(self, revision_id: str) -> None:
+        """The revision's `validate` hook, if it has one: its failure fails the deploy,
+        which the machine then rolls back."""
+        self.hooks.run(self._revision(revision_id), "validate")
 
     def _nothing_left(self, checkpoint: DeployCheckpoint) -> Advance:
         """An unassignment is healthy once no unit Flotilla owns is left on the instance."""
@@ -416,6 +433,11 @@ class Steps:
                         only=plan.stop,
                         images=checkpoint.images,
                     )
+                # The previous revision's own hooks, as after its first start: a rollback
+                # that cannot bring it back healthy has failed.
+                previous = self._revision(checkpoint.from_revision)
+                self.hooks.run(previous, "after-start")
+                self.hooks.run(previous, "validate")
         balancer = self.ports.load_balancer
         if balancer is not None and work.reregister:
             self.call("lb.register", lambda: balancer.register(checkpoint.instance_id))

@@ -307,6 +307,41 @@ def test_a_label_that_would_not_name_one_revision(world: World, label: str) -> N
     assert "already has a revision labelled" in result.stderr or "64 hex digits" in result.stderr
 
 
+GOOD = ("web.service", "[Service]\nExecStart=/usr/bin/web\n")
+BAD_HOOKS = [
+    ([("hooks/deploy", "true\n")], "unknown hook hooks/deploy"),
+    ([("hooks/validate", "\n")], "hook validate is empty"),
+    ([("hooks/validate", "#!python\n")], "must name the interpreter by absolute path"),
+    ([("hooks/validate", "true\n"), ("hooks/timeouts", "validate=0\n")], "invalid timeout 0"),
+    ([("hooks/validate", "true\n"), ("hooks/timeouts", "validate=soon\n")], "HOOK=SECONDS"),
+    ([("hooks/timeouts", "validate=5\n")], "there is no hooks/validate"),
+    (
+        [
+            ("hooks/validate", "true\n"),
+            ("db.service", "[Service]\nExecStart=/usr/bin/db\n"),
+            ("db.env", "PORT=5432\n"),
+            ("web.env", "PORT=80\n"),
+        ],
+        "PORT is set differently in db.service and web.service",
+    ),
+]
+
+
+@pytest.mark.parametrize(("files", "message"), BAD_HOOKS)
+def test_a_bad_hook_is_refused_before_anything_is_stored(
+    world: World, files: list[tuple[str, str]], message: str
+) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        (Path(root) / "hooks").mkdir()
+        for name, text in [GOOD, *files]:
+            (Path(root) / name).write_text(text)
+        result = assert_refused(
+            world, ["revision", "add", "api", root, "--label", "h1"], codes=(2,)
+        )
+    assert message in result.stderr
+    assert "5432" not in result.stderr
+
+
 def test_a_wrong_setting_is_found_before_any_file_is_read(world: World) -> None:
     # Settings are read before the revision's files: one line about the setting.
     result = assert_refused(

@@ -10,7 +10,8 @@ what the programs these tests start do (`what_programs_do`), and the tests check
 runtime makes of that. `start`'s settling rule (engine/ports.py) is tested here for all
 three. The classes at the end hold what only some of them do: files on disk (modes,
 inodes), processes (an environment reaching one), timers and dependencies, the manager
-helper itself, refusing sockets.
+helper itself, refusing sockets. The port's `run_hook` is tested in test_hook_runtime.py,
+on these same harnesses.
 
 Longer than ~400 lines on purpose: it is the whole contract of one port, written once,
 with the three harnesses it runs against; split, a rule would sit apart from the harness
@@ -130,6 +131,8 @@ class Harness:
     fresh: Callable[[], UnitRuntime]  # the same machine seen by a restarted agent
     start_foreign: Callable[[str], None]  # a unit (or process) Flotilla does not own
     foreign_running: Callable[[str], bool]
+    # What a hook's unit printed: systemd's journal, the process runtime's log file.
+    hook_output: Callable[[str], list[str]] | None = None
 
     @property
     def disk(self) -> DiskFiles:
@@ -148,7 +151,8 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
 @pytest.fixture
 def systemd_harness(tmp_path: Path) -> Iterator[Harness]:
     require_private_manager()
-    with PrivateSystemdManager() as manager:
+    # With a journal: a hook's output goes there (test_hook_runtime.py reads it).
+    with PrivateSystemdManager(journal=True) as manager:
 
         def make() -> SystemdRuntime:
             return SystemdRuntime(
@@ -178,6 +182,7 @@ def systemd_harness(tmp_path: Path) -> Iterator[Harness]:
                 make,
                 start_foreign,
                 foreign_running,
+                lambda unit: manager.journal_lines(unit.removesuffix(".service")),
             )
         finally:
             runtime.close()
@@ -208,6 +213,7 @@ def process_harness(tmp_path: Path) -> Iterator[Harness]:
             lambda: ProcessRuntime(state_dir),
             start_foreign,
             foreign_running,
+            lambda unit: (state_dir / "log" / f"{unit}.log").read_text().splitlines(),
         )
     finally:
         runtime.stop(runtime.owned_units())
@@ -229,9 +235,17 @@ def what_programs_do(_name: str, text: str) -> int | None:
     return _EXIT_STATUS.get(program)  # /bin/sleep, and a program that reports, keep running
 
 
+def what_hooks_do(_unit: str, script: str) -> int | None:
+    """A hook's script for the memory machine: `exit N` ends it with N, `sleep` hangs."""
+    if "sleep" in script:
+        return None
+    found = re.findall(r"exit (\d+)", script)
+    return int(found[-1]) if found else 0
+
+
 @pytest.fixture
 def memory_harness(tmp_path: Path) -> Harness:
-    machine = MemoryMachine(exits=what_programs_do)
+    machine = MemoryMachine(exits=what_programs_do, hook_exits=what_hooks_do)
 
     def start_foreign(name: str) -> None:
         # Another unit on the same machine: its file and its running state, nothing of ours.

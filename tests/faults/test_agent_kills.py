@@ -20,7 +20,7 @@ import pytest
 
 from flotilla.engine.checkpoint import DeployCheckpoint, Outcome
 from flotilla.engine.deploy.steps import StepSettings
-from flotilla.engine.records import Revision
+from flotilla.engine.records import Hook, Revision
 from tests.faults.world import FaultWorld
 from tests.support.faults import Crash
 
@@ -108,6 +108,40 @@ def test_an_agent_killed_at_random_points_over_100_deploys_always_converges() ->
     assert outcomes["succeeded"] + outcomes["rolled_back"] == DEPLOYS
     assert world.locks.holders("deploy/api") == []
     assert world.lb.registered() == set(INSTANCES)
+
+
+def test_random_kills_in_deploys_with_hooks_converge_and_a_failing_validate_rolls_back() -> None:
+    """The same, with every revision carrying all three hooks and every fifth one a
+    `validate` that fails: kills land before and after hooks ran, and each deploy still
+    ends with its hooks' last runs recorded."""
+    generator = random.Random(seed())
+    killer = RandomKiller(generator, KILL_RATE)
+    world = FaultWorld()
+    ok = {name: Hook("exit 0\n", 30) for name in ("before-stop", "after-start", "validate")}
+    good = [world.revision(f"h{n}", hooks=ok) for n in range(1, 4)]
+    failing = world.revision("fails", hooks={**ok, "validate": Hook("exit 1\n", 30)})
+    for instance_id in INSTANCES:
+        world.instance(instance_id)
+    for number in range(60):
+        instance_id = INSTANCES[number % len(INSTANCES)]
+        target = failing if number % 5 == 4 else good[number % len(good)]
+        world.assign(instance_id, target)
+        killer.new_deploy()
+        done = deploy_with_kills(world, instance_id, killer, generator)
+        world.check_converged(done)
+        ran = [(t.state, h.hook, h.succeeded) for t in done.history for h in t.hooks]
+        if done.to_revision == failing.id:
+            assert done.outcome is Outcome.ROLLED_BACK
+            assert "hook validate" in (done.error or "")
+            assert ("healthy", "validate", False) in ran
+        else:
+            assert done.outcome is Outcome.SUCCEEDED, done.error
+            last = {state: (hook, passed) for state, hook, passed in ran}
+            assert last["stopping"] == ("before-stop", True)
+            assert last["starting"] == ("after-start", True)
+            assert last["healthy"] == ("validate", True)
+    assert sum(killer.kills.values()) >= 20
+    assert world.locks.holders("deploy/api") == []
 
 
 def kill_at(*deaths: tuple[str, str]) -> Callable[[str, str], None]:

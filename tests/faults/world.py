@@ -5,6 +5,7 @@ checks every fault test ends with (`check_converged`)."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 from flotilla.adapters.memory_load_balancer import MemoryLoadBalancer
@@ -19,6 +20,7 @@ from flotilla.engine.clock import FakeClock
 from flotilla.engine.deploy.runner import DeployRunner, FaultHook, RunnerSettings
 from flotilla.engine.liveness import expiry_for
 from flotilla.engine.records import (
+    Hook,
     Instance,
     LoadBalancerKind,
     LoadBalancerRef,
@@ -29,6 +31,12 @@ from flotilla.engine.records import (
 from flotilla.engine.revisions import build_revision
 
 GOOD = "[Service]\nType=exec\nExecStart=/usr/bin/api\n"
+
+
+def hook_exit_status(_unit: str, script: str) -> int | None:
+    """What a hook does on the memory machine: a script's last `exit N` (else 0)."""
+    found = re.findall(r"exit (\d+)", script)
+    return int(found[-1]) if found else 0
 
 
 @dataclass
@@ -53,7 +61,9 @@ class FaultWorld:
             )
         )
 
-    def revision(self, label: str, *, broken: bool = False) -> Revision:
+    def revision(
+        self, label: str, *, broken: bool = False, hooks: dict[str, Hook] | None = None
+    ) -> Revision:
         unit_files = {"api.service": GOOD}
         if broken:
             unit_files["broken.service"] = GOOD  # its runtime makes it exit at once
@@ -64,12 +74,15 @@ class FaultWorld:
             {"api.service": {"TOKEN": f"t-{label}"}},
             self.secrets,
             self.clock.now(),
+            hooks,
         )
         return self.store.put_revision(revision)
 
     def instance(self, instance_id: str) -> Instance:
         now = self.clock.now()
-        machine = MemoryMachine(exits=exits_at_once({"broken.service"}))
+        machine = MemoryMachine(
+            exits=exits_at_once({"broken.service"}), hook_exits=hook_exit_status
+        )
         self.runtimes[instance_id] = MemoryUnitRuntime(machine)
         stored = self.store.register_instance(
             Instance(instance_id, "api", "test", now, now), expires_at=expiry_for(now)

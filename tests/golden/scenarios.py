@@ -14,7 +14,9 @@ machine version (`since`) is recorded in that version's folder and the ones afte
 The `upgrade` scenarios assign a revision with the same content as `v1`, which is the same
 revision (ids are content hashes): from machine version 2 on, nothing changes, and the
 load-balancer states are skipped. `change` replaces the unit (drained and restarted) and
-`unassign` assigns no revision (deregistered, stopped and removed).
+`unassign` assigns no revision (deregistered, stopped and removed). `hooks` changes the unit
+and has the three lifecycle hooks (machine version 3: each run kept in the history), and
+`hooks-validate-fails` has a `validate` that exits 1, so the deploy rolls back.
 
 The `container` scenarios run a container unit (the shorthand's image line, with a command
 the process runtime can run) on the memory image registry, whose tag moves before the
@@ -32,7 +34,7 @@ from typing import Any
 
 from flotilla.adapters.memory_images import MemoryImages
 from flotilla.engine.checkpoint import Outcome
-from flotilla.engine.records import deploy_id_for
+from flotilla.engine.records import Hook, deploy_id_for
 from flotilla.machines.deploy import State
 from tests.support.cluster import BROKEN, SLEEPER, Cluster
 
@@ -50,7 +52,9 @@ class Crash(BaseException):
 class Scenario:
     name: str
     with_load_balancer: bool
-    target: str  # "v2", "broken" (its unit exits at once), "changed" (another unit), "none"
+    # "v2", "broken" (its unit exits at once), "changed" (another unit), "none", "hooks"
+    # (another unit, with hooks), "hooks-validate-fails" (and its `validate` exits 1)
+    target: str
     never_healthy: bool  # the load balancer never passes the instance (rollback fails too)
     outcome: Outcome  # how the deploy ends once resumed
     crash_states: tuple[str, ...]  # the states a checkpoint is recorded in
@@ -73,11 +77,22 @@ class Scenario:
         if registry is not None:
             registry.publish(IMAGE)
         v1 = cluster.revision("v1", unit=first)
+        changed = first.replace("600", "601")
         units = {
             "broken": CONTAINER.replace("/bin/sleep 600", BROKEN.split("=", 1)[1].strip())
             if self.containers
             else BROKEN,
-            "changed": first.replace("600", "601"),
+            "changed": changed,
+            "hooks": changed,
+            "hooks-validate-fails": changed,
+        }
+        # Fixed scripts: the revision ids in the recorded checkpoints must come out again.
+        hooks = {
+            "hooks": {name: Hook("exit 0\n", 30) for name in HOOK_SCRIPTS},
+            "hooks-validate-fails": {
+                **{name: Hook("exit 0\n", 30) for name in HOOK_SCRIPTS},
+                "validate": Hook("exit 1\n", 30),
+            },
         }
         cluster.instance(INSTANCE)
         cluster.assign(INSTANCE, v1)
@@ -92,7 +107,9 @@ class Scenario:
         else:
             if registry is not None:
                 registry.publish(IMAGE)  # the tag moves: the target pins the new digest
-            target = cluster.revision(self.target, unit=units.get(self.target, first))
+            target = cluster.revision(
+                self.target, unit=units.get(self.target, first), hooks=hooks.get(self.target)
+            )
             cluster.assign(INSTANCE, target)
         return cluster
 
@@ -123,6 +140,8 @@ _HAPPY = (
     State.UNLOCKED,
 )
 
+HOOK_SCRIPTS = ("before-stop", "after-start", "validate")
+
 SCENARIOS = (
     Scenario("upgrade", True, "v2", False, Outcome.SUCCEEDED, _HAPPY),
     Scenario("upgrade-without-lb", False, "v2", False, Outcome.SUCCEEDED, _HAPPY),
@@ -141,6 +160,16 @@ SCENARIOS = (
     Scenario("change", True, "changed", False, Outcome.SUCCEEDED, _HAPPY[1:], since=2),
     Scenario("unassign", True, "none", False, Outcome.SUCCEEDED, _HAPPY[1:], since=2),
     Scenario("unassign-without-lb", False, "none", False, Outcome.SUCCEEDED, _HAPPY[1:], since=2),
+    Scenario("hooks", True, "hooks", False, Outcome.SUCCEEDED, _HAPPY[1:], since=3),
+    Scenario(
+        "hooks-validate-fails",
+        True,
+        "hooks-validate-fails",
+        False,
+        Outcome.ROLLED_BACK,
+        (State.FAILED, State.ROLLING_BACK, State.UNLOCKED),
+        since=3,
+    ),
     # Recorded in machine-v2-images/ and from machine version 3 on (see the docstring).
     Scenario(
         "container-change",

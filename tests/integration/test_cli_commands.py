@@ -160,6 +160,24 @@ def test_revision_list_and_show_never_print_secret_values(cli: Cli, service: str
     assert "Environment=FLOTILLA_IMAGE=redis:7" in outputs[2]
 
 
+def test_revision_add_takes_hooks_and_show_lists_them(cli: Cli, tmp_path: Path) -> None:
+    cli.ok("service", "create", "hooked")
+    directory = tmp_path / "hooked"
+    (directory / "hooks").mkdir(parents=True)
+    (directory / "web.service").write_text(WEB)
+    (directory / "hooks" / "validate").write_text("#!/bin/sh\ncurl -fsS localhost:8080\n")
+    (directory / "hooks" / "after-start").write_text("echo warm\n")
+    (directory / "hooks" / "timeouts").write_text("# seconds\nvalidate = 45\n")
+
+    cli.ok("revision", "add", "hooked", str(directory), "--label", "h1")
+
+    shown = json.loads(cli.ok("revision", "show", "hooked", "h1", "--units", "-o", "json"))
+    assert shown["hooks"] == {"after-start": 300, "validate": 45}
+    assert shown["hook_files"]["validate"] == "#!/bin/sh\ncurl -fsS localhost:8080\n"
+    text = cli.ok("revision", "show", "hooked", "h1")
+    assert "hooks:\n  after-start: timeout 300 s\n  validate: timeout 45 s" in text
+
+
 def test_weights_by_label_and_by_id_prefix(cli: Cli, service: str) -> None:
     revisions = json.loads(cli.ok("revision", "list", service, "-o", "json"))
     v1, v2 = (r["id"] for r in revisions)
