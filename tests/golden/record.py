@@ -46,7 +46,7 @@ def main() -> int:
             finally:
                 cluster.shutdown()
                 shutil.rmtree(root, ignore_errors=True)
-            assert item["instance_id"] == INSTANCE
+            assert items.deploy_from_item(item).instance_id == INSTANCE
             path = fixture_path(folder, scenario, state)
             save(path, item)
             print(f"wrote {path}")
