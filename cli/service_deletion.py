@@ -42,8 +42,8 @@ def delete_service(
     current = find_service(store, name, wiring.settings.environment)
     if expected_version is not None and current.version != expected_version:
         raise ConflictError(
-            f"service {name!r} is at version {current.version}, not {expected_version}: "
-            "nothing was deleted; see `flotilla service show` and try again",
+            f"service {name!r} changed meanwhile (version {current.version}, expected "
+            f"{expected_version}): nothing was deleted; see `flotilla service show {name}`",
             current=current,
         )
     if not current.deleting and _holds_nothing(wiring, current):

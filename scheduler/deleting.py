@@ -10,6 +10,7 @@ last write is its (conditional) delete, by the pass (`scheduler.pass_`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 
 from flotilla.engine.checkpoint import DeployCheckpoint
@@ -31,9 +32,19 @@ def unassignments(instances: Iterable[Instance]) -> list[Assignment]:
 def unassigning(
     live: Sequence[Instance], deploys: Mapping[str, DeployCheckpoint]
 ) -> tuple[int, int]:
-    """(instances whose unassignment is pending or running, instances whose failed)."""
+    """(instances whose unassignment is pending or running, instances whose failed),
+    counted as they stand once each is assigned none (a deploy id is per assignment, so
+    an instance still to be written is one whose unassignment is pending)."""
+    after = [
+        i
+        if i.assigned_revision is None
+        else dataclasses.replace(
+            i, assigned_revision=None, assignment_version=i.assignment_version + 1
+        )
+        for i in live
+    ]
     running = running_deploys(deploys.values())
-    phases = [phase_of(i, deploys, running) for i in live]
+    phases = [phase_of(i, deploys, running) for i in after]
     return phases.count(Phase.IN_FLIGHT), phases.count(Phase.FAILED)
 
 

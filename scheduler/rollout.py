@@ -310,15 +310,7 @@ def _deleting(inputs: ServiceInputs, live: Sequence[Instance]) -> ServicePlan:
     service = inputs.service
     assignments = unassignments([*live, *inputs.dead])
     leaving = frozenset(a.instance_id for a in assignments) & {i.id for i in inputs.dead}
-    # Counted as they stand once this plan's writes land (a deploy id is per assignment).
-    written = {a.instance_id for a in assignments}
-    after = [
-        dataclasses.replace(i, assigned_revision=None, assignment_version=i.assignment_version + 1)
-        if i.id in written
-        else i
-        for i in live
-    ]
-    in_flight, failed = unassigning(after, inputs.deploys)
+    in_flight, failed = unassigning(live, inputs.deploys)
     return ServicePlan(
         service, None, (), tuple(assignments), in_flight=in_flight,
         slots=service.rollout_state.slots, waiting=0, leaving=leaving,
