@@ -76,6 +76,13 @@ def silence_threshold(heartbeat: timedelta, ttl: timedelta) -> timedelta:
 PHASE_WORDS = {Phase.SETTLED: "settled", Phase.IN_FLIGHT: "deploying", Phase.FAILED: "failed"}
 
 
+def phase_word(item: InstanceProgress) -> str:
+    """The phase for a person; an instance in flight to no revision is `unassigning`."""
+    if item.phase is Phase.IN_FLIGHT and item.instance.assigned_revision is None:
+        return "unassigning"
+    return PHASE_WORDS[item.phase]
+
+
 @dataclass(frozen=True)
 class InstanceProgress:
     instance: Instance
@@ -213,7 +220,7 @@ def progress_json(progress: Progress) -> dict[str, Any]:
                 "id": item.instance.id,
                 "assigned_revision": _revision(progress, item.instance.assigned_revision),
                 "current_revision": _revision(progress, item.instance.current_revision),
-                "phase": PHASE_WORDS[item.phase],
+                "phase": phase_word(item),
                 "deploy_id": None if deploy is None else deploy.id,
                 "deploy_state": deploy_state,
                 "progress": None if step is None else {"step": step, "steps": len(HAPPY_PATH)},
@@ -228,6 +235,7 @@ def progress_json(progress: Progress) -> dict[str, Any]:
     return {
         "service": service.name,
         "paused": service.paused,
+        "deleting_since": service.deleting_since.isoformat() if service.deleting_since else None,
         "weights": _weights(progress, service.weights),
         "rollout": {
             "status": state.status.value,
@@ -315,6 +323,15 @@ def print_progress(progress: Progress) -> None:
         ("paused", "yes: nothing moves until `flotilla rollout resume`" if paused else "no"),
         ("weights", weights_text(service.weights, labels)),
     ]
+    if service.deleting_since is not None:
+        fields.insert(
+            1,
+            (
+                "being deleted",
+                f"since {_time(service.deleting_since)}: every instance is being unassigned; "
+                "the record goes when none runs anything",
+            ),
+        )
     if not progress.in_sync:
         fields.append(("rolling out", weights_text(state.weights, labels)))
     if state.failures:
@@ -378,7 +395,7 @@ def _instance_row(progress: Progress, item: InstanceProgress) -> Sequence[Any]:
         instance.id,
         label_of(progress.labels, instance.assigned_revision) or "-",
         label_of(progress.labels, instance.current_revision) or "-",
-        PHASE_WORDS[item.phase],
+        phase_word(item),
         shown,
         seen,
         instance.agent_version,

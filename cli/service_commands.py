@@ -3,6 +3,12 @@
 Every change is validated before it is written, and written conditionally on the
 version it was based on (`engine.updates`), so a bad option stores nothing and two
 operators never overwrite each other's changes.
+
+`delete` of a service none of whose instances runs or is assigned anything deletes the
+record at once. Otherwise it marks the service as being deleted: the scheduler assigns
+every instance no revision, their agents leave the load balancer and stop and remove
+their units, and the scheduler deletes the record once they are done
+(`service_deletion`). A service being deleted cannot be changed (`engine.updates`).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from typing import Any, TypeVar
 
 import click
 
+from flotilla.cli.follow import follow_options
 from flotilla.cli.health_options import (
     health_changes,
     health_fields,
@@ -30,6 +37,7 @@ from flotilla.cli.policy_options import (
     policy_options,
     policy_summary,
 )
+from flotilla.cli.service_deletion import delete_service
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.operations.names import find_service, label_of, weights_text
@@ -159,7 +167,13 @@ def service_summary(service: Service, labels: Mapping[str, str]) -> dict[str, An
         "version": service.version,
         "created_at": service.created_at.isoformat() if service.created_at else None,
         "updated_at": service.updated_at.isoformat() if service.updated_at else None,
+        "deleting_since": service.deleting_since.isoformat() if service.deleting_since else None,
     }
+
+
+def _state(service: Service) -> str:
+    """`active`, or `being deleted` (its instances are being unassigned)."""
+    return "being deleted" if service.deleting else "active"
 
 
 def _balancer_text(service: Service) -> str:
@@ -190,8 +204,22 @@ def _show(service: Service, labels: Mapping[str, str], output: str) -> None:
             ("weights", weights_text(service.weights, labels)),
             ("paused", "yes" if service.paused else "no"),
             ("version", service.version),
+            *_deletion_fields(service),
         ]
     )
+
+
+def _deletion_fields(service: Service) -> list[tuple[str, Any]]:
+    if service.deleting_since is None:
+        return []
+    since = service.deleting_since.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return [
+        (
+            "being deleted",
+            f"since {since}: its instances are being unassigned; the record goes when none "
+            f"runs anything (`flotilla rollout status {service.name}` shows them)",
+        )
+    ]
 
 
 @click.group(short_help="Create, change, show, list and delete services.")
@@ -258,7 +286,7 @@ def list_(output: str, **options: Any) -> None:
         print_json([service_summary(s, labels[s.name]) for s in services])
         return
     print_table(
-        ["NAME", "LOAD BALANCER", "MAX IN FLIGHT", "WEIGHTS", "VERSION"],
+        ["NAME", "LOAD BALANCER", "MAX IN FLIGHT", "WEIGHTS", "VERSION", "STATE"],
         [
             [
                 s.name,
@@ -266,24 +294,46 @@ def list_(output: str, **options: Any) -> None:
                 s.rollout.max_in_flight,
                 weights_text(s.weights, labels[s.name]),
                 s.version,
+                _state(s),
             ]
             for s in services
         ],
     )
 
 
-@service.command(short_help="Delete a service.")
+@service.command(short_help="Delete a service, unassigning its instances first.")
 @click.argument("name")
 @click.option(
     "--expected-version",
     type=click.IntRange(min=1),
     help="Delete only if the service is still at this version [default: the version read now]",
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Then wait until the record is deleted, saying how many instances are still being "
+    "unassigned (exit 1 if an unassignment failed or --timeout passed)",
+)
+@follow_options
 @aws_options
-def delete(name: str, expected_version: int | None, **options: Any) -> None:
-    """Delete the service NAME (its revisions and instances are left as they are)."""
+def delete(
+    name: str,
+    expected_version: int | None,
+    wait: bool,
+    interval: float,
+    timeout: float,
+    **options: Any,
+) -> None:
+    """Delete the service NAME. Its instances are first unassigned: each agent leaves the
+    load balancer and stops and removes the service's units, then the scheduler deletes the
+    record. A service none of whose instances runs anything is deleted at once. Until it is
+    gone it cannot be changed; its revisions and instance records are left as they are."""
     wiring = wiring_from(options)
-    store = wiring.store
-    current = find_service(store, name, wiring.settings.environment)
-    store.delete_service(name, expected_version=expected_version or current.version)
-    click.echo(f"deleted service {name}")
+    delete_service(
+        wiring,
+        name,
+        expected_version=expected_version,
+        wait=wait,
+        interval=interval,
+        timeout=timeout,
+    )

@@ -28,6 +28,11 @@ class ItemTooLargeError(ValidationError):
     """A record would exceed DynamoDB's 400 KB item limit."""
 
 
+class BeingDeletedError(ValidationError):
+    """A change asked of a service that is being deleted (`service delete`); nothing was
+    stored. Its instances are being unassigned and the record goes when they are done."""
+
+
 class NotFoundError(FlotillaError):
     """A record that was asked for does not exist."""
 

@@ -229,6 +229,14 @@ class Service:
     rollout_state: RolloutState = field(default_factory=RolloutState)
     history: tuple[HistoryEntry, ...] = ()  # the last HISTORY_LIMIT entries, oldest first
     promotion: Promotion | None = None  # the operator's last `rollout promote`
+    # When `service delete` asked for the service to go: its instances are assigned no
+    # revision, and the scheduler removes the record once none runs anything
+    # (docs/scheduler.md, "Deleting a service"). A service being deleted cannot be changed.
+    deleting_since: datetime | None = None
+
+    @property
+    def deleting(self) -> bool:
+        return self.deleting_since is not None
 
 
 @dataclass(frozen=True)

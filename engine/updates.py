@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import TypeVar
 
-from flotilla.engine.errors import ConflictError
+from flotilla.engine.errors import BeingDeletedError, ConflictError
+from flotilla.engine.operations.rules import bounded_history
 from flotilla.engine.ports import StateStore
-from flotilla.engine.records import Service
+from flotilla.engine.records import HistoryEntry, Service
 from flotilla.engine.validation import service as validate_service
 
 MAX_ATTEMPTS = 50
@@ -51,12 +53,43 @@ def modify_service(
     current: Service | None = None,
 ) -> Service:
     """Apply `change` to the service (as stored, or `current` when the caller just read
-    it) and store the result, retrying on conflicts; validated before every write."""
+    it) and store the result, retrying on conflicts; validated before every write.
+    A service being deleted is refused (`BeingDeletedError`): the one place that says so."""
     return apply_until_stored(
         current if current is not None else store.get_service(name),
-        lambda record: validate_service(change(record)),
+        lambda record: validate_service(change(changeable(record))),
         store.update_service,
         f"service {name!r}",
+    )
+
+
+def changeable(service: Service) -> Service:
+    """The service itself, unless it is being deleted: then nothing may change it."""
+    if service.deleting_since is not None:
+        raise BeingDeletedError(
+            f"service {service.name!r} is being deleted (since "
+            f"{service.deleting_since.isoformat(timespec='seconds')}): it cannot be changed; "
+            "wait until `flotilla service show` no longer finds it, then create it again"
+        )
+    return service
+
+
+def deletion_mark(service: Service, at: datetime) -> Service:
+    """`service` marked as being deleted since `at`, with a `deleting` history entry
+    (published as `service_deleting`); a service marked already keeps its first mark."""
+    if service.deleting:
+        return service
+    entry = HistoryEntry(
+        at, "deleting", "service delete: its instances are being unassigned", service.weights
+    )
+    history = bounded_history(service.history, [entry])
+    return replace(service, deleting_since=at, history=history)
+
+
+def mark_deleting(store: StateStore, name: str, at: datetime, *, current: Service) -> Service:
+    """Store the deletion mark (`deletion_mark`), re-applied on conflicts like any change."""
+    return apply_until_stored(
+        current, lambda record: deletion_mark(record, at), store.update_service, f"service {name!r}"
     )
 
 

@@ -48,6 +48,7 @@ EVENT_KINDS = {
     "reverted": "rollout_reverted",
     "undone": "rollout_undone",
     "promoted": "rollout_promoted",
+    "deleting": "service_deleting",
 }
 _STEP = re.compile(r"\bstep (\d+) of (\d+)\b")
 
@@ -129,6 +130,24 @@ class Announcer:
             seen.cutoff = max(seen.cutoff, seen.until - MARGIN)
             seen.sent = {k: at for k, at in seen.sent.items() if at > seen.cutoff}
         return published
+
+    def deleted(self, service: Service, now: datetime) -> int:
+        """Publish that the service's record went (after its instances were unassigned);
+        1 if published. Tried once: with the record gone there is no next pass."""
+        notice = Notice(
+            id=f"{service.name}/service_deleted/{to_epoch_ms(now)}",
+            kind="service_deleted",
+            service=service.name,
+            at=now,
+            reason="every instance was unassigned; the service record was deleted",
+        )
+        self._seen.pop(service.name, None)
+        try:
+            self._topic.publish(notice)
+        except FlotillaError as failed:
+            log.warning("could not publish service_deleted of %s: %s", service.name, failed.message)
+            return 0
+        return 1
 
 
 def _entry_notice(service: Service, entry: HistoryEntry) -> Notice:

@@ -16,6 +16,11 @@ again with their answer, which the plan stores). After writing, it publishes the
 service's new history entries and deploy outcomes (`scheduler.announce`), opens a span
 per decision, and reports when the service must be planned again even if nothing
 happens (`PassReport.wake_at`: a bake ends, a gate is retried, a deadline passes).
+
+A service being deleted (`scheduler.deleting`) has its instances unassigned; once its
+plan finds nothing holding the record, the pass lists the service's deploys whole (none
+may be unfinished), deletes the record conditionally on the version it planned on (a
+change since, such as a new instance, plans it again) and publishes `service_deleted`.
 """
 
 from __future__ import annotations
@@ -86,6 +91,7 @@ class PassReport:
     # retried, a progress deadline passes, alarms are read again.
     wake_at: dict[str, datetime] = field(default_factory=dict)
     published: int = 0  # events out
+    deleted: list[str] = field(default_factory=list)  # services whose record went
 
     def handled(self, service: str) -> bool:
         return service in self.missing or (service in self.services and service not in self.failed)
@@ -181,6 +187,8 @@ class SchedulerPass:
                 report.service_writes += 1
                 stored = plan.updated
             self._assign(plan, report)
+            if plan.deletable and self._delete(stored, inputs, report):
+                return
             report.in_flight += plan.in_flight
             report.waiting += plan.waiting
             if plan.wake_at is not None:
@@ -192,6 +200,38 @@ class SchedulerPass:
             self._note_quiet(inputs, plan)
             return
         log.info("%s kept changing during this pass; the next pass plans it again", service.name)
+
+    def _delete(self, service: Service, inputs: ServiceInputs, report: PassReport) -> bool:
+        """Delete a service being deleted that nothing holds any more (the module's doc);
+        False if it must wait (an unfinished deploy) or changed under the plan."""
+        deploys = self.store.list_deploys(service.name)
+        if any(not deploy.finished for deploy in deploys):
+            return False
+        self.guard()
+        try:
+            self.store.delete_service(service.name, expected_version=service.version)
+        except ConflictError:
+            report.conflicts += 1  # changed since we read it: planned again next pass
+            return False
+        except NotFoundError:
+            return True  # deleted already (by another leader's pass, or an older CLI)
+        self._quiet.pop(service.name, None)
+        self.rollout_deploys.forget_service(service.name)
+        report.deleted.append(service.name)
+        log.info("%s: deleted: every instance was unassigned", service.name)
+        with _tracer.start_as_current_span(
+            "scheduler.decision",
+            attributes={
+                "flotilla.service": service.name,
+                "flotilla.decision": "service_deleted",
+                "flotilla.reason": "every instance was unassigned",
+            },
+        ):
+            pass
+        if self.announcer is not None:
+            report.published += self.announcer.announce(service, deploys, inputs.now)
+            report.published += self.announcer.deleted(service, inputs.now)
+        return True
 
     def _plan(self, inputs: ServiceInputs) -> ServicePlan:
         """Plan the service, reading its gates first: its alarms when it rolls, and the

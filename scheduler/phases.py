@@ -19,8 +19,8 @@ FAILED_OUTCOMES = frozenset({Outcome.ROLLED_BACK, Outcome.FAILED})
 
 
 class Phase(StrEnum):
-    SETTLED = "settled"  # runs its assignment, or has none
-    IN_FLIGHT = "in_flight"  # its deploy is pending or running
+    SETTLED = "settled"  # runs its assignment (none: runs nothing)
+    IN_FLIGHT = "in_flight"  # its deploy (or unassignment) is pending or running
     FAILED = "failed"  # the deploy of its assignment failed; it runs its old revision
 
 
@@ -35,13 +35,16 @@ def split_live(
 
 
 def unsettled(instance: Instance) -> bool:
-    """Assigned a revision it does not run (yet, or any more)."""
-    return instance.assigned_revision not in (None, instance.current_revision)
+    """Assigned a revision it does not run (yet, or any more), or assigned none while it
+    still runs one: its unassignment deploy has not finished (or failed). An instance
+    assigned none that runs nothing is settled: it has nothing to wait for."""
+    return instance.assigned_revision != instance.current_revision
 
 
 def needs_deploy_list(service: Service) -> bool:
-    """Whether a pass must list the service's recent deploys (only during a rollout)."""
-    return service.rollout_state.status is not RolloutStatus.COMPLETE
+    """Whether a pass must list the service's recent deploys: during a rollout, and while
+    the service is being deleted (its instances' unassignments are its deploys then)."""
+    return service.deleting or service.rollout_state.status is not RolloutStatus.COMPLETE
 
 
 def deploy_window(service: Service) -> datetime | None:

@@ -37,6 +37,9 @@ no clock, so every rule below is unit-tested without a store; `rollout status` a
   joins one gets a revision of the mix the others run (Hamilton over their revisions),
   so scaling is never suspended.
 - **Dead** instances lose their assignment (they are not counted by the apportionment).
+- **Being deleted** (`scheduler.deleting`): every instance is assigned no revision at
+  once (no pacing: unassignments take deploy slots like any deploy, so the deploy lock
+  paces them), nothing else moves, and the plan says when the record may go (`deletable`).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ from flotilla.engine.records import (
 )
 from flotilla.scheduler.apportion import assign, hamilton_counts
 from flotilla.scheduler.assignments import Assignment, held, paced_moves
+from flotilla.scheduler.deleting import deletable, deleting_waits, unassigning, unassignments
 from flotilla.scheduler.failures import count_failures, fail, gate_failure, stop_reason
 from flotilla.scheduler.gates import ALARM_POLL, Readings, alarms_unknown, deadline_of
 from flotilla.scheduler.phases import (
@@ -128,6 +132,9 @@ class ServicePlan:
     needs_webhooks: int | None = None  # call this step's webhooks, then plan again
     wake_at: datetime | None = None  # plan again by then, even if nothing happens
     steps: tuple[RolloutStep, ...] = ()  # the steps the rollout follows
+    # Being deleted and nothing holds the record any more: the pass deletes it (on the
+    # version the plan was made on).
+    deletable: bool = False
 
     @property
     def writes_nothing(self) -> bool:
@@ -139,6 +146,8 @@ def plan_service(inputs: ServiceInputs, *, fence_lock: str, fence: int) -> Servi
     policy = service.rollout
     live = sorted(inputs.live, key=lambda i: i.id)
     now = _whole_ms(inputs.now)
+    if service.deleting:
+        return _deleting(inputs, live)
     if service.paused:
         return _paused(inputs, live)
 
@@ -292,6 +301,21 @@ def _paused(inputs: ServiceInputs, live: Sequence[Instance]) -> ServicePlan:
     return ServicePlan(
         service, None, (), tuple(assignments), in_flight=0, slots=slots, waiting=0,
         waits=paused_waits(service), steps=steps,
+    )  # fmt: skip
+
+
+def _deleting(inputs: ServiceInputs, live: Sequence[Instance]) -> ServicePlan:
+    """A service being deleted: no revision for anyone, and the record goes once nothing
+    holds it (the module's doc)."""
+    service = inputs.service
+    assignments = unassignments([*live, *inputs.dead])
+    leaving = frozenset(a.instance_id for a in assignments) & {i.id for i in inputs.dead}
+    in_flight, failed = unassigning(live, inputs.deploys)
+    return ServicePlan(
+        service, None, (), tuple(assignments), in_flight=in_flight,
+        slots=service.rollout_state.slots, waiting=0, leaving=leaving,
+        waits=deleting_waits(service.name, in_flight, failed),
+        deletable=not assignments and deletable(live, inputs.deploys.values()),
     )  # fmt: skip
 
 

@@ -64,6 +64,10 @@ class RolloutDeploys:
         known.listed_at = now
         return dict(known.deploys)
 
+    def forget_service(self, name: str) -> None:
+        """Drop one service's deploys (its record is gone)."""
+        self._known.pop(name, None)
+
     def forget(self) -> None:
         """Drop everything (leadership was lost: the next leader reads afresh)."""
         self._known.clear()

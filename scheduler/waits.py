@@ -26,6 +26,7 @@ BAKE = "bake"
 DEPLOYS = "deploys"
 SLOT = "slot"
 DEADLINE = "deadline"
+FAILED_UNASSIGNMENTS = "failed_unassignments"  # a deletion held by failed unassignments
 
 
 @dataclass(frozen=True)

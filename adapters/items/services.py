@@ -31,14 +31,18 @@ from flotilla.engine.records import (
 # plans, gates, the progress deadline, the failure action (`auto_revert` false reads as
 # `hold`) and promotions; schema 4 the health check, health command and health period.
 # Older items read with their defaults; an older flotilla refuses newer items instead of
-# writing the whole item back without them.
-SERVICE_SCHEMA = 4
+# writing the whole item back without them. Schema 5 adds the deletion mark
+# (`deleting_ms`); only a service being deleted is written as schema 5, so an older
+# flotilla keeps reading every other service, and refuses (rather than writes back
+# without its mark, which would cancel the deletion) only one being deleted.
+SERVICE_SCHEMA = 5
+UNMARKED_SCHEMA = 4  # what a service that is not being deleted is written as
 
 
 def service_to_item(service: Service) -> Item:
     balancer = service.load_balancer
     return {
-        "schema": SERVICE_SCHEMA,
+        "schema": SERVICE_SCHEMA if service.deleting else UNMARKED_SCHEMA,
         "name": service.name,
         "load_balancer": None
         if balancer is None
@@ -66,6 +70,7 @@ def service_to_item(service: Service) -> Item:
             for e in service.history
         ],
         "promotion": None if service.promotion is None else _promotion_to_item(service.promotion),
+        "deleting_ms": common.ms(service.deleting_since),
     }
 
 
@@ -285,6 +290,7 @@ def service_from_item(item: Mapping[str, Any]) -> Service:
             rollout_state=_rollout_state_from_item(item.get("rollout_state")),
             history=tuple(_history_entry_from_item(e) for e in item.get("history") or ()),
             promotion=_promotion_from_item(item.get("promotion")),
+            deleting_since=common.time(item.get("deleting_ms")),
         )
 
     return common.read("service", item, build)

@@ -25,7 +25,7 @@ from flotilla.engine.deploy import adoption
 from flotilla.engine.deploy.agent_lease import InstanceLease, ProvenDead, lock_name
 from flotilla.engine.deploy.errors import AdoptionRefusedError
 from flotilla.engine.deploy.runner import DeployRunner, Liveness
-from flotilla.engine.errors import FlotillaError, MisfiledItemError
+from flotilla.engine.errors import FlotillaError, MisfiledItemError, NotFoundError
 from flotilla.engine.leases import LeaseKeeper
 from flotilla.engine.liveness import DEFAULT_AGENT_LEASE, DEFAULT_INSTANCE_TTL
 from flotilla.engine.ports import Event, EventQueue, StateStore, WakeUps
@@ -61,6 +61,10 @@ FALLBACK_POLL = timedelta(seconds=5)
 
 def never_proven_dead(_identity: str) -> bool:
     return False
+
+
+class ServiceGoneError(FlotillaError):
+    """The agent's service record is not stored (any more)."""
 
 
 class Agent:
@@ -124,6 +128,7 @@ class Agent:
         # A deploy this process started that has not finished: an outage stopped its runner
         # (e.g. between `unlocked` and `done`), so the next iteration resumes it first.
         self._unfinished: tuple[str, str] | None = None  # (deploy id, service)
+        self._service_gone = False  # said once that the service record is gone
         self.runner = make_runner(self)
 
     def _sleep(self, seconds: float) -> None:
@@ -190,6 +195,9 @@ class Agent:
                     self._restore_units()
                     resumed = True
                 self._deploy_if_assigned()
+                self._service_gone = False
+            except ServiceGoneError as gone:
+                self._idle_without_service(gone)
             except FlotillaError as failed:
                 # AWS unreachable or throttling: keep the running units, try again later.
                 log.warning("agent iteration failed: %s", failed.message)
@@ -198,6 +206,29 @@ class Agent:
             self.lease.release()
         except FlotillaError as failed:
             log.warning("could not release the instance: %s", failed.message)
+
+    # --- a deleted service ----------------------------------------------------------------
+
+    def _service(self, name: str) -> Service:
+        try:
+            return self.store.get_service(name)
+        except NotFoundError as missing:
+            raise ServiceGoneError(missing.message) from missing
+
+    def _idle_without_service(self, gone: ServiceGoneError) -> None:
+        """The service record is gone (deleted after this instance was unassigned, or by
+        an older CLI): say so once, then idle, looking again at every poll. Exiting would
+        not help: systemd restarts the agent (`Restart=always`, even after exit 0), and a
+        start refuses a missing service, so the agent would crash-loop. Idling keeps what
+        runs (only a deploy changes units) and carries on if the service is created again."""
+        if not self._service_gone:
+            self._service_gone = True
+            log.warning(
+                "service %s no longer exists (%s): idling, units left as they are, until it "
+                "is created again or this agent is stopped",
+                self.settings.service,
+                gone.message,
+            )
 
     # --- waking up ----------------------------------------------------------------------
 
@@ -281,7 +312,7 @@ class Agent:
                     self._refuse(refused, checkpoint.id)
                     continue
                 log.info("resuming deploy %s in state %s", checkpoint.id, checkpoint.state)
-                service = self.store.get_service(checkpoint.service)
+                service = self._service(checkpoint.service)
                 self.runner.run(checkpoint.id, service, known=checkpoint)
 
     def _restore_units(self) -> None:
@@ -289,13 +320,13 @@ class Agent:
         if instance is None:
             return
         if instance.current_revision is not None and self._own_instance(instance):
-            self.runner.restore_units(instance, self.store.get_service(instance.service))
+            self.runner.restore_units(instance, self._service(instance.service))
 
     def _deploy_if_assigned(self) -> None:
         if self._unfinished is not None:
             deploy_id, service_name = self._unfinished
             log.info("resuming deploy %s, stopped by a failed iteration", deploy_id)
-            self._run(deploy_id, self.store.get_service(service_name))
+            self._run(deploy_id, self._service(service_name))
             if self._unfinished is not None:
                 return  # still not done (stopping, or another runner is ahead): next time
         # A wake-up means the scheduler has just written: read the latest. A periodic look
@@ -312,7 +343,7 @@ class Agent:
             return  # tried and rolled back, or refused: wait for a new assignment
         if not self._own_instance(instance):
             return
-        service = self.store.get_service(instance.service)
+        service = self._service(instance.service)
         try:
             checkpoint = self.runner.create(instance, service)
         except AdoptionRefusedError as refused:

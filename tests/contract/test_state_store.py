@@ -36,7 +36,7 @@ from flotilla.engine.records import (
     RolloutStatus,
     Service,
 )
-from flotilla.engine.updates import set_weights
+from flotilla.engine.updates import mark_deleting, set_weights
 from tests.contract.conftest import Backend
 
 HOUR = timedelta(hours=1)
@@ -140,6 +140,26 @@ def test_delete_is_conditional_on_the_version(backend: Backend) -> None:
     assert backend.store.list_services() == []
 
 
+def test_a_deletion_mark_is_stored_and_a_delete_on_the_version_before_it_conflicts(
+    backend: Backend,
+) -> None:
+    """The scheduler deletes a service being deleted on the version it planned on: a
+    record that changed since (here: the mark itself, newer than the planned version) is
+    not deleted, and the conflict carries the record as stored."""
+    created = backend.store.create_service(a_service())
+    at = backend.clock.now()
+    marked = mark_deleting(backend.store, "api", at, current=created)
+    assert backend.store.get_service("api") == marked
+    assert marked.deleting_since == at
+    assert [e.kind for e in marked.history] == ["deleting"]
+    with pytest.raises(ConflictError) as raised:
+        backend.store.delete_service("api", expected_version=created.version)
+    assert raised.value.current == marked
+    backend.store.delete_service("api", expected_version=marked.version)
+    with pytest.raises(NotFoundError):
+        backend.store.get_service("api")
+
+
 def test_parallel_scan_segments_split_services_without_overlap(backend: Backend) -> None:
     names = {f"svc-{n}" for n in range(12)}
     for name in names:
@@ -156,6 +176,7 @@ def test_stored_items_carry_a_schema_number(backend: Backend) -> None:
     backend.store.create_deploy(a_checkpoint(backend))
     expected = {
         items.SERVICE_SCHEMA,
+        items.SERVICE_SCHEMA - 1,  # a service not being deleted (adapters/items/services.py)
         items.REVISION_SCHEMA,
         items.INSTANCE_SCHEMA,
         items.DEPLOY_SCHEMA,

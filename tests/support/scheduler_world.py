@@ -4,8 +4,9 @@ Services, instances and the counting store come from the testbed
 (testbed/scheduler_world.py), which the scheduler's benchmark shares.
 
 `FakeAgents` does what real agents do to the records, and nothing else: it creates the
-deploy of each instance's assignment (under the runner's deploy id), finishes it with a
-chosen outcome and sets the instance's current revision as the runner would. Starting
+deploy of each instance's assignment (under the runner's deploy id; assigned none while
+it runs a revision, an unassignment deploy), finishes it with a chosen outcome and sets
+the instance's current revision as the runner would. Starting
 and finishing are separate, so tests can hold deploys in flight.
 """
 
@@ -72,7 +73,7 @@ class FakeAgents:
         started = []
         for instance in self._live():
             target = instance.assigned_revision
-            if target is None or target == instance.current_revision:
+            if target == instance.current_revision:
                 continue
             now = self.clock.now()
             checkpoint = DeployCheckpoint(
@@ -88,7 +89,7 @@ class FakeAgents:
             )
             try:
                 started.append(self.store.create_deploy(checkpoint))
-                self.deploys[target] += 1
+                self.deploys[target or "none"] += 1
             except AlreadyExistsError:
                 continue  # this assignment was deployed already (and maybe failed)
         running = sum(1 for d in self.store.list_deploys(self.service) if not d.finished)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from datetime import timedelta
@@ -303,3 +304,25 @@ def test_an_instance_removed_while_its_agent_was_away_is_registered_again(
         wait_for_wakeup=wait,
     ).run()
     assert cluster.store.get_instance("api", "i-1").service == "api"
+
+
+def test_an_agent_whose_service_was_deleted_says_so_once_and_idles(
+    cluster: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    v1 = cluster.revision("v1")
+    cluster.instance("i-1")
+    cluster.assign("i-1", v1)
+    run_agent(cluster)
+    # An older CLI deleted the record at once; the instance still runs v1, and a new
+    # assignment (written before the deletion) is waiting.
+    cluster.assign("i-1", cluster.revision("v2"))
+    cluster.store.delete_service("api", expected_version=cluster.store.get_service("api").version)
+    with caplog.at_level(logging.INFO, logger="flotilla.engine.deploy.agent"):
+        run_agent(cluster, iterations=5)
+    gone = [r for r in caplog.records if "no longer exists" in r.getMessage()]
+    assert len(gone) == 1, [r.getMessage() for r in caplog.records]
+    assert not [r for r in caplog.records if "iteration failed" in r.getMessage()]
+    # Only a deploy changes units: v1 keeps running, and the instance was released on stop.
+    assert cluster.runtime("i-1").owned_units() == [units.installed_name("app.service", v1.id)]
+    instance = cluster.store.get_instance("api", "i-1")
+    assert (instance.current_revision, instance.agent_owner) == (v1.id, None)

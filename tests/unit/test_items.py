@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from flotilla.adapters import items
 from flotilla.adapters.dynamodb_codec import from_attributes, to_attributes
+from flotilla.adapters.items.common import check_schema
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition
 from flotilla.engine.errors import SchemaError
 from flotilla.engine.ports import INSTANCE_LEFT, INSTANCE_STATE
@@ -69,6 +70,7 @@ services = st.builds(
         st.none() | paces,
     ),
     promotion=st.none() | st.builds(Promotion, small, st.booleans(), moments, texts),
+    deleting_since=st.none() | moments,
     rollout_state=st.builds(
         RolloutState,
         step=small,
@@ -254,3 +256,16 @@ def test_an_ec2_notification_without_its_instance_is_a_schema_error() -> None:
     del broken["detail"]["instance-id"]
     with pytest.raises(SchemaError, match="instance-id"):
         items.event_from_json(json.dumps(broken), None)
+
+
+def test_only_a_service_being_deleted_is_written_in_the_newest_schema() -> None:
+    """An older flotilla (schema 4) keeps reading every other service, and refuses one
+    being deleted instead of writing it back without its mark (cancelling the deletion)."""
+    plain = items.service_to_item(Service("api"))
+    marked = items.service_to_item(Service("api", deleting_since=datetime(2026, 1, 2, tzinfo=UTC)))
+    assert (plain["schema"], marked["schema"]) == (4, items.SERVICE_SCHEMA) == (4, 5)
+    assert items.service_from_item(marked).deleting_since == datetime(2026, 1, 2, tzinfo=UTC)
+    older_reader = 4
+    check_schema(plain, "service", older_reader)
+    with pytest.raises(SchemaError, match="newer than this flotilla understands"):
+        check_schema(marked, "service", older_reader)
