@@ -9,13 +9,11 @@ local user can read. Both files are removed once the run is over.
 
 from __future__ import annotations
 
-import os
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from flotilla.adapters.state_dir import private_directory
 from flotilla.adapters.unit_files import write_atomically
-from flotilla.engine.errors import ConfigurationError
 from flotilla.engine.ports import HookCommand
 from flotilla.engine.units import render_environment_file
 
@@ -32,17 +30,7 @@ def hook_dir_beside(environment_dir: Path) -> Path:
 
 
 def write_hook_files(directory: Path, command: HookCommand) -> HookFiles:
-    directory.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    with suppress(FileExistsError):
-        directory.mkdir(mode=0o700)
-    info = directory.stat()
-    if info.st_uid != os.geteuid():
-        raise ConfigurationError(
-            f"hook directory {directory} belongs to uid {info.st_uid}, not to this agent: "
-            "secrets will not be written there; remove it or pick another"
-        )
-    if info.st_mode & 0o777 != 0o700:
-        directory.chmod(0o700)
+    private_directory(directory, "hook directory")
     files = HookFiles(directory / command.unit, directory / f"{command.unit}.env")
     environment = render_environment_file(command.environment).encode()
     write_atomically(files.environment, environment, 0o600)

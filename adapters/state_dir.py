@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,6 +103,23 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str:
         )
     longest = max(len(m.mount_point) for m in pool)
     return [m for m in pool if len(m.mount_point) == longest][-1].filesystem
+
+
+def private_directory(directory: Path, what: str) -> None:
+    """Create `directory` (0700, its parents 0755), or take it as it is if this agent's user
+    owns it, tightening a looser mode: secrets are written there. One another user owns is
+    refused: it could read them."""
+    directory.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    with suppress(FileExistsError):
+        directory.mkdir(mode=0o700)
+    info = directory.stat()
+    if info.st_uid != os.geteuid():
+        raise ConfigurationError(
+            f"{what} {directory} belongs to uid {info.st_uid}, not to this agent: secrets "
+            "will not be written there; remove it or pick another"
+        )
+    if info.st_mode & 0o777 != 0o700:
+        directory.chmod(0o700)
 
 
 def check_state_dir(path: Path, *, allow_disk: bool, mountinfo: str | None = None) -> str:

@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from flotilla.adapters.state_dir import private_directory
 from flotilla.engine.errors import ConfigurationError, TransientError
 from flotilla.engine.hardening import DROP_IN_NAME
 from flotilla.engine.units import PlannedUnit, environment_file_name, is_owned, require_owned
@@ -108,17 +109,7 @@ class UnitFiles:
     def _prepare_environment_dir(self) -> None:
         directory = self.environment_dir
         with _file_errors("create", directory):
-            directory.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-            with suppress(FileExistsError):
-                directory.mkdir(mode=0o700)
-            info = directory.stat()
-            if info.st_uid != os.geteuid():
-                raise ConfigurationError(
-                    f"environment directory {directory} belongs to uid {info.st_uid}, not to "
-                    "this agent: secrets will not be written there; remove it or pick another"
-                )
-            if info.st_mode & 0o777 != 0o700:
-                directory.chmod(0o700)
+            private_directory(directory, "environment directory")
 
     def _write_if_changed(self, path: Path, content: bytes, mode: int) -> bool:
         with _file_errors("write", path):

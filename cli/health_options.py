@@ -8,6 +8,7 @@ Every rule is in engine/health_checks.py; a bad option is one line and nothing i
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -152,17 +153,7 @@ def health_summary(service: Service) -> dict[str, Any]:
     """`service show -o json`'s fields."""
     check: HealthCheck | None = service.health_check
     return {
-        "health_check": None
-        if check is None
-        else {
-            "protocol": check.protocol.value,
-            "port": check.port,
-            "path": check.path,
-            "healthy_threshold": check.healthy_threshold,
-            "unhealthy_threshold": check.unhealthy_threshold,
-            "interval_seconds": check.interval_seconds,
-            "timeout_seconds": check.timeout_seconds,
-        },
+        "health_check": None if check is None else dataclasses.asdict(check),
         "health_command": service.health_command,
         "health_period_seconds": service.health_period_seconds,
     }
