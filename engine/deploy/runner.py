@@ -222,9 +222,9 @@ class DeployRunner:
             log.info("the units of revision %s are gone; starting them again", current[:12])
             # Container units run the digests their deploys pinned, not a tag that moved;
             # restored under the revision's own names, as every unit here is.
-            pins = steps.running_pins(instance.id, current)
+            pins = steps.units.running_pins(instance.id, current)
             images = {unit_names.installed_name(unit, current): pin for unit, pin in pins.items()}
-            steps.start_revision(current, images=images)
+            steps.units.start(current, images=images)
         return True
 
     def _steps(self, ports: Ports, service: Service, deploy_id: str) -> Steps:

@@ -25,21 +25,18 @@ and why no state of their own): before-stop, after-start, validate.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Final, TypeVar
 
-from flotilla.engine import units as unit_names
-from flotilla.engine.activation import plan_activation, settle
 from flotilla.engine.checkpoint import DeployCheckpoint, UnitPlan
-from flotilla.engine.container_images import image_of, pin_units
 from flotilla.engine.deploy import image_pins
-from flotilla.engine.deploy.adoption import check_revision
 from flotilla.engine.deploy.errors import StepFailed
 from flotilla.engine.deploy.hooks import LifecycleHooks
 from flotilla.engine.deploy.probing import require_service_probe
 from flotilla.engine.deploy.retry import DeadlineExceededError, poll_until, with_retries
 from flotilla.engine.deploy.revision_cache import RevisionCache
+from flotilla.engine.deploy.revision_units import RevisionUnits
 from flotilla.engine.deploy.slots import DeploySlot
 from flotilla.engine.deploy.step_records import SKIPPED, Advance, Ports, StepSettings
 from flotilla.engine.deploy.telemetry import call_span
@@ -47,8 +44,7 @@ from flotilla.engine.errors import UnitFailedError
 from flotilla.engine.ports import (
     TargetState,
 )
-from flotilla.engine.records import CurrentRevision, Revision, Service
-from flotilla.engine.revisions import binding_for
+from flotilla.engine.records import CurrentRevision, Service
 from flotilla.engine.unit_plan import plan_units, running_names
 from flotilla.machines import deploy as machine
 from flotilla.machines.deploy import State
@@ -59,7 +55,7 @@ __all__ = ["SKIPPED", "STEPS", "Advance", "Ports", "StepFailed", "StepSettings",
 
 
 class Steps:
-    """The effect of each state, for one deploy (or, without one, for `start_revision`)."""
+    """The effect of each state, for one deploy (or, without one, for its `units`)."""
 
     def __init__(
         self,
@@ -76,8 +72,6 @@ class Steps:
         self.service = service
         self.settings = settings
         self._on_retry = on_retry
-        self._revisions = revisions or RevisionCache()  # shared by the runner's deploys
-        self._opened: dict[str, dict[str, dict[str, str]]] = {}  # this run's only
         # Called from every wait: the agent renews its own lease through it.
         self._keep_alive = keep_alive
         self.slot = DeploySlot(
@@ -89,9 +83,16 @@ class Steps:
             call=self.call,
             wait=self.wait,
         )
+        self.units = RevisionUnits(
+            ports,
+            service,
+            call=self.call,
+            keep_lease=self.keep_lease,
+            revisions=revisions or RevisionCache(),
+        )
         self.hooks = LifecycleHooks(
             ports.runtime,
-            environments=self._environments,
+            environments=self.units.environments,
             call=self.call,
             keep_lease=self.keep_lease,
         )
@@ -140,18 +141,18 @@ class Steps:
         previous = target = None
         before: dict[str, str] = {}
         if checkpoint.from_revision is not None:
-            previous = self._revision(checkpoint.from_revision)
+            previous = self.units.revision(checkpoint.from_revision)
             owned = self.call("runtime.owned_units", self.ports.runtime.owned_units)
             before = running_names(owned, previous.units, previous.id)
         if checkpoint.to_revision is not None:
-            target = self._revision(checkpoint.to_revision)
+            target = self.units.revision(checkpoint.to_revision)
         return plan_units(
             before=before,
             from_units=dict(previous.units) if previous else {},
-            from_environments=self._environments(previous) if previous else {},
+            from_environments=self.units.environments(previous) if previous else {},
             to_revision=checkpoint.to_revision,
             to_units=dict(target.units) if target else {},
-            to_environments=self._environments(target) if target else {},
+            to_environments=self.units.environments(target) if target else {},
         )
 
     def locking(self, checkpoint: DeployCheckpoint) -> Advance:
@@ -177,26 +178,14 @@ class Steps:
             return None
         running = {}
         if checkpoint.from_revision is not None:
-            running = self.running_pins(checkpoint.instance_id, checkpoint.from_revision)
-        target = self._revision(checkpoint.to_revision) if checkpoint.to_revision else None
+            running = self.units.running_pins(checkpoint.instance_id, checkpoint.from_revision)
+        target = self.units.revision(checkpoint.to_revision) if checkpoint.to_revision else None
         return image_pins.pins_for_deploy(
             plan,
             target.units if target else None,
             running,
             lambda image: self.call("images.pull", functools.partial(images.pull, image)),
         )
-
-    def running_pins(self, instance_id: str, revision_id: str) -> dict[str, str]:
-        """Unit → digest the revision's container units run on this instance, as its
-        deploys recorded; the deploys are read only if the revision has a container unit."""
-        if not any(image_of(text) for text in self._revision(revision_id).units.values()):
-            return {}
-        store = self.ports.store
-        deploys = self.call(
-            "store.list_instance_deploys",
-            lambda: store.list_instance_deploys(self.service.name, instance_id),
-        )
-        return image_pins.left_running(deploys, revision_id)
 
     def deregistering(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
@@ -228,25 +217,13 @@ class Steps:
         # The target is fetched and verified before anything is stopped: a tampered
         # revision fails the deploy while the old units still run.
         if checkpoint.to_revision is not None:
-            self.hooks.run(self._revision(checkpoint.to_revision), "before-stop")
+            self.hooks.run(self.units.revision(checkpoint.to_revision), "before-stop")
         plan = checkpoint.units
         if plan is not None:
-            self._stop_all_but(keep=set(plan.after.values()))
+            self.units.stop_all_but(keep=set(plan.after.values()))
         else:
-            self._stop_all_but(revision=checkpoint.to_revision)
+            self.units.stop_all_but(revision=checkpoint.to_revision)
         return Advance()
-
-    def _stop_all_but(self, *, keep: set[str] | None = None, revision: str | None = None) -> None:
-        """Stop and remove every owned unit except `keep` (installed names) or, without a
-        plan, except the units named after `revision`."""
-        runtime = self.ports.runtime
-        owned = self.call("runtime.owned_units", runtime.owned_units)
-        if keep is None:
-            keep = {n for n in owned if revision and unit_names.belongs_to(n, revision)}
-        doomed = [name for name in owned if name not in keep]
-        if doomed:
-            self.call("runtime.stop", lambda: runtime.stop(doomed))
-            self.call("runtime.remove", lambda: runtime.remove(doomed))
 
     def starting(self, checkpoint: DeployCheckpoint) -> Advance:
         self.keep_lease()
@@ -254,99 +231,14 @@ class Steps:
             raise StepFailed("an unassignment has nothing to start")  # the machine skips it
         plan = checkpoint.units
         if plan is None:
-            self.start_revision(checkpoint.to_revision)
+            self.units.start(checkpoint.to_revision)
         else:
-            self.start_revision(
+            self.units.start(
                 checkpoint.to_revision, names=plan.after, only=plan.start, images=checkpoint.images
             )
-        self.hooks.run(self._revision(checkpoint.to_revision), "after-start")
+        self.hooks.run(self.units.revision(checkpoint.to_revision), "after-start")
         health = timedelta(seconds=self.service.health_timeout_seconds)
         return Advance(deadlines={"health": self._deadline(checkpoint, "health", health)})
-
-    def _revision(self, revision_id: str) -> Revision:
-        """A revision, read once (revisions never change once stored) and checked against
-        its id before anything of it reaches disk, the runtime or the cache."""
-        key = (self.service.name, revision_id)
-        found = self._revisions.get(key)
-        if found is None:
-            found = self.call(
-                "store.get_revision",
-                lambda: self.ports.store.get_revision(self.service.name, revision_id),
-            )
-            check_revision(found, service=self.service.name, revision_id=revision_id)
-            self._revisions.put(key, found)
-        return found
-
-    def _environments(self, revision: Revision) -> dict[str, dict[str, str]]:
-        """The revision's environments, opened (a KMS Decrypt) once per run for the unit
-        plan and `starting`; secret: held by this object only, never stored or logged."""
-        if revision.environment is None:
-            return {}
-        if revision.id not in self._opened:
-            sealed, binding = revision.environment, binding_for(revision)
-            self._opened[revision.id] = self.call(
-                "secrets.open", lambda: self.ports.secrets.open(self.service.name, sealed, binding)
-            )
-        return self._opened[revision.id]
-
-    def start_revision(
-        self,
-        revision_id: str,
-        *,
-        names: Mapping[str, str] | None = None,
-        only: Sequence[str] | None = None,
-        images: Mapping[str, str] | None = None,
-    ) -> None:
-        """Install, start (the runtime returns once the units settled), and check that the
-        units run well through the service's settle period. `names` keeps units under the
-        installed names they already run under (a plan's) and `only` (installed names)
-        starts just the changed ones: a kept oneshot is not run again. `images` pins
-        container units (installed name → digest reference)."""
-        revision = self._revision(revision_id)
-        environments = self._environments(revision)
-        runtime = self.ports.runtime
-        installed = _installed(revision, names)
-        unit_files = pin_units(revision.units, installed, images)
-        self.call(
-            "runtime.install",
-            lambda: runtime.install(revision.id, unit_files, environments, names),
-        )
-        to_start = [
-            installed[name]
-            for name in plan_activation(revision.units).start
-            if only is None or installed[name] in only
-        ]
-        try:
-            self.call("runtime.start", lambda: runtime.start(to_start))
-            self._require_well(revision, names, settle_seconds=self.service.settle_seconds)
-        except UnitFailedError as failed:
-            raise StepFailed(failed.message) from failed
-
-    def _require_well(
-        self,
-        revision: Revision,
-        names: Mapping[str, str] | None = None,
-        *,
-        settle_seconds: float | None = None,
-    ) -> None:
-        """Every started unit running well (active, or a oneshot done with success); just
-        after starting (`settle_seconds` given), staying so through the settle period. The
-        one settle loop, keeping the lease alive between looks."""
-        plan = plan_activation(revision.units)
-        every = _installed(revision, names)
-        installed = {every[name]: name for name in plan.start}
-        starting = settle_seconds is not None
-        settle(
-            list(installed),
-            lambda names: self.call("runtime.status", lambda: self.ports.runtime.status(names)),
-            clock=self.ports.clock,
-            run_once=[name for name, unit in installed.items() if unit in plan.run_once],
-            hold=settle_seconds or 0.0,
-            poll=1.0,
-            what="failed to start" if starting else "is not running",
-            just_started=starting,
-            between=self.keep_lease,
-        )
 
     def registering(self, checkpoint: DeployCheckpoint) -> Advance:
         balancer = self.ports.load_balancer
@@ -362,7 +254,9 @@ class Steps:
         balancer = self.ports.load_balancer
         plan = checkpoint.units
         try:
-            self._require_well(self._revision(checkpoint.to_revision), plan.after if plan else None)
+            self.units.require_well(
+                self.units.revision(checkpoint.to_revision), plan.after if plan else None
+            )
         except UnitFailedError as failed:
             raise StepFailed(failed.message) from failed
         self._validate(checkpoint.to_revision)
@@ -392,7 +286,7 @@ class Steps:
     def _validate(self, revision_id: str) -> None:
         """The revision's `validate` hook, if it has one: its failure fails the deploy,
         which the machine then rolls back."""
-        self.hooks.run(self._revision(revision_id), "validate")
+        self.hooks.run(self.units.revision(revision_id), "validate")
 
     def _nothing_left(self, checkpoint: DeployCheckpoint) -> Advance:
         """An unassignment is healthy once no unit Flotilla owns is left on the instance."""
@@ -420,14 +314,14 @@ class Steps:
         plan = checkpoint.units
         if work.restore_units:
             if plan is not None:  # exactly the previous set, under the names it ran under
-                self._stop_all_but(keep=set(plan.before.values()))
+                self.units.stop_all_but(keep=set(plan.before.values()))
             else:
-                self._stop_all_but(revision=checkpoint.from_revision)
+                self.units.stop_all_but(revision=checkpoint.from_revision)
             if checkpoint.from_revision is not None:
                 if plan is None:
-                    self.start_revision(checkpoint.from_revision)
+                    self.units.start(checkpoint.from_revision)
                 else:
-                    self.start_revision(
+                    self.units.start(
                         checkpoint.from_revision,
                         names=plan.before,
                         only=plan.stop,
@@ -435,7 +329,7 @@ class Steps:
                     )
                 # The previous revision's own hooks, as after its first start: a rollback
                 # that cannot bring it back healthy has failed.
-                previous = self._revision(checkpoint.from_revision)
+                previous = self.units.revision(checkpoint.from_revision)
                 self.hooks.run(previous, "after-start")
                 self.hooks.run(previous, "validate")
         balancer = self.ports.load_balancer
@@ -456,14 +350,6 @@ class Steps:
                 current=CurrentRevision(checkpoint.instance_id, checkpoint.from_revision)
             )
         return Advance()
-
-
-def _installed(revision: Revision, names: Mapping[str, str] | None) -> dict[str, str]:
-    """Each unit of the revision → its installed name (a plan's, else the revision's own)."""
-    return {
-        unit: (names or {}).get(unit) or unit_names.installed_name(unit, revision.id)
-        for unit in revision.units
-    }
 
 
 # The step each state performs: the machine decides which state comes next, this table
