@@ -29,7 +29,7 @@ from flotilla.engine.errors import FlotillaError, MisfiledItemError, NotFoundErr
 from flotilla.engine.leases import LeaseKeeper
 from flotilla.engine.liveness import DEFAULT_AGENT_LEASE, DEFAULT_INSTANCE_TTL
 from flotilla.engine.ports import Event, EventQueue, StateStore, WakeUps
-from flotilla.engine.records import Instance, Service, deploy_id_for
+from flotilla.engine.records import Instance, Service, deploy_id_for, instance_key
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +288,9 @@ class Agent:
                 self.settings.service, self.settings.instance_id, consistent=consistent
             )
         except MisfiledItemError as misfiled:
-            self._refuse(adoption.misfiled_instance(misfiled), f"instance {misfiled.message}")
+            # Named by its key (reported once): the refusal's message says what is wrong.
+            key = instance_key(self.settings.service, self.settings.instance_id)
+            self._refuse(adoption.misfiled_instance(misfiled), f"instance item {key}")
             return None
 
     def _resume_unfinished(self) -> None:

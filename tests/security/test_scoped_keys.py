@@ -28,6 +28,7 @@ write its own service's other instances' items; what an agent adopts is checked
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flotilla.adapters import items
@@ -91,7 +92,7 @@ instance_ids = st.from_regex(r"i-[0-9a-f]{8,17}", fullmatch=True)
 
 def _keys_of(service: str, instance_id: str, version: int) -> dict[str, str]:
     instance = Instance(instance_id, service, "x", datetime.now(UTC), datetime.now(UTC))
-    deploy = deploy_id_for(_at(instance, version))
+    deploy = deploy_id_for(dataclasses.replace(instance, assignment_version=version))
     return {
         "instances": instance_key(service, instance_id),
         "deploys": deploy,
@@ -100,12 +101,6 @@ def _keys_of(service: str, instance_id: str, version: int) -> dict[str, str]:
         ],
         "locks": f"deploy/{service}",
     }
-
-
-def _at(instance: Instance, version: int) -> Instance:
-    from dataclasses import replace
-
-    return replace(instance, assignment_version=version)
 
 
 def _checkpoint(deploy_id: str, service: str) -> DeployCheckpoint:
@@ -131,6 +126,9 @@ ACTIONS = {
 }
 
 
+# Each example resolves the template for a service: no deadline, what is tested is not speed
+# (under load an example took longer than hypothesis's default 200 ms).
+@settings(deadline=None)
 @given(service_names, service_names, instance_ids, st.integers(0, 10**6))
 def test_a_services_grants_reach_its_own_keys_and_no_other_services(
     mine: str, theirs: str, instance_id: str, version: int
