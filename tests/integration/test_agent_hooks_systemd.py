@@ -143,7 +143,9 @@ def test_a_hanging_hook_is_stopped_by_systemd_at_its_timeout(fleet: Fleet) -> No
         assert (state, run.result, run.exit_status, run.timeout_seconds) == (
             "healthy", "timeout", None, 2,
         )  # fmt: skip
-        assert 2 <= run.duration_seconds < 60
+        # Stopped at its timeout, not at once: systemd's own timestamps can put the run a
+        # few milliseconds under the 2 s it was given (1.993 s seen on a loaded machine).
+        assert 1.9 <= run.duration_seconds < 60
         assert not Path(f"/proc/{int(pid_file.read_text())}").exists()
         assert hook_units_left(fleet) == ""
         assert fleet.active(instance_id) == [units.installed_name("app.service", v1.id)]
