@@ -40,6 +40,18 @@ from flotilla.engine.records import AgentClaim, Instance, instance_key
 log = logging.getLogger(__name__)
 
 
+def _assignment_is(version: int) -> str:
+    """The condition that the instance exists and its assignment is `version`: a registered
+    instance has no `assignment_version` until its first assignment (registering never
+    writes it)."""
+    if version == 0:
+        return (
+            "attribute_exists(id) AND"
+            " (attribute_not_exists(assignment_version) OR assignment_version = :expected)"
+        )
+    return "assignment_version = :expected"
+
+
 def _key(service: str, instance_id: str) -> dict[str, Any]:
     return to_attributes({"id": instance_key(service, instance_id)})
 
@@ -65,7 +77,6 @@ class InstanceItems:
             ":heartbeat": item["heartbeat_ms"],
             ":expires": item["expires_at_epoch"],
             ":schema": item["schema"],
-            ":zero": 0,
         }
         sets = [
             "instance_id = :instance",
@@ -75,8 +86,9 @@ class InstanceItems:
             "expires_at_epoch = :expires",
             "#schema = :schema",
             "registered_ms = if_not_exists(registered_ms, :registered)",
-            "assignment_version = if_not_exists(assignment_version, :zero)",
         ]
+        # Never the assignment's attributes: they are the scheduler's alone, and an item
+        # without them is read as assignment 0 of no revision (adapters/items/instances.py).
         removes: list[str] = []
         # The key carries the service, so an instance of another service is another item.
         condition: str | None = None
@@ -233,7 +245,7 @@ class InstanceItems:
                     UpdateExpression=(
                         "SET assigned_revision = :revision, assignment_version = :next"
                     ),
-                    ConditionExpression="assignment_version = :expected",
+                    ConditionExpression=_assignment_is(expected_version),
                     ExpressionAttributeValues=to_attributes(
                         {
                             ":revision": revision_id,

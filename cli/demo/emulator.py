@@ -1,4 +1,5 @@
-"""The demo's AWS: moto in server mode on a loopback port, in its own process.
+"""The demo's AWS: moto in server mode on a loopback port, in its own process, with each
+DynamoDB request applied atomically as DynamoDB applies it (`atomic_moto`).
 
 Every other process of the demo (scheduler, agents, CLI commands) reaches it through
 `FLOTILLA_ENDPOINT_URL`, exactly as they would reach AWS, with throwaway credentials
@@ -45,7 +46,16 @@ def embedded_aws(log: Path | None = None, timeout: float = 30) -> Iterator[str]:
     port = _free_port()
     with log.open("ab") if log is not None else open(os.devnull, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            # moto's server, each DynamoDB request made atomic as in AWS (atomic_moto.py).
+            [
+                sys.executable,
+                "-m",
+                "flotilla.cli.demo.atomic_moto",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                f"{port}",
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
         )

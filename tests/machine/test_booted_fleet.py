@@ -18,6 +18,7 @@ The only thing the machines are told that a real instance is not: where AWS is
 from __future__ import annotations
 
 import contextlib
+import itertools
 import subprocess
 import threading
 import time
@@ -46,6 +47,7 @@ INSTANCE = "i-0b007ed0000000001"
 WEB_PORT = 18080
 USER_DATA = "/var/lib/cloud/instance/user-data.txt"
 USER_DATA_TIMEOUT = 1200.0  # apt and pip from the registries: minutes on a slow day
+_user_data_runs = itertools.count(1)
 
 
 def web_revision(folder: Path, greeting: str, start_delay: int = 0) -> Path:
@@ -127,8 +129,9 @@ def stack_output(cli: Cli, stack: str, key: str) -> str:
 def run_user_data(machine: BootedMachine, script: str) -> subprocess.CompletedProcess[str]:
     """As cloud-init does: the script as a service of the machine's system manager."""
     machine.write_file(USER_DATA, script, mode=0o700)
+    unit = f"user-data-{next(_user_data_runs)}"  # never a name an earlier run still holds
     return machine.run(
-        ["systemd-run", "--unit", "user-data", "--collect", "--wait", "--pipe", USER_DATA],
+        ["systemd-run", "--unit", unit, "--collect", "--wait", "--pipe", USER_DATA],
         timeout=USER_DATA_TIMEOUT,
         check=False,
     )
@@ -387,9 +390,7 @@ def test_a_wheel_with_another_hash_is_refused_in_one_line_and_signals_failure(
     )
     assert script != booted.user_data["scheduler"]
     before = len(booted.signals.signals)
-    result = run_user_data(booted.scheduler, script)
-    assert result.returncode != 0
-    last = bootstrap_lines(booted.scheduler)[-1]
+    last = failing_run(booted, script)
     assert last.startswith("failed: flotilla_deploy-"), last
     assert f"has sha256 {good}, the stack expects {'0' * 64}" in last
     failure = booted.signals.wait_for(lambda s: s.status == "FAILURE")
@@ -407,8 +408,15 @@ def failing_run(booted: Fleet, script: str) -> str:
     failures = sum(s.status == "FAILURE" for s in booted.signals.signals)
     logged_before = len(bootstrap_lines(booted.scheduler))
     result = run_user_data(booted.scheduler, script)
-    assert result.returncode != 0
-    logged = bootstrap_lines(booted.scheduler)[logged_before:]
+    ran = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
+    assert result.returncode != 0, ran
+    # journald takes the line from logger's datagram in its own time: wait for it.
+    logged: list[str] = []
+    deadline = time.monotonic() + 30
+    while not logged and time.monotonic() < deadline:
+        logged = bootstrap_lines(booted.scheduler)[logged_before:]
+        time.sleep(0 if logged else 0.2)
+    assert logged, f"the failing user data logged nothing; it ran:\n{ran}"
     assert [line for line in logged if line.startswith("failed:")] == logged[-1:], logged
     booted.signals.wait_for(
         lambda s: sum(x.status == "FAILURE" for x in booted.signals.signals) > failures

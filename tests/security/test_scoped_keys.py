@@ -86,6 +86,37 @@ def test_every_request_of_an_agents_deploy_is_granted_to_its_service_only(world:
         assert reached == [], f"a worker of {other!r} could make {reached}"
 
 
+def test_an_agent_never_writes_its_instances_assignment(world: World) -> None:
+    """The assignment (`assigned_revision`, `assignment_version`) is the scheduler's alone:
+    none of the agent's writes to its instance item names it, registration included (it
+    once wrote `assignment_version = if_not_exists(...)`, a read-modify-write that lost an
+    assignment made meanwhile on an emulator without per-item atomicity)."""
+    writes: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], **_: Any) -> None:
+        updates = [params] + [
+            action["Update"] for action in params.get("TransactItems", []) if "Update" in action
+        ]
+        if world.recorder.recording:
+            writes.extend(u for u in updates if u.get("TableName", "").endswith("-instances"))
+
+    for operation in ("UpdateItem", "TransactWriteItems"):  # the last checkpoint's is one
+        world.client.meta.events.register(f"provide-client-params.dynamodb.{operation}", record)
+    record_an_agents_deploy(world)
+    assert len(writes) >= 3  # registration, the current revision, the release
+    named = {
+        word.strip(",()")
+        for params in writes
+        for part in (
+            params["UpdateExpression"],
+            *params.get("ExpressionAttributeNames", {}).values(),
+        )
+        for word in part.split()
+    }
+    assert "current_revision" in named
+    assert not named & {"assigned_revision", "assignment_version"}, named
+
+
 service_names = st.from_regex(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?", fullmatch=True)
 instance_ids = st.from_regex(r"i-[0-9a-f]{8,17}", fullmatch=True)
 
