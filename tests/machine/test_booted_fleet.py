@@ -33,7 +33,7 @@ from flotilla.engine.records import Instance
 from tests.support.agents import AwsWorld
 from tests.support.aws import REGION, moto_server
 from tests.support.aws_cli import Cli
-from tests.support.booted_machine import BootedMachine, base_image, free_tcp_port
+from tests.support.booted_machine import BootedMachine, MachineError, base_image, free_tcp_port
 from tests.support.fake_imds import FakeImds, fake_imds
 from tests.support.signal_recorder import SignalRecorder, signal_recorder
 from tests.support.user_data import render_user_data
@@ -400,6 +400,25 @@ def test_a_wheel_with_another_hash_is_refused_in_one_line_and_signals_failure(
     assert active.stdout.strip() == "active"
 
 
+def state_of(machine: BootedMachine) -> str:
+    """What a failure message needs to be explained from CI's output alone."""
+    asked = {
+        "system": ["systemctl", "is-system-running"],
+        "scheduler": ["systemctl", "show", "flotilla-scheduler", "-p", "ActiveState,NRestarts"],
+        "failed units": ["systemctl", "--failed", "--no-legend", "--plain"],
+        "journal": ["journalctl", "--no-pager", "-n", "40", "-o", "short-monotonic"],
+    }
+    answers = []
+    for what, command in asked.items():
+        try:
+            done = machine.run(command, timeout=30, check=False)
+        except MachineError as exc:  # no answer in time, or the machine is gone
+            answers.append(f"{what}: {exc}")
+        else:
+            answers.append(f"{what}: {done.stdout}{done.stderr}")
+    return "\n".join(answers)
+
+
 def failing_run(booted: Fleet, script: str) -> str:
     """Run a variant of the scheduler's user data that must fail: its journal gets one
     `failed:` line, last (a multi-line message would be several entries), and the stack
@@ -416,7 +435,9 @@ def failing_run(booted: Fleet, script: str) -> str:
     while not logged and time.monotonic() < deadline:
         logged = bootstrap_lines(booted.scheduler)[logged_before:]
         time.sleep(0 if logged else 0.2)
-    assert logged, f"the failing user data logged nothing; it ran:\n{ran}"
+    assert logged, (
+        f"the failing user data logged nothing; it ran:\n{ran}\n{state_of(booted.scheduler)}"
+    )
     assert [line for line in logged if line.startswith("failed:")] == logged[-1:], logged
     booted.signals.wait_for(
         lambda s: sum(x.status == "FAILURE" for x in booted.signals.signals) > failures
