@@ -280,6 +280,106 @@ def test_the_scheduler_machine_signals_and_leads(booted: Fleet) -> None:
     assert active.stdout.strip() == "active"
 
 
+# The bootstrap's failures, on the scheduler machine, before the deploys and reboots: each
+# leaves the running scheduler alone, which the deploys below then rely on.
+
+
+def test_a_wheel_with_another_hash_is_refused_in_one_line_and_signals_failure(
+    booted: Fleet,
+) -> None:
+    good = booted.cli.parameters(f"flotilla-{ENV}")["FlotillaWheelSha256"]
+    script = booted.user_data["scheduler"].replace(
+        f"wheel_sha256='{good}'", f"wheel_sha256='{'0' * 64}'"
+    )
+    assert script != booted.user_data["scheduler"]
+    before = len(booted.signals.signals)
+    last = failing_run(booted, script)
+    assert last.startswith("failed: flotilla_deploy-"), last
+    assert f"has sha256 {good}, the stack expects {'0' * 64}" in last
+    failure = booted.signals.wait_for(lambda s: s.status == "FAILURE")
+    assert booted.signals.signals.index(failure) >= before
+    # The running scheduler was left alone.
+    active = booted.scheduler.run(["systemctl", "is-active", "flotilla-scheduler"], check=False)
+    assert active.stdout.strip() == "active"
+
+
+def state_of(machine: BootedMachine) -> str:
+    """What a failure message needs to be explained from CI's output alone."""
+    asked = {
+        "system": ["systemctl", "is-system-running"],
+        "scheduler": ["systemctl", "show", "flotilla-scheduler", "-p", "ActiveState,NRestarts"],
+        "failed units": ["systemctl", "--failed", "--no-legend", "--plain"],
+        "journal": ["journalctl", "--no-pager", "-n", "40", "-o", "short-monotonic"],
+    }
+    answers = []
+    for what, command in asked.items():
+        try:
+            done = machine.run(command, timeout=30, check=False)
+        except MachineError as exc:  # no answer in time, or the machine is gone
+            answers.append(f"{what}: {exc}")
+        else:
+            answers.append(f"{what}: {done.stdout}{done.stderr}")
+    return "\n".join(answers)
+
+
+def failing_run(booted: Fleet, script: str) -> str:
+    """Run a variant of the scheduler's user data that must fail: its journal gets one
+    `failed:` line, last (a multi-line message would be several entries), and the stack
+    a FAILURE signal. Returns that line."""
+    assert script != booted.user_data["scheduler"], "the variant changed nothing"
+    failures = sum(s.status == "FAILURE" for s in booted.signals.signals)
+    logged_before = len(bootstrap_lines(booted.scheduler))
+    result = run_user_data(booted.scheduler, script)
+    ran = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
+    assert result.returncode != 0, ran
+    # journald takes the line from logger's datagram in its own time: wait for it.
+    logged: list[str] = []
+    deadline = time.monotonic() + 30
+    while not logged and time.monotonic() < deadline:
+        logged = bootstrap_lines(booted.scheduler)[logged_before:]
+        time.sleep(0 if logged else 0.2)
+    assert logged, (
+        f"the failing user data logged nothing; it ran:\n{ran}\n{state_of(booted.scheduler)}"
+    )
+    assert [line for line in logged if line.startswith("failed:")] == logged[-1:], logged
+    booted.signals.wait_for(
+        lambda s: sum(x.status == "FAILURE" for x in booted.signals.signals) > failures
+    )
+    return logged[-1]
+
+
+def test_an_unreachable_bucket_is_one_line_and_a_failure_signal(booted: Fleet) -> None:
+    script = booted.user_data["scheduler"].replace(booted.cli.bucket(), "no-such-bucket-here")
+    line = failing_run(booted, script)
+    assert line.startswith("failed: cannot fetch wheels/"), line
+    assert line.endswith("from no-such-bucket-here: AWS answered 404 NoSuchBucket"), line
+
+
+def test_a_failed_package_install_is_one_line_and_a_failure_signal(booted: Fleet) -> None:
+    """apt fails before Flotilla's virtualenv exists: the stack hears it all the same."""
+    script = booted.user_data["scheduler"].replace(
+        " python3-pydbus ca-certificates", " python3-pydbus flotilla-no-such-package"
+    )
+    line = failing_run(booted, script)
+    assert line.startswith("failed: installing Python, python3-gi and python3-pydbus"), line
+
+
+def test_a_virtualenv_without_the_systemd_bindings_fails_in_one_line(booted: Fleet) -> None:
+    """A Python that cannot reach the distribution's pydbus and PyGObject: the bootstrap
+    stops there (in another virtualenv: the running scheduler is left alone)."""
+    script = (
+        booted.user_data["scheduler"]
+        .replace("venv=/opt/flotilla\n", "venv=/opt/flotilla-without-bindings\n")
+        .replace("venv_options=--system-site-packages", 'venv_options=""')
+    )
+    line = failing_run(booted, script)
+    # pip cannot build PyGObject there (no compiler, no headers: nothing asked for them).
+    assert line.startswith("failed: installing /opt/flotilla-without-bindings/wheels/"), line
+    assert " with its systemd bindings (exit 1, line " in line, line
+    active = booted.scheduler.run(["systemctl", "is-active", "flotilla-scheduler"], check=False)
+    assert active.stdout.strip() == "active"
+
+
 def test_a_sealed_revision_is_deployed_on_the_system_manager_and_serves(booted: Fleet) -> None:
     revision = booted.deploy(web_revision(booted.folder / "v1", "hello-from-v1"))
     booted.wait(
@@ -379,99 +479,3 @@ def test_sshd_lets_in_exactly_the_users_flotilla_keys_names(booted: Fleet) -> No
         denied = _ssh(booted, keys / refused)
         assert denied.returncode == 255, (refused, denied.stdout, denied.stderr)
         assert "Permission denied" in denied.stderr
-
-
-def test_a_wheel_with_another_hash_is_refused_in_one_line_and_signals_failure(
-    booted: Fleet,
-) -> None:
-    good = booted.cli.parameters(f"flotilla-{ENV}")["FlotillaWheelSha256"]
-    script = booted.user_data["scheduler"].replace(
-        f"wheel_sha256='{good}'", f"wheel_sha256='{'0' * 64}'"
-    )
-    assert script != booted.user_data["scheduler"]
-    before = len(booted.signals.signals)
-    last = failing_run(booted, script)
-    assert last.startswith("failed: flotilla_deploy-"), last
-    assert f"has sha256 {good}, the stack expects {'0' * 64}" in last
-    failure = booted.signals.wait_for(lambda s: s.status == "FAILURE")
-    assert booted.signals.signals.index(failure) >= before
-    # The running scheduler was left alone.
-    active = booted.scheduler.run(["systemctl", "is-active", "flotilla-scheduler"], check=False)
-    assert active.stdout.strip() == "active"
-
-
-def state_of(machine: BootedMachine) -> str:
-    """What a failure message needs to be explained from CI's output alone."""
-    asked = {
-        "system": ["systemctl", "is-system-running"],
-        "scheduler": ["systemctl", "show", "flotilla-scheduler", "-p", "ActiveState,NRestarts"],
-        "failed units": ["systemctl", "--failed", "--no-legend", "--plain"],
-        "journal": ["journalctl", "--no-pager", "-n", "40", "-o", "short-monotonic"],
-    }
-    answers = []
-    for what, command in asked.items():
-        try:
-            done = machine.run(command, timeout=30, check=False)
-        except MachineError as exc:  # no answer in time, or the machine is gone
-            answers.append(f"{what}: {exc}")
-        else:
-            answers.append(f"{what}: {done.stdout}{done.stderr}")
-    return "\n".join(answers)
-
-
-def failing_run(booted: Fleet, script: str) -> str:
-    """Run a variant of the scheduler's user data that must fail: its journal gets one
-    `failed:` line, last (a multi-line message would be several entries), and the stack
-    a FAILURE signal. Returns that line."""
-    assert script != booted.user_data["scheduler"], "the variant changed nothing"
-    failures = sum(s.status == "FAILURE" for s in booted.signals.signals)
-    logged_before = len(bootstrap_lines(booted.scheduler))
-    result = run_user_data(booted.scheduler, script)
-    ran = f"exit {result.returncode}\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"
-    assert result.returncode != 0, ran
-    # journald takes the line from logger's datagram in its own time: wait for it.
-    logged: list[str] = []
-    deadline = time.monotonic() + 30
-    while not logged and time.monotonic() < deadline:
-        logged = bootstrap_lines(booted.scheduler)[logged_before:]
-        time.sleep(0 if logged else 0.2)
-    assert logged, (
-        f"the failing user data logged nothing; it ran:\n{ran}\n{state_of(booted.scheduler)}"
-    )
-    assert [line for line in logged if line.startswith("failed:")] == logged[-1:], logged
-    booted.signals.wait_for(
-        lambda s: sum(x.status == "FAILURE" for x in booted.signals.signals) > failures
-    )
-    return logged[-1]
-
-
-def test_an_unreachable_bucket_is_one_line_and_a_failure_signal(booted: Fleet) -> None:
-    script = booted.user_data["scheduler"].replace(booted.cli.bucket(), "no-such-bucket-here")
-    line = failing_run(booted, script)
-    assert line.startswith("failed: cannot fetch wheels/"), line
-    assert line.endswith("from no-such-bucket-here: AWS answered 404 NoSuchBucket"), line
-
-
-def test_a_failed_package_install_is_one_line_and_a_failure_signal(booted: Fleet) -> None:
-    """apt fails before Flotilla's virtualenv exists: the stack hears it all the same."""
-    script = booted.user_data["scheduler"].replace(
-        " python3-pydbus ca-certificates", " python3-pydbus flotilla-no-such-package"
-    )
-    line = failing_run(booted, script)
-    assert line.startswith("failed: installing Python, python3-gi and python3-pydbus"), line
-
-
-def test_a_virtualenv_without_the_systemd_bindings_fails_in_one_line(booted: Fleet) -> None:
-    """A Python that cannot reach the distribution's pydbus and PyGObject: the bootstrap
-    stops there (in another virtualenv: the running scheduler is left alone)."""
-    script = (
-        booted.user_data["scheduler"]
-        .replace("venv=/opt/flotilla\n", "venv=/opt/flotilla-without-bindings\n")
-        .replace("venv_options=--system-site-packages", 'venv_options=""')
-    )
-    line = failing_run(booted, script)
-    # pip cannot build PyGObject there (no compiler, no headers: nothing asked for them).
-    assert line.startswith("failed: installing /opt/flotilla-without-bindings/wheels/"), line
-    assert " with its systemd bindings (exit 1, line " in line, line
-    active = booted.scheduler.run(["systemctl", "is-active", "flotilla-scheduler"], check=False)
-    assert active.stdout.strip() == "active"
