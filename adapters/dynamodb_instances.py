@@ -62,6 +62,7 @@ class InstanceItems:
     _client: Any
     _tables: TableNames
     _clock: Clock
+    _refusals: items.RefusalWarnings
 
     def register_instance(
         self, instance: Instance, *, expires_at: datetime, claim: AgentClaim | None = None
@@ -307,7 +308,7 @@ class InstanceItems:
                     ExpressionAttributeValues={":service": to_attribute(service)},
                 )
             )
-        listed = items.decode_listed(found, items.instance_from_item)
+        listed = items.decode_listed(found, items.instance_from_item, self._refusals)
         return sorted(listed, key=lambda i: i.id)
 
     def delete_instance(self, service: str, instance_id: str) -> None:

@@ -53,6 +53,7 @@ class DynamoDBStateStore(InstanceItems):
         self._client = client
         self._tables = tables
         self._clock = clock
+        self._refusals = items.RefusalWarnings()
 
     def _get(self, table: str, key: dict[str, Any], what: str) -> dict[str, Any]:
         return read_item(self._client, table, key, what)
@@ -280,7 +281,7 @@ class DynamoDBStateStore(InstanceItems):
                     ExpressionAttributeValues=to_attributes(values),
                 )
             )
-        deploys = items.decode_listed(found, items.deploy_from_item)
+        deploys = items.decode_listed(found, items.deploy_from_item, self._refusals)
         return sorted(deploys, key=lambda d: (d.created_at, d.id))
 
 

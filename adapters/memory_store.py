@@ -39,6 +39,7 @@ class MemoryStateStore:
 
     def __init__(self, clock: Clock, locks: MemoryLockService | None = None) -> None:
         self._clock = clock
+        self._refusals = items.RefusalWarnings()
         # The lock service whose slots a checkpoint write may release (`update_deploy`),
         # as the DynamoDB store reaches its environment's locks table.
         self._locks = locks
@@ -261,7 +262,7 @@ class MemoryStateStore:
         with self._lock:
             keys = self._instances_by_service.get(service, set())
             found = items.decode_listed(
-                (self._instances[k] for k in keys), items.instance_from_item
+                (self._instances[k] for k in keys), items.instance_from_item, self._refusals
             )
         return sorted(found, key=lambda i: i.id)
 
@@ -334,14 +335,14 @@ class MemoryStateStore:
                 for i in self._deploys.values()
                 if i["service"] == service and (floor is None or i["created_ms"] >= floor)
             ]
-        deploys = items.decode_listed(found, items.deploy_from_item)
+        deploys = items.decode_listed(found, items.deploy_from_item, self._refusals)
         return sorted(deploys, key=lambda d: (d.created_at, d.id))
 
     def list_instance_deploys(self, service: str, instance_id: str) -> list[DeployCheckpoint]:
         key = instance_key(service, instance_id)  # what the by-instance index holds
         with self._lock:
             found = [i for i in self._deploys.values() if i["instance_id"] == key]
-        deploys = items.decode_listed(found, items.deploy_from_item)
+        deploys = items.decode_listed(found, items.deploy_from_item, self._refusals)
         return sorted(deploys, key=lambda d: (d.created_at, d.id))
 
 

@@ -7,6 +7,7 @@ these codecs; the names are gathered here so a store imports one thing.
 from flotilla.adapters.items.common import (
     MAX_ITEM_BYTES,
     Item,
+    RefusalWarnings,
     check_item_size,
     decode_listed,
     item_size,
@@ -38,6 +39,7 @@ __all__ = [
     "SERVICE_SCHEMA",
     "USER_SCHEMA",
     "Item",
+    "RefusalWarnings",
     "check_item_size",
     "decode_listed",
     "deploy_from_item",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from time import monotonic
 from typing import Any, TypeVar
 
 from flotilla.engine.clock import from_epoch_ms, to_epoch_ms
@@ -83,15 +84,41 @@ def is_unscoped(key: object) -> bool:
     return isinstance(key, str) and service_of_key(key) is None
 
 
-def decode_listed(found: Iterable[Mapping[str, Any]], decode: Callable[[Any], T]) -> list[T]:
-    """Decode the items of a listing, leaving out (with a warning naming each) those refused
-    as misfiled: one planted item must not stop every reader of the service's listing."""
+class RefusalWarnings:
+    """Which misfiled items a store has warned about, and when. Such an item stays until
+    someone deletes it, and a scheduler lists its service every few seconds: each one is
+    warned about once an hour per store, not at every listing."""
+
+    REPEAT_AFTER = 3600.0  # seconds
+    _REMEMBERED = 1000  # a flood of planted items must not grow this for ever
+
+    def __init__(self, clock: Callable[[], float] = monotonic) -> None:
+        self._clock = clock
+        self._warned_at: dict[str, float] = {}
+
+    def warn(self, message: str) -> None:
+        now = self._clock()
+        last = self._warned_at.get(message)
+        if last is not None and now - last < self.REPEAT_AFTER:
+            return
+        if len(self._warned_at) >= self._REMEMBERED:
+            self._warned_at.clear()
+        self._warned_at[message] = now
+        log.warning("%s", message)
+
+
+def decode_listed(
+    found: Iterable[Mapping[str, Any]], decode: Callable[[Any], T], warnings: RefusalWarnings
+) -> list[T]:
+    """Decode the items of a listing, leaving out (with a warning naming each, now and
+    then) those refused as misfiled: one planted item must not stop every reader of the
+    service's listing."""
     decoded = []
     for item in found:
         try:
             decoded.append(decode(item))
         except MisfiledItemError as refused:
-            log.warning("%s", refused)
+            warnings.warn(str(refused))
     return decoded
 
 

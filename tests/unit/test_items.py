@@ -269,3 +269,31 @@ def test_only_a_service_being_deleted_is_written_in_the_newest_schema() -> None:
     check_schema(plain, "service", older_reader)
     with pytest.raises(SchemaError, match="newer than this flotilla understands"):
         check_schema(marked, "service", older_reader)
+
+
+def test_a_misfiled_item_in_a_listing_is_left_out_and_warned_about_now_and_then(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A planted item stays until someone deletes it and a scheduler lists its service
+    every few seconds: one warning an hour per store, not one at every listing."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    mine = Instance("i-1", "api", "1.0", now, now)
+    planted = items.instance_to_item(dataclasses.replace(mine, id="i-666"), expires_at=now)
+    planted["id"] = "billing/i-666"  # its key claims another service than its fields
+    listing = [items.instance_to_item(mine, expires_at=now), planted]
+    seconds = [0.0]
+    warnings = items.RefusalWarnings(clock=lambda: seconds[0])
+
+    def warned_for(elapsed: float) -> list[str]:
+        seconds[0] = elapsed
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            listed = items.decode_listed(listing, items.instance_from_item, warnings)
+        assert [i.id for i in listed] == ["i-1"]
+        return [r.getMessage() for r in caplog.records]
+
+    [first] = warned_for(0)
+    assert "billing/i-666" in first
+    assert warned_for(5) == []
+    assert warned_for(items.RefusalWarnings.REPEAT_AFTER - 1) == []
+    assert warned_for(items.RefusalWarnings.REPEAT_AFTER) == [first]
