@@ -4,7 +4,9 @@ At-least-once, like an SQS standard queue: a received event is invisible to othe
 receivers until its visibility timeout passes on the injected clock, then it is
 delivered again unless it was acknowledged. Each delivery gets a new receipt and only
 the latest receipt acknowledges. Bodies go through the same JSON codec as SQS messages,
-so an event SQS would refuse is refused here too. It passes the event queue contract.
+so an event SQS would refuse is refused here too. A receive waits whole seconds, rounded
+down, as SQS long-polls: a wait under a second looks once. It passes the event queue
+contract.
 """
 
 from __future__ import annotations
@@ -51,7 +53,8 @@ class MemoryEventQueue:
             self._messages[next(self._ids)] = _Message(body, self._clock.now())
 
     def receive(self, *, wait: timedelta, max_events: int = 10) -> list[Event]:
-        deadline = self._clock.now() + max(wait, timedelta(0))
+        # Whole seconds, rounded down, as SQS long-polls (adapters/sqs_events.py).
+        deadline = self._clock.now() + timedelta(seconds=max(0, int(wait.total_seconds())))
         while True:
             found = self._take(max(1, min(max_events, MAX_BATCH)))
             remaining = deadline - self._clock.now()

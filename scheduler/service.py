@@ -65,12 +65,11 @@ class SchedulerSettings:
     lease: timedelta = timedelta(seconds=15)
     instance_ttl: timedelta = DEFAULT_INSTANCE_TTL
     max_events: int = 10  # per receive (SQS's most)
-    # Once the end of a deploy arrives, more events are gathered for this long (up to
-    # `max_batch`) and handled in one pass: the deploys of a wave end within moments of each
-    # other, and a pass per event would read the service once per instance. Other events
-    # (weights changed, an instance joined or left) are handled at once, with whatever
-    # else is already waiting.
-    batch_window: timedelta = timedelta(seconds=1)
+    # Whatever else is already waiting when an event arrives is handled in the same pass
+    # (up to `max_batch` events): the deploys of a wave end within moments of each other,
+    # and events pile up while a pass runs, so the costlier the passes, the more each one
+    # takes in. Nothing waits for more: SQS long-polls whole seconds, and a refill of a
+    # slot should not wait a second for ends that may never come.
     max_batch: int = 500
     retry_after: timedelta = timedelta(seconds=2)  # after a failed iteration
 
@@ -243,18 +242,9 @@ class Scheduler:
             self._wait(rest)
 
     def _gather(self, events: list[Event]) -> list[Event]:
-        """`events` and whatever is waiting; after a deploy's end, also whatever follows
-        within the batch window (never past the lease)."""
-        window = timedelta(0)
-        if any(event.kind in DEPLOY_ENDS for event in events):
-            window = min(
-                self.settings.batch_window,
-                timedelta(seconds=self.leadership.seconds_until_renewal()),
-            )
-        until = self.clock.now() + window
+        """`events` and whatever is already waiting, up to `max_batch`."""
         while len(events) < self.settings.max_batch:
-            left = max(until - self.clock.now(), timedelta(0))
-            more = self.events.receive(wait=left, max_events=self.settings.max_events)
+            more = self.events.receive(wait=timedelta(0), max_events=self.settings.max_events)
             if not more:
                 break
             events = events + more

@@ -119,7 +119,7 @@ def test_one_scheduler_leads_and_a_standby_never_receives(cluster: Cluster) -> N
         a.step()
     assert not b.leadership.is_leader
     assert spy(b).receives == 0
-    # Each event is received, then the batch window looks for more: two receives apiece.
+    # Each event is received, then one look for more already waiting: two receives apiece.
     assert spy(a).receives == received_before + 20
     assert cluster.queue.pending() == 0  # every event went to the leader
 
