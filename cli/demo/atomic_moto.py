@@ -25,7 +25,12 @@ def serialize_dynamodb() -> None:
     """Make every DynamoDB request of this process's moto wait for the one before it."""
     from moto.dynamodb.responses import DynamoHandler
 
-    unlocked = DynamoHandler.call_action
+    unlocked = getattr(DynamoHandler, "call_action", None)
+    if unlocked is None:  # moto's internals moved: refuse to serve a racy DynamoDB
+        raise SystemExit(
+            "atomic_moto: this moto has no DynamoHandler.call_action to serialize; "
+            "pin moto to a version that does (setup.cfg) or adapt cli/demo/atomic_moto.py"
+        )
 
     def call_action(self: DynamoHandler) -> Any:
         with _DYNAMODB:
