@@ -28,12 +28,11 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from flotilla.cli.demo import cgroups
 from flotilla.engine.errors import ConfigurationError
 
 SYSTEMD_BINARIES = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
@@ -86,50 +85,13 @@ def missing_prerequisites() -> list[str]:
         missing.append("the user bus socket: apt-get install dbus-user-session")
     if shutil.which("unshare") is None:
         missing.append("unshare: apt-get install util-linux")
-    if not _cgroup_hierarchies():
+    if not cgroups.hierarchies():
         missing.append("a mounted cgroup file system under /sys/fs/cgroup")
     try:
         import pydbus  # noqa: F401
     except ImportError:
         missing.append("pydbus and PyGObject: pip install -e '.[systemd]' (see setup.cfg)")
     return missing
-
-
-@dataclass(frozen=True)
-class _Hierarchy:
-    mount_point: Path
-    current: str  # this process's cgroup path in the hierarchy, relative to the mount
-
-
-def _cgroup_hierarchies() -> list[_Hierarchy]:
-    """Every mounted cgroup hierarchy with the path of this process in it."""
-    try:
-        membership = Path("/proc/self/cgroup").read_text().splitlines()
-        mounts = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return []
-    paths: dict[str, str] = {}  # "0" for cgroup2, else each controller or name=...
-    for line in membership:
-        number, controllers, path = line.split(":", 2)
-        for key in controllers.split(",") if controllers else [f"#{number}"]:
-            paths[key] = path
-    found = []
-    for line in mounts:
-        before, _, after = line.partition(" - ")
-        fields, extra = before.split(), after.split()
-        if not extra or extra[0] not in ("cgroup", "cgroup2"):
-            continue
-        mount_root, mount_point = fields[3], fields[4]
-        if extra[0] == "cgroup2":
-            current = paths.get("#0")
-        else:
-            options = extra[2].split(",")
-            current = next((paths[o] for o in options if o in paths), None)
-        if current is None:
-            continue
-        relative = os.path.relpath(current, mount_root) if mount_root != "/" else current
-        found.append(_Hierarchy(Path(mount_point), relative.strip("/")))
-    return found
 
 
 @dataclass
@@ -222,7 +184,7 @@ class PrivateSystemdManager:
         self.unit_dir.mkdir(parents=True, exist_ok=True)
         self._lift_sandbox()
         began = time.monotonic()
-        self._cgroups = _make_cgroups(f"{self.cgroup_prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        self._cgroups = cgroups.fresh(f"{self.cgroup_prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}")
         environment = {
             "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
             "HOME": str(self.home),
@@ -311,7 +273,7 @@ class PrivateSystemdManager:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(self.stop_timeout)
-        _remove_cgroups(self._cgroups, self.stop_timeout)
+        cgroups.remove(self._cgroups, self.stop_timeout)
         self._cgroups = []
         if self._made_root and self.root is not None:
             shutil.rmtree(self.root, ignore_errors=True)
@@ -320,7 +282,7 @@ class PrivateSystemdManager:
 
     def cgroup_pids(self) -> set[int]:
         """Every process still in the manager's cgroups (itself and its units)."""
-        return _pids_in(self._cgroups)
+        return cgroups.pids_in(self._cgroups)
 
     def systemctl(self, *arguments: str) -> subprocess.CompletedProcess[str]:
         """`systemctl --user …` against this manager."""
@@ -337,52 +299,3 @@ class PrivateSystemdManager:
             check=False,
             timeout=60,
         )
-
-
-def _make_cgroups(name: str) -> list[Path]:
-    """A fresh cgroup below this process's own in every hierarchy."""
-    made = []
-    for hierarchy in _cgroup_hierarchies():
-        parent = hierarchy.mount_point / hierarchy.current
-        group = parent / name
-        group.mkdir()
-        made.append(group)
-        # A new cpuset has no CPUs or memory nodes: nothing could join it until they are set.
-        for setting in ("cpuset.cpus", "cpuset.mems"):
-            if (group / setting).exists():
-                (group / setting).write_text((parent / setting).read_text())
-    return made
-
-
-def _walk_bottom_up(group: Path) -> Iterator[Path]:
-    if not group.is_dir():
-        return
-    for child in group.iterdir():
-        if child.is_dir():
-            yield from _walk_bottom_up(child)
-    yield group
-
-
-def _pids_in(groups: list[Path]) -> set[int]:
-    pids: set[int] = set()
-    for group in groups:
-        for directory in _walk_bottom_up(group):
-            try:
-                pids.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
-            except OSError:
-                continue
-    return pids
-
-
-def _remove_cgroups(groups: list[Path], timeout: float) -> None:
-    """Kill what is left in the groups (after a SIGKILL of the manager), then remove them."""
-    deadline = time.monotonic() + timeout
-    while (left := _pids_in(groups)) and time.monotonic() < deadline:
-        for pid in left:
-            with suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        time.sleep(0.01)
-    for group in groups:
-        for directory in _walk_bottom_up(group):
-            with suppress(OSError):  # still busy after the timeout: nothing more to do
-                directory.rmdir()

@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import boto3
 import botocore.exceptions
@@ -140,6 +141,20 @@ def test_two_machines_run_side_by_side(boot_machine: BootMachine) -> None:
     assert len(keys) == 2, "each machine has its own sshd host keys"
     for machine in (worker, scheduler):
         assert machine.run(["systemctl", "is-system-running"]).stdout.strip() == "running"
+
+    # Each in a cgroup tree of its own, so their same-named units never share a cgroup
+    # (cli/demo/cgroups.py): a unit stopped in one leaves the other's running.
+    trees = {Path(f"/proc/{m.leader_pid}/cgroup").read_text() for m in (worker, scheduler)}
+    assert len(trees) == 2, trees
+    twin = ["systemd-run", "--unit", "twin", "--property", "TimeoutStopSec=5", "sleep", "600"]
+    for machine in (worker, scheduler):
+        machine.run(twin)
+    pid = ["systemctl", "show", "twin", "-p", "MainPID", "--value"]
+    before = scheduler.run(pid).stdout.strip()
+    worker.run(["systemctl", "stop", "twin"], timeout=30)
+    assert worker.run(["systemctl", "is-active", "twin"], check=False).stdout.strip() != "active"
+    assert scheduler.run(["systemctl", "is-active", "twin"]).stdout.strip() == "active"
+    assert scheduler.run(pid).stdout.strip() == before != "0"
 
 
 def test_apt_installs_packages_inside(boot_machine: BootMachine) -> None:

@@ -41,6 +41,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO
 
+from flotilla.cli.demo import cgroups
+
 logger = logging.getLogger(__name__)
 
 MACHINES_DIR = Path(__file__).resolve().parents[2] / "build" / "machines"
@@ -242,6 +244,7 @@ class BootedMachine:
         self.boot_seconds: list[float] = []  # one per boot, until running/degraded
         self._nspawn_name = self.run_dir.name.removeprefix("run-")
         self._nspawn: subprocess.Popen[bytes] | None = None
+        self._cgroups: list[Path] = []
         self._started_at = 0.0
         self._leader: int | None = None
         self._pid_namespace = ""
@@ -280,11 +283,16 @@ class BootedMachine:
         if not self.root.exists():
             self._make_root()
         _LIVE_MACHINES.add(self)
+        boot = len(self.boot_seconds) + 1
         with self.console_log.open("a") as console:
-            console.write(f"=== boot {len(self.boot_seconds) + 1}, started by the harness ===\n")
+            console.write(f"=== boot {boot}, started by the harness ===\n")
             console.flush()
+            # A cgroup of its own: from one shared cgroup, `--keep-unit` would put every
+            # machine's systemd in the same `payload` tree, where same-named units of two
+            # machines (journald, dbus, user-data) share a cgroup (cli/demo/cgroups.py).
+            self._cgroups = cgroups.fresh(f"flotilla-machine-{self._nspawn_name}-{boot}")
             self._nspawn = subprocess.Popen(
-                self._nspawn_command(),
+                cgroups.joined(self._cgroups, self._nspawn_command()),
                 stdin=subprocess.DEVNULL,
                 stdout=console,
                 stderr=subprocess.STDOUT,
@@ -433,6 +441,8 @@ class BootedMachine:
 
     def _forget_exited(self) -> None:
         self._leader = None
+        cgroups.remove(self._cgroups, timeout=10)  # whatever is left of it goes too
+        self._cgroups = []
         # nspawn leaves this behind when the host's /run is not a tmpfs (as here).
         shutil.rmtree(f"/run/systemd/nspawn/propagate/{self._nspawn_name}", ignore_errors=True)
 
