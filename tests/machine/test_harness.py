@@ -21,6 +21,7 @@ import botocore.exceptions
 import botocore.session
 import pytest
 
+from flotilla.cli.demo import cgroups
 from tests.machine.conftest import BootMachine
 from tests.support.booted_machine import BootedMachine, MachineError, free_tcp_port
 from tests.support.fake_imds import IMDS_ADDRESS, FakeImds, fake_imds
@@ -185,6 +186,14 @@ def test_a_machine_stopped_leaves_no_process(base_root: object) -> None:
     assert host_pid is not None
     assert not os.path.exists(f"/proc/{host_pid}")
     assert not machine.run_dir.exists()
+    # Nor its cgroups (one per mounted hierarchy, named after the machine's run).
+    named = f"flotilla-machine-{machine.run_dir.name.removeprefix('run-')}-"
+    left = [
+        group
+        for hierarchy in cgroups.hierarchies()
+        for group in (hierarchy.mount_point / hierarchy.current).glob(f"{named}*")
+    ]
+    assert left == []
     with pytest.raises(MachineError, match="not started"):
         machine.run(["true"])
 
