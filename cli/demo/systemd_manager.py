@@ -47,14 +47,14 @@ LIFTED_SANDBOX = ("ProtectKernelTunables", "ProtectKernelLogs", "PrivateTmp")
 LIFTED_DROP_IN = Path(".config/systemd/user/flotilla-.service.d/50-private-manager.conf")
 JOURNALD_BINARIES = ("/lib/systemd/systemd-journald", "/usr/lib/systemd/systemd-journald")
 
-# Runs inside the new mount namespace: join the fresh cgroups, mount the tmpfs, exec systemd.
+# Runs inside the new mount namespace (already in the fresh cgroups): mount the tmpfs, exec
+# systemd.
 # With a journal directory (FLOTILLA_JOURNAL_DIR): a private systemd-journald first, its
 # sockets in the private /run/systemd/journal and its files in that directory (bound onto
 # /run/log, where journald writes a volatile journal), so units' output reaches a journal.
 _INNER_SCRIPT = """
 set -e
-binary=$1; shift
-for group in "$@"; do echo $$ > "$group/cgroup.procs"; done
+binary=$1
 mount -t tmpfs -o mode=0755 flotilla-private /run/systemd
 mkdir /run/systemd/system
 if [ -n "$FLOTILLA_JOURNAL_DIR" ]; then
@@ -202,11 +202,10 @@ class PrivateSystemdManager:
                 "FLOTILLA_JOURNAL_DIR": str(self.journal_dir),
                 "FLOTILLA_JOURNALD": journald,
             }
+        private = ["unshare", "-m", "--propagation", "private", "sh", "-c", _INNER_SCRIPT]
         with self.log_file.open("ab") as log:
             self._process = subprocess.Popen(
-                ["unshare", "-m", "--propagation", "private", "sh", "-c", _INNER_SCRIPT, "sh"]
-                + [binary]
-                + [str(group) for group in self._cgroups],
+                cgroups.joined(self._cgroups, [*private, "sh", binary]),
                 env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
