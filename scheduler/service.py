@@ -53,7 +53,6 @@ from flotilla.scheduler.pass_ import PassReport, PassSettings, SchedulerPass
 log = logging.getLogger(__name__)
 
 MAX_POLL = timedelta(seconds=20)  # SQS's longest long poll
-DEPLOY_ENDS = frozenset({"deploy_finished", "deploy_failed"})
 
 
 @dataclass(frozen=True)
