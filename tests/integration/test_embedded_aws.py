@@ -10,7 +10,6 @@ interleaving happens every time unless the requests are serialized (`atomic_moto
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,16 +23,11 @@ from moto.dynamodb.responses import DynamoHandler
 from moto.moto_server.threaded_moto_server import ThreadedMotoServer
 
 from flotilla.cli.demo import atomic_moto
+from testbed.aws import free_port
 
 KEY = {"k": {"S": "web/demo-1"}}
 REGISTER = "SET version = if_not_exists(version, :zero), heartbeat = :now"
 WINDOW = 0.2  # seconds between a registration resolving if_not_exists and writing it
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -51,7 +45,7 @@ def widened_moto(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     monkeypatch.setattr(UpdateExpressionValidator, "validate", validate)
     # Whatever atomic_moto does to moto's handler is undone after the test.
     monkeypatch.setattr(DynamoHandler, "call_action", DynamoHandler.call_action)
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     client = boto3.client(
