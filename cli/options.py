@@ -19,16 +19,47 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def aws_options(command: F) -> F:
     """--env, --region, --profile and --endpoint-url, resolved into `settings`."""
-    options = [
+    return _aws_options(
+        click.option(
+            "--region",
+            help=f"AWS region [{', '.join(REGION_VARIABLES)} or your profile's]",
+        ),
+        command,
+    )
+
+
+def aws_options_of_regions(command: F) -> F:
+    """As `aws_options`, with --region given once per region (`given_regions`); the
+    first is where the command starts."""
+    return _aws_options(
+        click.option(
+            "--region",
+            multiple=True,
+            help="AWS region; repeat it for each region, the home region first "
+            f"[{', '.join(REGION_VARIABLES)} or your profile's]",
+        ),
+        command,
+    )
+
+
+def given_regions(options: dict[str, Any]) -> tuple[str, ...]:
+    """The regions given with `aws_options_of_regions`, checked; () when none was."""
+    from flotilla.engine.validation import region_list
+
+    given = options["region"]
+    return region_list(
+        list(given) if isinstance(given, tuple) else [given] * bool(given), "--region"
+    )
+
+
+def _aws_options(region: Callable[[F], F], command: F) -> F:
+    options: list[Callable[[F], F]] = [
         click.option(
             "--env",
             "environment",
             help="Flotilla environment name [FLOTILLA_ENV, default: default]",
         ),
-        click.option(
-            "--region",
-            help=f"AWS region [{', '.join(REGION_VARIABLES)} or your profile's]",
-        ),
+        region,
         click.option("--profile", help="AWS profile [AWS_PROFILE]"),
         click.option(
             "--endpoint-url",
@@ -54,8 +85,11 @@ def wiring_from(options: dict[str, Any], *, interactive: bool = True) -> Wiring:
     retry (`cli.aws_calls`)."""
     from flotilla.cli.wiring import Wiring
 
+    region = options["region"]
+    if isinstance(region, tuple):  # `aws_options_of_regions`: the first is the entry
+        region = given_regions(options)[0] if region else None
     settings = settings_from(
-        options["environment"], options["region"], options["profile"], options["endpoint_url"]
+        options["environment"], region, options["profile"], options["endpoint_url"]
     )
     return Wiring(settings, interactive=interactive)
 

@@ -19,6 +19,7 @@ import click
 from flotilla.cli import revision_sources, unit_verify
 from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_fields, print_json, print_table
+from flotilla.cli.regions import in_region, read_everywhere, say_region
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.operations.names import ID_CHARS, find_revision, find_service, new_label
@@ -97,36 +98,59 @@ def add(
     for problem in passed:
         click.echo(f"warning: --force: {problem.text()}", err=True)
     wiring = wiring_from(options)
-    store = wiring.store
-    find_service(store, service, wiring.settings.environment)  # fails before anything is sealed
+    # Every region of the service is read before anything is sealed (`cli.regions`).
+    regional = read_everywhere(wiring, service)
+    if kms_key_id is not None and len(regional.regions) > 1 and not kms_key_id.startswith("alias/"):
+        raise ValidationError(
+            f"--kms-key-id {kms_key_id[:80]!r} names one region's key, but {service} is in "
+            f"{', '.join(regional.regions)}: give an alias (alias/NAME) that each region has"
+        )
     now = wiring.clock.now()
-    existing = store.list_revisions(service)
+    existing = {
+        region: in_region(region, there.store.list_revisions, service)
+        for region, there in regional.wirings.items()
+    }
     if label is None:
-        taken = {r.label for r in existing}
+        taken = {r.label for revisions in existing.values() for r in revisions}
         label = stamp = now.strftime("%Y%m%d-%H%M%S")
         suffix = 1
         while label in taken:  # two adds within the same second
             suffix += 1
             label = f"{stamp}-{suffix}"
-    new_label(existing, label, service)
-    built = build_revision(
-        service, label, sources.units, sources.environments, wiring.secret_box(kms_key_id), now,
-        sources.hooks,
-    )  # fmt: skip
-    stored = store.put_revision(built)
-    if stored.label != label:
-        # Content-addressed: identical units (and no environment) are the same revision.
-        click.echo(
-            f"note: this content is already revision {stored.id[:ID_CHARS]} labelled "
-            f"{stored.label!r}; nothing new was stored",
-            err=True,
-        )
+    for revisions in existing.values():
+        new_label(revisions, label, service)
+    ids: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    for region, there in regional.wirings.items():
+        built = in_region(
+            region, build_revision, service, label, sources.units, sources.environments,
+            there.secret_box(kms_key_id), now, sources.hooks,
+        )  # fmt: skip
+        stored = in_region(region, there.store.put_revision, built)
+        ids[region], labels[region] = stored.id, stored.label
+        if stored.label != label:
+            # Content-addressed: identical units (and no environment) are the same revision.
+            click.echo(
+                f"note: this content is already revision {stored.id[:ID_CHARS]} labelled "
+                f"{stored.label!r}{_where(region, regional.regions)}; nothing new was stored",
+                err=True,
+            )
+        elif len(regional.regions) > 1:
+            say_region(region, f"stored {stored.id[:ID_CHARS]} as {label}", output="json")
     for line in advice(sources.units):  # said once the revision is stored, never refused
         click.echo(f"warning: {line}", err=True)
+    home = ids[regional.home]
     if output == "json":
-        print_json({"id": stored.id, "label": stored.label, "service": service})
+        added: dict[str, Any] = {"id": home, "label": labels[regional.home], "service": service}
+        if len(regional.regions) > 1:
+            added["ids"] = ids  # sealed with each region's key: an id per region
+        print_json(added)
     else:
-        click.echo(stored.id)
+        click.echo(home)
+
+
+def _where(region: str, regions: tuple[str, ...]) -> str:
+    return f" in {region}" if len(regions) > 1 else ""
 
 
 @revision.command(name="list", short_help="List a service's revisions and their weights.")

@@ -28,7 +28,7 @@ from flotilla.cli.health_options import (
     options_alone,
 )
 from flotilla.cli.notify import notify_scheduler
-from flotilla.cli.options import aws_options, wiring_from
+from flotilla.cli.options import aws_options, aws_options_of_regions, given_regions, wiring_from
 from flotilla.cli.output import output_option, print_fields, print_json, print_table
 from flotilla.cli.policy_options import (
     check_alarms_exist,
@@ -37,6 +37,7 @@ from flotilla.cli.policy_options import (
     policy_options,
     policy_summary,
 )
+from flotilla.cli.service_creation import create_everywhere
 from flotilla.cli.service_deletion import delete_service
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
@@ -168,6 +169,7 @@ def service_summary(service: Service, labels: Mapping[str, str]) -> dict[str, An
         "created_at": service.created_at.isoformat() if service.created_at else None,
         "updated_at": service.updated_at.isoformat() if service.updated_at else None,
         "deleting_since": service.deleting_since.isoformat() if service.deleting_since else None,
+        "regions": list(service.regions),
     }
 
 
@@ -204,6 +206,7 @@ def _show(service: Service, labels: Mapping[str, str], output: str) -> None:
             ("weights", weights_text(service.weights, labels)),
             ("paused", "yes" if service.paused else "no"),
             ("version", service.version),
+            *([("regions", ", ".join(service.regions))] if service.regions else []),
             *_deletion_fields(service),
         ]
     )
@@ -231,11 +234,21 @@ def service() -> None:
 @click.argument("name")
 @settings_options(creating=True)
 @output_option
-@aws_options
+@aws_options_of_regions
 def create(name: str, output: str, **options: Any) -> None:
-    """Create the service NAME (it runs nothing until a revision gets a weight)."""
+    """Create the service NAME (it runs nothing until a revision gets a weight).
+
+    With --region given more than once, NAME exists in each of those regions, the first
+    its home region (where a rollout in waves keeps its progress): revisions are added
+    to each, and `flotilla weights --waves` rolls out region by region. Every region is
+    checked before any is written; run the command again to finish one that failed.
+    """
     record = apply_settings(Service(name=validation.service_name(name)), options)
+    regions = given_regions(options)
     wiring = wiring_from(options)
+    if len(regions) > 1:
+        _show(create_everywhere(wiring, record, regions, output), {}, output)
+        return
     check_alarms_exist(wiring, record.rollout.alarms, name)
     stored = wiring.store.create_service(record)
     _show(stored, {}, output)

@@ -21,15 +21,16 @@ import os
 import re
 import urllib.parse
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flotilla.adapters.aws_errors import REGION_VARIABLES
 from flotilla.engine.errors import ConfigurationError, ValidationError
-from flotilla.engine.validation import environment_name
+from flotilla.engine.validation import environment_name, region_name
 
-# botocore's own rule for a region name (botocore/utils.py, validate_region_name).
-_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?")
 ENDPOINT_VARIABLES = ("FLOTILLA_ENDPOINT_URL", "AWS_ENDPOINT_URL")
+# An endpoint per region, for emulators standing in for several regions (the tests'
+# outages of one region): `eu-west-1=http://127.0.0.1:5001,us-east-1=http://...`.
+REGION_ENDPOINTS_VARIABLE = "FLOTILLA_ENDPOINT_URLS"
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Resolved:
     profile: str | None
     endpoint_url: str | None
     sources: Mapping[str, str]  # setting -> "--region", "AWS_REGION", "default", ...
+    region_endpoints: Mapping[str, str] = field(default_factory=dict)  # region -> URL
 
 
 def resolve(
@@ -93,7 +95,28 @@ def resolve(
         if endpoint_value is None and variable == "FLOTILLA_ENDPOINT_URL":
             endpoint_value = value
             sources["endpoint_url"] = variable
-    return Resolved(env_value, region_value, profile_value, endpoint_value, sources)
+    regional = region_endpoints(variables.get(REGION_ENDPOINTS_VARIABLE))
+    return Resolved(env_value, region_value, profile_value, endpoint_value, sources, regional)
+
+
+def region_endpoints(text: str | None) -> dict[str, str]:
+    """`REGION=URL,REGION=URL`, each part validated; unset or empty is none."""
+    found: dict[str, str] = {}
+    where = REGION_ENDPOINTS_VARIABLE
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        region, equals, url = part.strip().partition("=")
+        if not equals:
+            raise ValidationError(
+                f"invalid {where} part {part[:60]!r}: write REGION=URL pairs separated by "
+                "commas, like eu-west-1=http://127.0.0.1:5001"
+            )
+        region_name(region, where)
+        if region in found:
+            raise ValidationError(f"{where} names {region} twice: give each region one URL")
+        found[region] = endpoint(url, where)
+    return found
 
 
 def _first(*candidates: tuple[str, str | None]) -> tuple[str | None, str]:
@@ -102,15 +125,6 @@ def _first(*candidates: tuple[str, str | None]) -> tuple[str | None, str]:
         if value:
             return value, where
     return None, ""
-
-
-def region_name(value: str, where: str) -> str:
-    if not _REGION.fullmatch(value):
-        raise ValidationError(
-            f"invalid AWS region {value[:40]!r} (from {where}): a region is a name like "
-            "eu-west-1 or us-east-1; see `aws ec2 describe-regions`"
-        )
-    return value
 
 
 def endpoint(value: str, where: str) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from functools import cached_property
 from pathlib import Path
@@ -63,6 +63,8 @@ class AwsSettings:
     endpoint_url: str | None = None  # a moto server or DynamoDB Local, for the demo and tests
     # Where each setting came from ("--region", "AWS_REGION", ...), for messages about it.
     sources: Mapping[str, str] = field(default_factory=dict, compare=False)
+    # An endpoint per region (`FLOTILLA_ENDPOINT_URLS`), before `endpoint_url`.
+    region_endpoints: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def resolve(
@@ -74,7 +76,23 @@ class AwsSettings:
     ) -> AwsSettings:
         """Options first, then variables, then defaults, each validated (`cli.settings`)."""
         read = setting_rules.resolve(environment, region, profile, endpoint_url)
-        return cls(read.environment, read.region, read.profile, read.endpoint_url, read.sources)
+        settings = cls(
+            read.environment,
+            read.region,
+            read.profile,
+            read.endpoint_url,
+            read.sources,
+            read.region_endpoints,
+        )
+        return settings.in_region(read.region) if read.region else settings
+
+    def in_region(self, region: str) -> AwsSettings:
+        """The same settings for `region`, with that region's own endpoint if it has one."""
+        return replace(
+            self,
+            region=region,
+            endpoint_url=self.region_endpoints.get(region, self.endpoint_url),
+        )
 
 
 NO_REGION = (
@@ -105,6 +123,22 @@ class Wiring:
         # would cost an STS call at start, which a machine in a private subnet without an
         # STS endpoint cannot make, and the demo knows the ARN from its stack as well.
         self.events_topic = events_topic
+
+    def in_region(self, region: str) -> Wiring:
+        """This wiring's twin for `region` (the same environment, profile and clock)."""
+        if region == self.settings.region:
+            return self
+        return Wiring(
+            self.settings.in_region(region),
+            self.clock,
+            interactive=self.interactive,
+            events_topic=self.events_topic,
+        )
+
+    @property
+    def region(self) -> str:
+        """The region this wiring's calls go to (the profile's, when none was given)."""
+        return self.settings.region or self.session.region_name
 
     @cached_property
     def session(self) -> boto3.Session:

@@ -204,6 +204,60 @@ class Promotion:
     by: str
 
 
+class WaveStatus(StrEnum):
+    """Where a rollout in waves (`flotilla weights ... --waves A,B`) stands."""
+
+    ROLLING = "rolling"  # the current wave's region rolls out, or bakes before the next
+    HELD = "held"  # a region could not be reached or read: the waves wait (`reason` says)
+    COMPLETE = "complete"  # every wave's region completed its rollout
+    STOPPED = "stopped"  # a region's rollout failed, or an operator stopped the waves
+
+
+@dataclass(frozen=True)
+class Wave:
+    """One region's part of a rollout in waves."""
+
+    region: str
+    weights: dict[str, int]  # revision id (in that region) -> weight, resolved when staged
+    # The region's weights just before this wave set its own; None until it did.
+    before: dict[str, int] | None = None
+    applied_at: datetime | None = None
+    completed_at: datetime | None = None  # its rollout completed: the bake counts from here
+    undone: bool = False  # its weights were set back to `before` when the waves stopped
+
+    @property
+    def applied(self) -> bool:
+        return self.before is not None
+
+
+@dataclass(frozen=True)
+class WavePlan:
+    """A rollout that goes region by region; stored on the service's record in its home
+    region (the first it names), so a command that dies mid-wave loses nothing."""
+
+    number: int  # each new plan of a service gets the next; a driver follows its own
+    waves: tuple[Wave, ...]
+    bake_seconds: int  # after a region completed, before the next one starts
+    failure_action: FailureAction  # for the regions done when a later one fails
+    status: WaveStatus
+    started_at: datetime
+    by: str
+    reason: str | None = None
+    stop_all: bool = False  # the weights run nothing, as `weights --stop-all` allowed
+
+    @property
+    def current(self) -> int | None:
+        """The index of the wave under way; None once every one completed."""
+        for index, wave in enumerate(self.waves):
+            if wave.completed_at is None:
+                return index
+        return None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (WaveStatus.COMPLETE, WaveStatus.STOPPED)
+
+
 @dataclass(frozen=True)
 class Service:
     """A named group of instances that run the same units."""
@@ -233,6 +287,11 @@ class Service:
     # revision, and the scheduler removes the record once none runs anything
     # (docs/scheduler.md, "Deleting a service"). A service being deleted cannot be changed.
     deleting_since: datetime | None = None
+    # The regions the service exists in, its home region first; () for a service of one
+    # region (where it is stored). Every region's record names them all.
+    regions: tuple[str, ...] = ()
+    # Its rollout in waves, on the home region's record only (docs/regions.md).
+    waves: WavePlan | None = None
 
     @property
     def deleting(self) -> bool:

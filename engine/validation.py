@@ -36,6 +36,9 @@ from flotilla.engine.records import (
 # classic ELB names (32 characters at most), so they are kept to a safe alphabet.
 _NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
 _ENV_NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,22}[a-z0-9])?")
+# botocore's own rule for a region name (botocore/utils.py, validate_region_name).
+_REGION = re.compile(r"[a-zA-Z0-9](?:[a-zA-Z0-9\-]{0,61}[a-zA-Z0-9])?")
+MAX_REGIONS = 16  # of one environment or service (AWS has about 30)
 # systemd: unit names are made of ASCII letters, digits, ":", "-", "_", ".", "\\" and at
 # most one "@" (templates); Flotilla accepts only service, socket and timer units.
 _UNIT_STEM = re.compile(r"[A-Za-z0-9:_.\\-]+(?:@[A-Za-z0-9:_.\\-]*)?")
@@ -80,6 +83,28 @@ def environment_name(value: Any, *, where: str | None = None) -> str:
             "digits and hyphens, starting with a letter (e.g. 'prod')"
         )
     return value
+
+
+def region_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _REGION.fullmatch(value):
+        raise ValidationError(
+            f"invalid AWS region {_show(value)} (from {where}): a region is a name like "
+            "eu-west-1 or us-east-1; see `aws ec2 describe-regions`"
+        )
+    return value
+
+
+def region_list(values: Sequence[Any], where: str) -> tuple[str, ...]:
+    """Regions named in order, each once (the first is the home region)."""
+    regions = tuple(region_name(value, where) for value in values)
+    repeated = sorted({r for r in regions if regions.count(r) > 1})
+    if repeated:
+        raise ValidationError(
+            f"{where} names {', '.join(repeated)} more than once: name each region once"
+        )
+    if len(regions) > MAX_REGIONS:
+        raise ValidationError(f"{where} names {len(regions)} regions: at most {MAX_REGIONS}")
+    return regions
 
 
 def unit_name(value: Any) -> str:
@@ -280,6 +305,7 @@ def service(record: Service) -> Service:
     health_checks.service_health(record)
     rollout_policy(record.rollout)
     weights(record.weights)
+    region_list(record.regions, "the service's regions")
     return record
 
 

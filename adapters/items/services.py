@@ -25,6 +25,9 @@ from flotilla.engine.records import (
     RolloutStatus,
     RolloutStep,
     Service,
+    Wave,
+    WavePlan,
+    WaveStatus,
 )
 
 # Schema 2 added the scheduler's rollout state and the service history; schema 3 step
@@ -34,15 +37,24 @@ from flotilla.engine.records import (
 # writing the whole item back without them. Schema 5 adds the deletion mark
 # (`deleting_ms`); only a service being deleted is written as schema 5, so an older
 # flotilla keeps reading every other service, and refuses (rather than writes back
-# without its mark, which would cancel the deletion) only one being deleted.
-SERVICE_SCHEMA = 5
+# without its mark, which would cancel the deletion) only one being deleted. Schema 6
+# adds the regions and the rollout in waves, written only for a service of several
+# regions, for the same reason: an older scheduler must not write one back without them.
+SERVICE_SCHEMA = 6
+DELETING_SCHEMA = 5
 UNMARKED_SCHEMA = 4  # what a service that is not being deleted is written as
+
+
+def _schema(service: Service) -> int:
+    if service.regions or service.waves is not None:
+        return SERVICE_SCHEMA
+    return DELETING_SCHEMA if service.deleting else UNMARKED_SCHEMA
 
 
 def service_to_item(service: Service) -> Item:
     balancer = service.load_balancer
     return {
-        "schema": SERVICE_SCHEMA if service.deleting else UNMARKED_SCHEMA,
+        "schema": _schema(service),
         "name": service.name,
         "load_balancer": None
         if balancer is None
@@ -71,7 +83,62 @@ def service_to_item(service: Service) -> Item:
         ],
         "promotion": None if service.promotion is None else _promotion_to_item(service.promotion),
         "deleting_ms": common.ms(service.deleting_since),
+        "regions": list(service.regions),
+        "waves": None if service.waves is None else _waves_to_item(service.waves),
     }
+
+
+def _waves_to_item(plan: WavePlan) -> Item:
+    return {
+        "number": plan.number,
+        "waves": [
+            {
+                "region": wave.region,
+                "weights": dict(wave.weights),
+                "before": None if wave.before is None else dict(wave.before),
+                "applied_ms": common.ms(wave.applied_at),
+                "completed_ms": common.ms(wave.completed_at),
+                "undone": wave.undone,
+            }
+            for wave in plan.waves
+        ],
+        "bake_seconds": plan.bake_seconds,
+        "failure_action": plan.failure_action.value,
+        "status": plan.status.value,
+        "started_ms": common.ms(plan.started_at),
+        "by": plan.by,
+        "reason": plan.reason,
+        "stop_all": plan.stop_all,
+    }
+
+
+def _waves_from_item(item: Mapping[str, Any] | None) -> WavePlan | None:
+    if item is None:
+        return None
+    started = common.time(item["started_ms"])
+    if started is None:
+        raise ValueError("waves started_ms is empty")
+    return WavePlan(
+        number=int(item["number"]),
+        waves=tuple(
+            Wave(
+                region=str(wave["region"]),
+                weights=_weights(wave["weights"]),
+                before=None if wave.get("before") is None else _weights(wave["before"]),
+                applied_at=common.time(wave.get("applied_ms")),
+                completed_at=common.time(wave.get("completed_ms")),
+                undone=bool(wave.get("undone", False)),
+            )
+            for wave in item["waves"]
+        ),
+        bake_seconds=int(item["bake_seconds"]),
+        failure_action=FailureAction(item["failure_action"]),
+        status=WaveStatus(item["status"]),
+        started_at=started,
+        by=str(item["by"]),
+        reason=common.optional_str(item.get("reason")),
+        stop_all=bool(item.get("stop_all", False)),
+    )
 
 
 def _health_check_to_item(check: HealthCheck | None) -> Item | None:
@@ -291,6 +358,8 @@ def service_from_item(item: Mapping[str, Any]) -> Service:
             history=tuple(_history_entry_from_item(e) for e in item.get("history") or ()),
             promotion=_promotion_from_item(item.get("promotion")),
             deleting_since=common.time(item.get("deleting_ms")),
+            regions=tuple(str(r) for r in item.get("regions") or ()),
+            waves=_waves_from_item(item.get("waves")),
         )
 
     return common.read("service", item, build)

@@ -176,7 +176,7 @@ def test_stored_items_carry_a_schema_number(backend: Backend) -> None:
     backend.store.create_deploy(a_checkpoint(backend))
     expected = {
         items.SERVICE_SCHEMA,
-        items.SERVICE_SCHEMA - 1,  # a service not being deleted (adapters/items/services.py)
+        items.SERVICE_SCHEMA - 2,  # a service of one region, not being deleted (items.services)
         items.REVISION_SCHEMA,
         items.INSTANCE_SCHEMA,
         items.DEPLOY_SCHEMA,

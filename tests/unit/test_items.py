@@ -31,6 +31,9 @@ from flotilla.engine.records import (
     SealedBlob,
     SealedEnvironment,
     Service,
+    Wave,
+    WavePlan,
+    WaveStatus,
 )
 from flotilla.engine.validation import MAX_TIMEOUT_SECONDS
 
@@ -258,17 +261,46 @@ def test_an_ec2_notification_without_its_instance_is_a_schema_error() -> None:
         items.event_from_json(json.dumps(broken), None)
 
 
-def test_only_a_service_being_deleted_is_written_in_the_newest_schema() -> None:
+def test_only_what_needs_a_newer_schema_is_written_in_it() -> None:
     """An older flotilla (schema 4) keeps reading every other service, and refuses one
-    being deleted instead of writing it back without its mark (cancelling the deletion)."""
+    being deleted (schema 5) or of several regions (schema 6) instead of writing it back
+    without its mark (cancelling the deletion) or its regions and waves."""
     plain = items.service_to_item(Service("api"))
     marked = items.service_to_item(Service("api", deleting_since=datetime(2026, 1, 2, tzinfo=UTC)))
-    assert (plain["schema"], marked["schema"]) == (4, items.SERVICE_SCHEMA) == (4, 5)
+    regional = items.service_to_item(Service("api", regions=("eu-west-1", "us-east-1")))
+    schemas = (plain["schema"], marked["schema"], regional["schema"])
+    assert schemas == (4, 5, items.SERVICE_SCHEMA) == (4, 5, 6)
     assert items.service_from_item(marked).deleting_since == datetime(2026, 1, 2, tzinfo=UTC)
-    older_reader = 4
-    check_schema(plain, "service", older_reader)
-    with pytest.raises(SchemaError, match="newer than this flotilla understands"):
-        check_schema(marked, "service", older_reader)
+    assert items.service_from_item(regional).regions == ("eu-west-1", "us-east-1")
+    for older_reader, readable in ((4, [plain]), (5, [plain, marked])):
+        for item in (plain, marked, regional):
+            if item in readable:
+                check_schema(item, "service", older_reader)
+            else:
+                with pytest.raises(SchemaError, match="newer than this flotilla understands"):
+                    check_schema(item, "service", older_reader)
+
+
+def test_a_wave_plan_reads_back_as_it_was_written() -> None:
+    at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    plan = WavePlan(
+        number=3,
+        waves=(
+            Wave("eu-west-1", {"a" * 64: 100, "b" * 64: 0}, {"b" * 64: 100}, at, at, True),
+            Wave("us-east-1", {"c" * 64: 100}),
+        ),
+        bake_seconds=600,
+        failure_action=FailureAction.HOLD,
+        status=WaveStatus.STOPPED,
+        started_at=at,
+        by="ops",
+        reason="us-east-1: the rollout of api stopped",
+        stop_all=True,
+    )
+    service = Service("api", regions=("eu-west-1", "us-east-1"), waves=plan)
+    assert items.service_from_item(items.service_to_item(service)) == service
+    assert plan.current == 1
+    assert plan.finished
 
 
 def test_a_misfiled_item_in_a_listing_is_left_out_and_warned_about_now_and_then(

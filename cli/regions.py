@@ -1,0 +1,102 @@
+"""Commands over the several regions of a service or an environment.
+
+Each region keeps its own tables, queue, key and scheduler, so it works on when another
+region is unreachable (docs/regions.md). A service names its regions, home region first
+(`Service.regions`; a service of one region names none). A command that changes several
+regions stages first: it reads what it needs in every one, so that an unreachable region,
+or a refusal in any, changes nothing anywhere. Then it applies region by region, saying
+each region's outcome; a region that fails then is named, with what was done elsewhere
+and how to finish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import click
+from botocore.exceptions import ConnectionError, HTTPClientError
+
+from flotilla.cli.wiring import Wiring
+from flotilla.engine.errors import FlotillaError, NotFoundError, TransientError
+from flotilla.engine.operations.names import find_service
+from flotilla.engine.records import Service
+
+T = TypeVar("T")
+
+
+class RegionUnreachable(TransientError):
+    """A region's endpoints did not answer (after the CLI's own retries)."""
+
+    def __init__(self, region: str, detail: str) -> None:
+        super().__init__(f"region {region} is unreachable: {detail}")
+        self.region = region
+
+
+def in_region(region: str, call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)`, its failure to reach the region said as one line naming it."""
+    try:
+        return call(*args)
+    except RegionUnreachable:
+        raise
+    except TransientError as exc:
+        raise RegionUnreachable(region, exc.message) from exc
+    except (ConnectionError, HTTPClientError) as exc:
+        raise RegionUnreachable(region, type(exc).__name__) from exc
+
+
+def regions_of(service: Service, wiring: Wiring) -> tuple[str, ...]:
+    """The regions `service` exists in, as read through `wiring` (its home region first)."""
+    return service.regions or (wiring.region,)
+
+
+@dataclass(frozen=True)
+class Regional:
+    """A service as each of its regions has it, read through each region's wiring."""
+
+    wirings: dict[str, Wiring]
+    services: dict[str, Service]
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return tuple(self.wirings)
+
+    @property
+    def home(self) -> str:
+        return self.regions[0]
+
+
+def read_everywhere(wiring: Wiring, name: str, only: Sequence[str] = ()) -> Regional:
+    """The service `name` in every region it names (or `only` these of them), read
+    through `wiring`'s region first. Any region unreachable, or without the service,
+    is refused in one line before anything changes anywhere."""
+    environment = wiring.settings.environment
+    first = in_region(wiring.region, find_service, wiring.store, name, environment)
+    regions = regions_of(first, wiring)
+    unknown = [r for r in only if r not in regions]
+    if unknown:
+        raise FlotillaError(
+            f"service {name} is not in {', '.join(unknown)}: it is in {', '.join(regions)}"
+        )
+    chosen = [r for r in regions if not only or r in only]
+    wirings = {region: wiring.in_region(region) for region in chosen}
+    services: dict[str, Service] = {}
+    for region, there in wirings.items():
+        if region == wiring.region:
+            services[region] = first
+            continue
+        try:
+            services[region] = in_region(region, there.store.get_service, name)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"service {name!r} names region {region}, but {region} has no record of it "
+                f"(created or deleted there alone?); run `flotilla service create {name}` "
+                f"with every --region it names to make it whole"
+            ) from exc
+    return Regional(wirings, services)
+
+
+def say_region(region: str, text: str, *, output: str) -> None:
+    """One region's outcome, on standard error when standard output is JSON."""
+    click.echo(f"{region}: {text}", err=output == "json")
