@@ -107,19 +107,31 @@ def moto_server() -> Iterator[str]:
         yield endpoint
 
 
-def dynamodb_client(endpoint: str | None = None) -> Any:
-    return boto3.client("dynamodb", region_name=REGION, endpoint_url=endpoint, config=CLIENT_CONFIG)
+def dynamodb_client(endpoint: str | None = None, region: str = REGION) -> Any:
+    return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint, config=CLIENT_CONFIG)
 
 
-def create_environment_stack(environment: str, endpoint: str | None = None) -> None:
-    """Create the environment's tables the way production does: through CloudFormation."""
+def create_environment_stack(
+    environment: str, endpoint: str | None = None, region: str = REGION
+) -> None:
+    """Create the environment's tables the way production does: through CloudFormation,
+    in `region` (one moto server keeps each region's resources apart)."""
     from flotilla.adapters.templates import ENVIRONMENT_TEMPLATE, template_text
 
-    cloudformation = boto3.client("cloudformation", region_name=REGION, endpoint_url=endpoint)
+    parameters = [{"ParameterKey": "EnvironmentName", "ParameterValue": environment}]
+    if region != REGION:
+        # moto's `Fn::GetAZs` names us-east-1's zones in every region, so the scheduler's
+        # group, left to every zone, is refused elsewhere: name the region's own default
+        # subnets, as an operator may (the template's SchedulerSubnets).
+        ec2 = boto3.client("ec2", region_name=region, endpoint_url=endpoint)
+        found = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+        subnets = ",".join(sorted(subnet["SubnetId"] for subnet in found["Subnets"]))
+        parameters.append({"ParameterKey": "SchedulerSubnets", "ParameterValue": subnets})
+    cloudformation = boto3.client("cloudformation", region_name=region, endpoint_url=endpoint)
     cloudformation.create_stack(
         StackName=f"flotilla-{environment}",
         TemplateBody=template_text(ENVIRONMENT_TEMPLATE),
-        Parameters=[{"ParameterKey": "EnvironmentName", "ParameterValue": environment}],
+        Parameters=parameters,
         Capabilities=["CAPABILITY_IAM"],  # the stack holds the scheduler's role
     )
     status = cloudformation.describe_stacks(StackName=f"flotilla-{environment}")["Stacks"][0]
