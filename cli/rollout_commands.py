@@ -22,13 +22,12 @@ from typing import Any
 
 import click
 
-from flotilla.cli.follow import follow_options, show_progress, wait_options, watch_rollout
+from flotilla.cli.follow import follow_options, wait_options, watch_rollout
 from flotilla.cli.notify import warn_unwoken
 from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_json, print_json_line
-from flotilla.cli.progress import read_progress
+from flotilla.cli.regional_status import rollout_status
 from flotilla.cli.rollout_plan_command import plan_command
-from flotilla.cli.rollout_waits import gate_readings
 from flotilla.cli.wiring import Wiring
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
@@ -67,14 +66,14 @@ def status(service: str, output: str, **options: Any) -> None:
     checkpoint if later) and its agent's version. One that missed two heartbeats (its
     agent's own interval: a third of the hold it took on its instance) is shown as silent,
     until the instance TTL passes and it no longer counts.
+
+    A service in several regions is shown region by region, each read from its own
+    region, after its rollout in waves if it has one; --region narrows it to one region.
+    A region that cannot be read says so in its section, and the command exits 1.
+    JSON then has `regions` (region -> the status, or `error`) and `waves`.
     """
     validation.service_name(service)
-    wiring = wiring_from(options)
-    record = find_service(wiring.store, service, wiring.settings.environment)
-    readings = gate_readings(wiring, record)
-    show_progress(
-        read_progress(wiring.store, record, wiring.clock.now(), readings=readings), output
-    )
+    rollout_status(wiring_from(options), service, output)
 
 
 @rollout.command(short_help="Follow a service's rollout until it ends.")
