@@ -6,6 +6,11 @@ the terminal (one row per instance on a shared time axis) or, with `--html FILE`
 self-contained web page. Both sources make the same view (see cli.trace.model); from the
 store it also has the revisions' labels and what the scheduler did (the service history),
 which spans do not carry.
+
+A service in several regions keeps its deploys in each region's tables: `trace rollout`
+draws one section per region, each read from its own region (a region that cannot be
+read says so in its section, and the command exits 1), and `--region` narrows it to one.
+A page (`--html`) draws one region: for such a service it needs `--region`.
 """
 
 from __future__ import annotations
@@ -14,10 +19,10 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -26,7 +31,11 @@ from flotilla.cli.trace import html, model, terminal
 from flotilla.cli.trace.model import DeployRow, RolloutView
 from flotilla.engine import validation
 from flotilla.engine.errors import FlotillaError, NotFoundError, ValidationError
-from flotilla.engine.operations.names import ID_CHARS, find_revision, find_service, with_labels
+from flotilla.engine.operations.names import ID_CHARS, find_revision, with_labels
+from flotilla.engine.records import Service
+
+if TYPE_CHECKING:  # the composition root imports boto3: --from-otlp needs none of it
+    from flotilla.cli.wiring import Wiring
 
 F = TypeVar("F", bound=Callable[..., Any])
 MAX_DEPLOY_ID = 1024  # DynamoDB allows 2048 bytes in a partition key; ids are far shorter
@@ -83,60 +92,164 @@ def rollout(
 ) -> None:  # fmt: skip
     """Every deploy of SERVICE's rollout: one row per instance, one segment per state.
 
-    Without --revision, the rollout of the revision deployed most recently.
+    Without --revision, the rollout of the revision deployed most recently. A service in
+    several regions is drawn region by region, each read from its own region; --region
+    narrows it to one, as --html requires for such a service (one page, one region).
     """
     validation.service_name(service)
     now = datetime.now(UTC)
     since_time = parse_since(since, now) if since else None
-    if otlp_file is not None:
-        if revision is not None and not re.fullmatch(r"[0-9a-fA-F]{1,64}", revision):
-            raise ValidationError(
-                f"with --from-otlp, --revision takes a revision id or id prefix, not a label "
-                f"({revision[:40]!r}): spans carry ids only; see `flotilla revision list {service}`"
-            )
-        rows = model.select_rollout(
-            _otlp_rows(otlp_file), service=service, revision=revision, since=since_time
+    if otlp_file is None:
+        wanted = Wanted(service, revision, since, since_time)
+        _rollout_from_store(wiring_from(options), wanted, html_file, colour, width)
+        return
+    if revision is not None and not re.fullmatch(r"[0-9a-fA-F]{1,64}", revision):
+        raise ValidationError(
+            f"with --from-otlp, --revision takes a revision id or id prefix, not a label "
+            f"({revision[:40]!r}): spans carry ids only; see `flotilla revision list {service}`"
         )
-        label = None
-        labels: dict[str, str] = {}
-        events: list[model.RolloutEvent] = []
-    else:
-        wiring = wiring_from(options)
-        store = wiring.store
-        record = find_service(store, service, wiring.settings.environment)
-        now = wiring.clock.now()
-        revisions = store.list_revisions(service)
-        labels = {r.id: r.label for r in revisions}
-        if revision is not None:
-            revision = find_revision(revisions, revision, service).id
-        checkpoints = store.list_deploys(service, since=since_time)
-        rows = model.select_rollout(
-            (model.row_from_checkpoint(c) for c in checkpoints),
-            service=service,
-            revision=revision,
-            since=since_time,
-        )
-        events = [
-            replace(e, text=with_labels(e.text, labels))  # ids the scheduler wrote, as labels
-            for e in model.events_of(record.history, rows)
-        ]
-        label = labels.get(rows[0].to_revision) if rows else None
+    rows = model.select_rollout(
+        _otlp_rows(otlp_file), service=service, revision=revision, since=since_time
+    )
     if not rows:
+        raise NoDeploys(service, revision, since, f"in {otlp_file}")
+    view = _rollout_view(rows, service, label=None, labels={}, events=[], now=now)
+    _show(view, html_file, colour, width)
+
+
+class NoDeploys(NotFoundError):
+    """No deploy of the rollout asked for (in one region, for a service in several)."""
+
+    def __init__(self, service: str, revision: str | None, since: str | None, source: str) -> None:
         where = f" since {since}" if since else ""
         to = f" to revision {revision[:ID_CHARS]}" if revision else ""
-        source = f"in {otlp_file}" if otlp_file else "in the deploy histories"
-        raise NotFoundError(
+        super().__init__(
             f"no deploys of service {service!r}{to}{where} {source}; "
             "check the service name, --revision and --since"
         )
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """The rollout asked for: the service, --revision and --since (as given and read)."""
+
+    service: str
+    revision: str | None
+    since: str | None
+    since_time: datetime | None
+
+
+def _rollout_from_store(
+    wiring: Wiring, wanted: Wanted, html_file: Path | None, colour: str, width: int | None
+) -> None:
+    """From the deploy histories: a service of one region as always; one in several
+    regions a section per region (`cli.regional_status`), or one region's page."""
+    from flotilla.cli.regional_status import (
+        failed_regions,
+        read_region,
+        region_heading,
+        regional_service,
+    )
+    from flotilla.cli.regions import in_region
+
+    record, regions = regional_service(wiring, wanted.service)
+    if not record.regions:
+        _show(_store_view(wiring, record, wanted, region=None), html_file, colour, width)
+        return
+    if html_file is not None:
+        if len(regions) > 1:
+            raise ValidationError(
+                f"--html draws one region, and {wanted.service} is in {', '.join(regions)}: "
+                "give --region REGION, a page for each region"
+            )
+        page = in_region(regions[0], _region_view, wiring, regions[0], record, wanted)
+        if isinstance(page, NoDeploys):
+            raise page
+        _show(page, html_file, colour, width)
+        return
+    readings = [
+        read_region(region, _region_view, wiring, region, record, wanted) for region in regions
+    ]
+    wanted_colour = terminal.colour_wanted(sys.stdout, colour)
+    columns = width or shutil.get_terminal_size((120, 24)).columns
+    empty: list[str] = []
+    for number, reading in enumerate(readings):
+        if number:
+            click.echo("")
+        click.echo(region_heading(reading.region, home=reading.region == record.regions[0]))
+        if reading.error is not None:
+            click.echo(reading.error)
+            continue
+        view = reading.value
+        if isinstance(view, NoDeploys):
+            click.echo(view.message)
+            empty.append(reading.region)
+            continue
+        text = terminal.render(view, width=columns, colour=wanted_colour)
+        click.echo(text, nl=False, color=wanted_colour)
+    failed_regions(readings)
+    if len(empty) == len(readings):
+        raise NoDeploys(wanted.service, wanted.revision, wanted.since, "in any of its regions")
+
+
+def _region_view(
+    wiring: Wiring, region: str, entry: Service, wanted: Wanted
+) -> RolloutView | NoDeploys:
+    """`region`'s part of the rollout, read there; no deploys there is an answer, not
+    a failure (the rollout may not have reached that region)."""
+    from flotilla.cli.regional_status import region_record
+
+    there = wiring.in_region(region)
+    record = region_record(there, entry.name, entry if region == wiring.region else None)
+    try:
+        return _store_view(there, record, wanted, region=region)
+    except NoDeploys as nothing:
+        return nothing
+
+
+def _store_view(
+    wiring: Wiring, record: Service, wanted: Wanted, *, region: str | None
+) -> RolloutView:
+    """The rollout as `wiring`'s store has it; `region` named in its title."""
+    store = wiring.store
+    service = record.name
+    revisions = store.list_revisions(service)
+    labels = {r.id: r.label for r in revisions}
+    revision = wanted.revision
+    if revision is not None:
+        revision = find_revision(revisions, revision, service).id
+    checkpoints = store.list_deploys(service, since=wanted.since_time)
+    rows = model.select_rollout(
+        (model.row_from_checkpoint(c) for c in checkpoints),
+        service=service,
+        revision=revision,
+        since=wanted.since_time,
+    )
+    if not rows:
+        source = f"in region {region}" if region else "in the deploy histories"
+        raise NoDeploys(service, revision, wanted.since, source)
+    events = [
+        replace(e, text=with_labels(e.text, labels))  # ids the scheduler wrote, as labels
+        for e in model.events_of(record.history, rows)
+    ]
+    label = labels.get(rows[0].to_revision)
+    now = wiring.clock.now()
+    return _rollout_view(rows, service, label, labels, events, now, region=region)
+
+
+def _rollout_view(
+    rows: Sequence[DeployRow], service: str, label: str | None, labels: dict[str, str],
+    events: list[model.RolloutEvent], now: datetime, *, region: str | None = None,
+) -> RolloutView:  # fmt: skip
     target = rows[0].to_revision[:ID_CHARS]
     title = (
         f"rollout of {service} to {label} ({target})"
         if label
         else f"rollout of {service} to {target}"
     )
-    view = model.view_of(rows, now=now, title=title, labels=labels, events=events)
-    _show(view, html_file, colour, width)
+    if region is not None:
+        title += f" in {region}"
+    return model.view_of(rows, now=now, title=title, labels=labels, events=events)
 
 
 @trace.command(short_help="One deploy of one instance.")
