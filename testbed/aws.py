@@ -118,7 +118,7 @@ def create_environment_stack(
     in `region` (one moto server keeps each region's resources apart)."""
     from flotilla.adapters.templates import ENVIRONMENT_TEMPLATE, template_text
 
-    parameters = [{"ParameterKey": "EnvironmentName", "ParameterValue": environment}]
+    parameters: list[Any] = [{"ParameterKey": "EnvironmentName", "ParameterValue": environment}]
     if region != REGION:
         # moto's `Fn::GetAZs` names us-east-1's zones in every region, so the scheduler's
         # group, left to every zone, is refused elsewhere: name the region's own default
