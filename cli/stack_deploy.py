@@ -5,7 +5,8 @@ stack has them, else the template's default), so an option left out never resets
 chosen before and the same command run twice changes nothing. `deploy_stack` previews the
 change set (`--dry-run`) or deploys and waits, printing each stack event as it comes, and
 ends with one report: a line for people, one JSON document for scripts (progress then
-goes to stderr, so stdout stays JSON).
+goes to stderr, so stdout stays JSON). A command over several regions passes `documents`
+to gather each region's JSON document into one of its own.
 """
 
 from __future__ import annotations
@@ -98,18 +99,31 @@ def changes_json(changes: list[StackChange]) -> list[dict[str, Any]]:
     ]
 
 
+def emit_json(document: dict[str, Any], documents: list[dict[str, Any]] | None) -> None:
+    """Print `document`, or add it to `documents` (a command over several regions)."""
+    if documents is None:
+        print_json(document)
+    else:
+        documents.append(document)
+
+
 def report_preview(
-    stack: str, existed: bool, changes: list[StackChange] | None, output: str
+    stack: str,
+    existed: bool,
+    changes: list[StackChange] | None,
+    output: str,
+    documents: list[dict[str, Any]] | None = None,
 ) -> None:
     if output == "json":
-        print_json(
+        emit_json(
             {
                 "stack": stack,
                 "dry_run": True,
                 "exists": existed,
                 "changed": changes is not None,
                 "changes": changes_json(changes or []),
-            }
+            },
+            documents,
         )
         return
     if changes is None:
@@ -134,16 +148,17 @@ def deploy_stack(
     *,
     dry_run: bool,
     output: str,
+    documents: list[dict[str, Any]] | None = None,
 ) -> StackResult | None:
     """Preview or deploy `stack`, printing progress; the result (None for a dry run)."""
     if dry_run:
         existed = stacks.status(stack) is not None
         changes = stacks.preview(stack, template_text(template), parameters)
-        report_preview(stack, existed, changes, output)
+        report_preview(stack, existed, changes, output, documents)
         return None
     events: list[StackEvent] = []
     result = apply_stack(stacks, stack, template, parameters, output=output, events=events)
-    report_result(stack, result, events, output)
+    report_result(stack, result, events, output, documents=documents)
     return result
 
 
@@ -173,11 +188,12 @@ def report_result(
     output: str,
     *,
     changed: bool | None = None,
+    documents: list[dict[str, Any]] | None = None,
 ) -> None:
     """The outcome: one line for people, one JSON document for scripts."""
     changed = result.changed if changed is None else changed
     if output == "json":
-        print_json(
+        emit_json(
             {
                 "stack": stack,
                 "status": result.status,
@@ -193,7 +209,8 @@ def report_result(
                     for e in events
                 ],
                 "outputs": result.outputs,
-            }
+            },
+            documents,
         )
     elif changed and result.changes:
         click.echo(f"stack {stack}: {result.status} ({change_summary(result.changes)})")
