@@ -5,6 +5,14 @@ queue, the artifact bucket and the scheduler. Running `init` again is safe: an u
 stack is reported as up to date; options left out keep the values the stack already has.
 `--dry-run` shows the change set CloudFormation would execute, and changes nothing.
 
+An environment may span several regions (`--region A --region B`, the home region
+first): each region has a stack of its own, so it works on when another is unreachable,
+and each stack names every region (`EnvironmentRegions`, read by
+`cli.environment_regions`). The wheel is chosen and its requirements pinned once; every
+region's stack is read before any is changed (`cli.regions`), then each is published to
+and deployed in order, its outcome said. init with a single region keeps the regions its
+stack names; with several, it sets them.
+
 The wheel the instances install (cli.wheel_options) is published to the stack's artifact
 bucket before the stack is pointed at it. A stack without a bucket yet (a new one) is
 deployed in two steps: first without schedulers and without a wheel (no scheduler can
@@ -15,15 +23,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
 
-from flotilla.adapters.stacks import CloudFormationStacks, StackEvent
+from flotilla.adapters.stacks import CloudFormationStacks, StackEvent, StackResult
 from flotilla.adapters.templates import ENVIRONMENT_TEMPLATE
-from flotilla.cli.options import aws_options, wiring_from
-from flotilla.cli.output import output_option
+from flotilla.cli.environment_regions import apply_everywhere
+from flotilla.cli.options import aws_options_of_regions, given_regions, wiring_from
+from flotilla.cli.output import output_option, print_json
+from flotilla.cli.regions import in_region
 from flotilla.cli.stack_deploy import (
     apply_stack,
     deploy_stack,
@@ -43,7 +54,7 @@ from flotilla.cli.wheel_options import (
     wheel_request,
 )
 from flotilla.cli.wiring import Wiring
-from flotilla.engine.errors import FlotillaError
+from flotilla.engine.errors import FlotillaError, ValidationError
 
 ENVIRONMENT_PARAMETERS = (
     "EnvironmentName",
@@ -54,6 +65,7 @@ ENVIRONMENT_PARAMETERS = (
     "FlotillaWheelSha256",
     "FlotillaRequirements",
     "FlotillaRequirementsSha256",
+    "EnvironmentRegions",
 )
 # The first step of a stack that has no artifact bucket yet: no scheduler boots without
 # its wheel (the template's rule SchedulersNeedAWheel), and the wheel needs the bucket.
@@ -81,7 +93,7 @@ WITHOUT_WHEEL = {"SchedulerCount": "0", **NO_WHEEL}
 @click.option("--instance-type", help="Scheduler instance type [default: t3.micro, or as before]")
 @wheel_options
 @output_option
-@aws_options
+@aws_options_of_regions
 def init(
     dry_run: bool,
     scheduler_count: int | None,
@@ -102,6 +114,12 @@ def init(
     publishes, so running init again after upgrading Flotilla upgrades what new instances
     install; instances already running keep theirs until they are replaced. Other options
     left out keep the stack's current values.
+
+    With --region given more than once, the environment spans those regions, the first
+    its home region: each gets a stack of its own (and its own copy of the wheel), and
+    each stack names them all. Every region is read before any is changed; run the same
+    command again to finish one that failed. With one --region, the stack keeps the
+    regions it names.
     """
     request = wheel_request(wheel, wheel_url, wheel_sha256)
     given = {
@@ -109,35 +127,109 @@ def init(
         "SchedulerSubnets": subnet_list(subnets),
         "SchedulerInstanceType": instance_type,
     }
+    regions = given_regions(options)
+    if len(regions) > 1 and subnets is not None:
+        raise ValidationError(
+            "--subnets names subnets of one region: give it with that region's --region "
+            "alone (init with one region keeps the regions the stack names)"
+        )
     wiring = wiring_from(options)
-    environment = wiring.settings.environment
-    stack = environment_stack_name(environment)
-    stacks = wiring.stacks
+    if len(regions) > 1:
+        given["EnvironmentRegions"] = ",".join(regions)
     # With no scheduler instance (they run elsewhere, as in the demo's), no instance of
     # this stack installs Flotilla: nothing to publish, and an editable install may run it.
     needs_no_wheel = scheduler_count == 0 and request == WheelRequest()
     with nullcontext() if needs_no_wheel else chosen_wheel(request, wiring) as chosen:
-        parameters = stack_parameters(
-            stacks,
-            stack,
-            ENVIRONMENT_TEMPLATE,
-            {
-                **given,
-                **(NO_WHEEL if chosen is None else chosen.parameters),
-                "EnvironmentName": environment,
-            },
-            ENVIRONMENT_PARAMETERS,
+        if len(regions) <= 1:
+            apply_region(stage_region(wiring, given, chosen), chosen, dry_run, output)
+            return
+        # Staged (`cli.regions`): every region read, and refused, before any is changed.
+        staged = [
+            in_region(region, stage_region, wiring.in_region(region), given, chosen)
+            for region in regions
+        ]
+        documents: list[dict[str, Any]] | None = [] if output == "json" else None
+        plans = {plan.region: plan for plan in staged}
+        apply_everywhere(
+            regions,
+            lambda region: apply_region(plans[region], chosen, dry_run, output, documents),
+            lambda outcome: outcome,
+            output,
         )
-        if chosen is not None:
-            bucket = artifact_bucket(stacks, stack)
-            if bucket is None and chosen.path is not None and not dry_run:
-                create_then_publish(stacks, stack, parameters, chosen, wiring, output)
-                return
-            store = None if bucket is None else wiring.artifacts(bucket)
-            publish_unless_dry_run(store, chosen, dry_run=dry_run, output=output)
-        deploy_stack(
-            stacks, stack, ENVIRONMENT_TEMPLATE, parameters, dry_run=dry_run, output=output
-        )
+        if documents is not None:  # one document for scripts: every region's
+            print_json(
+                {"regions": [{"region": r, **d} for r, d in zip(regions, documents, strict=True)]}
+            )
+
+
+@dataclass(frozen=True)
+class StagedRegion:
+    """What `init` read of one region before changing any."""
+
+    wiring: Wiring
+    stack: str
+    parameters: dict[str, str]
+    bucket: str | None  # the stack's artifact bucket; None without one (or without a wheel)
+
+    @property
+    def region(self) -> str:
+        return self.wiring.region
+
+
+def stage_region(
+    wiring: Wiring, given: Mapping[str, str | None], chosen: ChosenWheel | None
+) -> StagedRegion:
+    """The region's stack parameters (as given, else as the stack has them) and bucket."""
+    environment = wiring.settings.environment
+    stack = environment_stack_name(environment)
+    stacks = wiring.stacks
+    parameters = stack_parameters(
+        stacks,
+        stack,
+        ENVIRONMENT_TEMPLATE,
+        {
+            **given,
+            **(NO_WHEEL if chosen is None else chosen.parameters),
+            "EnvironmentName": environment,
+        },
+        ENVIRONMENT_PARAMETERS,
+    )
+    bucket = None if chosen is None else artifact_bucket(stacks, stack)
+    return StagedRegion(wiring, stack, parameters, bucket)
+
+
+def apply_region(
+    plan: StagedRegion,
+    chosen: ChosenWheel | None,
+    dry_run: bool,
+    output: str,
+    documents: list[dict[str, Any]] | None = None,
+) -> str:
+    """Publish the wheel to the region's bucket and deploy (or preview) its stack; what
+    happened, in a few words."""
+    stacks, stack = plan.wiring.stacks, plan.stack
+    if chosen is not None:
+        if plan.bucket is None and chosen.path is not None and not dry_run:
+            made = create_then_publish(
+                stacks, stack, plan.parameters, chosen, plan.wiring, output, documents
+            )
+            return f"stack {stack}: {made.status}"
+        store = None if plan.bucket is None else plan.wiring.artifacts(plan.bucket)
+        publish_unless_dry_run(store, chosen, dry_run=dry_run, output=output)
+    result = deploy_stack(
+        stacks,
+        stack,
+        ENVIRONMENT_TEMPLATE,
+        plan.parameters,
+        dry_run=dry_run,
+        output=output,
+        documents=documents,
+    )
+    if result is None:
+        return f"stack {stack}: previewed; nothing changed"
+    if result.changed:
+        return f"stack {stack}: {result.status}"
+    return f"stack {stack}: up to date"
 
 
 def artifact_bucket(stacks: CloudFormationStacks, stack: str) -> str | None:
@@ -154,7 +246,8 @@ def create_then_publish(
     chosen: ChosenWheel,
     wiring: Wiring,
     output: str,
-) -> None:
+    documents: list[dict[str, Any]] | None = None,
+) -> StackResult:
     """The bucket is part of the stack: make the stack without schedulers, publish the
     wheel to its new bucket, then give the stack its scheduler count and the wheel."""
     existed = stacks.status(stack) is not None
@@ -182,4 +275,6 @@ def create_then_publish(
     result = apply_stack(
         stacks, stack, ENVIRONMENT_TEMPLATE, parameters, output=output, events=events
     )
-    report_result(stack, result, events, output, changed=first.changed or result.changed)
+    changed = first.changed or result.changed
+    report_result(stack, result, events, output, changed=changed, documents=documents)
+    return result

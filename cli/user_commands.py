@@ -4,9 +4,16 @@ Users hold OpenSSH public keys and the services whose instances they may reach;
 `flotilla keys` is what sshd runs as its `AuthorizedKeysCommand` on every instance.
 Every input is validated before anything is written, and every change is written
 conditionally on the version it was based on (re-applied on a conflict), so a bad
-option stores nothing and two operators never overwrite each other's changes. A little
-over 400 lines on purpose: the commands that write users and `keys`, which reads them for
-sshd, stay side by side.
+option stores nothing and two operators never overwrite each other's changes.
+
+Users are the environment's, kept in every region it spans (`cli.environment_regions`),
+so that logging in to a region's instances never depends on another region. A command
+that changes a user reads it in every region first (an unreachable region, or a refusal,
+changes nothing anywhere), then writes to each region in turn, saying each region's
+outcome when there are several. `user list` reads the region it is given; `flotilla keys`
+reads only its own region, and imports nothing for the others: sshd runs it at every
+login. Over 400 lines on purpose: the commands that write users and `keys`, which reads
+them for sshd, stay side by side.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -33,6 +40,9 @@ from flotilla.engine.operations.names import find_service
 from flotilla.engine.ports import UserStore
 from flotilla.engine.updates import MAX_ATTEMPTS, apply_until_stored
 from flotilla.engine.users import PublicKey, User
+
+if TYPE_CHECKING:  # `flotilla keys`, run at every SSH login, imports only what it uses
+    from flotilla.cli.wiring import Wiring
 
 # A local account name as useradd takes it by default (NAME_REGEX of adduser).
 _LOGIN = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -87,14 +97,57 @@ def _read_text(source: str) -> str:
         ) from exc
 
 
-def existing_user(store: UserStore, name: str, environment: str) -> User:
-    try:
-        return store.get_user(name)
-    except NotFoundError as exc:
-        raise NotFoundError(
-            f"user {name!r} does not exist in environment {environment!r}; see "
-            "`flotilla user list`, or add it with `flotilla user add`"
-        ) from exc
+def _no_such_user(name: str, environment: str) -> NotFoundError:
+    return NotFoundError(
+        f"user {name!r} does not exist in environment {environment!r}; see "
+        "`flotilla user list`, or add it with `flotilla user add`"
+    )
+
+
+def read_everywhere(wiring: Wiring, name: str) -> dict[str, User | None]:
+    """The user `name` in each region of the environment (None where it has no record),
+    home region first: every region is read before any is written."""
+    from flotilla.cli.environment_regions import environment_regions
+    from flotilla.cli.regions import in_region
+
+    found: dict[str, User | None] = {}
+    for region in environment_regions(wiring):
+        try:
+            found[region] = in_region(region, wiring.in_region(region).users.get_user, name)
+        except NotFoundError:
+            found[region] = None
+    return found
+
+
+def existing_everywhere(wiring: Wiring, name: str) -> dict[str, User | None]:
+    """As `read_everywhere`, refused in one line when no region has the user."""
+    found = read_everywhere(wiring, name)
+    if not any(found.values()):
+        raise _no_such_user(name, wiring.settings.environment)
+    return found
+
+
+def write_everywhere(
+    wiring: Wiring,
+    found: dict[str, User | None],
+    write: Callable[[UserStore, User | None], User | None],
+    output: str,
+    gone: str = "no such user here: nothing to change",
+) -> User | None:
+    """`write(store, user as read)` in each region in turn; the user as the entry region
+    holds it then (or the first region that has it). A region's outcome is the user's
+    version there, or `gone` where it has no record."""
+    from flotilla.cli.environment_regions import apply_everywhere
+
+    def step(region: str) -> User | None:
+        return write(wiring.in_region(region).users, found[region])
+
+    def said(record: User | None) -> str:
+        return gone if record is None else f"user {record.name}, version {record.version}"
+
+    done = apply_everywhere(list(found), step, said, output)
+    held = [record for record in done.values() if record is not None]
+    return done.get(wiring.region) or next(iter(held), None)
 
 
 def modify_user(store: UserStore, current: User, change: Callable[[User], User]) -> User:
@@ -214,21 +267,26 @@ def add(
     wiring = wiring_from(options)
     for service in wanted:  # a typo must not grant access to a service that does not exist
         find_service(wiring.store, service, wiring.settings.environment)
-    store = wiring.users
-    try:
-        current = store.get_user(name)
-    except NotFoundError:
-        if not keys:
-            raise ValidationError(
-                f"user {name!r} is new and needs at least one public key: give --key FILE"
-            ) from None
-        record = users.user(User(name, services=tuple(wanted), admin=admin))
-        try:
-            _show(store.put_user(users.user(users.with_keys(record, keys))), output)
-            return
-        except AlreadyExistsError:  # added by someone else meanwhile: add to theirs
-            current = store.get_user(name)
-    _show(modify_user(store, current, lambda u: _add_to(u, keys, wanted, admin)), output)
+    found = read_everywhere(wiring, name)
+    missing = [region for region, record in found.items() if record is None]
+    if missing and not keys:
+        where = "" if len(missing) == len(found) else f" in {', '.join(missing)}"
+        raise ValidationError(
+            f"user {name!r} is new{where} and needs at least one public key: give --key FILE"
+        )
+
+    def add_in(store: UserStore, current: User | None) -> User:
+        if current is None:
+            record = users.user(User(name, services=tuple(wanted), admin=admin))
+            try:
+                return store.put_user(users.user(users.with_keys(record, keys)))
+            except AlreadyExistsError:  # added by someone else meanwhile: add to theirs
+                current = store.get_user(name)
+        return modify_user(store, current, lambda u: _add_to(u, keys, wanted, admin))
+
+    added = write_everywhere(wiring, found, add_in, output)
+    assert added is not None
+    _show(added, output)
 
 
 def _fingerprint_text(value: str) -> str:
@@ -239,28 +297,40 @@ def _fingerprint_text(value: str) -> str:
 def _without(
     current: User, fingerprints: Sequence[str], services: Sequence[str], admin: bool
 ) -> User:
-    have = {}
-    for line in current.ssh_keys:
-        try:
-            have[users.fingerprint(line)] = line
-        except ValidationError:  # a malformed stored key: it has no fingerprint to name
-            continue
-    for fingerprint in fingerprints:
-        if fingerprint not in have:
-            raise NotFoundError(
-                f"user {current.name!r} has no key {fingerprint}; `flotilla user list` "
-                "shows the fingerprints of its keys"
-            )
-    for service in services:
-        if service not in current.services:
-            raise NotFoundError(f"user {current.name!r} has no access to service {service!r}")
-    gone = {have[f] for f in fingerprints}
+    """`current` without those keys, services and admin rights (those it has)."""
+    gone = {line for line in current.ssh_keys if _fingerprint_of(line) in fingerprints}
     return replace(
         current,
         ssh_keys=tuple(line for line in current.ssh_keys if line not in gone),
         services=tuple(s for s in current.services if s not in services),
         admin=current.admin and not admin,
     )
+
+
+def _fingerprint_of(line: str) -> str | None:
+    try:
+        return users.fingerprint(line)
+    except ValidationError:  # a malformed stored key: it has no fingerprint to name
+        return None
+
+
+def _check_held(
+    records: Sequence[User], fingerprints: Sequence[str], services: Sequence[str]
+) -> None:
+    """Refuse to remove a key or a service that no region's record has (a region that
+    lacks it already may be one an earlier run finished)."""
+    have = {_fingerprint_of(line) for record in records for line in record.ssh_keys}
+    name = records[0].name
+    for fingerprint in fingerprints:
+        if fingerprint not in have:
+            raise NotFoundError(
+                f"user {name!r} has no key {fingerprint}; `flotilla user list` "
+                "shows the fingerprints of its keys"
+            )
+    granted = {service for record in records for service in record.services}
+    for service in services:
+        if service not in granted:
+            raise NotFoundError(f"user {name!r} has no access to service {service!r}")
 
 
 @user.command(short_help="Remove a user, or some of its keys or rights.")
@@ -295,28 +365,43 @@ def remove(
     wanted_keys = [_fingerprint_text(f) for f in fingerprints]
     wanted_services = [validation.service_name(s) for s in services]
     wiring = wiring_from(options)
-    store = wiring.users
-    current = existing_user(store, name, wiring.settings.environment)
+    found = existing_everywhere(wiring, name)
     if wanted_keys or wanted_services or admin:
-        changed = modify_user(
-            store, current, lambda u: _without(u, wanted_keys, wanted_services, admin)
-        )
+        _check_held([r for r in found.values() if r], wanted_keys, wanted_services)
+
+        def remove_parts(store: UserStore, current: User | None) -> User | None:
+            if current is None:  # not in this region: nothing of it to remove here
+                return None
+            return modify_user(
+                store, current, lambda u: _without(u, wanted_keys, wanted_services, admin)
+            )
+
+        changed = write_everywhere(wiring, found, remove_parts, output)
+        assert changed is not None  # some region has the user (`existing_everywhere`)
         _show(changed, output)
         return
-    for _ in range(MAX_ATTEMPTS):
-        try:
-            store.delete_user(name, expected_version=current.version)
-            break
-        except ConflictError as conflict:
-            if not isinstance(conflict.current, User):
-                raise
-            current = conflict.current
-    else:
-        raise ConflictError(f"user {name!r} kept changing; try again in a moment")
+    write_everywhere(
+        wiring, found, lambda store, current: _delete(store, name, current), output, "removed"
+    )
     if output == "json":
         print_json({"removed": name})
     else:
         click.echo(f"removed user {name}")
+
+
+def _delete(store: UserStore, name: str, current: User | None) -> None:
+    """Delete the user as read, unless it changed meanwhile (then its newer version)."""
+    for _ in range(MAX_ATTEMPTS):
+        if current is None:
+            return  # not in this region: removed already
+        try:
+            store.delete_user(name, expected_version=current.version)
+            return
+        except ConflictError as conflict:
+            if not isinstance(conflict.current, User):
+                raise
+            current = conflict.current
+    raise ConflictError(f"user {name!r} kept changing; try again in a moment")
 
 
 @user.command("list", short_help="List users, their services and key fingerprints.")
@@ -330,8 +415,21 @@ def list_(output: str, **options: Any) -> None:
 def _set_active(name: str, active: bool, output: str, options: dict[str, Any]) -> None:
     users.user_name(name)
     wiring = wiring_from(options)
-    current = existing_user(wiring.users, name, wiring.settings.environment)
-    _show(modify_user(wiring.users, current, lambda u: replace(u, active=active)), output)
+    found = existing_everywhere(wiring, name)
+    missing = [region for region, record in found.items() if record is None]
+    if missing:
+        raise NotFoundError(
+            f"user {name!r} is missing in {', '.join(missing)} (an earlier command stopped "
+            f"before it?): add it there again with `flotilla user add {name} --key FILE`"
+        )
+
+    def set_in(store: UserStore, current: User | None) -> User:
+        assert current is not None
+        return modify_user(store, current, lambda u: replace(u, active=active))
+
+    changed = write_everywhere(wiring, found, set_in, output)
+    assert changed is not None
+    _show(changed, output)
 
 
 @user.command(short_help="Stop printing a user's keys for sshd.")
