@@ -111,7 +111,7 @@ def watch_rollout(
         first = False
         readings = gate_readings(wiring, record)  # its alarms, for what it waits for
         progress = read_progress(store, record, clock.now(), readings=readings)
-        ended = _ended(progress, seen)
+        ended = rollout_ended(progress, lambda entry: _key(entry) not in seen)
         if ended and not confirmed and polls == 0:
             # Complete before the watch began: read once more, in case a change was being
             # stored right now (the module's docstring).
@@ -150,8 +150,10 @@ def _key(entry: HistoryEntry) -> tuple[datetime, str, str]:
     return (entry.at, entry.kind, entry.reason)
 
 
-def _ended(progress: Progress, seen: set[tuple[datetime, str, str]]) -> bool:
-    """True if the rollout completed cleanly, False while it goes on; raises if it failed."""
+def rollout_ended(progress: Progress, is_new: Callable[[HistoryEntry], bool]) -> bool:
+    """True if the rollout completed cleanly, False while it goes on; raises if it failed.
+    `is_new`: a history entry written since the caller began to follow the rollout (a
+    revert before that, or before the rollout started, is not this rollout's failure)."""
     service = progress.service
     state = service.rollout_state
     if not progress.in_sync:
@@ -169,7 +171,7 @@ def _ended(progress: Progress, seen: set[tuple[datetime, str, str]]) -> bool:
         entry
         for entry in service.history
         if entry.kind in ALARMING
-        and (_key(entry) not in seen or (started is not None and entry.at >= started))
+        and (is_new(entry) or (started is not None and entry.at >= started))
     ]
     if alarms:
         raise FlotillaError(

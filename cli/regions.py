@@ -34,10 +34,10 @@ class RegionUnreachable(TransientError):
         self.region = region
 
 
-def in_region(region: str, call: Callable[..., T], *args: Any) -> T:
-    """`call(*args)`, its failure to reach the region said as one line naming it."""
+def in_region(region: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`call(...)`, its failure to reach the region said as one line naming it."""
     try:
-        return call(*args)
+        return call(*args, **kwargs)
     except RegionUnreachable:
         raise
     except TransientError as exc:

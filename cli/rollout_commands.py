@@ -28,6 +28,7 @@ from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_json, print_json_line
 from flotilla.cli.regional_status import rollout_status
 from flotilla.cli.rollout_plan_command import plan_command
+from flotilla.cli.waves_command import waves_command
 from flotilla.cli.wiring import Wiring
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
@@ -44,6 +45,7 @@ def rollout() -> None:
 
 
 rollout.add_command(plan_command)
+rollout.add_command(waves_command)
 
 
 # --- reading --------------------------------------------------------------------------

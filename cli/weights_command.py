@@ -17,8 +17,9 @@ import click
 
 from flotilla.cli.follow import wait_options, watch_rollout
 from flotilla.cli.notify import warn_unwoken
-from flotilla.cli.options import aws_options, wiring_from
+from flotilla.cli.options import Seconds, aws_options, wiring_from
 from flotilla.cli.output import output_option, print_json, print_json_line, print_table
+from flotilla.cli.waves import parse_waves
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.operations.names import ID_CHARS, find_service
@@ -48,12 +49,26 @@ def parse_pairs(pairs: tuple[str, ...]) -> list[tuple[str, int]]:
     "agent takes it out of the load balancer, stops and removes its units; refused for "
     "weights that still run something",
 )
+@click.option(
+    "--waves",
+    metavar="REGION,REGION...",
+    help="Roll out one region at a time, in this order (every region of SERVICE once): "
+    "each starts when the one before completed and --wave-bake passed; a failure stops "
+    "the waves. Follows them until they end (`flotilla rollout waves` carries on)",
+)
+@click.option(
+    "--wave-bake",
+    type=Seconds(0, 7 * 24 * 3600),
+    default=0,
+    show_default=True,
+    help="Seconds between a region's completed rollout and the next region's start",
+)
 @wait_options
 @output_option
 @aws_options
 def weights(
-    service: str, pairs: tuple[str, ...], stop_all: bool, wait: bool, interval: float,
-    timeout: float, output: str, **options: Any,
+    service: str, pairs: tuple[str, ...], stop_all: bool, waves: str | None, wave_bake: float,
+    wait: bool, interval: float, timeout: float, output: str, **options: Any,
 ) -> None:  # fmt: skip
     """Set the weights of SERVICE's revisions, e.g. `flotilla weights api v1=90 v2=10`.
 
@@ -65,6 +80,19 @@ def weights(
     """
     validation.service_name(service)
     parsed = parse_pairs(pairs)
+    if waves is not None:
+        in_waves(
+            service,
+            parsed,
+            parse_waves(waves),
+            int(wave_bake),
+            stop_all,
+            interval,
+            timeout,
+            output,
+            options,
+        )
+        return
     wiring = wiring_from(options)
     current = find_service(wiring.store, service, wiring.settings.environment)
     change = wiring.operations.set_weights(current, parsed, stop_all=stop_all)
@@ -94,3 +122,24 @@ def weights(
         watch_rollout(
             wiring, service, interval=interval, timeout=timeout, output=output, changed_here=True
         )
+
+
+def in_waves(
+    service: str, parsed: list[tuple[str, int]], regions: tuple[str, ...], bake: int,
+    stop_all: bool, interval: float, timeout: float, output: str, options: dict[str, Any],
+) -> None:  # fmt: skip
+    """Stage the waves in every region (nothing changes if any refuses), then run them."""
+    from flotilla.cli.rollout_commands import operator_name
+    from flotilla.cli.waves import Run, stage
+
+    wiring = wiring_from(options)
+    plan = stage(
+        wiring, service, parsed, regions, bake_seconds=bake, stop_all=stop_all, by=operator_name()
+    )
+    click.echo(
+        f"waves of {service} staged: {' -> '.join(regions)} (plan {plan.number}); "
+        "the next wave starts only while this command, or `flotilla rollout waves "
+        f"{service}`, runs",
+        err=output == "json",
+    )
+    Run(wiring, service, plan.number, interval, timeout, output).run()

@@ -219,15 +219,16 @@ class Wave:
 
     region: str
     weights: dict[str, int]  # revision id (in that region) -> weight, resolved when staged
-    # The region's weights just before this wave set its own; None until it did.
+    # The region's weights as read just before this wave set its own (recorded first, so
+    # a command that dies between the two still knows what to restore); None until then.
     before: dict[str, int] | None = None
-    applied_at: datetime | None = None
+    applied_at: datetime | None = None  # its weights were stored in the region
     completed_at: datetime | None = None  # its rollout completed: the bake counts from here
     undone: bool = False  # its weights were set back to `before` when the waves stopped
 
     @property
     def applied(self) -> bool:
-        return self.before is not None
+        return self.applied_at is not None
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import select
 import socket
 import threading
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from botocore.awsrequest import AWSResponse, HTTPHeaders
@@ -120,15 +121,30 @@ class _Raw:
         return body
 
 
+def _port_outside_the_ephemeral_range() -> int:
+    """A free port below Linux's ephemeral range (32768 and up by default). While the
+    proxy is down, a client that keeps connecting to a port inside that range can be
+    given that very port as its own source port and connect to itself (TCP's
+    simultaneous open), holding the port so the proxy cannot come back up."""
+    ports = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    low = int(ports[0])
+    for _attempt in range(200):
+        port = random.randrange(10000, max(10001, low))
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port from 10000 to {low}")
+
+
 class EndpointProxy:
     """A loopback TCP proxy to `target` that can be taken down and brought back up."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        self.port = int(probe.getsockname()[1])
-        probe.close()
+        self.port = _port_outside_the_ephemeral_range()
         self._listener: socket.socket | None = None
         self._connections: list[socket.socket] = []
         self._mutex = threading.Lock()
@@ -150,6 +166,10 @@ class EndpointProxy:
         """Refuse new connections and cut the open ones, as a dead endpoint does."""
         listener, self._listener = self._listener, None
         if listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone does not, and
+            # one more connection would still get through.
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
             listener.close()
         with self._mutex:
             doomed, self._connections = self._connections, []
