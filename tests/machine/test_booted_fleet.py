@@ -11,6 +11,12 @@ machine leads and assigns; a revision with a KMS-sealed environment is deployed 
 machine's system manager and serves HTTP; the machine is rebooted in the middle of a
 deploy and after it; sshd lets in exactly the users `flotilla keys` names.
 
+The environment spans two regions (`init --region A --region B`), and so does the
+service: each region has its stack, tables and key, the revisions are sealed in each,
+and users are written to both. The machines are the home region's (moto's `Fn::GetAZs`
+gives us-east-1's zones in every region, so the other region's scheduler group is put
+in a subnet of its own default VPC, and its instances are moto's alone).
+
 The only thing the machines are told that a real instance is not: where AWS is
 (`/etc/default/flotilla`, the file machine-local settings such as a proxy go in).
 """
@@ -27,6 +33,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import boto3
 import pytest
 
 from flotilla.engine.records import Instance
@@ -43,6 +50,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 ENV = "boot"
 SERVICE = "api"
+OTHER_REGION = "eu-west-1"  # the environment's second region (REGION is its home)
 INSTANCE = "i-0b007ed0000000001"
 WEB_PORT = 18080
 USER_DATA = "/var/lib/cloud/instance/user-data.txt"
@@ -121,9 +129,17 @@ def stack_values(cli: Cli, stack: str) -> dict[str, str]:
     }
 
 
-def stack_output(cli: Cli, stack: str, key: str) -> str:
-    (described,) = cli.client("cloudformation").describe_stacks(StackName=stack)["Stacks"]
+def stack_output(cli: Cli, stack: str, key: str, region: str = REGION) -> str:
+    cloudformation = boto3.client("cloudformation", region_name=region, endpoint_url=cli.endpoint)
+    (described,) = cloudformation.describe_stacks(StackName=stack)["Stacks"]
     return next(o["OutputValue"] for o in described["Outputs"] if o["OutputKey"] == key)
+
+
+def default_subnet(endpoint: str, region: str) -> str:
+    """A subnet of the region's default VPC (moto makes one in every region)."""
+    ec2 = boto3.client("ec2", region_name=region, endpoint_url=endpoint)
+    found = ec2.describe_subnets(Filters=[{"Name": "default-for-az", "Values": ["true"]}])
+    return str(found["Subnets"][0]["SubnetId"])
 
 
 def run_user_data(machine: BootedMachine, script: str) -> subprocess.CompletedProcess[str]:
@@ -166,8 +182,18 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
         imds = stack.enter_context(fake_imds(instance_id=INSTANCE, region=REGION))
         signals = stack.enter_context(signal_recorder())
         cli = Cli(endpoint, ENV)
+        both = ("--region", REGION, "--region", OTHER_REGION)
+        cli.ok("init", "--wheel", str(wheel), "--scheduler-count", "0", *both,
+               with_region=False, timeout=600)  # fmt: skip
+        # Each region's schedulers (init with one region keeps the regions the stack names).
         cli.ok("init", "--wheel", str(wheel), "--scheduler-count", "1", timeout=600)
-        cli.ok("service", "create", SERVICE)
+        cli.ok("init", "--wheel", str(wheel), "--scheduler-count", "1", "--region", OTHER_REGION,
+               "--subnets", default_subnet(endpoint, OTHER_REGION), with_region=False,
+               timeout=600)  # fmt: skip
+        for region in (REGION, OTHER_REGION):
+            spans = stack_output(cli, f"flotilla-{ENV}", "EnvironmentRegions", region)
+            assert spans == f"{REGION},{OTHER_REGION}"
+        cli.ok("service", "create", SERVICE, *both, with_region=False)
         cli.ok("service", "provision", SERVICE, "--wheel", str(wheel), "--min", "1", "--max", "1")
         exports = {
             e["Name"]: e["Value"] for e in cli.client("cloudformation").list_exports()["Exports"]
@@ -472,6 +498,9 @@ def test_sshd_lets_in_exactly_the_users_flotilla_keys_names(booted: Fleet) -> No
         )
         booted.cli.ok("user", "add", name, "--key", str(keys / f"{name}.pub"), *options)
     booted.cli.ok("user", "deactivate", "carol")
+    # Written to both regions: the other region's instances would let alice in too.
+    other = booted.cli.ok("keys", "--service", SERVICE, "--region", OTHER_REGION, with_region=False)
+    assert other.splitlines() == [(keys / "alice.pub").read_text().strip()]
     allowed = _ssh(booted, keys / "alice")
     assert allowed.returncode == 0, allowed.stderr
     assert allowed.stdout.strip() == "logged-in-as-ops"
