@@ -19,6 +19,8 @@ from flotilla.cli.follow import wait_options, watch_rollout
 from flotilla.cli.notify import warn_unwoken
 from flotilla.cli.options import Seconds, aws_options, wiring_from
 from flotilla.cli.output import output_option, print_json, print_json_line, print_table
+from flotilla.cli.regional_weights import set_everywhere
+from flotilla.cli.regions import in_region
 from flotilla.cli.waves import parse_waves
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
@@ -77,6 +79,9 @@ def weights(
     weights; weight 0 takes a revision out of the rollout. Weights that are all 0 are
     refused unless --stop-all is given. With --wait, follows the rollout the change
     starts, like `flotilla rollout watch`, and exits with its outcome.
+
+    A service of several regions gets the weights in every region at once (every region
+    is checked before any is written), or, with --waves, one region after another.
     """
     validation.service_name(service)
     parsed = parse_pairs(pairs)
@@ -94,7 +99,19 @@ def weights(
         )
         return
     wiring = wiring_from(options)
-    current = find_service(wiring.store, service, wiring.settings.environment)
+    current = in_region(
+        wiring.region, find_service, wiring.store, service, wiring.settings.environment
+    )
+    if len(current.regions) > 1:
+        regional = set_everywhere(
+            wiring, service, parsed, stop_all=stop_all, output=output, one_line=wait
+        )
+        for there in regional.wirings.values() if wait else ():
+            watch_rollout(
+                there, service, interval=interval, timeout=timeout, output=output,
+                changed_here=True,
+            )  # fmt: skip
+        return
     change = wiring.operations.set_weights(current, parsed, stop_all=stop_all)
     if change.unwoken is not None:
         warn_unwoken(change.unwoken)

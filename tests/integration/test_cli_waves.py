@@ -28,7 +28,7 @@ import pytest
 from flotilla.cli.wiring import AwsSettings, Wiring
 from flotilla.engine.checkpoint import DeployCheckpoint
 from flotilla.engine.clock import SystemClock
-from flotilla.engine.records import FailureAction, WavePlan, WaveStatus
+from flotilla.engine.records import FailureAction, RolloutStatus, WavePlan, WaveStatus
 from flotilla.engine.revisions import build_revision
 from flotilla.scheduler.pass_ import PassSettings, SchedulerPass
 from tests.support.agents import FLOTILLA
@@ -396,3 +396,62 @@ def _applied(world: World, name: str, index: int) -> bool:
         return world.plan(name).waves[index].applied
     except AssertionError:
         return False
+
+
+def test_weights_without_waves_are_set_in_every_region_at_once(world: World) -> None:
+    world.service("every", "v1", "v2")
+    result = world.run("weights", "every", "v1=100")
+    assert result.returncode == 0, result.stderr
+    for region in REGIONS:
+        assert f"{region}: weights v1=100" in result.stdout
+        assert world.weights(region, "every") == {"v1": 100}
+    for region in REGIONS:  # the fleet writes nothing more once every rollout completed
+        wait_for(f"{region} complete", lambda region=region: _complete(world, region, "every"))
+    world.proxies[C].down()  # not the entry region (us-east-1): that one answers
+    try:
+        before = world.snapshot()
+        refused = world.run("weights", "every", "v2=100", "v1=0")
+        assert world.snapshot() == before  # not even the regions that answered changed
+    finally:
+        world.proxies[C].up()
+    assert refused.returncode == 1
+    assert refused.stderr.strip().splitlines()[-1].startswith(f"error: region {C} is unreachable")
+
+
+def test_an_operator_stops_waves_under_way_and_every_region_keeps_what_it_runs(
+    world: World,
+) -> None:
+    world.service("halt", "v1")
+    world.fleet.held.add(A)  # the first wave cannot complete
+    command = world.popen("weights", "halt", "v1=100", "--waves", WAVES, "--interval", "0.3")
+    try:
+        wait_for("the first wave applied", lambda: _applied(world, "halt", 0))
+        before = world.snapshot()
+        plain = world.run("weights", "halt", "v1=50")
+        assert plain.returncode == 2, plain.stderr
+        assert "a rollout in waves of halt is under way" in plain.stderr
+        assert world.snapshot() == before
+        stopped = world.run("rollout", "waves", "halt", "--stop", "--reason", "bad change")
+        assert stopped.returncode == 0, stopped.stderr
+        _, stderr = command.communicate(timeout=PATIENCE)
+    finally:
+        world.fleet.held.discard(A)
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 1
+    assert "stopped by" in stderr
+    assert "bad change" in stderr
+    plan = world.plan("halt")
+    assert plan.status is WaveStatus.STOPPED
+    assert [wave.undone for wave in plan.waves] == [False, False, False]
+    assert world.weights(A, "halt") == {"v1": 100}  # kept, not set back
+    assert world.weights(B, "halt") == {}
+    again = world.run("rollout", "waves", "halt", "--stop")
+    assert again.returncode == 1
+    assert "no rollout in waves under way" in again.stderr
+
+
+def _complete(world: World, region: str, name: str) -> bool:
+    service = world.wirings[region].store.get_service(name)
+    in_sync = service.rollout_state.weights == service.weights
+    return in_sync and service.rollout_state.status is RolloutStatus.COMPLETE
