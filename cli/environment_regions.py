@@ -5,7 +5,8 @@ template's parameter and output `EnvironmentRegions`, home region first), so any
 can tell where the others are. A stack made before that output existed, or given no
 list, is its own region alone. Commands that change what every region keeps (the
 stacks themselves, users and their keys) read every region first, then write to each
-in order (`apply_everywhere`, as `cli.regions` describes).
+in order (`apply_everywhere`, as `cli.regions` describes); `read_user_everywhere` and
+`write_user_everywhere` do so for the user commands (`cli.user_commands`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ from typing import TypeVar
 from flotilla.cli.regions import RegionUnreachable, in_region, say_region
 from flotilla.cli.stack_deploy import environment_stack_name
 from flotilla.cli.wiring import Wiring
-from flotilla.engine.errors import ConfigurationError, FlotillaError, ValidationError
+from flotilla.engine.errors import (
+    ConfigurationError,
+    FlotillaError,
+    NotFoundError,
+    ValidationError,
+)
+from flotilla.engine.ports import UserStore
+from flotilla.engine.users import User
 from flotilla.engine.validation import region_list
 
 T = TypeVar("T")
@@ -88,3 +96,45 @@ def stopped_in(
     left = [r for r in regions if r not in done]
     finished = f"done in {', '.join(done)}" if done else "no region done"
     return f"{reason}; {finished}, not in {', '.join(left)}: run the same command again to finish"
+
+
+# --- users: the environment's, kept in each of its regions ------------------------------
+
+
+def read_user_everywhere(wiring: Wiring, name: str) -> dict[str, User | None]:
+    """The user `name` in each region of the environment (None where it has no record),
+    home region first: every region is read before any is written."""
+    found: dict[str, User | None] = {}
+    regions = environment_regions(wiring)
+    for region in regions:
+        try:
+            found[region] = in_region(region, wiring.in_region(region).users.get_user, name)
+        except NotFoundError:
+            found[region] = None
+        except ConfigurationError as exc:  # e.g. a region whose stack was never made
+            if len(regions) == 1:
+                raise
+            raise ConfigurationError(f"region {region}: {exc.message}") from exc
+    return found
+
+
+def write_user_everywhere(
+    wiring: Wiring,
+    found: dict[str, User | None],
+    write: Callable[[UserStore, User | None], User | None],
+    output: str,
+    gone: str = "no such user here: nothing to change",
+) -> User | None:
+    """`write(store, user as read)` in each region of `found` in turn; the user as the
+    entry region holds it then (or the first region that has it). A region's outcome is
+    the user's version there, or `gone` where it has no record."""
+
+    def step(region: str) -> User | None:
+        return write(wiring.in_region(region).users, found[region])
+
+    def said(record: User | None) -> str:
+        return gone if record is None else f"user {record.name}, version {record.version}"
+
+    done = apply_everywhere(list(found), step, said, output)
+    held = [record for record in done.values() if record is not None]
+    return done.get(wiring.region) or next(iter(held), None)

@@ -104,50 +104,33 @@ def _no_such_user(name: str, environment: str) -> NotFoundError:
     )
 
 
-def read_everywhere(wiring: Wiring, name: str) -> dict[str, User | None]:
-    """The user `name` in each region of the environment (None where it has no record),
-    home region first: every region is read before any is written."""
-    from flotilla.cli.environment_regions import environment_regions
-    from flotilla.cli.regions import in_region
+# The regional reads and writes are imported only by the commands that change users:
+# `flotilla keys`, run at every SSH login, reads its own region and needs none of them.
+def read_user_everywhere(wiring: Wiring, name: str) -> dict[str, User | None]:
+    from flotilla.cli import environment_regions
 
-    found: dict[str, User | None] = {}
-    for region in environment_regions(wiring):
-        try:
-            found[region] = in_region(region, wiring.in_region(region).users.get_user, name)
-        except NotFoundError:
-            found[region] = None
-    return found
+    return environment_regions.read_user_everywhere(wiring, name)
 
 
-def existing_everywhere(wiring: Wiring, name: str) -> dict[str, User | None]:
-    """As `read_everywhere`, refused in one line when no region has the user."""
-    found = read_everywhere(wiring, name)
-    if not any(found.values()):
-        raise _no_such_user(name, wiring.settings.environment)
-    return found
-
-
-def write_everywhere(
+def write_user_everywhere(
     wiring: Wiring,
     found: dict[str, User | None],
     write: Callable[[UserStore, User | None], User | None],
     output: str,
     gone: str = "no such user here: nothing to change",
 ) -> User | None:
-    """`write(store, user as read)` in each region in turn; the user as the entry region
-    holds it then (or the first region that has it). A region's outcome is the user's
-    version there, or `gone` where it has no record."""
-    from flotilla.cli.environment_regions import apply_everywhere
+    from flotilla.cli import environment_regions
 
-    def step(region: str) -> User | None:
-        return write(wiring.in_region(region).users, found[region])
+    return environment_regions.write_user_everywhere(wiring, found, write, output, gone)
 
-    def said(record: User | None) -> str:
-        return gone if record is None else f"user {record.name}, version {record.version}"
 
-    done = apply_everywhere(list(found), step, said, output)
-    held = [record for record in done.values() if record is not None]
-    return done.get(wiring.region) or next(iter(held), None)
+def existing_everywhere(wiring: Wiring, name: str) -> dict[str, User | None]:
+    """The user in every region (`read_user_everywhere`), refused in one line when no
+    region has it."""
+    found = read_user_everywhere(wiring, name)
+    if not any(found.values()):
+        raise _no_such_user(name, wiring.settings.environment)
+    return found
 
 
 def modify_user(store: UserStore, current: User, change: Callable[[User], User]) -> User:
@@ -267,7 +250,7 @@ def add(
     wiring = wiring_from(options)
     for service in wanted:  # a typo must not grant access to a service that does not exist
         find_service(wiring.store, service, wiring.settings.environment)
-    found = read_everywhere(wiring, name)
+    found = read_user_everywhere(wiring, name)
     missing = [region for region, record in found.items() if record is None]
     if missing and not keys:
         where = "" if len(missing) == len(found) else f" in {', '.join(missing)}"
@@ -284,7 +267,7 @@ def add(
                 current = store.get_user(name)
         return modify_user(store, current, lambda u: _add_to(u, keys, wanted, admin))
 
-    added = write_everywhere(wiring, found, add_in, output)
+    added = write_user_everywhere(wiring, found, add_in, output)
     assert added is not None
     _show(added, output)
 
@@ -376,11 +359,11 @@ def remove(
                 store, current, lambda u: _without(u, wanted_keys, wanted_services, admin)
             )
 
-        changed = write_everywhere(wiring, found, remove_parts, output)
+        changed = write_user_everywhere(wiring, found, remove_parts, output)
         assert changed is not None  # some region has the user (`existing_everywhere`)
         _show(changed, output)
         return
-    write_everywhere(
+    write_user_everywhere(
         wiring, found, lambda store, current: _delete(store, name, current), output, "removed"
     )
     if output == "json":
@@ -427,7 +410,7 @@ def _set_active(name: str, active: bool, output: str, options: dict[str, Any]) -
         assert current is not None
         return modify_user(store, current, lambda u: replace(u, active=active))
 
-    changed = write_everywhere(wiring, found, set_in, output)
+    changed = write_user_everywhere(wiring, found, set_in, output)
     assert changed is not None
     _show(changed, output)
 

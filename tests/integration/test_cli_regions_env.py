@@ -322,6 +322,25 @@ def test_an_unreachable_region_changes_users_nowhere(env: Cli, tmp_path: Path) -
         proxy.down()
 
 
+def test_a_region_without_its_tables_is_named_and_nothing_is_written(
+    endpoint: str, tmp_path: Path
+) -> None:
+    cli = Cli(endpoint, f"gap{os.getpid()}")
+    made = cli.in_regions("init", *NO_SCHEDULER, regions=REGIONS[:2])
+    assert made.returncode == 0, made.stderr
+    cli.client_in("dynamodb", SECOND).delete_table(TableName=f"flotilla-{cli.environment}-users")
+    line, _ = new_key("dora@laptop")
+    (tmp_path / "dora.pub").write_text(line + "\n")
+    result = cli.run("user", "add", "dora", "--key", str(tmp_path / "dora.pub"))
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (error,) = result.stderr.splitlines()
+    assert error.startswith(f"error: region {SECOND}: reading user 'dora': a Flotilla table "), (
+        error
+    )
+    assert cli.users_in(REGION) == []
+
+
 def test_user_commands_before_init_say_to_run_it(endpoint: str) -> None:
     cli = Cli(endpoint, f"none{os.getpid()}")
     result = cli.run("user", "remove", "nobody")
