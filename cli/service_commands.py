@@ -37,8 +37,8 @@ from flotilla.cli.policy_options import (
     policy_options,
     policy_summary,
 )
-from flotilla.cli.service_creation import create_everywhere
 from flotilla.cli.service_deletion import delete_service
+from flotilla.cli.service_everywhere import create_everywhere, delete_everywhere, update_everywhere
 from flotilla.engine import validation
 from flotilla.engine.errors import ValidationError
 from flotilla.engine.operations.names import find_service, label_of, weights_text
@@ -260,7 +260,9 @@ def create(name: str, output: str, **options: Any) -> None:
 @output_option
 @aws_options
 def update(name: str, output: str, **options: Any) -> None:
-    """Change the given settings of NAME; the others stay as they are."""
+    """Change the given settings of NAME; the others stay as they are. A service of
+    several regions gets them in every region (each region checked before any changes);
+    each region keeps its own weights and rollout."""
     validation.service_name(name)
     # Bad options fail before any AWS call (the health check's tuning, on the stored check).
     given = apply_settings(Service(name=name), options_alone(options))
@@ -268,6 +270,13 @@ def update(name: str, output: str, **options: Any) -> None:
     if options["alarms"]:  # only alarms named now are looked up; stored ones were checked
         check_alarms_exist(wiring, given.rollout.alarms, name)
     current = find_service(wiring.store, name, wiring.settings.environment)
+    if len(current.regions) > 1:  # every region's record gets the settings
+        home, _ = update_everywhere(
+            wiring, name, lambda record: apply_settings(record, options),
+            given.rollout.alarms if options["alarms"] else (),
+        )  # fmt: skip
+        _show(home, _labels(wiring.in_region(current.regions[0]).store, home), output)
+        return
     stored = modify_service(
         wiring.store, name, lambda record: apply_settings(record, options), current=current
     )
@@ -340,8 +349,21 @@ def delete(
     """Delete the service NAME. Its instances are first unassigned: each agent leaves the
     load balancer and stops and removes the service's units, then the scheduler deletes the
     record. A service none of whose instances runs anything is deleted at once. Until it is
-    gone it cannot be changed; its revisions and instance records are left as they are."""
+    gone it cannot be changed; its revisions and instance records are left as they are.
+    A service of several regions is deleted in each of them (every region reached first).
+    """
     wiring = wiring_from(options)
+    current = find_service(wiring.store, name, wiring.settings.environment)
+    if len(current.regions) > 1:
+        if expected_version is not None:
+            raise ValidationError(
+                f"--expected-version is one region's: {name} is in "
+                f"{', '.join(current.regions)}, each with its own version; leave it out"
+            )
+        delete_everywhere(
+            wiring, name, current.regions, wait=wait, interval=interval, timeout=timeout
+        )
+        return
     delete_service(
         wiring,
         name,

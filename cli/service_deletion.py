@@ -37,7 +37,9 @@ def delete_service(
     interval: float,
     timeout: float,
     sleep: Callable[[float], None] | None = None,
+    where: str = "",
 ) -> None:
+    """`where`: what each line begins with (`eu-west-1: ` for one of several regions)."""
     store, clock = wiring.store, wiring.clock
     current = find_service(store, name, wiring.settings.environment)
     if expected_version is not None and current.version != expected_version:
@@ -48,10 +50,10 @@ def delete_service(
         )
     if not current.deleting and _holds_nothing(wiring, current):
         store.delete_service(name, expected_version=current.version)
-        click.echo(f"deleted service {name}")
+        click.echo(f"{where}deleted service {name}")
         return
     if current.deleting:
-        click.echo(f"service {name} is already being deleted")
+        click.echo(f"{where}service {name} is already being deleted")
     else:
         if expected_version is not None:  # exactly that version, or nothing
             store.update_service(deletion_mark(current, clock.now()))
@@ -59,12 +61,12 @@ def delete_service(
             mark_deleting(store, name, clock.now(), current=current)
         notify_scheduler(wiring, name)
         click.echo(
-            f"service {name} is being deleted: its instances are being unassigned (they leave "
-            "the load balancer and stop and remove its units); the scheduler deletes the "
-            f"record when they are done. `flotilla rollout status {name}` shows them"
+            f"{where}service {name} is being deleted: its instances are being unassigned "
+            "(they leave the load balancer and stop and remove its units); the scheduler "
+            f"deletes the record when they are done. `flotilla rollout status {name}` shows them"
         )
     if wait:
-        _wait_until_deleted(wiring, name, interval, timeout, sleep or clock.sleep)
+        wait_until_deleted(wiring, name, interval, timeout, sleep or clock.sleep, where=where)
 
 
 def _holds_nothing(wiring: Wiring, service: Service) -> bool:
@@ -76,9 +78,16 @@ def _holds_nothing(wiring: Wiring, service: Service) -> bool:
     return all(deploy.finished for deploy in store.list_deploys(service.name))
 
 
-def _wait_until_deleted(
-    wiring: Wiring, name: str, interval: float, timeout: float, sleep: Callable[[float], None]
+def wait_until_deleted(
+    wiring: Wiring,
+    name: str,
+    interval: float,
+    timeout: float,
+    sleep: Callable[[float], None],
+    *,
+    where: str = "",
 ) -> None:
+    """Poll until the record is gone, saying how many instances are still unassigned."""
     store, clock = wiring.store, wiring.clock
     deadline = clock.now() + timedelta(seconds=timeout)
     said: tuple[int, int] | None = None
@@ -86,13 +95,13 @@ def _wait_until_deleted(
         try:
             service = store.get_service(name)
         except NotFoundError:
-            click.echo(f"deleted service {name}")
+            click.echo(f"{where}deleted service {name}")
             return
         live, _dead, deploys = read_inputs(store, service, clock.now(), DEFAULT_INSTANCE_TTL)
         counts = unassigning(live, deploys)
         in_flight, failed = counts
         if counts != said:
-            click.echo(f"{in_flight} instance(s) being unassigned, {failed} failed")
+            click.echo(f"{where}{in_flight} instance(s) being unassigned, {failed} failed")
             said = counts
         if failed and not in_flight:
             raise FlotillaError(
