@@ -125,8 +125,16 @@ def reason_option(command: Callable[..., Any]) -> Callable[..., Any]:
     )
 
 
-def _report(change: Change, output: str, message: str, *, one_line: bool = False) -> None:
-    """What a steering command did; `one_line` when JSON poll lines follow (`--wait`)."""
+def _report(
+    change: Change, output: str, message: str, *, region: str, one_line: bool = False
+) -> None:
+    """What a steering command did; `one_line` when JSON poll lines follow (`--wait`).
+    Steering acts on one region's rollout (each region has its own): for a service of
+    several regions the message says which, and how to steer the others."""
+    regions = change.service.regions
+    if len(regions) > 1:
+        others = ", ".join(r for r in regions if r != region)
+        message += f" (in {region} only; {change.service.name} is also in {others}: --region)"
     if change.unwoken is not None:
         warn_unwoken(change.unwoken)
     if output == "json":
@@ -140,6 +148,7 @@ def _report(change: Change, output: str, message: str, *, one_line: bool = False
                 "version": stored.version,
                 "scheduler_woken": change.woken,
                 "message": message,
+                "region": region,
             }
         )
         return
@@ -159,7 +168,7 @@ def set_paused(wiring: Wiring, name: str, paused: bool, reason: str | None, outp
         )
     else:
         message = f"{change.note}: the scheduler carries on with {name}'s rollout"
-    _report(change, output, message)
+    _report(change, output, message, region=wiring.region)
 
 
 @rollout.command(short_help="Pause a service: the scheduler assigns nothing.")
@@ -208,7 +217,7 @@ def promote(service: str, full: bool, output: str, **options: Any) -> None:
     change = wiring.operations.promote(current, by=operator_name(), full=full)
     what = "every wait to the end of its rollout" if full else "the current wait of its rollout"
     message = f"promoted {service}: the scheduler skips {what} at its next pass"
-    _report(change, output, message)
+    _report(change, output, message, region=wiring.region)
 
 
 @rollout.command(short_help="Restore the weights of the last rollout without a failure.")
@@ -232,7 +241,7 @@ def revert(service: str, reason: str | None, output: str, **options: Any) -> Non
     message = f"reverted {service} to its last good weights {restored} (were {were})"
     if change.service.paused:
         message += f"; {service} is paused: nothing moves until `flotilla rollout resume`"
-    _report(change, output, message)
+    _report(change, output, message, region=wiring.region)
 
 
 def parse_steps(text: str) -> int:
@@ -299,7 +308,7 @@ def undo(
     message = f"{service}'s weights are back to {restored} (were {were})"
     if change.service.paused:
         message += f"; {service} is paused: nothing moves until `flotilla rollout resume`"
-    _report(change, output, message, one_line=wait)
+    _report(change, output, message, region=wiring.region, one_line=wait)
     if wait:
         watch_rollout(
             wiring, service, interval=interval, timeout=timeout, output=output, changed_here=True

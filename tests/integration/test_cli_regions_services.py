@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from flotilla.engine.records import Service
-from tests.integration.regions_world import REGIONS, A, C, World, regions_world, wait_for
+from tests.integration.regions_world import REGIONS, A, B, C, World, regions_world, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +95,15 @@ def test_delete_deletes_in_every_region(world: World) -> None:
         assert f"{region}: deleted service gone" in deleted.stdout
         assert "gone" not in [s.name for s in world.wirings[region].store.list_services()]
         assert world.running(region, "gone") == {None}  # every instance was unassigned first
+
+
+def test_steering_acts_on_one_region_and_says_so(world: World) -> None:
+    world.service("steered")
+    paused = world.cli.run(
+        "rollout", "pause", "steered", "--region", A, env=world.variables, with_region=False
+    )
+    assert paused.returncode == 0, paused.stderr
+    assert f"(in {A} only; steered is also in {B}, {C}: --region)" in paused.stdout
+    assert world.wirings[A].store.get_service("steered").paused
+    assert not world.wirings[B].store.get_service("steered").paused
+    assert not world.wirings[C].store.get_service("steered").paused
