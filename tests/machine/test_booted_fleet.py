@@ -85,7 +85,7 @@ class Fleet:
     user_data: dict[str, str]  # machine name -> the rendered script
     ssh_port: int
     folder: Path
-    deployed: list[str] = field(default_factory=list)  # revisions, in the order deployed
+    deployed: list[str] = field(default_factory=list)  # labels, in the order deployed
 
     def instance(self) -> Instance | None:
         return next((i for i in self.world.store.list_instances(SERVICE) if i.id == INSTANCE), None)
@@ -110,12 +110,15 @@ class Fleet:
             return ""
 
     def deploy(self, folder: Path) -> str:
-        """Add the revision and move every instance to it (the previous one to weight 0)."""
-        revision = self.cli.ok("revision", "add", SERVICE, str(folder)).split()[-1]
+        """Add the revision, labelled as its folder, and move every instance to it (the
+        previous one to weight 0); its id in the home region, where the machines are.
+        Weights name labels: a revision has an id per region (each seals with its key)."""
+        label = folder.name
+        revision = self.cli.ok("revision", "add", SERVICE, str(folder), "--label", label)
         previous = [f"{self.deployed[-1]}=0"] if self.deployed else []
-        self.cli.ok("weights", SERVICE, *previous, f"{revision}=100")
-        self.deployed.append(revision)
-        return revision
+        self.cli.ok("weights", SERVICE, *previous, f"{label}=100")
+        self.deployed.append(label)
+        return revision.split()[-1]
 
 
 def stack_values(cli: Cli, stack: str) -> dict[str, str]:
