@@ -88,6 +88,18 @@ def service_to_item(service: Service) -> Item:
     }
 
 
+def _regions(value: Any) -> tuple[str, ...]:
+    """A list of distinct region names, as `service create` stored it; () when absent."""
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+        raise TypeError("regions is not a list of names")
+    try:
+        return validation.region_list(value, "the stored regions")
+    except ValidationError as exc:
+        raise ValueError(exc.message) from exc
+
+
 def _waves_to_item(plan: WavePlan) -> Item:
     return {
         "number": plan.number,
@@ -122,7 +134,7 @@ def _waves_from_item(item: Mapping[str, Any] | None) -> WavePlan | None:
         number=int(item["number"]),
         waves=tuple(
             Wave(
-                region=str(wave["region"]),
+                region=_regions([wave["region"]])[0],
                 weights=_weights(wave["weights"]),
                 before=None if wave.get("before") is None else _weights(wave["before"]),
                 applied_at=common.time(wave.get("applied_ms")),
@@ -358,7 +370,7 @@ def service_from_item(item: Mapping[str, Any]) -> Service:
             history=tuple(_history_entry_from_item(e) for e in item.get("history") or ()),
             promotion=_promotion_from_item(item.get("promotion")),
             deleting_since=common.time(item.get("deleting_ms")),
-            regions=tuple(str(r) for r in item.get("regions") or ()),
+            regions=_regions(item.get("regions")),
             waves=_waves_from_item(item.get("waves")),
         )
 
