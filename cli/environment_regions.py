@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from flotilla.cli.regions import RegionUnreachable, in_region, say_region
+from flotilla.cli.regions import RegionUnreachable, in_region, parse_regions, say_region
 from flotilla.cli.stack_deploy import environment_stack_name
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.errors import (
@@ -25,16 +25,10 @@ from flotilla.engine.errors import (
 )
 from flotilla.engine.ports import UserStore
 from flotilla.engine.users import User
-from flotilla.engine.validation import region_list
 
 T = TypeVar("T")
 
 REGIONS_OUTPUT = "EnvironmentRegions"  # the environment stack's output and parameter
-
-
-def parse_regions(text: str, where: str) -> tuple[str, ...]:
-    """`a,b` (spaces allowed) as a checked tuple; empty text is no region."""
-    return region_list([part.strip() for part in text.split(",") if part.strip()], where)
 
 
 def environment_regions(wiring: Wiring) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ from flotilla.cli.wiring import Wiring
 from flotilla.engine.errors import FlotillaError, NotFoundError, TransientError
 from flotilla.engine.operations.names import find_service
 from flotilla.engine.records import Service
+from flotilla.engine.validation import region_list
 
 T = TypeVar("T")
 
@@ -44,6 +45,11 @@ def in_region(region: str, call: Callable[..., T], *args: Any, **kwargs: Any) ->
         raise RegionUnreachable(region, exc.message) from exc
     except (ConnectionError, HTTPClientError) as exc:
         raise RegionUnreachable(region, type(exc).__name__) from exc
+
+
+def parse_regions(text: str, where: str) -> tuple[str, ...]:
+    """`a,b` (spaces allowed) as a checked tuple; empty text is no region."""
+    return region_list([part.strip() for part in text.split(",") if part.strip()], where)
 
 
 def regions_of(service: Service, wiring: Wiring) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ import click
 from flotilla.cli.follow import rollout_ended
 from flotilla.cli.output import print_json
 from flotilla.cli.progress import read_progress
-from flotilla.cli.regions import RegionUnreachable, in_region, read_everywhere
+from flotilla.cli.regions import RegionUnreachable, in_region, parse_regions, read_everywhere
 from flotilla.cli.rollout_waits import gate_readings
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.errors import FlotillaError, ValidationError
@@ -35,9 +35,7 @@ from flotilla.engine.updates import modify_service
 
 
 def parse_waves(text: str) -> tuple[str, ...]:
-    from flotilla.engine.validation import region_list
-
-    regions = region_list([part.strip() for part in text.split(",") if part.strip()], "--waves")
+    regions = parse_regions(text, "--waves")
     if len(regions) < 2:
         raise ValidationError(
             f"invalid --waves {text[:60]!r}: name two regions or more in order, like "
