@@ -22,6 +22,7 @@ import click
 from flotilla.cli.follow import rollout_ended
 from flotilla.cli.output import print_json
 from flotilla.cli.progress import read_progress
+from flotilla.cli.regional_status import waves_json
 from flotilla.cli.regions import RegionUnreachable, in_region, parse_regions, read_everywhere
 from flotilla.cli.rollout_waits import gate_readings
 from flotilla.cli.wiring import Wiring
@@ -265,7 +266,7 @@ class Run:
 
     def _ended(self, plan: WavePlan) -> WavePlan:
         if self.output == "json":
-            print_json(plan_json(plan))
+            print_json(waves_json(plan, self.wiring.clock.now()))
         if plan.status is WaveStatus.COMPLETE:
             if self.output != "json":
                 click.echo(f"waves of {self.name} {rules.describe(plan)}")
@@ -315,30 +316,3 @@ def _record(
     stored = in_region(home.region, modify_service, home.store, name, on_record)
     assert stored.waves is not None
     return stored.waves
-
-
-def plan_json(plan: WavePlan) -> dict[str, object]:
-    def at(moment: datetime | None) -> str | None:
-        return None if moment is None else moment.isoformat()
-
-    return {
-        "number": plan.number,
-        "status": plan.status.value,
-        "reason": plan.reason,
-        "current": plan.current,
-        "bake_seconds": plan.bake_seconds,
-        "failure_action": plan.failure_action.value,
-        "started_at": at(plan.started_at),
-        "by": plan.by,
-        "waves": [
-            {
-                "region": wave.region,
-                "weights": dict(wave.weights),
-                "before": wave.before,
-                "applied_at": at(wave.applied_at),
-                "completed_at": at(wave.completed_at),
-                "undone": wave.undone,
-            }
-            for wave in plan.waves
-        ],
-    }

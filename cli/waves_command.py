@@ -15,7 +15,8 @@ import click
 from flotilla.cli.follow import follow_options
 from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_json
-from flotilla.cli.waves import Run, home_of, plan_json, stop
+from flotilla.cli.regional_status import waves_json
+from flotilla.cli.waves import Run, home_of, stop
 from flotilla.engine import validation
 from flotilla.engine.errors import FlotillaError
 from flotilla.engine.operations import waves as rules
@@ -51,7 +52,7 @@ def waves_command(
         by = operator_name()
         plan = stop(wiring, service, f"stopped by {by}" + (f": {why}" if why else ""))
         if output == "json":
-            print_json(plan_json(plan))
+            print_json(waves_json(plan, wiring.clock.now()))
         else:
             click.echo(f"the waves of {service} are stopped: {rules.describe(plan)}")
         return

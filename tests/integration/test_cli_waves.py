@@ -4,6 +4,7 @@ per region (`tests.integration.regions_world`)."""
 from __future__ import annotations
 
 import signal
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -49,12 +50,18 @@ def test_three_regions_roll_out_one_after_another(world: World) -> None:
     assert said == list(REGIONS)
 
 
-def test_a_revision_failing_in_the_first_region_never_reaches_the_second(world: World) -> None:
-    world.service("sad", "v1", "v2")
-    world.ok("weights", "sad", "v1=100", "--waves", WAVES, "--interval", "0.3")
-    world.fleet.failing.add((A, "sad", "v2"))
-    result = world.run("weights", "sad", "v2=100", "v1=0", "--waves", WAVES, "--interval", "0.3")
+def v2_failing_in(world: World, name: str, region: str) -> subprocess.CompletedProcess[str]:
+    """`name` rolled out on v1 in waves, then v2 in waves, whose deploys fail in `region`."""
+    world.service(name, "v1", "v2")
+    world.ok("weights", name, "v1=100", "--waves", WAVES, "--interval", "0.3")
+    world.fleet.failing.add((region, name, "v2"))
+    result = world.run("weights", name, "v2=100", "v1=0", "--waves", WAVES, "--interval", "0.3")
     assert result.returncode == 1, result.stderr
+    return result
+
+
+def test_a_revision_failing_in_the_first_region_never_reaches_the_second(world: World) -> None:
+    result = v2_failing_in(world, "sad", A)
     assert "the waves of sad stopped: eu-west-1:" in result.stderr
     plan = world.plan("sad")
     assert plan.status is WaveStatus.STOPPED
@@ -64,18 +71,16 @@ def test_a_revision_failing_in_the_first_region_never_reaches_the_second(world: 
     for region in (B, C):
         assert world.weights(region, "sad") == {"v1": 100}
         assert world.running(region, "sad") == {"v1"}
-        history = world.wirings[region].store.get_service("sad").history
-        assert all("v2" not in str(entry) for entry in history)
+        store = world.wirings[region].store
+        v2 = next(r.id for r in store.list_revisions("sad") if r.label == "v2")
+        assert all(not entry.weights.get(v2) for entry in store.get_service("sad").history)
+        assert all(deploy.to_revision != v2 for deploy in store.list_deploys("sad"))
     # The first region's own scheduler reverted its rollout (its failure action).
     wait_for("the first region back on v1", lambda: world.running(A, "sad") == {"v1"})
 
 
 def test_a_failure_in_a_later_region_sets_the_regions_done_back(world: World) -> None:
-    world.service("later", "v1", "v2")
-    world.ok("weights", "later", "v1=100", "--waves", WAVES, "--interval", "0.3")
-    world.fleet.failing.add((B, "later", "v2"))
-    result = world.run("weights", "later", "v2=100", "v1=0", "--waves", WAVES, "--interval", "0.3")
-    assert result.returncode == 1, result.stderr
+    result = v2_failing_in(world, "later", B)
     plan = world.plan("later")
     assert plan.failure_action is FailureAction.REVERT
     assert plan.reason is not None
