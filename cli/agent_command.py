@@ -25,6 +25,7 @@ from flotilla.cli import DISTRIBUTION
 from flotilla.cli.agent_assembly import adapters_from, build_agent
 from flotilla.cli.agent_runtime import PROCESS, SYSTEMD, choose_runtime, host_runs_systemd
 from flotilla.cli.daemon import at_start, daemon_options, seconds_option, start_daemon
+from flotilla.cli.keys_socket import KeysServer, bound_listener, systemd_listener
 from flotilla.cli.wiring import unit_runtime
 from flotilla.engine.deploy.agent import AgentSettings
 from flotilla.engine.deploy.runner import FaultHook, RunnerSettings
@@ -70,6 +71,13 @@ log = logging.getLogger(__name__)
     envvar="FLOTILLA_KMS_KEY_ID",
     help="KMS key of the environment [default: alias/flotilla-ENV]",
 )
+@click.option(
+    "--keys-socket",
+    envvar="FLOTILLA_KEYS_SOCKET_LISTEN",
+    type=click.Path(path_type=Path),
+    help="Answer `flotilla keys` (sshd, at every login) on this Unix socket, bound here "
+    "[default: the socket systemd hands over (flotilla-keys.socket), else none]",
+)
 @seconds_option(
     "--poll-interval",
     60.0,
@@ -113,6 +121,12 @@ def agent(**options: Any) -> None:
         lambda: find_service(wiring.store, service, wiring.settings.environment),
         stop,
     )
+    listener = systemd_listener() or (
+        bound_listener(options["keys_socket"]) if options["keys_socket"] else None
+    )
+    if listener is not None:
+        KeysServer(listener, wiring.users).start()
+        log.info("answering sshd's questions about keys on %s", listener.getsockname())
     # Before anything is decrypted: env files on a disk would outlive the machine.
     check_state_dir(options["state_dir"], allow_disk=options["allow_disk_state_dir"])
     log.info("%s", choice.describe())

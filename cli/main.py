@@ -22,7 +22,7 @@ COMMANDS = {
     "demo": LazyCommand("flotilla.cli.demo_command:demo"),
     "history": LazyCommand("flotilla.cli.history_command:history"),
     "init": LazyCommand("flotilla.cli.init_command:init"),
-    "keys": LazyCommand("flotilla.cli.user_commands:keys"),
+    "keys": LazyCommand("flotilla.cli.keys_command:keys"),
     "revision": LazyCommand("flotilla.cli.revision_commands:revision"),
     "rollout": LazyCommand("flotilla.cli.rollout_commands:rollout"),
     "scheduler": LazyCommand("flotilla.cli.scheduler_command:scheduler"),

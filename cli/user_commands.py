@@ -1,7 +1,7 @@
 """`flotilla user add|remove|list|activate|deactivate` and `flotilla keys`: SSH access.
 
 Users hold OpenSSH public keys and the services whose instances they may reach;
-`flotilla keys` is what sshd runs as its `AuthorizedKeysCommand` on every instance.
+`flotilla keys` (`cli.keys_command`) is what sshd runs on every instance.
 Every input is validated before anything is written, and every change is written
 conditionally on the version it was based on (re-applied on a conflict), so a bad
 option stores nothing and two operators never overwrite each other's changes.
@@ -10,15 +10,11 @@ Users are the environment's, kept in every region it spans (`cli.environment_reg
 so that logging in to a region's instances never depends on another region. A command
 that changes a user reads it in every region first (an unreachable region, or a refusal,
 changes nothing anywhere), then writes to each region in turn, saying each region's
-outcome when there are several. `user list` reads the region it is given; `flotilla keys`
-reads only its own region, and imports nothing for the others: sshd runs it at every
-login. Over 400 lines on purpose: the commands that write users and `keys`, which reads
-them for sshd, stay side by side.
+outcome when there are several. `user list` reads the region it is given.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -27,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from flotilla.cli.environment_regions import read_user_everywhere, write_user_everywhere
 from flotilla.cli.options import aws_options, wiring_from
 from flotilla.cli.output import output_option, print_json, print_table
 from flotilla.engine import users, validation
@@ -41,11 +38,9 @@ from flotilla.engine.ports import UserStore
 from flotilla.engine.updates import MAX_ATTEMPTS, apply_until_stored
 from flotilla.engine.users import PublicKey, User
 
-if TYPE_CHECKING:  # `flotilla keys`, run at every SSH login, imports only what it uses
+if TYPE_CHECKING:
     from flotilla.cli.wiring import Wiring
 
-# A local account name as useradd takes it by default (NAME_REGEX of adduser).
-_LOGIN = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 MAX_KEY_FILE_BYTES = 256 * 1024
 
@@ -102,26 +97,6 @@ def _no_such_user(name: str, environment: str) -> NotFoundError:
         f"user {name!r} does not exist in environment {environment!r}; see "
         "`flotilla user list`, or add it with `flotilla user add`"
     )
-
-
-# The regional reads and writes are imported only by the commands that change users:
-# `flotilla keys`, run at every SSH login, reads its own region and needs none of them.
-def read_user_everywhere(wiring: Wiring, name: str) -> dict[str, User | None]:
-    from flotilla.cli import environment_regions
-
-    return environment_regions.read_user_everywhere(wiring, name)
-
-
-def write_user_everywhere(
-    wiring: Wiring,
-    found: dict[str, User | None],
-    write: Callable[[UserStore, User | None], User | None],
-    output: str,
-    gone: str = "no such user here: nothing to change",
-) -> User | None:
-    from flotilla.cli import environment_regions
-
-    return environment_regions.write_user_everywhere(wiring, found, write, output, gone)
 
 
 def existing_everywhere(wiring: Wiring, name: str) -> dict[str, User | None]:
@@ -431,73 +406,3 @@ def deactivate(name: str, output: str, **options: Any) -> None:
 def activate(name: str, output: str, **options: Any) -> None:
     """Print NAME's keys for sshd again."""
     _set_active(name, True, output, options)
-
-
-@click.command(short_help="Print the keys sshd may accept (for sshd).")
-@click.argument("user_name", metavar="[USER]", required=False)
-@click.option(
-    "--service",
-    envvar="FLOTILLA_SERVICE",
-    metavar="SERVICE",
-    help="The service of this instance [FLOTILLA_SERVICE]; without one only admins get in.",
-)
-@click.option(
-    "--shared-login",
-    metavar="ACCOUNT",
-    help="A local account every allowed user logs in as: for USER = ACCOUNT, print all their keys.",
-)
-@aws_options
-def keys(
-    user_name: str | None, service: str | None, shared_login: str | None, **options: Any
-) -> None:
-    """Print the authorized_keys lines of the users allowed on SERVICE's instances.
-
-    These are the keys of active users who are admins or may reach SERVICE; with
-    USER, only that user's, unless USER is the --shared-login account. Meant for
-    sshd, in /etc/ssh/sshd_config (the workers' user data writes this):
-
-    \b
-        AuthorizedKeysCommand /usr/local/sbin/flotilla-authorized-keys %u
-        AuthorizedKeysCommandUser flotilla-keys
-
-    sshd starts the command with an almost empty environment: the wrapper sets
-    FLOTILLA_ENV, the region and FLOTILLA_SERVICE from /etc/flotilla/agent.env (and
-    /etc/default/flotilla) and passes `--shared-login ops -- USER`. An unknown USER prints
-    nothing and exits 0 (sshd then refuses the login); when the users cannot be read,
-    it prints nothing and exits non-zero, so sshd fails closed.
-    """
-    allowed = None if service is None else validation.service_name(service)
-    if shared_login is not None and not _LOGIN.fullmatch(shared_login):
-        raise ValidationError(
-            f"invalid --shared-login {shared_login[:40]!r}: a local account name "
-            "(lowercase letters, digits, '_' and '-', starting with a letter or '_')"
-        )
-    if user_name is not None and user_name == shared_login:
-        user_name = None  # every allowed user logs in as the shared account
-    if user_name is not None:
-        try:
-            users.user_name(user_name)
-        except ValidationError:
-            return  # no such user can exist: nothing to print
-    # sshd waits for this, not a person: botocore's own retries, no notes on stderr, and
-    # none of the interactive machinery to import at every login.
-    store = wiring_from(options, interactive=False).users
-    if user_name is None:
-        candidates = store.list_users()
-    else:
-        try:
-            candidates = [store.get_user(user_name)]
-        except NotFoundError:
-            return
-    lines = []
-    for record in candidates:
-        if not record.may_reach(allowed):
-            continue
-        for stored in record.ssh_keys:
-            try:
-                lines.append(users.public_key(stored).line)
-            except ValidationError:  # written by something else: skip it, print only keys
-                click.echo(f"warning: skipped a malformed stored key of {record.name}", err=True)
-    # Printed at once, after every read succeeded: never a partial list.
-    if lines:
-        click.echo("\n".join(lines))

@@ -268,3 +268,38 @@ def test_every_user_command_has_help() -> None:
         assert "Usage:" in result.stdout
     keys_help = subprocess.run([FLOTILLA, "keys", "--help"], capture_output=True, text=True)
     assert "AuthorizedKeysCommand /usr/local/sbin/flotilla-authorized-keys %u" in keys_help.stdout
+
+
+@pytest.fixture
+def agent_socket(cli: Cli, tmp_path: Path) -> Iterator[str]:
+    """The agent's keys socket, served as the agent serves it, from the moto server."""
+    from flotilla.cli.keys_socket import KeysServer, bound_listener
+    from flotilla.cli.wiring import AwsSettings, Wiring
+    from tests.support.aws import REGION
+
+    settings = AwsSettings(environment=cli.environment, region=REGION, endpoint_url=cli.endpoint)
+    path = tmp_path / "keys.sock"
+    server = KeysServer(bound_listener(path), Wiring(settings).users)
+    server.start()
+    try:
+        yield str(path)
+    finally:
+        server.close()
+
+
+def test_keys_asks_the_agent_first_and_reads_for_itself_without_one(
+    cli: Cli, team: dict[str, str], agent_socket: str, tmp_path: Path
+) -> None:
+    """The agent answers although this process could not reach DynamoDB itself (a dead
+    endpoint), so the answer came through the socket; without a socket it fails closed."""
+    dead = "http://127.0.0.1:9"
+    shared = ["--shared-login", "ops", "--service", "api", "--socket", agent_socket, "--"]
+    assert sorted(cli.keys(*shared, "ops", endpoint=dead)) == sorted([team["dana"], team["root"]])
+    assert cli.keys(*shared, "erik", endpoint=dead) == []
+    assert cli.keys(*shared, "fay", endpoint=dead) == []  # deactivated, read live
+    missing = ["--socket", str(tmp_path / "none.sock")]
+    unreachable = cli.run("keys", "--service", "api", *missing, "dana", endpoint=dead)
+    assert unreachable.returncode != 0
+    assert unreachable.stdout == ""
+    direct = cli.keys("--service", "api", *missing, "dana")  # read by the command itself
+    assert direct == [team["dana"]]

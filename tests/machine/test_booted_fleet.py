@@ -507,7 +507,22 @@ def test_sshd_lets_in_exactly_the_users_flotilla_keys_names(booted: Fleet) -> No
     allowed = _ssh(booted, keys / "alice")
     assert allowed.returncode == 0, allowed.stderr
     assert allowed.stdout.strip() == "logged-in-as-ops"
+    # The agent answered sshd through its socket (systemd's, root and flotilla-keys only).
+    socket_mode = booted.worker.run(["stat", "-c", "%F %U:%G %a", "/run/flotilla-keys.sock"])
+    assert socket_mode.stdout.split() == ["socket", "root:flotilla-keys", "660"]
+    booted.wait(
+        lambda: (
+            "answered sshd: 1 key line(s) for the shared login on api"
+            in booted.worker.journal("flotilla-agent")
+        ),
+        30,
+        "the agent's log of its answer to sshd",
+    )
     for refused in ("bob", "carol"):  # another service's user; a deactivated one
         denied = _ssh(booted, keys / refused)
         assert denied.returncode == 255, (refused, denied.stdout, denied.stderr)
         assert "Permission denied" in denied.stderr
+    # Every login is a live read: a user removed a moment ago is refused at once.
+    booted.cli.ok("user", "remove", "alice")
+    removed = _ssh(booted, keys / "alice")
+    assert removed.returncode == 255, (removed.stdout, removed.stderr)

@@ -112,6 +112,7 @@ def test_the_wheel_holds_every_package_and_its_data(wheel: Path) -> None:
     assert templates
     assert {f"flotilla/cfn_templates/{t}" for t in templates} <= names
     assert "flotilla/cli/flotilla-agent.service" in names
+    assert "flotilla/cli/flotilla-keys.socket" in names
     # What the workers' user data installs beside the agent's unit (the metadata firewall).
     assert "flotilla/cli/flotilla-imds-firewall.service" in names
     assert "flotilla/cli/flotilla-imds-firewall.nft" in names
