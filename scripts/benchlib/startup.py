@@ -1,6 +1,8 @@
 """Start-up of the `flotilla` command: `flotilla --help`, `flotilla keys --help`, and
 `flotilla keys alice` (what sshd runs as its AuthorizedKeysCommand at every SSH login)
-answering from a moto server.
+answering from a moto server: asked of the agent's keys socket (a `KeysServer` in this
+process, reading the moto server as an agent does), as on a worker whose agent runs, and
+reading the users table itself, as when no agent answers.
 
 Each figure is the wall time of one whole process, as the console script of this
 virtualenv runs it with an instance's settings in its environment (FLOTILLA_ENV, the
@@ -21,7 +23,9 @@ import tempfile
 from pathlib import Path
 
 from benchlib.figures import Figure, seconds_of
-from flotilla.cli.demo.emulator import client_environment
+from flotilla.cli.demo.emulator import REGION, client_environment
+from flotilla.cli.keys_socket import KeysServer, bound_listener
+from flotilla.cli.wiring import AwsSettings, Wiring
 from testbed.aws import create_environment_stack, moto_server
 
 TARGET = "≤ 0.15 s"
@@ -70,11 +74,20 @@ def run(runs: int, quick: bool) -> list[Figure]:
         )  # fmt: skip
         if added.returncode != 0:
             raise RuntimeError(f"user add failed: {added.stderr[-1000:]}")
+        socket_path = Path(work) / "keys.sock"
+        for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):  # the agent's, here
+            os.environ.setdefault(variable, env[variable])
+        settings = AwsSettings(environment=ENVIRONMENT, region=REGION, endpoint_url=endpoint)
+        server = KeysServer(bound_listener(socket_path), Wiring(settings).users)
+        server.start()
         commands = {
             "`flotilla --help`": ([FLOTILLA, "--help"], "keys"),
             "`flotilla keys --help`": ([FLOTILLA, "keys", "--help"], "AuthorizedKeysCommand"),
-            "`flotilla keys alice`": ([FLOTILLA, "keys", "alice"], key),
-        }
+            "`flotilla keys alice`, the agent answering": (
+                [FLOTILLA, "keys", "--socket", str(socket_path), "alice"], key),
+            "`flotilla keys alice`, no agent: read directly": (
+                [FLOTILLA, "keys", "--socket", str(Path(work) / "none.sock"), "alice"], key),
+        }  # fmt: skip
         references = {
             "  reference: the interpreter alone": ([sys.executable, "-c", "pass"], ""),
             "  reference: the interpreter importing boto3 alone": (
@@ -86,10 +99,14 @@ def run(runs: int, quick: bool) -> list[Figure]:
         for _ in range(runs):  # interleaved, so that a burst of load hits every figure
             for name, (argv, expect) in {**commands, **references}.items():
                 samples[name].append(timed(argv, env, expect))
+        server.close()
     notes = {
         "`flotilla --help`": "no command module imported",
         "`flotilla keys --help`": "imports the keys command, not boto3",
-        "`flotilla keys alice`": "boto3, a DynamoDB client, 1 GetItem on a moto server",
+        "`flotilla keys alice`, the agent answering": "no boto3: the agent's socket, its 1 GetItem",
+        "`flotilla keys alice`, no agent: read directly": (
+            "boto3, a DynamoDB client, 1 GetItem on a moto server"
+        ),
         "  reference: the interpreter alone": "python -c pass",
         "  reference: the interpreter importing boto3 alone": "python -c 'import boto3'",
     }
