@@ -26,7 +26,7 @@ from flotilla.cli.regional_status import waves_json
 from flotilla.cli.regions import RegionUnreachable, in_region, parse_regions, read_everywhere
 from flotilla.cli.rollout_waits import gate_readings
 from flotilla.cli.wiring import Wiring
-from flotilla.engine.errors import FlotillaError, ValidationError
+from flotilla.engine.errors import FlotillaError, TransientError, ValidationError
 from flotilla.engine.operations import waves as rules
 from flotilla.engine.operations.names import find_service, weights_text
 from flotilla.engine.operations.rules import check_running, runs_nothing
@@ -177,6 +177,12 @@ class Run:
                 return self._record(home, lambda p: rules.held(p, reason))
             except RegionUnreachable:
                 return plan
+        except TransientError:
+            raise
+        except FlotillaError as refused:  # the region refused the step: it cannot go on
+            index = plan.current
+            where = "" if index is None else f"{plan.waves[index].region}: "
+            return self._stop(home, f"{where}{refused.message}")
 
     def _advance(self, home: Wiring, plan: WavePlan) -> WavePlan:
         index = plan.current

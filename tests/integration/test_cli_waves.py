@@ -280,3 +280,36 @@ def _complete(world: World, region: str, name: str) -> bool:
     service = world.wirings[region].store.get_service(name)
     in_sync = service.rollout_state.weights == service.weights
     return in_sync and service.rollout_state.status is RolloutStatus.COMPLETE
+
+
+def test_a_region_refusing_its_wave_stops_the_waves_and_sets_back_those_done(
+    world: World,
+) -> None:
+    """Its record deleted there mid-wave: the waves stop with the reason; the regions done
+    ran nothing before, so they are set back to running nothing."""
+    world.service("vanish", "v1")
+    world.fleet.held.add(B)  # the second wave waits until C's record is gone
+    command = world.popen("weights", "vanish", "v1=100", "--waves", WAVES, "--interval", "0.3")
+    try:
+        wait_for("the second wave applied", lambda: _applied(world, "vanish", 1))
+        store = world.wirings[C].store
+        store.delete_service("vanish", expected_version=store.get_service("vanish").version)
+        world.fleet.held.discard(B)
+        _, stderr = command.communicate(timeout=PATIENCE)
+    finally:
+        world.fleet.held.discard(B)
+        if command.poll() is None:
+            command.kill()
+    assert command.returncode == 1, stderr
+    plan = world.plan("vanish")
+    assert plan.status is WaveStatus.STOPPED
+    assert plan.reason is not None
+    assert plan.reason.startswith(f"{C}: service 'vanish' does not exist")
+    assert [(w.applied, w.undone) for w in plan.waves] == [
+        (True, True),
+        (True, True),
+        (False, False),
+    ]
+    for region in (A, B):
+        assert world.weights(region, "vanish") == {"v1": 0}
+        wait_for(f"{region} runs nothing", lambda r=region: world.running(r, "vanish") == {None})
