@@ -202,6 +202,8 @@ class Run:
                 self._say(f"baking{until}, then {wave.region}")
                 return plan
             plan = self._record(home, lambda p: rules.before_recorded(p, index, service.weights))
+            if plan.finished:  # stopped meanwhile: this wave never starts
+                return plan
             labels = {
                 r.id: r.label for r in in_region(wave.region, there.store.list_revisions, self.name)
             }

@@ -67,8 +67,9 @@ def _wave(plan: WavePlan, index: int, **changes: object) -> WavePlan:
 
 
 def before_recorded(plan: WavePlan, index: int, weights: Mapping[str, int]) -> WavePlan:
-    """The region's weights, read before the wave stores its own (kept if recorded)."""
-    if plan.waves[index].before is not None:
+    """The region's weights, read before the wave stores its own (kept if recorded).
+    A plan that ended meanwhile (an operator's stop) is left as it is: no wave starts."""
+    if plan.finished or plan.waves[index].before is not None:
         return plan
     return _wave(plan, index, before=dict(weights))
 
@@ -80,8 +81,9 @@ def applied(plan: WavePlan, index: int, at: datetime) -> WavePlan:
 
 
 def completed(plan: WavePlan, index: int, at: datetime) -> WavePlan:
-    """Wave `index`'s region completed its rollout; the last one completes the plan."""
-    if plan.waves[index].completed_at is not None:
+    """Wave `index`'s region completed its rollout; the last one completes the plan (not
+    one stopped meanwhile)."""
+    if plan.finished or plan.waves[index].completed_at is not None:
         return plan
     done = going_on(_wave(plan, index, completed_at=at))
     if done.current is None:

@@ -114,3 +114,11 @@ def test_a_new_plan_is_refused_while_one_is_under_way_and_numbered_after_it() ->
 def test_restoring_a_region_that_ran_nothing_before_gives_every_weight_zero() -> None:
     made = rules.before_recorded(plan(), 0, {})
     assert rules.restoring(made.waves[0]) == [(V1, 0), (V2, 0)]
+
+
+def test_a_stopped_plan_starts_and_completes_no_wave() -> None:
+    """A command that followed the plan while an operator stopped it records nothing more."""
+    made = rules.stopped(plan(), "stopped by ops", by_operator=True)
+    assert rules.before_recorded(made, 0, {V1: 100}) == made
+    assert rules.completed(made, 0, T0) == made
+    assert made.status is WaveStatus.STOPPED
