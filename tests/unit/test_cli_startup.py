@@ -26,12 +26,13 @@ NOT_FOR_KEYS = (
     "pydbus", "flotilla.cli.demo", "flotilla.cli.trace", "flotilla.cli.demo_command",
     "flotilla.cli.trace_command", "flotilla.cli.agent_command", "flotilla.cli.agent_assembly",
     "flotilla.cli.init_command", "flotilla.cli.service_commands", "flotilla.scheduler",
+    "flotilla.cli.user_commands", "flotilla.cli.regions", "flotilla.cli.environment_regions",
 )  # fmt: skip
 # The command modules (and the composition root) `flotilla keys` does use.
 KEYS_CLI_MODULES = {
     "flotilla.cli", "flotilla.cli.main", "flotilla.cli.lazy_group", "flotilla.cli.options",
-    "flotilla.cli.output", "flotilla.cli.user_commands", "flotilla.cli.wiring",
-    "flotilla.cli.settings",
+    "flotilla.cli.keys_command", "flotilla.cli.authorized_keys", "flotilla.cli.keys_socket",
+    "flotilla.cli.wiring", "flotilla.cli.settings",
 }  # fmt: skip
 
 
@@ -65,7 +66,7 @@ def test_resolving_keys_and_its_help_imports_no_other_command_and_no_aws_sdk() -
         cli.get_help(context)
         """
     )
-    assert "flotilla.cli.user_commands" in loaded
+    assert "flotilla.cli.keys_command" in loaded
     assert not loaded & {*NOT_FOR_KEYS, "boto3", "botocore.session"}
     assert {m for m in loaded if m.startswith("flotilla.cli")} <= KEYS_CLI_MODULES
 
@@ -100,6 +101,43 @@ def test_keys_imports_nothing_it_does_not_need_before_its_first_aws_call() -> No
     assert "boto3" in loaded  # the one thing it does need
     assert not loaded & set(NOT_FOR_KEYS)
     assert {m for m in loaded if m.startswith("flotilla.cli")} <= KEYS_CLI_MODULES
+
+
+def test_keys_answered_by_the_agent_imports_no_aws_sdk(tmp_path: Path) -> None:
+    """On a worker whose agent runs, a login's `flotilla keys` asks the agent's socket and
+    never builds a boto3 client (cli.keys_socket): the figure of `bench --only startup`."""
+    from flotilla.adapters.memory_users import MemoryUserStore
+    from flotilla.cli.keys_socket import KeysServer, bound_listener
+    from flotilla.engine.clock import FakeClock
+    from flotilla.engine.users import User
+    from tests.unit.test_users import ed25519_line
+
+    key = ed25519_line("alice@x")
+    store = MemoryUserStore(FakeClock())
+    store.put_user(User("alice", (key,), services=("api",)))
+    path = tmp_path / "keys.sock"
+    server = KeysServer(bound_listener(path), store)
+    server.start()
+    try:
+        loaded = modules_after(
+            f"""
+            import sys
+            sys.argv = ["flotilla", "keys", "--service", "api", "--socket", {str(path)!r},
+                        "alice", "--endpoint-url", "http://127.0.0.1:9"]
+            from flotilla.cli.main import main
+            try:
+                main()
+            except SystemExit as exited:
+                assert exited.code == 0, exited.code
+            modules_seen = set(sys.modules)
+            """
+        )
+    finally:
+        server.close()
+    assert not loaded & {*NOT_FOR_KEYS, "boto3", "botocore.session", "botocore.client"}
+    assert {m for m in loaded if m.startswith("flotilla.cli")} <= KEYS_CLI_MODULES - {
+        "flotilla.cli.wiring"
+    }
 
 
 def test_the_root_help_imports_no_command() -> None:
