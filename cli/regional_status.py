@@ -24,10 +24,10 @@ import click
 from flotilla.cli.follow import show_progress
 from flotilla.cli.output import print_json
 from flotilla.cli.progress import Progress, print_progress, progress_json, read_progress
-from flotilla.cli.regions import in_region
+from flotilla.cli.regions import in_region, service_there
 from flotilla.cli.rollout_waits import gate_readings
 from flotilla.cli.wiring import Wiring
-from flotilla.engine.errors import FlotillaError, NotFoundError
+from flotilla.engine.errors import FlotillaError
 from flotilla.engine.operations.names import find_service
 from flotilla.engine.records import Service, Wave, WavePlan, WaveStatus
 
@@ -84,15 +84,7 @@ def regional_service(wiring: Wiring, name: str) -> tuple[Service, tuple[str, ...
 
 def region_record(there: Wiring, name: str, known: Service | None) -> Service:
     """`name` as the region of `there` has it (`known` when it was read there already)."""
-    if known is not None:
-        return known
-    try:
-        return there.store.get_service(name)
-    except NotFoundError as exc:
-        raise NotFoundError(
-            f"region {there.region} has no record of {name} (created or deleted there "
-            f"alone?); run `flotilla service create {name}` with every --region it names"
-        ) from exc
+    return known if known is not None else service_there(there, name)
 
 
 # --- rollout status ---------------------------------------------------------------------

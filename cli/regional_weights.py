@@ -40,19 +40,7 @@ def set_everywhere(
             f"a rollout in waves of {name} is under way ({wave_rules.describe(plan)}); "
             f"follow it with `flotilla rollout waves {name}`, or stop it with --stop first"
         )
-    chosen: dict[str, dict[str, int]] = {}
-    labels: dict[str, dict[str, str]] = {}
-    for region, there in regional.wirings.items():
-        revisions = in_region(region, there.store.list_revisions, name)
-        labels[region] = {r.id: r.label for r in revisions}
-        current = regional.services[region]
-        try:
-            chosen[region] = named_weights(revisions, pairs, name)
-            weights = {**current.weights, **chosen[region]}
-            if weights != current.weights:
-                check_running(weights, stop_all=stop_all, service=name)
-        except FlotillaError as refused:
-            raise type(refused)(f"{region}: {refused.message}") from refused
+    chosen, labels = resolve_everywhere(regional, name, pairs, stop_all=stop_all)
     stored: dict[str, Service] = {}
     for region, there in regional.wirings.items():
         change = in_region(
@@ -85,3 +73,26 @@ def set_everywhere(
             }
         )
     return regional
+
+
+def resolve_everywhere(
+    regional: Regional, name: str, pairs: Sequence[tuple[str, int]], *, stop_all: bool
+) -> tuple[dict[str, dict[str, int]], dict[str, dict[str, str]]]:
+    """The revision ids and weights `pairs` name in each region (each region seals its
+    own revisions, so a label has an id per region), each region's resulting weights
+    checked as `weights` checks them; and each region's labels by id. A refusal names
+    its region."""
+    chosen: dict[str, dict[str, int]] = {}
+    labels: dict[str, dict[str, str]] = {}
+    for region, there in regional.wirings.items():
+        revisions = in_region(region, there.store.list_revisions, name)
+        labels[region] = {r.id: r.label for r in revisions}
+        current = regional.services[region]
+        try:
+            chosen[region] = named_weights(revisions, pairs, name)
+            weights = {**current.weights, **chosen[region]}
+            if weights != current.weights:
+                check_running(weights, stop_all=stop_all, service=name)
+        except FlotillaError as refused:
+            raise type(refused)(f"{region}: {refused.message}") from refused
+    return chosen, labels

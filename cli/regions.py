@@ -11,7 +11,7 @@ and how to finish.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -19,7 +19,7 @@ import click
 from botocore.exceptions import ConnectionError, HTTPClientError
 
 from flotilla.cli.wiring import Wiring
-from flotilla.engine.errors import FlotillaError, NotFoundError, TransientError
+from flotilla.engine.errors import NotFoundError, TransientError
 from flotilla.engine.operations.names import find_service
 from flotilla.engine.records import Service
 from flotilla.engine.validation import region_list
@@ -52,11 +52,6 @@ def parse_regions(text: str, where: str) -> tuple[str, ...]:
     return region_list([part.strip() for part in text.split(",") if part.strip()], where)
 
 
-def regions_of(service: Service, wiring: Wiring) -> tuple[str, ...]:
-    """The regions `service` exists in, as read through `wiring` (its home region first)."""
-    return service.regions or (wiring.region,)
-
-
 @dataclass(frozen=True)
 class Regional:
     """A service as each of its regions has it, read through each region's wiring."""
@@ -73,33 +68,30 @@ class Regional:
         return self.regions[0]
 
 
-def read_everywhere(wiring: Wiring, name: str, only: Sequence[str] = ()) -> Regional:
-    """The service `name` in every region it names (or `only` these of them), read
-    through `wiring`'s region first. Any region unreachable, or without the service,
-    is refused in one line before anything changes anywhere."""
+def service_there(there: Wiring, name: str) -> Service:
+    """`name` as the region of `there` has it, when another region's record names that
+    region: a missing record there is said as the half-made service it is."""
+    try:
+        return in_region(there.region, there.store.get_service, name)
+    except NotFoundError as exc:
+        raise NotFoundError(
+            f"service {name!r} names region {there.region}, but {there.region} has no record "
+            f"of it (created or deleted there alone?); run `flotilla service create {name}` "
+            "with every --region it names to make it whole"
+        ) from exc
+
+
+def read_everywhere(wiring: Wiring, name: str) -> Regional:
+    """The service `name` in every region it names, read through `wiring`'s region first.
+    Any region unreachable, or without the service, is refused in one line before
+    anything changes anywhere."""
     environment = wiring.settings.environment
     first = in_region(wiring.region, find_service, wiring.store, name, environment)
-    regions = regions_of(first, wiring)
-    unknown = [r for r in only if r not in regions]
-    if unknown:
-        raise FlotillaError(
-            f"service {name} is not in {', '.join(unknown)}: it is in {', '.join(regions)}"
-        )
-    chosen = [r for r in regions if not only or r in only]
-    wirings = {region: wiring.in_region(region) for region in chosen}
-    services: dict[str, Service] = {}
-    for region, there in wirings.items():
-        if region == wiring.region:
-            services[region] = first
-            continue
-        try:
-            services[region] = in_region(region, there.store.get_service, name)
-        except NotFoundError as exc:
-            raise NotFoundError(
-                f"service {name!r} names region {region}, but {region} has no record of it "
-                f"(created or deleted there alone?); run `flotilla service create {name}` "
-                f"with every --region it names to make it whole"
-            ) from exc
+    wirings = {region: wiring.in_region(region) for region in first.regions or (wiring.region,)}
+    services = {
+        region: first if region == wiring.region else service_there(there, name)
+        for region, there in wirings.items()
+    }
     return Regional(wirings, services)
 
 

@@ -23,15 +23,15 @@ from flotilla.cli.follow import rollout_ended
 from flotilla.cli.output import print_json
 from flotilla.cli.progress import read_progress
 from flotilla.cli.regional_status import waves_json
+from flotilla.cli.regional_weights import resolve_everywhere
 from flotilla.cli.regions import RegionUnreachable, in_region, parse_regions, read_everywhere
 from flotilla.cli.rollout_waits import gate_readings
 from flotilla.cli.wiring import Wiring
 from flotilla.engine.errors import FlotillaError, TransientError, ValidationError
 from flotilla.engine.operations import waves as rules
 from flotilla.engine.operations.names import find_service, weights_text
-from flotilla.engine.operations.rules import check_running, runs_nothing
-from flotilla.engine.operations.steering import named_weights
-from flotilla.engine.records import Service, WavePlan, WaveStatus
+from flotilla.engine.operations.rules import runs_nothing
+from flotilla.engine.records import FailureAction, Service, WavePlan, WaveStatus
 from flotilla.engine.updates import modify_service
 
 
@@ -62,18 +62,8 @@ def stage(
             f"--waves must name each region of {name} once, in the order to roll out: it is "
             f"in {', '.join(regional.regions)}"
         )
-    targets: dict[str, dict[str, int]] = {}
-    for region in waves:
-        there, service = regional.wirings[region], regional.services[region]
-        revisions = in_region(region, there.store.list_revisions, name)
-        try:
-            chosen = named_weights(revisions, pairs, name)
-            weights = {**service.weights, **chosen}
-            if weights != service.weights:
-                check_running(weights, stop_all=stop_all, service=name)
-        except FlotillaError as refused:
-            raise type(refused)(f"{region}: {refused.message}") from refused
-        targets[region] = chosen
+    chosen, _ = resolve_everywhere(regional, name, pairs, stop_all=stop_all)
+    targets = {region: chosen[region] for region in waves}  # in the waves' order
     home = regional.home
     home_wiring = regional.wirings[home]
 
@@ -279,7 +269,7 @@ class Run:
             if self.output != "json":
                 click.echo(f"waves of {self.name} {rules.describe(plan)}")
             return plan
-        kept = "kept" if plan.failure_action.value == "hold" else "set back"
+        kept = "kept" if plan.failure_action is FailureAction.HOLD else "set back"
         raise FlotillaError(
             f"the waves of {self.name} stopped: {plan.reason or 'no reason recorded'}; the "
             f"regions done were {kept} (failure action {plan.failure_action.value})"
@@ -289,13 +279,7 @@ class Run:
         service = in_region(
             home.region, find_service, home.store, self.name, home.settings.environment
         )
-        plan = service.waves
-        if plan is None or plan.number != self.number:
-            raise FlotillaError(
-                f"the waves of {self.name} this command followed were replaced by newer ones; "
-                f"see `flotilla rollout waves {self.name}`"
-            )
-        return plan
+        return _followed(service, self.number)
 
     def _record(self, home: Wiring, change: Callable[[WavePlan], WavePlan]) -> WavePlan:
         return _record(home, self.name, self.number, change)
@@ -308,18 +292,24 @@ class Run:
         click.echo(text, err=self.output == "json")
 
 
+def _followed(service: Service, number: int) -> WavePlan:
+    """Plan `number` of `service`, refused once a newer plan replaced it."""
+    plan = service.waves
+    if plan is None or plan.number != number:
+        raise FlotillaError(
+            f"the waves of {service.name} this command followed were replaced by newer ones; "
+            f"see `flotilla rollout waves {service.name}`"
+        )
+    return plan
+
+
 def _record(
     home: Wiring, name: str, number: int, change: Callable[[WavePlan], WavePlan]
 ) -> WavePlan:
     """Apply `change` to plan `number` on the home record (conditional, retried)."""
 
     def on_record(current: Service) -> Service:
-        if current.waves is None or current.waves.number != number:
-            raise FlotillaError(
-                f"the waves of {name} this command followed were replaced by newer ones; "
-                f"see `flotilla rollout waves {name}`"
-            )
-        return replace(current, waves=change(current.waves))
+        return replace(current, waves=change(_followed(current, number)))
 
     stored = in_region(home.region, modify_service, home.store, name, on_record)
     assert stored.waves is not None

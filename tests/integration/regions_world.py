@@ -52,6 +52,8 @@ class Fleet:
     held: set[str] = field(default_factory=set)
     services: set[str] = field(default_factory=set)
     _stop: threading.Event = field(default_factory=threading.Event)
+    _stepping: threading.Lock = field(default_factory=threading.Lock)
+    _quiet: bool = False
     errors: list[BaseException] = field(default_factory=list)
 
     def start(self) -> None:
@@ -59,6 +61,17 @@ class Fleet:
 
     def stop(self) -> None:
         self._stop.set()
+
+    @contextmanager
+    def quiet(self) -> Iterator[None]:
+        """No region steps while inside (a step under way is finished first), so that
+        what the tables hold changes only by what the test does."""
+        with self._stepping:
+            self._quiet = True
+        try:
+            yield
+        finally:
+            self._quiet = False
 
     def _fails(self, region: str) -> Callable[[DeployCheckpoint], bool]:
         store = self.wirings[region].store
@@ -74,15 +87,20 @@ class Fleet:
     def _run(self) -> None:
         clock = SystemClock()
         while not self._stop.wait(0.2):
-            for region, wiring in self.wirings.items():
-                if region in self.held:
-                    continue
-                try:
-                    SchedulerPass(wiring.store, clock, PassSettings(), lambda: 1).run()
-                    for service in sorted(self.services):
-                        FakeAgents(wiring.store, clock, service, fails=self._fails(region)).settle()
-                except Exception as exc:  # surfaced by the tests, not swallowed
-                    self.errors.append(exc)
+            with self._stepping:
+                if not self._quiet:
+                    self._step(clock)
+
+    def _step(self, clock: SystemClock) -> None:
+        for region, wiring in self.wirings.items():
+            if region in self.held:
+                continue
+            try:
+                SchedulerPass(wiring.store, clock, PassSettings(), lambda: 1).run()
+                for service in sorted(self.services):
+                    FakeAgents(wiring.store, clock, service, fails=self._fails(region)).settle()
+            except Exception as exc:  # surfaced by the tests, not swallowed
+                self.errors.append(exc)
 
 
 @dataclass
@@ -154,6 +172,15 @@ class World:
         store = self.wirings[region].store
         labels = {r.id: r.label for r in store.list_revisions(name)}
         return {labels.get(i.current_revision or "") for i in store.list_instances(name)}
+
+    @contextmanager
+    def unchanged(self) -> Iterator[None]:
+        """Every table of every region is as it was once the block ends; the fleet is
+        quiet meanwhile, so only what the block did could have changed them."""
+        with self.fleet.quiet():
+            before = self.snapshot()
+            yield
+            assert self.snapshot() == before
 
     def snapshot(self) -> dict[str, Any]:
         scans: dict[str, Any] = {}
