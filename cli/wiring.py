@@ -27,7 +27,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, NoRegionError, ProfileNotFound
 
 from flotilla.adapters.aws_errors import REGION_VARIABLES
-from flotilla.adapters.dynamodb_codec import CLIENT_CONFIG
+from flotilla.adapters.dynamodb_codec import CLIENT_CONFIG, DYNAMODB_CLIENT_CONFIG
 from flotilla.adapters.dynamodb_users import DynamoDBUserStore
 from flotilla.cli import settings as setting_rules
 from flotilla.engine.clock import Clock, SystemClock
@@ -158,11 +158,11 @@ class Wiring:
 
     def client(self, service: str) -> Any:
         make_client: Any = self.session.client  # typed per service name; ours is dynamic
-        config = CLIENT_CONFIG
+        config = DYNAMODB_CLIENT_CONFIG if service == "dynamodb" else CLIENT_CONFIG
         if self.interactive:
             from flotilla.cli.aws_calls import CLI_CLIENT_CONFIG
 
-            config = CLIENT_CONFIG.merge(CLI_CLIENT_CONFIG)
+            config = config.merge(CLI_CLIENT_CONFIG)
         try:
             client = make_client(service, endpoint_url=self.settings.endpoint_url, config=config)
         except NoRegionError as exc:

@@ -17,7 +17,7 @@ from typing import Any
 
 import boto3
 
-from flotilla.adapters.dynamodb_codec import CLIENT_CONFIG
+from flotilla.adapters.dynamodb_codec import DYNAMODB_CLIENT_CONFIG
 from flotilla.cli.demo.emulator import embedded_aws
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +108,9 @@ def moto_server() -> Iterator[str]:
 
 
 def dynamodb_client(endpoint: str | None = None, region: str = REGION) -> Any:
-    return boto3.client("dynamodb", region_name=region, endpoint_url=endpoint, config=CLIENT_CONFIG)
+    return boto3.client(
+        "dynamodb", region_name=region, endpoint_url=endpoint, config=DYNAMODB_CLIENT_CONFIG
+    )
 
 
 def create_environment_stack(

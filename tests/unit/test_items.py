@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from boto3.dynamodb.types import TypeSerializer
 from hypothesis import given
 from hypothesis import strategies as st
 
 from flotilla.adapters import items
-from flotilla.adapters.dynamodb_codec import from_attributes, to_attributes
+from flotilla.adapters.dynamodb_codec import from_attributes, to_attribute, to_attributes
 from flotilla.adapters.items.common import check_schema
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition
 from flotilla.engine.errors import SchemaError
@@ -226,6 +227,38 @@ def test_item_size_is_at_least_the_payload(value: Any) -> None:
     assert size >= 0
     if isinstance(value, str | bytes):
         assert size == len(value.encode() if isinstance(value, str) else value)
+
+
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(10**40), max_value=10**40)
+        | st.text()
+        | st.binary(),
+        lambda children: (
+            st.lists(children)
+            | st.tuples(children, children)
+            | st.dictionaries(st.text(), children)
+        ),
+        max_leaves=20,
+    )
+)
+def test_attributes_are_written_as_boto3_writes_them(value: Any) -> None:
+    """The codec's own serializer (the common types written out) says what boto3's says,
+    and refuses what it refuses (integers DynamoDB would round)."""
+    try:
+        expected = TypeSerializer().serialize(value)
+    except (TypeError, ArithmeticError) as refused:
+        with pytest.raises(type(refused)):
+            to_attribute(value)
+        return
+    assert to_attribute(value) == expected
+
+
+def test_a_float_is_refused_as_boto3_refuses_it() -> None:
+    with pytest.raises(TypeError, match="Float types are not supported"):
+        to_attribute({"weight": [0.5]})
 
 
 def ec2_notification(state: str, instance_id: str = "i-0abc") -> str:
