@@ -241,11 +241,13 @@ class Scheduler:
             self._wait(rest)
 
     def _gather(self, events: list[Event]) -> list[Event]:
-        """`events` and whatever is already waiting, up to `max_batch`."""
-        while len(events) < self.settings.max_batch:
+        """`events` and whatever is already waiting, up to `max_batch`. Only a full answer
+        says more may wait: after a partial one, asking again would cost every wake-up
+        (a slot's refill) a call to find nothing, and what did arrive meanwhile is taken
+        by the next receive, which answers at once."""
+        more = events
+        while len(more) == self.settings.max_events and len(events) < self.settings.max_batch:
             more = self.events.receive(wait=timedelta(0), max_events=self.settings.max_events)
-            if not more:
-                break
             events = events + more
         return events
 

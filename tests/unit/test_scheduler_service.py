@@ -119,8 +119,8 @@ def test_one_scheduler_leads_and_a_standby_never_receives(cluster: Cluster) -> N
         a.step()
     assert not b.leadership.is_leader
     assert spy(b).receives == 0
-    # Each event is received, then one look for more already waiting: two receives apiece.
-    assert spy(a).receives == received_before + 20
+    # One receive per event: a partial answer needs no look for more.
+    assert spy(a).receives == received_before + 10
     assert cluster.queue.pending() == 0  # every event went to the leader
 
 
@@ -173,6 +173,26 @@ def test_an_event_runs_a_pass_at_once_and_is_acknowledged_after_it(cluster: Clus
     assert cluster.queue.pending() == 0
     assert a.last_report is not None
     assert a.last_report.services == ["api"]  # a pass over the named service only
+
+
+def test_events_that_piled_up_are_handled_in_one_pass_and_one_event_costs_one_receive(
+    cluster: Cluster,
+) -> None:
+    a = cluster.scheduler("a")
+    a.step()
+    queue = spy(a)
+    for _ in range(25):  # more than one receive returns (SQS's 10)
+        cluster.queue.send(Event("deploy_finished", "api"))
+    before, passes = queue.receives, counting(a).calls["get_service"]
+    a.step()
+    assert cluster.queue.pending() == 0
+    assert counting(a).calls["get_service"] - passes == 1  # one pass took all 25
+    assert queue.receives - before == 3  # 10 + 10 + 5: the partial answer ends it
+    cluster.queue.send(Event("deploy_finished", "api"))
+    before = queue.receives
+    a.step()
+    assert cluster.queue.pending() == 0
+    assert queue.receives - before == 1  # a partial answer: no second call to find nothing
 
 
 def test_an_event_whose_pass_failed_comes_back_and_is_handled_later(cluster: Cluster) -> None:
