@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from flotilla.adapters.state_dir import MEMORY_FILESYSTEMS, filesystem_type
+from flotilla.adapters.templates import create_tables
 from flotilla.cli.wiring import AwsSettings, Wiring
-from testbed.aws import REGION, create_environment_stack, moto_server
+from testbed.aws import REGION, create_environment_stack, dynamodb_client, moto_server
+from testbed.aws import dynamodb_local as local_dynamodb
 
 FLOTILLA = str(Path(sys.executable).parent / "flotilla")
 
@@ -31,9 +33,15 @@ class AwsWorld:
 
     endpoint: str
     environment: str
+    # Amazon's DynamoDB Local for the tables, the moto server for the rest: botocore's own
+    # per-service endpoint (AWS_ENDPOINT_URL_DYNAMODB), as an operator would point it.
+    dynamodb_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         self.wiring = Wiring(AwsSettings(self.environment, REGION, None, self.endpoint))
+        if self.dynamodb_endpoint is not None:
+            # This process's own adapters: its wiring's DynamoDB client, on DynamoDB Local.
+            self.wiring.__dict__["dynamodb"] = dynamodb_client(self.dynamodb_endpoint)
         self.clock = self.wiring.clock
         self.tables = self.wiring.tables
         self.store = self.wiring.store
@@ -41,19 +49,30 @@ class AwsWorld:
         self.secrets = self.wiring.secret_box()
 
     def agent_environment(self) -> dict[str, str]:
+        base = {**os.environ, "FLOTILLA_ENV": self.environment, "AWS_REGION": REGION}
+        if self.dynamodb_endpoint is None:
+            return {**base, "FLOTILLA_ENDPOINT_URL": self.endpoint}
+        # FLOTILLA_ENDPOINT_URL would name one endpoint for every service: leave the
+        # choice to botocore, which prefers a service's own variable to the general one.
         return {
-            **os.environ,
-            "FLOTILLA_ENDPOINT_URL": self.endpoint,
-            "FLOTILLA_ENV": self.environment,
-            "AWS_REGION": REGION,
+            **base,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_ENDPOINT_URL_DYNAMODB": self.dynamodb_endpoint,
         }
 
 
 @contextmanager
-def aws_world(environment: str) -> Iterator[AwsWorld]:
+def aws_world(environment: str, *, dynamodb_local: bool = False) -> Iterator[AwsWorld]:
+    """An environment's stack on a moto server; with `dynamodb_local`, its tables (made
+    from the same template) on Amazon's DynamoDB Local instead."""
     with moto_server() as endpoint:
         create_environment_stack(environment, endpoint)
-        yield AwsWorld(endpoint, environment)
+        if not dynamodb_local:
+            yield AwsWorld(endpoint, environment)
+            return
+        with local_dynamodb() as tables_endpoint:
+            create_tables(dynamodb_client(tables_endpoint), environment)
+            yield AwsWorld(endpoint, environment, tables_endpoint)
 
 
 @dataclass
