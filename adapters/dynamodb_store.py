@@ -11,6 +11,7 @@ puts, so a heartbeat cannot undo an assignment.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from datetime import datetime
 from typing import Any, TypeVar
@@ -253,9 +254,9 @@ class DynamoDBStateStore(InstanceItems):
         return stored
 
     def list_deploys(
-        self, service: str, *, since: datetime | None = None
+        self, service: str, *, since: datetime | None = None, brief: bool = False
     ) -> list[DeployCheckpoint]:
-        return self._query_deploys("by-service", "service", service, since)
+        return self._query_deploys("by-service", "service", service, since, brief=brief)
 
     def list_instance_deploys(self, service: str, instance_id: str) -> list[DeployCheckpoint]:
         # The index holds the instance's key (adapters/items/deploys.py).
@@ -263,13 +264,19 @@ class DynamoDBStateStore(InstanceItems):
         return self._query_deploys("by-instance", "instance_id", key, None)
 
     def _query_deploys(
-        self, index: str, attribute: str, value: str, since: datetime | None
+        self, index: str, attribute: str, value: str, since: datetime | None, *, brief: bool = False
     ) -> list[DeployCheckpoint]:
         condition = "#key = :value"
         values: dict[str, Any] = {":value": value}
         if since is not None:
             condition += " AND created_ms >= :since"
             values[":since"] = to_epoch_ms(since)
+        names = {"#key": attribute}
+        projection = {}
+        if brief:  # by placeholder: several of the names are DynamoDB's reserved words
+            wanted = {f"#b{n}": name for n, name in enumerate(items.BRIEF_ATTRIBUTES)}
+            names.update(wanted)
+            projection = {"ProjectionExpression": ", ".join(wanted)}
         with translated_errors(f"listing deploys of {value!r}"):
             found = list(
                 paginate(
@@ -277,11 +284,13 @@ class DynamoDBStateStore(InstanceItems):
                     TableName=self._tables.deploys,
                     IndexName=index,
                     KeyConditionExpression=condition,
-                    ExpressionAttributeNames={"#key": attribute},
+                    ExpressionAttributeNames=names,
                     ExpressionAttributeValues=to_attributes(values),
+                    **projection,
                 )
             )
-        deploys = items.decode_listed(found, items.deploy_from_item, self._refusals)
+        decode = functools.partial(items.deploy_from_item, brief=brief)
+        deploys = items.decode_listed(found, decode, self._refusals)
         return sorted(deploys, key=lambda d: (d.created_at, d.id))
 
 

@@ -76,21 +76,26 @@ class MemoryEventQueue:
                 taken.append(items.event_from_json(message.body, message.receipt))
         return taken
 
-    def ack(self, event: Event) -> None:
+    def ack(self, *events: Event) -> None:
+        message_ids = [self._message_id(event) for event in events]  # all checked first
+        with self._mutex:
+            for event, message_id in zip(events, message_ids, strict=True):
+                message = self._messages.get(message_id)
+                # A stale receipt (the event was delivered again since) deletes nothing.
+                if message is not None and message.receipt == event.receipt:
+                    del self._messages[message_id]
+
+    @staticmethod
+    def _message_id(event: Event) -> int:
         if event.receipt is None:
             raise ValidationError(
                 f"event {event.kind!r} of {event.service!r} was not received from a queue; "
                 "only received events can be acknowledged"
             )
         try:
-            message_id = int(event.receipt.split(":", 1)[0])
+            return int(event.receipt.split(":", 1)[0])
         except ValueError as exc:
             raise ValidationError(f"{event.receipt!r} is not a receipt of this queue") from exc
-        with self._mutex:
-            message = self._messages.get(message_id)
-            # A stale receipt (the event was delivered again since) deletes nothing.
-            if message is not None and message.receipt == event.receipt:
-                del self._messages[message_id]
 
     def pending(self) -> int:
         """Events not yet acknowledged, visible or not (for tests and the demo)."""

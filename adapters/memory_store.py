@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import logging
 import threading
 import zlib
@@ -326,7 +327,7 @@ class MemoryStateStore:
         return stored
 
     def list_deploys(
-        self, service: str, *, since: datetime | None = None
+        self, service: str, *, since: datetime | None = None, brief: bool = False
     ) -> list[DeployCheckpoint]:
         floor = None if since is None else to_epoch_ms(since)
         with self._lock:
@@ -335,7 +336,10 @@ class MemoryStateStore:
                 for i in self._deploys.values()
                 if i["service"] == service and (floor is None or i["created_ms"] >= floor)
             ]
-        deploys = items.decode_listed(found, items.deploy_from_item, self._refusals)
+        if brief:  # what DynamoDB's projection returns
+            found = [{k: v for k, v in i.items() if k in items.BRIEF_ATTRIBUTES} for i in found]
+        decode = functools.partial(items.deploy_from_item, brief=brief)
+        deploys = items.decode_listed(found, decode, self._refusals)
         return sorted(deploys, key=lambda d: (d.created_at, d.id))
 
     def list_instance_deploys(self, service: str, instance_id: str) -> list[DeployCheckpoint]:

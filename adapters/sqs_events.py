@@ -13,19 +13,20 @@ error edge (`adapters.aws_errors`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any
 
 from flotilla.adapters import aws_errors, items
-from flotilla.engine.errors import SchemaError, ValidationError
+from flotilla.engine.errors import SchemaError, TransientError, ValidationError
 from flotilla.engine.ports import Event
 from flotilla.engine.validation import environment_name
 
 log = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 20  # SQS's longest long poll
-MAX_BATCH = 10  # SQS returns at most ten messages per receive
+MAX_BATCH = 10  # SQS returns, and deletes, at most ten messages a call
 
 SERVICE = "SQS"
 _MISSING_QUEUE = (
@@ -105,14 +106,42 @@ class SqsEventQueue:
                 )
         return events
 
-    def ack(self, event: Event) -> None:
-        if event.receipt is None:
-            raise ValidationError(
-                f"event {event.kind!r} of {event.service!r} was not received from a queue; "
-                "only received events can be acknowledged"
-            )
-        with translated_errors(f"acknowledging a {event.kind} event of {event.service!r}"):
-            self._client.delete_message(QueueUrl=self._url, ReceiptHandle=event.receipt)
+    def ack(self, *events: Event) -> None:
+        for event in events:
+            _check_received(event)  # every one before any is deleted
+        for start in range(0, len(events), MAX_BATCH):
+            batch = events[start : start + MAX_BATCH]
+            what = f"acknowledging {_events_words(batch)}"
+            with translated_errors(what):
+                answer = self._client.delete_message_batch(
+                    QueueUrl=self._url,
+                    Entries=[
+                        {"Id": str(n), "ReceiptHandle": event.receipt}
+                        for n, event in enumerate(batch)
+                    ],
+                )
+            failed = answer.get("Failed") or []
+            if failed:
+                first = failed[0]
+                raise TransientError(
+                    f"{what}: SQS refused {len(failed)} of {len(batch)} "
+                    f"({first.get('Code')}: {first.get('Message')}); they come back and are "
+                    "handled again"
+                )
+
+
+def _check_received(event: Event) -> None:
+    if event.receipt is None:
+        raise ValidationError(
+            f"event {event.kind!r} of {event.service!r} was not received from a queue; "
+            "only received events can be acknowledged"
+        )
+
+
+def _events_words(events: Sequence[Event]) -> str:
+    if len(events) == 1:
+        return f"a {events[0].kind} event of {events[0].service!r}"
+    return f"{len(events)} events"
 
 
 def translated_errors(what: str) -> AbstractContextManager[None]:

@@ -17,6 +17,8 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -34,6 +36,7 @@ MISSING_QUEUE_CODES = frozenset({"QueueDoesNotExist", "AWS.SimpleQueueService.No
 RETENTION_SECONDS = 60
 STOP_CHECK_SECONDS = 0.5
 RETRY_AFTER_SECONDS = 5.0
+RINGERS = 8  # rings sent at once by ring_all (botocore's pool holds 10 connections)
 
 
 def queue_name(environment: str, instance_id: str) -> str:
@@ -54,6 +57,7 @@ class SqsWakeUps:
         self._long_poll = max(1, min(LONG_POLL_SECONDS, int(read_timeout) - 2))
         self._listeners: dict[str, _Listener] = {}
         self._mutex = threading.Lock()
+        self._ringers: ThreadPoolExecutor | None = None  # made at the first ring_all
 
     def open(self, instance_id: str) -> str:
         name = queue_name(self._environment, instance_id)
@@ -89,6 +93,27 @@ class SqsWakeUps:
             f"waking {address}",
             lambda: self._client.send_message(QueueUrl=address, MessageBody="assignment"),
         )
+
+    def ring_all(self, addresses: Sequence[str]) -> dict[str, FlotillaError]:
+        # Each queue is its own SQS call: sent side by side, a pass that refills several
+        # slots wakes the last agent after one call's time, not after all of them.
+        if len(addresses) <= 1:
+            return self._rung_each(addresses)
+        with self._mutex:
+            if self._ringers is None:
+                self._ringers = ThreadPoolExecutor(RINGERS, thread_name_prefix="wake-up ring")
+            ringers = self._ringers
+        outcomes = ringers.map(self._rung_each, [[address] for address in addresses])
+        return {address: error for failed in outcomes for address, error in failed.items()}
+
+    def _rung_each(self, addresses: Sequence[str]) -> dict[str, FlotillaError]:
+        failed: dict[str, FlotillaError] = {}
+        for address in addresses:
+            try:
+                self.ring(address)
+            except FlotillaError as error:
+                failed[address] = error
+        return failed
 
     def close(self, address: str) -> None:
         with contextlib.suppress(NotFoundError):  # closed already

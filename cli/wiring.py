@@ -322,8 +322,8 @@ class _QueueOnFirstUse:
     def receive(self, *, wait: timedelta, max_events: int = 10) -> list[Event]:
         return self._wiring.events.receive(wait=wait, max_events=max_events)
 
-    def ack(self, event: Event) -> None:
-        self._wiring.events.ack(event)
+    def ack(self, *events: Event) -> None:
+        self._wiring.events.ack(*events)
 
 
 def unit_runtime(

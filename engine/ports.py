@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from flotilla.engine.checkpoint import DeployCheckpoint
+from flotilla.engine.errors import FlotillaError
 from flotilla.engine.records import (
     AgentClaim,
     CurrentRevision,
@@ -102,8 +103,13 @@ class StateStore(Protocol):
         release: Lease | None = None,
     ) -> DeployCheckpoint: ...
     def list_deploys(
-        self, service: str, *, since: datetime | None = None
-    ) -> list[DeployCheckpoint]: ...
+        self, service: str, *, since: datetime | None = None, brief: bool = False
+    ) -> list[DeployCheckpoint]:
+        """The service's deploys created since `since`, oldest first. `brief`: without
+        each step's record, the unit plan and the pinned images (history empty, units
+        and images None), for a reader that needs only where each deploy stands."""
+        ...
+
     def list_instance_deploys(self, service: str, instance_id: str) -> list[DeployCheckpoint]: ...
 
 
@@ -348,7 +354,10 @@ class EventQueue(Protocol):
         rounded down (SQS long-polls whole seconds): a wait under a second looks once."""
         ...
 
-    def ack(self, event: Event) -> None: ...
+    def ack(self, *events: Event) -> None:
+        """Acknowledge received events: they never come back. Several at once cost SQS
+        one call per ten. Acknowledging one twice is harmless."""
+        ...
 
 
 class WakeUps(Protocol):
@@ -370,6 +379,11 @@ class WakeUps(Protocol):
 
     def ring(self, address: str) -> None:
         """Wake whoever waits on `address`; `NotFoundError` if the channel is gone."""
+        ...
+
+    def ring_all(self, addresses: Sequence[str]) -> dict[str, FlotillaError]:
+        """Ring each of `addresses`, at once where the channels allow it (a slot's refill
+        waits for the last); what failed, by address (`NotFoundError`: gone)."""
         ...
 
     def close(self, address: str) -> None:

@@ -366,6 +366,7 @@ class SchedulerPass:
     def _assign(self, plan: ServicePlan, report: PassReport) -> None:
         written = 0
         gone = plan.leaving
+        changed: list[Instance] = []
         for assignment in plan.assignments:
             self.guard()
             try:
@@ -376,11 +377,12 @@ class SchedulerPass:
                     expected_version=assignment.expected_version,
                 )
                 written += 1
-                report.wake_ups += self._wake(stored, leaving=assignment.instance_id in gone)
+                changed.append(stored)
             except ConflictError:
                 report.conflicts += 1  # changed since we read it: the next pass sees it
             except NotFoundError:
                 pass  # the instance went away
+        report.wake_ups += self._wake(changed, gone)
         report.assignments_written += written
         if written or plan.waiting:
             log.info(
@@ -392,18 +394,27 @@ class SchedulerPass:
                 plan.slots,
             )
 
-    def _wake(self, instance: Instance, *, leaving: bool) -> int:
-        """Ring the agent of a changed assignment (1 if rung); close the channel of an
-        instance that leaves its service. Best effort: the agent's poll is the net."""
-        address = instance.wake_address
-        if self.wakeups is None or address is None:
+    def _wake(self, changed: list[Instance], leaving: frozenset[str] | set[str]) -> int:
+        """Ring the agents of changed assignments, all at once (how many were rung);
+        close the channels of instances that leave their service. Best effort: the
+        agents' polls are the net."""
+        if self.wakeups is None:
             return 0
-        try:
-            if leaving:
+        rings: dict[str, str] = {}  # address -> instance
+        for instance in changed:
+            address = instance.wake_address
+            if address is None:
+                continue
+            if instance.id not in leaving:
+                rings[address] = instance.id
+                continue
+            try:
                 self.wakeups.close(address)
-                return 0
-            self.wakeups.ring(address)
-        except FlotillaError as failed:
-            log.info("could not wake %s: %s", instance.id, failed.message)
-            return 0
-        return 1
+            except FlotillaError as failed:
+                log.info(
+                    "could not close the wake-up channel of %s: %s", instance.id, failed.message
+                )
+        failures = self.wakeups.ring_all(list(rings))
+        for address, error in failures.items():
+            log.info("could not wake %s: %s", rings[address], error.message)
+        return len(rings) - len(failures)

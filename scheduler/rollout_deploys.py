@@ -5,8 +5,10 @@ still deploying. Listing them all at every pass reads the whole rollout again ea
 (16 MB at a pass late in a 10 000-instance rollout), so they are kept between passes: a
 finished checkpoint never changes, and each pass reads only the deploys created since
 the previous one (with a margin, for the index's eventual consistency and for clocks)
-and the unfinished ones again. What is kept is dropped when the rollout changes (another
-start, a new leader: the first pass of a leader lists the rollout whole) or completes.
+and the unfinished ones again. Listings are brief (no step records: a pass needs where
+each deploy stands, not how it got there). What is kept is dropped when the rollout
+changes (another start, a new leader: the first pass of a leader lists the rollout
+whole) or completes.
 """
 
 from __future__ import annotations
@@ -48,14 +50,15 @@ class RolloutDeploys:
         window = deploy_window(service)
         known = self._known.get(service.name)
         if known is None or known.window != window:
-            listed = self._store.list_deploys(service.name, since=window)
+            listed = self._store.list_deploys(service.name, since=window, brief=True)
             known = _Known(window, now, {d.id: d for d in listed})
             self._known[service.name] = known
             return dict(known.deploys)
         since = known.listed_at - RELIST_MARGIN
         if window is not None:
             since = max(since, window)
-        fresh = {d.id: d for d in self._store.list_deploys(service.name, since=since)}
+        listed = self._store.list_deploys(service.name, since=since, brief=True)
+        fresh = {d.id: d for d in listed}
         for deploy_id, deploy in list(known.deploys.items()):
             if not deploy.finished and deploy_id not in fresh:
                 with contextlib.suppress(NotFoundError):

@@ -12,7 +12,12 @@ from flotilla.adapters.items.common import (
     decode_listed,
     item_size,
 )
-from flotilla.adapters.items.deploys import DEPLOY_SCHEMA, deploy_from_item, deploy_to_item
+from flotilla.adapters.items.deploys import (
+    BRIEF_ATTRIBUTES,
+    DEPLOY_SCHEMA,
+    deploy_from_item,
+    deploy_to_item,
+)
 from flotilla.adapters.items.events import (
     EVENT_SCHEMA,
     MAX_EVENT_BYTES,
@@ -30,6 +35,7 @@ from flotilla.adapters.items.services import SERVICE_SCHEMA, service_from_item, 
 from flotilla.adapters.items.users import USER_SCHEMA, user_from_item, user_to_item
 
 __all__ = [
+    "BRIEF_ATTRIBUTES",
     "DEPLOY_SCHEMA",
     "EVENT_SCHEMA",
     "INSTANCE_SCHEMA",

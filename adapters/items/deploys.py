@@ -32,6 +32,19 @@ def _stored_instance(checkpoint: DeployCheckpoint) -> str:
     return instance_key(checkpoint.service, checkpoint.instance_id)
 
 
+# A brief deploy (`StateStore.list_deploys(brief=True)`) leaves out each step's record,
+# the unit plan and the pinned images: most of a finished deploy's item, and most of what
+# its reader parses (botocore walks every nested value). The scheduler reads none of them,
+# and lists a rollout's recent deploys at every pass. What a brief item holds, by name:
+BRIEF_LEFT_OUT = frozenset({"history", "units", "images"})
+BRIEF_ATTRIBUTES = (
+    "schema", "id", "service", "instance_id", "from_revision", "to_revision", "state",
+    "machine_version", "version", "created_ms", "updated_ms", "deadlines_ms", "attempts",
+    "lease", "trace_parent", "last_span_id", "outcome", "failed_in", "error",
+    "rollback_error",
+)  # fmt: skip
+
+
 def deploy_to_item(checkpoint: DeployCheckpoint) -> Item:
     lease = checkpoint.lease
     return {
@@ -153,7 +166,10 @@ def _transition_from_item(item: Mapping[str, Any]) -> Transition:
     )
 
 
-def deploy_from_item(item: Mapping[str, Any]) -> DeployCheckpoint:
+def deploy_from_item(item: Mapping[str, Any], *, brief: bool = False) -> DeployCheckpoint:
+    """A deploy from its item; `brief`: from a brief item (BRIEF_ATTRIBUTES), its history
+    empty and no plan or images. A brief item stored before `failed_in` was (by an
+    agent older than that field) reads without it."""
     common.check_schema(item, "deploy", DEPLOY_SCHEMA)
     stored_instance = str(item.get("instance_id"))
     # A checkpoint stored before keys carried the service is read as it is (history and
@@ -187,7 +203,7 @@ def deploy_from_item(item: Mapping[str, Any]) -> DeployCheckpoint:
             moment = common.time(value)
             if moment is not None:
                 deadlines[str(name)] = moment
-        history = tuple(_transition_from_item(t) for t in item["history"])
+        history = () if brief else tuple(_transition_from_item(t) for t in item["history"])
         return DeployCheckpoint(
             id=str(item["id"]),
             service=str(item["service"]),
@@ -230,6 +246,8 @@ def _failed_in(item: Mapping[str, Any], history: tuple[Transition, ...]) -> str 
     `failed` in the history, so it is read from there once, here."""
     if "failed_in" in item:
         return common.optional_str(item["failed_in"])
+    if not history:
+        return None  # a brief item (deploy_from_item), or a deploy that never failed
     states = [t.state for t in history]
     if State.FAILED not in states:
         return None

@@ -117,6 +117,26 @@ def test_every_event_is_delivered_and_at_most_max_events_at_once(events: QueueBa
     assert events.queue.receive(wait=NO_WAIT) == []
 
 
+def test_events_acknowledged_together_never_come_back(events: QueueBackend) -> None:
+    for n in range(13):  # more than SQS deletes in one call
+        events.queue.send(an_event(n))
+    got = received(events.queue, 13)
+    events.queue.ack(got[0])
+    events.queue.ack(*got)  # one of them acknowledged already: harmless
+    events.pass_time(VISIBILITY.total_seconds() + 0.5)
+    assert events.queue.receive(wait=NO_WAIT) == []
+
+
+def test_a_batch_holding_an_event_never_received_is_refused_whole(events: QueueBackend) -> None:
+    events.queue.send(an_event())
+    [got] = received(events.queue, 1)
+    with pytest.raises(ValidationError, match="only received events"):
+        events.queue.ack(got, an_event())
+    events.pass_time(VISIBILITY.total_seconds() + 0.5)
+    [again] = received(events.queue, 1)  # not acknowledged: delivered again
+    assert again.detail == got.detail
+
+
 def test_an_unacknowledged_event_is_delivered_again_with_a_new_receipt(
     events: QueueBackend,
 ) -> None:

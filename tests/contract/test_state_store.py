@@ -13,7 +13,7 @@ from datetime import timedelta
 import pytest
 
 from flotilla.adapters import items
-from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition
+from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition, UnitPlan
 from flotilla.engine.errors import (
     AlreadyExistsError,
     ConflictError,
@@ -372,6 +372,34 @@ def test_deploys_are_listed_by_service_since_a_time_and_by_instance(backend: Bac
     assert [d.id for d in store.list_deploys("api", since=backend.clock.now())] == ["api/i-2.1"]
     assert [d.id for d in store.list_instance_deploys("api", "i-1")] == [early.id]
     assert store.list_deploys("web") == []
+
+
+def test_a_brief_listing_is_the_full_one_without_step_records_plan_or_images(
+    backend: Backend,
+) -> None:
+    store = backend.store
+    failed = dataclasses.replace(
+        a_checkpoint(backend),
+        state="failed",
+        outcome=Outcome.FAILED,
+        failed_in="starting",
+        error="unit app.service failed to start",
+        units=UnitPlan(
+            {"app.service": "a.service"}, {"app.service": "b.service"}, ("app.service",), (), False
+        ),
+        images={"app.service": "registry.example/app@sha256:" + "3" * 64},
+    )
+    store.create_deploy(failed)
+    store.create_deploy(a_checkpoint(backend, "api/i-2.1", "i-2"))
+    full = store.list_deploys("api")
+    brief = store.list_deploys("api", brief=True)
+    assert [d.history for d in full] != [(), ()]  # there was something to leave out
+    assert full[0].units is not None
+    assert full[0].images is not None
+    expected = [dataclasses.replace(d, history=(), units=None, images=None) for d in full]
+    assert brief == expected
+    assert brief[0].failed_in == "starting"  # stored in its own field, not read from history
+    assert store.list_deploys("api", since=backend.clock.now(), brief=True) == expected
 
 
 # --- items written by another version ----------------------------------------------

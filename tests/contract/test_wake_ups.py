@@ -100,6 +100,19 @@ def test_a_closed_channel_is_gone_for_rings_and_waits(backend: Backend) -> None:
     assert backend.wakeups.wait(reopened, 10) is True
 
 
+def test_ringing_many_at_once_rings_each_and_names_the_gone_ones(backend: Backend) -> None:
+    addresses = [backend.wakeups.open(f"i-many-{n}") for n in range(5)]
+    gone = backend.wakeups.open("i-many-gone")
+    backend.wakeups.close(gone)
+    failed = backend.wakeups.ring_all([*addresses, gone])
+    assert list(failed) == [gone]
+    assert isinstance(failed[gone], NotFoundError)
+    for address in addresses:
+        assert backend.wakeups.wait(address, 10) is True
+        assert backend.wakeups.wait(address, 0.5) is False  # rung once, not more
+    assert backend.wakeups.ring_all([]) == {}
+
+
 def test_on_sqs_a_ring_ends_a_wait_that_is_already_waiting(endpoint: str) -> None:
     client = sqs_client(endpoint)
     stop = threading.Event()

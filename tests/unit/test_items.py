@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from flotilla.adapters import items
 from flotilla.adapters.dynamodb_codec import from_attributes, to_attribute, to_attributes
 from flotilla.adapters.items.common import check_schema
+from flotilla.adapters.items.deploys import BRIEF_LEFT_OUT
 from flotilla.engine.checkpoint import DeployCheckpoint, LeaseRef, Outcome, Transition
 from flotilla.engine.errors import SchemaError
 from flotilla.engine.ports import INSTANCE_LEFT, INSTANCE_STATE
@@ -213,6 +214,18 @@ def test_checkpoints_round_trip(checkpoint: DeployCheckpoint) -> None:
     item = items.deploy_to_item(checkpoint)
     assert items.deploy_from_item(item) == checkpoint
     assert items.deploy_from_item(through_dynamodb(item)) == checkpoint
+
+
+@given(checkpoints)
+def test_a_brief_item_names_every_attribute_but_those_left_out(
+    checkpoint: DeployCheckpoint,
+) -> None:
+    """An attribute added to the deploy item is either in brief listings or left out on
+    purpose: the scheduler's listings never lose one silently."""
+    written = set(items.deploy_to_item(checkpoint))
+    assert written <= set(items.BRIEF_ATTRIBUTES) | BRIEF_LEFT_OUT  # none unaccounted for
+    assert set(items.BRIEF_ATTRIBUTES) <= written  # and brief names only real ones
+    assert BRIEF_LEFT_OUT.isdisjoint(items.BRIEF_ATTRIBUTES)
 
 
 @given(

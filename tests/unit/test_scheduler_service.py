@@ -53,8 +53,8 @@ class SpyQueue:
         self.receives += 1
         return self.inner.receive(wait=wait, max_events=max_events)
 
-    def ack(self, event: Event) -> None:
-        self.inner.ack(event)
+    def ack(self, *events: Event) -> None:
+        self.inner.ack(*events)
 
 
 class Cluster:
