@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
+from flotilla.adapters.wake_rings import ring_each
 from flotilla.engine.clock import Clock
 from flotilla.engine.errors import FlotillaError, NotFoundError
 
@@ -61,13 +62,7 @@ class MemoryWakeUps:
     def ring_all(self, addresses: Sequence[str]) -> dict[str, FlotillaError]:
         # One after another, in the caller's thread: the simulation's clock lets one
         # thread run at a time, and a ring here costs nothing to wait for.
-        failed: dict[str, FlotillaError] = {}
-        for address in addresses:
-            try:
-                self.ring(address)
-            except FlotillaError as error:
-                failed[address] = error
-        return failed
+        return ring_each(self.ring, addresses)
 
     def close(self, address: str) -> None:
         with self._mutex:

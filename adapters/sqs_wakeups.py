@@ -24,6 +24,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from flotilla.adapters import aws_errors
+from flotilla.adapters.wake_rings import ring_each
 from flotilla.engine.errors import FlotillaError, NotFoundError
 from flotilla.engine.validation import environment_name
 
@@ -98,22 +99,13 @@ class SqsWakeUps:
         # Each queue is its own SQS call: sent side by side, a pass that refills several
         # slots wakes the last agent after one call's time, not after all of them.
         if len(addresses) <= 1:
-            return self._rung_each(addresses)
+            return ring_each(self.ring, addresses)
         with self._mutex:
             if self._ringers is None:
                 self._ringers = ThreadPoolExecutor(RINGERS, thread_name_prefix="wake-up ring")
             ringers = self._ringers
-        outcomes = ringers.map(self._rung_each, [[address] for address in addresses])
+        outcomes = ringers.map(lambda address: ring_each(self.ring, [address]), addresses)
         return {address: error for failed in outcomes for address, error in failed.items()}
-
-    def _rung_each(self, addresses: Sequence[str]) -> dict[str, FlotillaError]:
-        failed: dict[str, FlotillaError] = {}
-        for address in addresses:
-            try:
-                self.ring(address)
-            except FlotillaError as error:
-                failed[address] = error
-        return failed
 
     def close(self, address: str) -> None:
         with contextlib.suppress(NotFoundError):  # closed already
