@@ -246,8 +246,6 @@ def _failed_in(item: Mapping[str, Any], history: tuple[Transition, ...]) -> str 
     `failed` in the history, so it is read from there once, here."""
     if "failed_in" in item:
         return common.optional_str(item["failed_in"])
-    if not history:
-        return None  # a brief item (deploy_from_item), or a deploy that never failed
     states = [t.state for t in history]
     if State.FAILED not in states:
         return None
